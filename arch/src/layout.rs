@@ -1,0 +1,64 @@
+//! Guest physical memory layout of an x86_64 microVM.
+//!
+//! ```text
+//! 0x0000_0500  GDT                      0x0000_0520  IDT
+//! 0x0000_6000  PVH start info + memmap  0x0000_7000  zero page (boot_params)
+//! 0x0000_8ff0  boot stack top           0x0000_9000  PML4, PDPT, 4 x PD
+//! 0x0002_0000  kernel command line      0x0009_fc00  MP table (top of base RAM)
+//! 0x0010_0000  kernel (high memory)     ...          initrd at the top of low RAM
+//! 0xc000_0000  MMIO gap (1 GiB): virtio-mmio devices, IOAPIC, LAPIC
+//! 0x1_0000_0000  RAM above 4 GiB when the guest has more than 3 GiB
+//! ```
+
+/// GDT, four 8-byte entries.
+pub const BOOT_GDT_START: u64 = 0x500;
+/// IDT: one null entry, enough for the guest until it loads its own.
+pub const BOOT_IDT_START: u64 = 0x520;
+/// PVH `hvm_start_info`, followed by its memory map.
+pub const PVH_INFO_START: u64 = 0x6000;
+/// Linux zero page (`boot_params`).
+pub const ZERO_PAGE_START: u64 = 0x7000;
+/// Initial stack pointer.
+pub const BOOT_STACK_POINTER: u64 = 0x8ff0;
+/// Page-map level 4 table of the identity mapping.
+pub const PML4_START: u64 = 0x9000;
+/// Page-directory-pointer table.
+pub const PDPTE_START: u64 = 0xa000;
+/// First of the page directories (one per identity-mapped GiB).
+pub const PDE_START: u64 = 0xb000;
+/// GiB of guest physical space identity-mapped with 2 MiB pages at entry.
+pub const IDENTITY_MAPPED_GIB: u64 = 4;
+/// Kernel command line.
+pub const CMDLINE_START: u64 = 0x20000;
+/// Largest command line the x86 Linux boot protocol accepts, NUL included.
+pub const CMDLINE_MAX_SIZE: usize = 2048;
+/// Start of the Extended BIOS Data Area; base RAM ends here.
+pub const EBDA_START: u64 = 0x9fc00;
+/// MP floating pointer and configuration table.
+pub const MPTABLE_START: u64 = EBDA_START;
+/// Where the kernel and everything above 1 MiB begins.
+pub const HIMEM_START: u64 = 0x10_0000;
+
+/// Start of the 32-bit MMIO gap; no RAM between this and 4 GiB.
+pub const MMIO_GAP_START: u64 = 0xc000_0000;
+/// End of the 32-bit MMIO gap.
+pub const MMIO_GAP_END: u64 = 1 << 32;
+/// Size of the 32-bit MMIO gap.
+pub const MMIO_GAP_SIZE: u64 = MMIO_GAP_END - MMIO_GAP_START;
+/// First address handed to virtio-mmio devices.
+pub const VIRTIO_MMIO_START: u64 = 0xd000_0000;
+/// Size of each virtio-mmio device window.
+pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
+/// IOAPIC registers.
+pub const IOAPIC_START: u64 = 0xfec0_0000;
+/// Local APIC registers.
+pub const APIC_START: u64 = 0xfee0_0000;
+/// Where KVM places the TSS (three pages just below the BIOS area).
+pub const KVM_TSS_ADDRESS: u64 = 0xfffb_d000;
+
+/// Legacy IRQ of the first serial port.
+pub const SERIAL_IRQ: u32 = 4;
+/// First IRQ handed to virtio devices.
+pub const VIRTIO_IRQ_START: u32 = 5;
+/// Last IRQ line the IOAPIC has.
+pub const IRQ_MAX: u32 = 23;
