@@ -1,1 +1,10 @@
-//! placeholder
+//! Device models for the VMM, each behind the small `BusDevice` trait: a
+//! device sees only offsets inside its own range, the `Bus` owns lookups.
+
+pub mod bus;
+pub mod cmos;
+pub mod i8042;
+pub mod serial;
+pub mod sink;
+
+pub use bus::{Bus, BusDevice, SharedDevice};
