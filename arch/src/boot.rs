@@ -7,7 +7,9 @@ use std::io::{Read, Seek, SeekFrom};
 
 use linux_loader::cmdline::Cmdline;
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
-use linux_loader::loader::elf::start_info::{hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info};
+use linux_loader::loader::elf::start_info::{
+    hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
+};
 use linux_loader::loader::{self, BzImage, Elf, KernelLoader, PvhBootCapability};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -293,7 +295,11 @@ pub fn write_boot_params(mem: &GuestMemoryMmap, params: &boot_params) -> Result<
 
 /// Writes the PVH start info, its memory map and the initrd module entry at
 /// `PVH_INFO_START`.
-pub fn write_pvh_info(mem: &GuestMemoryMmap, mem_size: u64, initrd: Option<(u64, u64)>) -> Result<()> {
+pub fn write_pvh_info(
+    mem: &GuestMemoryMmap,
+    mem_size: u64,
+    initrd: Option<(u64, u64)>,
+) -> Result<()> {
     let info_size = std::mem::size_of::<hvm_start_info>() as u64;
     let modlist_addr = PVH_INFO_START + info_size;
     let memmap_addr = modlist_addr + std::mem::size_of::<hvm_modlist_entry>() as u64;
@@ -346,11 +352,17 @@ mod tests {
 
     #[test]
     fn detects_elf_and_bzimage() {
-        assert_eq!(detect_format(b"\x7fELF\x02\x01").unwrap(), KernelFormat::Elf);
+        assert_eq!(
+            detect_format(b"\x7fELF\x02\x01").unwrap(),
+            KernelFormat::Elf
+        );
         let mut bz = vec![0u8; 0x400];
         bz[0x202..0x206].copy_from_slice(b"HdrS");
         assert_eq!(detect_format(&bz).unwrap(), KernelFormat::BzImage);
-        assert!(matches!(detect_format(b"#!/bin/sh\n"), Err(Error::UnknownFormat)));
+        assert!(matches!(
+            detect_format(b"#!/bin/sh\n"),
+            Err(Error::UnknownFormat)
+        ));
         assert!(matches!(detect_format(&[]), Err(Error::UnknownFormat)));
     }
 
@@ -385,22 +397,34 @@ mod tests {
         elf32[18] = 3;
         assert!(matches!(
             probe_kernel(&mut temp_file(&elf32)),
-            Err(Error::WrongElfArch { class: 1, machine: 3 })
+            Err(Error::WrongElfArch {
+                class: 1,
+                machine: 3
+            })
         ));
         let mut bz = vec![0u8; 0x400];
         bz[0x202..0x206].copy_from_slice(b"HdrS");
         bz[0x206] = 0x04;
         bz[0x207] = 0x02;
-        assert!(matches!(probe_kernel(&mut temp_file(&bz)), Err(Error::OldBootProtocol(0x204))));
+        assert!(matches!(
+            probe_kernel(&mut temp_file(&bz)),
+            Err(Error::OldBootProtocol(0x204))
+        ));
     }
 
     #[test]
     fn garbage_kernel_is_rejected_before_loading() {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 64 << 20)]).unwrap();
         let mut f = temp_file(&[0x5a; 4096]);
-        assert!(matches!(load_kernel(&mem, &mut f, false), Err(Error::UnknownFormat)));
+        assert!(matches!(
+            load_kernel(&mem, &mut f, false),
+            Err(Error::UnknownFormat)
+        ));
         let mut empty = temp_file(&[]);
-        assert!(matches!(load_kernel(&mem, &mut empty, false), Err(Error::UnknownFormat)));
+        assert!(matches!(
+            load_kernel(&mem, &mut empty, false),
+            Err(Error::UnknownFormat)
+        ));
     }
 
     #[test]
@@ -414,7 +438,16 @@ mod tests {
         bz[0x211] = 1; // loadflags: LOADED_HIGH
         bz[0x214..0x218].copy_from_slice(&0x10_0000u32.to_le_bytes());
         let err = load_kernel(&mem, &mut temp_file(&bz), false).unwrap_err();
-        assert!(matches!(err, Error::Load { format: "bzImage", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::Load {
+                    format: "bzImage",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -458,10 +491,14 @@ mod tests {
         let len = write_cmdline(&mem, &c).unwrap();
         assert_eq!(len, "console=ttyS0 reboot=k".len() + 1);
         let mut back = vec![0u8; len];
-        mem.read_slice(&mut back, GuestAddress(CMDLINE_START)).unwrap();
+        mem.read_slice(&mut back, GuestAddress(CMDLINE_START))
+            .unwrap();
         assert_eq!(&back, b"console=ttyS0 reboot=k\0");
         assert!(make_cmdline(&"x".repeat(CMDLINE_MAX_SIZE - 1)).is_ok());
-        assert!(matches!(make_cmdline(&"x".repeat(CMDLINE_MAX_SIZE)), Err(Error::Cmdline(_))));
+        assert!(matches!(
+            make_cmdline(&"x".repeat(CMDLINE_MAX_SIZE)),
+            Err(Error::Cmdline(_))
+        ));
     }
 
     #[test]
@@ -473,10 +510,16 @@ mod tests {
         assert_eq!({ hdr.type_of_loader }, KERNEL_LOADER_OTHER);
         assert_eq!({ hdr.cmd_line_ptr }, CMDLINE_START as u32);
         assert_eq!({ hdr.cmdline_size }, 42);
-        assert_eq!(({ hdr.ramdisk_image }, { hdr.ramdisk_size }), (0x0800_0000, 0x1000));
+        assert_eq!(
+            ({ hdr.ramdisk_image }, { hdr.ramdisk_size }),
+            (0x0800_0000, 0x1000)
+        );
         assert_eq!(p.e820_entries, 3);
         let last = p.e820_table[2];
-        assert_eq!(({ last.addr }, { last.size }, { last.r#type }), (HIMEM_START, 255 * MIB, 1));
+        assert_eq!(
+            ({ last.addr }, { last.size }, { last.r#type }),
+            (HIMEM_START, 255 * MIB, 1)
+        );
     }
 
     #[test]

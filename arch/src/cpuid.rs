@@ -26,7 +26,8 @@ pub fn adjust_entry(entry: &mut kvm_cpuid_entry2, id: u8, count: u8) {
     match entry.function {
         LEAF_FEATURES => {
             // EBX[31:24] initial APIC id, EBX[23:16] logical processors.
-            entry.ebx = (entry.ebx & 0x0000_ffff) | (u32::from(id) << 24) | (u32::from(count) << 16);
+            entry.ebx =
+                (entry.ebx & 0x0000_ffff) | (u32::from(id) << 24) | (u32::from(count) << 16);
             entry.ecx |= ECX_HYPERVISOR;
             if count > 1 {
                 entry.edx |= EDX_HTT;
@@ -39,9 +40,8 @@ pub fn adjust_entry(entry: &mut kvm_cpuid_entry2, id: u8, count: u8) {
             // this cache - 1 (private caches: 0, shared L3: all).
             let level = (entry.eax >> 5) & 0x7;
             let sharing = if level >= 3 { u32::from(count) - 1 } else { 0 };
-            entry.eax = (entry.eax & 0x3fff)
-                | ((u32::from(count) - 1) << 26)
-                | ((sharing & 0xfff) << 14);
+            entry.eax =
+                (entry.eax & 0x3fff) | ((u32::from(count) - 1) << 26) | ((sharing & 0xfff) << 14);
         }
         LEAF_EXT_TOPOLOGY | LEAF_EXT_TOPOLOGY_V2 => {
             entry.edx = u32::from(id);

@@ -83,9 +83,15 @@ mod tests {
     #[test]
     fn data_and_code32_are_flat_32bit() {
         let data = segment_from_gdt(DATA, 2);
-        assert_eq!((data.selector, data.type_, data.db, data.l, data.g), (16, 3, 1, 0, 1));
+        assert_eq!(
+            (data.selector, data.type_, data.db, data.l, data.g),
+            (16, 3, 1, 0, 1)
+        );
         let code = segment_from_gdt(CODE32, 1);
-        assert_eq!((code.db, code.l, code.base, code.limit), (1, 0, 0, 0xffff_ffff));
+        assert_eq!(
+            (code.db, code.l, code.base, code.limit),
+            (1, 0, 0, 0xffff_ffff)
+        );
     }
 
     #[test]

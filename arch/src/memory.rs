@@ -94,9 +94,23 @@ mod tests {
     fn e820_small_guest() {
         let map = e820_map(128 * MIB);
         assert_eq!(map.len(), 3);
-        assert_eq!(map[0], E820Entry { addr: 0, size: EBDA_START, kind: E820_RAM });
+        assert_eq!(
+            map[0],
+            E820Entry {
+                addr: 0,
+                size: EBDA_START,
+                kind: E820_RAM
+            }
+        );
         assert_eq!(map[1].kind, E820_RESERVED);
-        assert_eq!(map[2], E820Entry { addr: HIMEM_START, size: 127 * MIB, kind: E820_RAM });
+        assert_eq!(
+            map[2],
+            E820Entry {
+                addr: HIMEM_START,
+                size: 127 * MIB,
+                kind: E820_RAM
+            }
+        );
     }
 
     #[test]
@@ -104,13 +118,27 @@ mod tests {
         let map = e820_map(5 * GIB);
         assert_eq!(map.len(), 4);
         assert_eq!(map[2].addr + map[2].size, MMIO_GAP_START);
-        assert_eq!(map[3], E820Entry { addr: MMIO_GAP_END, size: 2 * GIB, kind: E820_RAM });
-        let ram: u64 = map.iter().filter(|e| e.kind == E820_RAM).map(|e| e.size).sum();
+        assert_eq!(
+            map[3],
+            E820Entry {
+                addr: MMIO_GAP_END,
+                size: 2 * GIB,
+                kind: E820_RAM
+            }
+        );
+        let ram: u64 = map
+            .iter()
+            .filter(|e| e.kind == E820_RAM)
+            .map(|e| e.size)
+            .sum();
         // All RAM but the 384 KiB legacy hole is described as usable.
         assert_eq!(ram, 5 * GIB - (HIMEM_START - EBDA_START));
         for e in &map {
             let end = e.addr + e.size;
-            assert!(end <= MMIO_GAP_START || e.addr >= MMIO_GAP_END, "{e:?} overlaps the gap");
+            assert!(
+                end <= MMIO_GAP_START || e.addr >= MMIO_GAP_END,
+                "{e:?} overlaps the gap"
+            );
         }
     }
 }

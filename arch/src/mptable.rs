@@ -276,10 +276,19 @@ mod tests {
         let intsrcs: Vec<&[u8]> = e[20 + 8 + 8..].chunks(8).collect();
         assert_eq!(intsrcs.len(), IRQ_MAX as usize + 1 + 2);
         for (irq, s) in intsrcs.iter().take(IRQ_MAX as usize + 1).enumerate() {
-            assert_eq!((s[0], s[5] as usize, s[6], s[7] as usize), (MP_INTSRC, irq, 1, irq));
+            assert_eq!(
+                (s[0], s[5] as usize, s[6], s[7] as usize),
+                (MP_INTSRC, irq, 1, irq)
+            );
         }
-        assert_eq!((intsrcs[24][0], intsrcs[24][1], intsrcs[24][7]), (MP_LINTSRC, MP_EXTINT, 0));
-        assert_eq!((intsrcs[25][0], intsrcs[25][1], intsrcs[25][7]), (MP_LINTSRC, MP_NMI, 1));
+        assert_eq!(
+            (intsrcs[24][0], intsrcs[24][1], intsrcs[24][7]),
+            (MP_LINTSRC, MP_EXTINT, 0)
+        );
+        assert_eq!(
+            (intsrcs[25][0], intsrcs[25][1], intsrcs[25][7]),
+            (MP_LINTSRC, MP_NMI, 1)
+        );
     }
 
     #[test]
@@ -293,7 +302,8 @@ mod tests {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         write(&mem, 2).unwrap();
         let mut sig = [0u8; 4];
-        mem.read_slice(&mut sig, GuestAddress(MPTABLE_START)).unwrap();
+        mem.read_slice(&mut sig, GuestAddress(MPTABLE_START))
+            .unwrap();
         assert_eq!(&sig, b"_MP_");
     }
 }

@@ -240,7 +240,10 @@ mod tests {
         let m = mem();
         let mut sregs = kvm_sregs::default();
         setup_sregs(&m, &mut sregs, EntryMode::Linux64).unwrap();
-        assert_eq!(sregs.cr0 & (X86_CR0_PE | X86_CR0_PG), X86_CR0_PE | X86_CR0_PG);
+        assert_eq!(
+            sregs.cr0 & (X86_CR0_PE | X86_CR0_PG),
+            X86_CR0_PE | X86_CR0_PG
+        );
         assert_eq!(sregs.efer & (EFER_LME | EFER_LMA), EFER_LME | EFER_LMA);
         assert_ne!(sregs.cr4 & X86_CR4_PAE, 0);
         assert_eq!(sregs.cr3, PML4_START);
@@ -268,7 +271,10 @@ mod tests {
     #[test]
     fn regs_point_at_boot_data() {
         let r = boot_regs(GuestAddress(0x100_0000), EntryMode::Linux64);
-        assert_eq!((r.rip, r.rsi, r.rsp, r.rflags), (0x100_0000, ZERO_PAGE_START, BOOT_STACK_POINTER, 2));
+        assert_eq!(
+            (r.rip, r.rsi, r.rsp, r.rflags),
+            (0x100_0000, ZERO_PAGE_START, BOOT_STACK_POINTER, 2)
+        );
         let r = boot_regs(GuestAddress(0x100_0100), EntryMode::Pvh);
         assert_eq!((r.rip, r.rbx), (0x100_0100, PVH_INFO_START));
     }

@@ -185,9 +185,21 @@ mod tests {
         let mut bus = Bus::new("pio");
         let dev = || Arc::new(Mutex::new(Recorder::default()));
         bus.insert(dev(), 0x100, 0x10).unwrap();
-        assert_eq!(bus.insert(dev(), 0x10f, 1), Err(Error::Overlap { base: 0x10f, len: 1 }));
-        assert_eq!(bus.insert(dev(), 0xf8, 0x9), Err(Error::Overlap { base: 0xf8, len: 9 }));
-        assert_eq!(bus.insert(dev(), 0x50, 0), Err(Error::InvalidRange { base: 0x50, len: 0 }));
+        assert_eq!(
+            bus.insert(dev(), 0x10f, 1),
+            Err(Error::Overlap {
+                base: 0x10f,
+                len: 1
+            })
+        );
+        assert_eq!(
+            bus.insert(dev(), 0xf8, 0x9),
+            Err(Error::Overlap { base: 0xf8, len: 9 })
+        );
+        assert_eq!(
+            bus.insert(dev(), 0x50, 0),
+            Err(Error::InvalidRange { base: 0x50, len: 0 })
+        );
         assert!(bus.insert(dev(), u64::MAX, 2).is_err());
         bus.insert(dev(), 0x110, 0x10).unwrap();
         bus.insert(dev(), 0xf0, 0x10).unwrap();

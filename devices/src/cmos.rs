@@ -149,7 +149,7 @@ impl BusDevice for Cmos {
             // Bit 7 of the index port masks NMIs; the index is 7 bits.
             0 => self.index = value & 0x7f,
             1 => match self.index {
-                REG_C | REG_D => {} // read-only
+                REG_C | REG_D => {}                               // read-only
                 REG_A => self.ram[REG_A as usize] = value & 0x7f, // UIP is read-only
                 i => self.ram[i as usize] = value,
             },
@@ -173,11 +173,22 @@ mod tests {
     fn civil_dates() {
         assert_eq!(
             DateTime::from_unix(0),
-            DateTime { year: 1970, month: 1, day: 1, hour: 0, minute: 0, second: 0, weekday: 5 }
+            DateTime {
+                year: 1970,
+                month: 1,
+                day: 1,
+                hour: 0,
+                minute: 0,
+                second: 0,
+                weekday: 5
+            }
         );
         // 2000-02-29 12:34:56 UTC, a Tuesday.
         let t = DateTime::from_unix(951_827_696);
-        assert_eq!((t.year, t.month, t.day, t.hour, t.minute, t.second, t.weekday), (2000, 2, 29, 12, 34, 56, 3));
+        assert_eq!(
+            (t.year, t.month, t.day, t.hour, t.minute, t.second, t.weekday),
+            (2000, 2, 29, 12, 34, 56, 3)
+        );
         // 2026-11-22 23:59:59 UTC, a Sunday.
         let t = DateTime::from_unix(1_795_391_999);
         assert_eq!((t.year, t.month, t.day, t.weekday), (2026, 11, 22, 1));

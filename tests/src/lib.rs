@@ -1,1 +1,262 @@
-//! placeholder
+//! Helpers for the integration tests: locating the `vmm` binary, building
+//! tiny guests (a few instructions wrapped in a minimal ELF the VMM boots
+//! like a vmlinux), running the VMM with a time limit, and finding the
+//! default guest built by guest-kernels/build.sh.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Where tiny guests are loaded and entered (2 MiB, above the kernel floor).
+pub const TINY_GUEST_ADDR: u64 = 0x20_0000;
+
+/// The `vmm` binary: `$VMM_BIN`, or the one beside this test's target dir.
+pub fn vmm_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("VMM_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> -> target/<profile>/vmm
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("vmm"))
+        .expect("target dir");
+    assert!(
+        bin.is_file(),
+        "{} not found: run `cargo build --workspace` (or set VMM_BIN) before these tests",
+        bin.display()
+    );
+    bin
+}
+
+/// A minimal 64-bit x86 ELF executable with one loadable segment holding
+/// `code`, loaded and entered at `TINY_GUEST_ADDR`.
+pub fn tiny_elf(code: &[u8]) -> Vec<u8> {
+    const CODE_OFFSET: u64 = 0x1000;
+    let mut f = Vec::new();
+    // ELF header.
+    f.extend_from_slice(b"\x7fELF");
+    f.extend_from_slice(&[2, 1, 1, 0]); // 64-bit, little endian, version 1, SysV
+    f.extend_from_slice(&[0; 8]);
+    f.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    f.extend_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+    f.extend_from_slice(&1u32.to_le_bytes());
+    f.extend_from_slice(&TINY_GUEST_ADDR.to_le_bytes()); // e_entry
+    f.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
+    f.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+    f.extend_from_slice(&0u32.to_le_bytes()); // e_flags
+    f.extend_from_slice(&64u16.to_le_bytes()); // e_ehsize
+    f.extend_from_slice(&56u16.to_le_bytes()); // e_phentsize
+    f.extend_from_slice(&1u16.to_le_bytes()); // e_phnum
+    f.extend_from_slice(&[0; 6]); // e_shentsize, e_shnum, e_shstrndx
+                                  // Program header: PT_LOAD, R+X.
+    f.extend_from_slice(&1u32.to_le_bytes());
+    f.extend_from_slice(&5u32.to_le_bytes());
+    f.extend_from_slice(&CODE_OFFSET.to_le_bytes());
+    f.extend_from_slice(&TINY_GUEST_ADDR.to_le_bytes()); // p_vaddr
+    f.extend_from_slice(&TINY_GUEST_ADDR.to_le_bytes()); // p_paddr
+    f.extend_from_slice(&(code.len() as u64).to_le_bytes());
+    f.extend_from_slice(&(code.len() as u64).to_le_bytes());
+    f.extend_from_slice(&0x1000u64.to_le_bytes());
+    f.resize(CODE_OFFSET as usize, 0);
+    f.extend_from_slice(code);
+    f
+}
+
+/// x86-64 machine code for the tiny guests, assembled by hand.
+pub mod asm {
+    /// `mov dx, 0x3f8; mov al, b; out dx, al` for each byte of `text`.
+    pub fn print(text: &[u8]) -> Vec<u8> {
+        let mut c = vec![0x66, 0xba, 0xf8, 0x03]; // mov dx, 0x3f8
+        for b in text {
+            c.extend_from_slice(&[0xb0, *b, 0xee]); // mov al, b; out dx, al
+        }
+        c
+    }
+
+    /// `mov al, 0xfe; out 0x64, al` (i8042 CPU reset), then `hlt` in a loop.
+    pub fn reset() -> Vec<u8> {
+        vec![0xb0, 0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfd]
+    }
+
+    /// Reads from an address no page table maps (64 GiB): a page fault with
+    /// no usable IDT, so a triple fault.
+    pub fn fault() -> Vec<u8> {
+        let mut c = vec![0x48, 0xb8]; // mov rax, imm64
+        c.extend_from_slice(&(64u64 << 30).to_le_bytes());
+        c.extend_from_slice(&[0x48, 0x8b, 0x00]); // mov rax, [rax]
+        c.extend_from_slice(&[0xf4, 0xeb, 0xfd]);
+        c
+    }
+
+    /// `popcnt rax, rbx`: runs on VT-x/AMD-V, stops KVM's emulator.
+    pub const POPCNT: [u8; 5] = [0xf3, 0x48, 0x0f, 0xb8, 0xc3];
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A new empty directory under the system temp dir.
+    pub fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let p = std::env::temp_dir().join(format!("vmm-test-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    /// A path inside the directory.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// Writes `bytes` to `name` inside the directory and returns its path.
+    pub fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What a finished VMM process left.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Exit code; None if it was killed.
+    pub code: Option<i32>,
+    /// Everything on stdout (the serial console with --serial stdio).
+    pub stdout: String,
+    /// Everything on stderr (the VMM's log).
+    pub stderr: String,
+    /// Whether the time limit ran out and the process was killed.
+    pub timed_out: bool,
+}
+
+fn reader<R: Read + Send + 'static>(mut r: R, tx: mpsc::Sender<(bool, Vec<u8>)>, is_out: bool) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send((is_out, buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Starts `vmm` with `args` (stdin closed) and collects its output until it
+/// exits, `limit` passes, or stdout contains `stop_at` (then it is killed:
+/// used where the guest has nothing more to show).
+pub fn run_vmm(args: &[&str], limit: Duration, stop_at: Option<&str>) -> Outcome {
+    let mut child: Child = Command::new(vmm_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vmm");
+    let (tx, rx) = mpsc::channel();
+    reader(child.stdout.take().unwrap(), tx.clone(), true);
+    reader(child.stderr.take().unwrap(), tx, false);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + limit;
+    let mut timed_out = false;
+    let mut stopped = false;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok((true, b)) => out.extend_from_slice(&b),
+            Ok((false, b)) => err.extend_from_slice(&b),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if let Some(pat) = stop_at {
+            if !stopped && String::from_utf8_lossy(&out).contains(pat) {
+                stopped = true;
+                let _ = child.kill();
+            }
+        }
+        if !stopped && Instant::now() > deadline {
+            timed_out = true;
+            stopped = true;
+            let _ = child.kill();
+        }
+    }
+    let status = child.wait().expect("wait vmm");
+    Outcome {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&out).into_owned(),
+        stderr: String::from_utf8_lossy(&err).into_owned(),
+        timed_out,
+    }
+}
+
+/// Whether /dev/kvm here is the emulated kvm_pvm.
+pub fn kvm_is_emulated() -> bool {
+    Path::new("/sys/module/kvm_pvm").exists()
+}
+
+/// Whether /dev/kvm can be opened (KVM tests need it).
+pub fn kvm_available() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+/// The default guest directory (as `vmm run` finds it), if it is built.
+pub fn default_guest() -> Option<PathBuf> {
+    let dir = match std::env::var_os("VMM_GUEST_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let root = std::env::var_os("VMM_GUEST_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                        .join(".cache/vmm-guest")
+                });
+            root.join("current")
+        }
+    };
+    (dir.join("vmlinux").is_file() && dir.join("initramfs.cpio").is_file()).then_some(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiny_elf_layout() {
+        let e = tiny_elf(&[0x90, 0xf4]);
+        assert_eq!(&e[..4], b"\x7fELF");
+        assert_eq!(
+            u64::from_le_bytes(e[24..32].try_into().unwrap()),
+            TINY_GUEST_ADDR
+        );
+        assert_eq!(&e[0x1000..], &[0x90, 0xf4]);
+    }
+
+    #[test]
+    fn print_encodes_one_out_per_byte() {
+        let c = asm::print(b"ab");
+        assert_eq!(
+            c,
+            vec![0x66, 0xba, 0xf8, 0x03, 0xb0, b'a', 0xee, 0xb0, b'b', 0xee]
+        );
+    }
+}

@@ -1,1 +1,17 @@
-//! placeholder
+//! A KVM virtual machine monitor: boots a Linux guest kernel with its own
+//! memory, vCPUs and devices. `VmConfig` says what to build, `Vmm::build`
+//! builds it and `Vmm::run` runs it until the guest ends.
+
+pub mod builder;
+pub mod cmdline;
+pub mod config;
+pub mod device_manager;
+pub mod error;
+pub mod event_loop;
+pub mod host;
+pub mod vcpu;
+
+pub use builder::Vmm;
+pub use config::VmConfig;
+pub use error::{exit_code, Error, Result};
+pub use vcpu::VmEnd;

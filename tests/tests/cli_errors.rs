@@ -1,0 +1,162 @@
+//! Bad input gets a clear message and its documented exit code, before any
+//! VM is created.
+
+use std::time::Duration;
+
+use vmm_tests::{run_vmm, tiny_elf, TempDir};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn run(args: &[&str]) -> vmm_tests::Outcome {
+    let out = run_vmm(args, LIMIT, None);
+    assert!(!out.timed_out, "{out:?}");
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    out
+}
+
+#[test]
+fn missing_kernel_is_a_file_error() {
+    let out = run(&["run", "--kernel", "/nonexistent/vmlinux"]);
+    assert_eq!(out.code, Some(4), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("kernel '/nonexistent/vmlinux'"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("No such file"), "{}", out.stderr);
+}
+
+#[test]
+fn missing_initrd_is_a_file_error() {
+    let dir = TempDir::new("cli");
+    let k = dir.write("k.elf", &tiny_elf(&[0xf4]));
+    let out = run(&[
+        "run",
+        "--kernel",
+        k.to_str().unwrap(),
+        "--initrd",
+        "/nonexistent/initrd",
+    ]);
+    assert_eq!(out.code, Some(4), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("initrd '/nonexistent/initrd'"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn kernel_that_is_a_directory() {
+    let out = run(&["run", "--kernel", "/"]);
+    assert_eq!(out.code, Some(4), "{}", out.stderr);
+    assert!(out.stderr.contains("is a directory"), "{}", out.stderr);
+}
+
+#[test]
+fn a_file_that_is_not_a_kernel_is_an_image_error() {
+    let dir = TempDir::new("cli");
+    let k = dir.write("notakernel", b"#!/bin/sh\necho hello\n");
+    let out = run(&["run", "--kernel", k.to_str().unwrap()]);
+    assert_eq!(out.code, Some(5), "{}", out.stderr);
+    assert!(out.stderr.contains("not a Linux kernel"), "{}", out.stderr);
+    let empty = dir.write("empty", b"");
+    let out = run(&["run", "--kernel", empty.to_str().unwrap()]);
+    assert_eq!(out.code, Some(5), "{}", out.stderr);
+}
+
+#[test]
+fn a_32bit_elf_is_an_image_error() {
+    let dir = TempDir::new("cli");
+    let mut elf = tiny_elf(&[0xf4]);
+    elf[4] = 1; // ELFCLASS32
+    let k = dir.write("k32", &elf);
+    let out = run(&["run", "--kernel", k.to_str().unwrap()]);
+    assert_eq!(out.code, Some(5), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("not a 64-bit x86 image"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn bad_memory_values() {
+    let dir = TempDir::new("cli");
+    let k = dir.write("k.elf", &tiny_elf(&[0xf4]));
+    let k = k.to_str().unwrap();
+    let out = run(&["run", "--kernel", k, "--memory", "0"]);
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    assert!(out.stderr.contains("invalid memory '0'"), "{}", out.stderr);
+    let out = run(&["run", "--kernel", k, "--memory", "64T"]);
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("more than the host can give"),
+        "{}",
+        out.stderr
+    );
+    let out = run(&["run", "--kernel", k, "--memory", "lots"]);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("--memory"), "{}", out.stderr);
+}
+
+#[test]
+fn bad_vcpu_counts() {
+    let dir = TempDir::new("cli");
+    let k = dir.write("k.elf", &tiny_elf(&[0xf4]));
+    let k = k.to_str().unwrap();
+    let out = run(&["run", "--kernel", k, "--vcpus", "0"]);
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    assert!(out.stderr.contains("invalid vcpus '0'"), "{}", out.stderr);
+    let out = run(&["run", "--kernel", k, "--vcpus", "5000"]);
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    assert!(out.stderr.contains("vcpus"), "{}", out.stderr);
+}
+
+#[test]
+fn bad_serial_and_flags_are_usage_errors() {
+    let out = run(&["run", "--serial", "tty"]);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("expected stdio, file:PATH or none"),
+        "{}",
+        out.stderr
+    );
+    let out = run(&["run", "--no-such-flag"]);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+}
+
+#[test]
+fn a_command_line_too_long_is_a_config_error() {
+    let dir = TempDir::new("cli");
+    let k = dir.write("k.elf", &tiny_elf(&[0xf4]));
+    let long = "x".repeat(3000);
+    let out = run(&["run", "--kernel", k.to_str().unwrap(), "--cmdline", &long]);
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    assert!(out.stderr.contains("invalid cmdline"), "{}", out.stderr);
+}
+
+#[test]
+fn missing_default_guest_says_how_to_build_it() {
+    let dir = TempDir::new("cli");
+    let out = run_vmm_env(&["run"], &[("VMM_GUEST_DIR", dir.0.to_str().unwrap())]);
+    assert_eq!(out.code, Some(4), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("guest-kernels/build.sh"),
+        "{}",
+        out.stderr
+    );
+}
+
+fn run_vmm_env(args: &[&str], env: &[(&str, &str)]) -> vmm_tests::Outcome {
+    let out = std::process::Command::new(vmm_tests::vmm_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    vmm_tests::Outcome {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        timed_out: false,
+    }
+}

@@ -1,0 +1,145 @@
+//! Layer 2: the VMM boots tiny guests that these tests assemble themselves,
+//! and its exit code and output are checked. Each runs in milliseconds even
+//! on an emulated KVM.
+
+use std::time::Duration;
+
+use vmm_tests::{asm, kvm_available, kvm_is_emulated, run_vmm, tiny_elf, TempDir};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn boot(code: &[u8], extra: &[&str]) -> vmm_tests::Outcome {
+    let dir = TempDir::new("tiny");
+    let kernel = dir.write("tiny.elf", &tiny_elf(code));
+    let mut args = vec![
+        "run",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--memory",
+        "16M",
+        "--cmdline",
+        "",
+    ];
+    args.extend_from_slice(extra);
+    run_vmm(&args, LIMIT, None)
+}
+
+#[test]
+fn prints_on_the_serial_port_then_resets() {
+    if !kvm_available() {
+        eprintln!("skipped: /dev/kvm not available");
+        return;
+    }
+    let mut code = asm::print(b"Hello from a tiny guest\n");
+    code.extend(asm::reset());
+    let out = boot(&code, &[]);
+    assert!(!out.timed_out, "{out:?}");
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, "Hello from a tiny guest\n");
+    assert!(
+        out.stderr.contains("guest reset the VM (i8042"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn serial_output_to_a_file_and_to_nowhere() {
+    if !kvm_available() {
+        return;
+    }
+    let mut code = asm::print(b"to file\n");
+    code.extend(asm::reset());
+    let dir = TempDir::new("serial");
+    let log = dir.join("console.log");
+    let arg = format!("file:{}", log.display());
+    let out = boot(&code, &["--serial", &arg]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, "");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "to file\n");
+    let out = boot(&code, &["--serial", "none"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, "");
+}
+
+#[test]
+fn a_triple_fault_is_a_guest_crash() {
+    if !kvm_available() {
+        return;
+    }
+    let mut code = asm::print(b"about to fault\n");
+    code.extend(asm::fault());
+    let out = boot(&code, &[]);
+    assert!(!out.timed_out, "{out:?}");
+    assert_eq!(out.stdout, "about to fault\n");
+    assert_eq!(out.code, Some(7), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("triple fault on vCPU 0 at RIP"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn an_instruction_the_host_cannot_emulate() {
+    if !kvm_available() {
+        return;
+    }
+    let mut code = asm::print(b"A");
+    let popcnt_at = vmm_tests::TINY_GUEST_ADDR + code.len() as u64;
+    code.extend_from_slice(&asm::POPCNT);
+    code.extend(asm::print(b"B"));
+    code.extend(asm::reset());
+    let out = boot(&code, &[]);
+    assert!(!out.timed_out, "{out:?}");
+    if kvm_is_emulated() {
+        // KVM's emulator stops on popcnt: exit code 8 with RIP and bytes.
+        assert_eq!(out.stdout, "A");
+        assert_eq!(out.code, Some(8), "{}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!("at RIP {popcnt_at:#x}")),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("f3 48 0f b8 c3"), "{}", out.stderr);
+    } else {
+        // On VT-x/AMD-V the instruction simply runs.
+        assert_eq!(out.stdout, "AB");
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+    }
+}
+
+#[test]
+fn two_vcpus_boot_and_the_bsp_resets() {
+    if !kvm_available() {
+        return;
+    }
+    let mut code = asm::print(b"smp\n");
+    code.extend(asm::reset());
+    let out = boot(&code, &["--vcpus", "2"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, "smp\n");
+    assert!(out.stderr.contains("2 vCPU(s)"), "{}", out.stderr);
+}
+
+#[test]
+fn the_emulated_host_adaptation_is_logged_and_can_be_turned_off() {
+    if !kvm_available() {
+        return;
+    }
+    let mut code = asm::print(b"x");
+    code.extend(asm::reset());
+    let on = boot(&code, &["--emulated-host", "on"]);
+    assert_eq!(on.code, Some(0), "{}", on.stderr);
+    assert!(on.stderr.contains("emulated KVM detected"), "{}", on.stderr);
+    assert!(on.stderr.contains("clearcpuid=smap,smep"), "{}", on.stderr);
+    assert!(on.stderr.contains("no_int3_selftest"), "{}", on.stderr);
+    let off = boot(&code, &["--emulated-host", "off"]);
+    assert_eq!(off.code, Some(0), "{}", off.stderr);
+    assert!(
+        !off.stderr.contains("emulated KVM detected"),
+        "{}",
+        off.stderr
+    );
+    assert!(!off.stderr.contains("clearcpuid"), "{}", off.stderr);
+}

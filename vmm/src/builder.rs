@@ -1,0 +1,389 @@
+//! Builds a VM from a `VmConfig` and runs it to its end: guest memory, the
+//! KVM VM with its irqchip and PIT, the kernel and boot data, devices,
+//! vCPU threads and the event loop.
+
+use std::fs::File;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arch::layout::KVM_TSS_ADDRESS;
+use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
+use kvm_bindings::{
+    kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+};
+use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use crate::config::{BootProtocol, EmulatedHost, SerialOutput, VmConfig};
+use crate::device_manager::{self, LegacyDevices};
+use crate::error::{Error, Result};
+use crate::event_loop::{ExitHandler, StdinHandler};
+use crate::host;
+use crate::vcpu::{self, Vcpu, VmEnd, VmExitState};
+
+/// A built VM, ready to run.
+pub struct Vmm {
+    // Field order is drop order: vCPUs and devices go before the VM fd,
+    // the VM fd before guest memory, so KVM never sees unmapped memory.
+    vcpus: Vec<Vcpu>,
+    devices: LegacyDevices,
+    exit: Arc<VmExitState>,
+    serial_stdio: bool,
+    /// The guest command line as passed to the kernel.
+    pub cmdline: String,
+    _vm: VmFd,
+    _kvm: Kvm,
+    _mem: GuestMemoryMmap,
+}
+
+fn ms_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1e3
+}
+
+/// The guest command line: the configured one plus the emulated-host
+/// parameters when they apply.
+pub fn guest_cmdline(config: &VmConfig, emulated: bool) -> String {
+    let mut cmdline = config.cmdline.clone();
+    if emulated {
+        for (key, value) in host::emulated_host_params() {
+            crate::cmdline::add_param(&mut cmdline, key, value);
+        }
+    }
+    cmdline
+}
+
+fn open_image(what: &'static str, path: &std::path::Path) -> Result<File> {
+    File::open(path).map_err(|e| Error::File {
+        what,
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+impl Vmm {
+    /// Validates `config`, then builds the VM. Errors in the configuration
+    /// or the images are reported before KVM is touched.
+    pub fn build(config: &VmConfig, started: Instant) -> Result<Vmm> {
+        config.validate()?;
+        let mut kernel = open_image("kernel", &config.kernel)?;
+        arch::boot::probe_kernel(&mut kernel).map_err(|source| Error::Kernel {
+            path: config.kernel.clone(),
+            source,
+        })?;
+
+        let emulated = match config.emulated_host {
+            EmulatedHost::Auto => host::kvm_is_emulated(),
+            EmulatedHost::On => true,
+            EmulatedHost::Off => false,
+        };
+        let cmdline_text = guest_cmdline(config, emulated);
+        let cmdline = arch::boot::make_cmdline(&cmdline_text)
+            .map_err(|e| Error::config("cmdline", &config.cmdline, e.to_string()))?;
+        if emulated {
+            log::warn!(
+                "emulated KVM detected ({}): guest kernel code is interpreted (about 1000x slower than \
+                 VT-x/AMD-V) and guest user space cannot make system calls, so init will not run; \
+                 added to the guest command line: clearcpuid=<{} features> lpj tsc=reliable no_timer_check \
+                 no_int3_selftest no_fxsave_leak_workaround (turn off with --emulated-host off)",
+                host::PVM_MODULE,
+                host::EMULATED_HOST_CLEARCPUID.split(',').count()
+            );
+        }
+        if let Some(avail) = host::available_mem_mib() {
+            if config.mem_mib > avail {
+                return Err(Error::config(
+                    "memory",
+                    format!("{} MiB", config.mem_mib),
+                    format!("more than the host can give ({avail} MiB available)"),
+                ));
+            }
+        }
+
+        let kvm = host::open_kvm()?;
+        let max = host::max_vcpus(&kvm);
+        if config.vcpus > max {
+            return Err(Error::config(
+                "vcpus",
+                config.vcpus,
+                format!("KVM allows at most {max} vCPUs per VM"),
+            ));
+        }
+        let vcpu_count = config.vcpus as u8; // validated: at most 254
+
+        let vm = kvm.create_vm().map_err(Error::kvm("KVM_CREATE_VM"))?;
+        vm.set_tss_address(KVM_TSS_ADDRESS as usize)
+            .map_err(Error::kvm("KVM_SET_TSS_ADDR"))?;
+        vm.create_irq_chip()
+            .map_err(Error::kvm("KVM_CREATE_IRQCHIP"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm.create_pit2(pit).map_err(Error::kvm("KVM_CREATE_PIT2"))?;
+
+        let mem_bytes = config.mem_mib << 20;
+        let ranges: Vec<(GuestAddress, usize)> = arch::memory::ram_regions(mem_bytes)
+            .into_iter()
+            .map(|(start, size)| (GuestAddress(start), size as usize))
+            .collect();
+        let mem = GuestMemoryMmap::from_ranges(&ranges).map_err(|source| Error::Memory {
+            mib: config.mem_mib,
+            source,
+        })?;
+        for (slot, region) in mem.iter().enumerate() {
+            let host_addr = mem.get_host_address(region.start_addr()).map_err(|_| {
+                Error::config("memory", config.mem_mib, "guest memory is not mapped")
+            })?;
+            let region_desc = kvm_userspace_memory_region {
+                slot: slot as u32,
+                guest_phys_addr: region.start_addr().raw_value(),
+                memory_size: region.len(),
+                userspace_addr: host_addr as u64,
+                flags: 0,
+            };
+            // SAFETY: the range [host_addr, host_addr + len) is a live
+            // mapping owned by `mem`, which the Vmm keeps until after the VM
+            // fd is closed (field order), so KVM never maps freed memory.
+            unsafe { vm.set_user_memory_region(region_desc) }
+                .map_err(Error::kvm("KVM_SET_USER_MEMORY_REGION"))?;
+        }
+
+        let want_pvh = config.boot_protocol == BootProtocol::Pvh;
+        let loaded = arch::boot::load_kernel(&mem, &mut kernel, want_pvh).map_err(|source| {
+            Error::Kernel {
+                path: config.kernel.clone(),
+                source,
+            }
+        })?;
+        let initrd = match &config.initrd {
+            Some(path) => {
+                let mut f = open_image("initrd", path)?;
+                Some(
+                    arch::boot::load_initrd(&mem, mem_bytes, loaded.end, &mut f).map_err(
+                        |source| Error::Initrd {
+                            path: path.clone(),
+                            source,
+                        },
+                    )?,
+                )
+            }
+            None => None,
+        };
+        let kernel_err = |source| Error::Kernel {
+            path: config.kernel.clone(),
+            source,
+        };
+        let cmdline_len = arch::boot::write_cmdline(&mem, &cmdline).map_err(kernel_err)?;
+        match loaded.mode {
+            arch::EntryMode::Linux64 => {
+                let params = arch::boot::boot_params_for(
+                    loaded.setup_header,
+                    mem_bytes,
+                    cmdline_len,
+                    initrd,
+                );
+                arch::boot::write_boot_params(&mem, &params).map_err(kernel_err)?;
+            }
+            arch::EntryMode::Pvh => {
+                arch::boot::write_pvh_info(&mem, mem_bytes, initrd).map_err(kernel_err)?
+            }
+        }
+        arch::mptable::write(&mem, vcpu_count)?;
+        log::info!(
+            "kernel {} ({:?}, entry {:#x}, {:?}), {} MiB, {} vCPU(s), command line: {}",
+            config.kernel.display(),
+            loaded.format,
+            loaded.entry.raw_value(),
+            loaded.mode,
+            config.mem_mib,
+            vcpu_count,
+            cmdline_text
+        );
+
+        let devices = device_manager::create(&vm, device_manager::serial_writer(&config.serial)?)?;
+        let exit = Arc::new(VmExitState::new(started)?);
+        let base_cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))?;
+        let mut vcpus = Vec::with_capacity(vcpu_count as usize);
+        let mut devices = devices;
+        let pio = Arc::new(std::mem::replace(
+            &mut devices.pio,
+            devices::Bus::new("pio"),
+        ));
+        let mmio = Arc::new(std::mem::replace(
+            &mut devices.mmio,
+            devices::Bus::new("mmio"),
+        ));
+        for id in 0..vcpu_count {
+            let fd = vm
+                .create_vcpu(u64::from(id))
+                .map_err(Error::kvm("KVM_CREATE_VCPU"))?;
+            vcpu::configure(
+                &fd,
+                id,
+                vcpu_count,
+                &base_cpuid,
+                &mem,
+                loaded.entry,
+                loaded.mode,
+            )?;
+            vcpus.push(Vcpu {
+                id,
+                fd,
+                pio: pio.clone(),
+                mmio: mmio.clone(),
+                exit: exit.clone(),
+            });
+        }
+        log::info!(
+            "timing: VM built at {:.3} ms after process start",
+            ms_since(started)
+        );
+
+        Ok(Vmm {
+            vcpus,
+            devices,
+            exit,
+            serial_stdio: config.serial == SerialOutput::Stdio,
+            cmdline: cmdline_text,
+            _vm: vm,
+            _kvm: kvm,
+            _mem: mem,
+        })
+    }
+
+    /// Runs the VM until the guest ends it. Returns why it ended.
+    pub fn run(self) -> Result<VmEnd> {
+        install_kick_handler()?;
+        let Vmm {
+            vcpus,
+            devices,
+            exit,
+            serial_stdio,
+            ..
+        } = self;
+
+        let mut em =
+            EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new().map_err(|e| {
+                Error::Io {
+                    what: format!("cannot create the event loop: {e:?}"),
+                    source: std::io::Error::other("epoll"),
+                }
+            })?;
+        em.add_subscriber(Arc::new(Mutex::new(ExitHandler {
+            exit: exit.clone(),
+            reset_evt: devices.reset_evt,
+        })));
+        let _raw = if serial_stdio {
+            em.add_subscriber(Arc::new(Mutex::new(StdinHandler::new(
+                std::io::stdin(),
+                devices.serial.clone(),
+                devices.serial_input_ready,
+            ))));
+            RawTerminal::enter()
+        } else {
+            None
+        };
+
+        let mut threads: Vec<JoinHandle<()>> = Vec::new();
+        for vcpu in vcpus {
+            let name = format!("vcpu{}", vcpu.id);
+            let spawned = std::thread::Builder::new()
+                .name(name.clone())
+                .spawn(move || vcpu.run());
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    exit.finish(VmEnd::VmmError(format!("cannot start thread {name}: {e}")));
+                    break;
+                }
+            }
+        }
+
+        let end = loop {
+            if let Some(end) = exit.end() {
+                break end;
+            }
+            if let Err(e) = em.run() {
+                log::warn!("event loop: {e:?}");
+            }
+        };
+        stop_vcpus(&exit, threads);
+        Ok(end)
+    }
+}
+
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// Installs the handler for the signal that kicks vCPU threads out of
+/// KVM_RUN (its only effect is that KVM_RUN returns EINTR).
+fn install_kick_handler() -> Result<()> {
+    static ONCE: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        register_signal_handler(SIGRTMIN(), kick_handler).map_err(|e| e.to_string())
+    })
+    .clone()
+    .map_err(|e| Error::Io {
+        what: "cannot install the vCPU kick signal handler".into(),
+        source: std::io::Error::other(e),
+    })
+}
+
+/// Tells every vCPU thread to stop, kicks it out of KVM_RUN until it has
+/// stopped, and joins it.
+fn stop_vcpus(exit: &VmExitState, threads: Vec<JoinHandle<()>>) {
+    exit.stop.store(true, Ordering::Release);
+    for t in threads {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !t.is_finished() && Instant::now() < deadline {
+            let _ = t.kill(SIGRTMIN());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if t.is_finished() {
+            let _ = t.join();
+        } else {
+            log::error!("a vCPU thread did not stop within 5 s; leaving it");
+        }
+    }
+}
+
+/// Puts an interactive terminal on stdin into raw mode, so keys reach the
+/// guest as typed; restores it when dropped.
+struct RawTerminal {
+    saved: libc::termios,
+}
+
+impl RawTerminal {
+    fn enter() -> Option<RawTerminal> {
+        let fd = libc::STDIN_FILENO;
+        // SAFETY: isatty only inspects the descriptor.
+        if unsafe { libc::isatty(fd) } != 1 {
+            return None;
+        }
+        // SAFETY: termios is plain data; tcgetattr fills it or fails.
+        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: fd is a terminal and `saved` is a valid termios to fill.
+        if unsafe { libc::tcgetattr(fd, &mut saved) } != 0 {
+            return None;
+        }
+        let mut raw = saved;
+        // SAFETY: cfmakeraw only edits the struct it is given.
+        unsafe { libc::cfmakeraw(&mut raw) };
+        // SAFETY: fd is a terminal and `raw` a valid termios.
+        if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &raw) } != 0 {
+            return None;
+        }
+        Some(RawTerminal { saved })
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        // SAFETY: restores the settings read from the same terminal.
+        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.saved) };
+    }
+}

@@ -1,0 +1,101 @@
+//! Builds the legacy devices, places them on the buses and wires their
+//! interrupts to KVM (irqfd). Devices never touch KVM themselves.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use arch::layout::SERIAL_IRQ;
+use devices::cmos::{Cmos, CMOS_BASE, CMOS_LEN};
+use devices::i8042::{I8042, I8042_BASE, I8042_LEN};
+use devices::serial::{EventFdTrigger, SerialDevice};
+use devices::sink::Sink;
+use devices::Bus;
+use kvm_ioctls::VmFd;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::config::SerialOutput;
+use crate::error::{Error, Result};
+
+/// COM1.
+pub const SERIAL_BASE: u64 = 0x3f8;
+/// COM1's eight registers.
+pub const SERIAL_LEN: u64 = 8;
+/// The POST / I/O-delay port Linux writes between slow port accesses.
+pub const POST_PORT: u64 = 0x80;
+
+/// The legacy devices of a VM and the eventfds the event loop watches.
+pub struct LegacyDevices {
+    /// The PIO bus with every device on it.
+    pub pio: Bus,
+    /// The MMIO bus (virtio devices go here).
+    pub mmio: Bus,
+    /// The serial port, shared with the stdin handler.
+    pub serial: Arc<Mutex<SerialDevice>>,
+    /// Signalled when the serial receive FIFO has room again.
+    pub serial_input_ready: EventFd,
+    /// Signalled by the i8042 when the guest resets the CPU.
+    pub reset_evt: EventFd,
+}
+
+fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// Opens the serial console's output.
+pub fn serial_writer(output: &SerialOutput) -> Result<Box<dyn Write + Send>> {
+    Ok(match output {
+        SerialOutput::Stdio => Box::new(std::io::stdout()),
+        SerialOutput::None => Box::new(std::io::sink()),
+        SerialOutput::File(path) => Box::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| {
+                    Error::config("serial", output, format!("cannot open for writing: {e}"))
+                })?,
+        ),
+    })
+}
+
+/// Creates the legacy devices, places them on a new PIO bus and registers
+/// the serial IRQ with KVM.
+pub fn create(vm: &VmFd, output: Box<dyn Write + Send>) -> Result<LegacyDevices> {
+    let mut pio = Bus::new("pio");
+
+    let irq = EventFdTrigger::new().map_err(io_err("cannot create the serial IRQ eventfd"))?;
+    vm.register_irqfd(&irq.0, SERIAL_IRQ)
+        .map_err(Error::kvm("KVM_IRQFD (serial)"))?;
+    let serial_input_ready =
+        EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("cannot create an eventfd"))?;
+    let serial = Arc::new(Mutex::new(SerialDevice::new(
+        irq,
+        serial_input_ready
+            .try_clone()
+            .map_err(io_err("cannot clone an eventfd"))?,
+        output,
+    )));
+    pio.insert(serial.clone(), SERIAL_BASE, SERIAL_LEN)?;
+
+    let reset_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("cannot create an eventfd"))?;
+    let i8042 = I8042::new(EventFdTrigger(
+        reset_evt
+            .try_clone()
+            .map_err(io_err("cannot clone an eventfd"))?,
+    ));
+    pio.insert(Arc::new(Mutex::new(i8042)), I8042_BASE, I8042_LEN)?;
+    pio.insert(Arc::new(Mutex::new(Cmos::new())), CMOS_BASE, CMOS_LEN)?;
+    pio.insert(Arc::new(Mutex::new(Sink::new(0))), POST_PORT, 1)?;
+
+    Ok(LegacyDevices {
+        pio,
+        mmio: Bus::new("mmio"),
+        serial,
+        serial_input_ready,
+        reset_evt,
+    })
+}

@@ -1,0 +1,195 @@
+//! The VMM's errors and the process exit codes they map to.
+
+use std::path::PathBuf;
+
+/// Process exit codes. Documented in the README; tests assert them.
+pub mod exit_code {
+    /// The guest ended itself: reset, reboot or power-off.
+    pub const OK: i32 = 0;
+    /// An error inside the VMM (a KVM call that should not fail, a thread
+    /// that could not start).
+    pub const VMM_ERROR: i32 = 1;
+    /// Command-line syntax error (unknown flag, missing value).
+    pub const USAGE: i32 = 2;
+    /// A configuration value is invalid (memory, vCPUs, command line,
+    /// serial output).
+    pub const CONFIG: i32 = 3;
+    /// A file given to the VMM is missing or unreadable.
+    pub const FILE: i32 = 4;
+    /// The kernel or initrd is not a usable image.
+    pub const IMAGE: i32 = 5;
+    /// KVM is unavailable: /dev/kvm missing or not accessible, or lacking a
+    /// capability the VMM needs.
+    pub const KVM: i32 = 6;
+    /// The guest crashed: a triple fault or a crash reported by KVM.
+    pub const GUEST_CRASH: i32 = 7;
+    /// KVM stopped the guest with an internal error, such as an instruction
+    /// its emulator cannot run.
+    pub const KVM_INTERNAL_ERROR: i32 = 8;
+    /// The hardware refused to enter the guest (KVM_EXIT_FAIL_ENTRY).
+    pub const FAIL_ENTRY: i32 = 9;
+}
+
+/// Everything that stops the VMM before or while it runs a guest.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An invalid configuration value.
+    #[error("invalid {field} '{value}': {reason}")]
+    Config {
+        /// The option or field, e.g. "--memory".
+        field: String,
+        /// The value given.
+        value: String,
+        /// What is wrong and what would be right.
+        reason: String,
+    },
+    /// A file that does not exist or cannot be read.
+    #[error("{what} '{}': {reason}", path.display())]
+    File {
+        /// What the file is for ("kernel", "initrd").
+        what: &'static str,
+        /// The path given.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// The kernel image is not one the VMM boots.
+    #[error("kernel '{}'", path.display())]
+    Kernel {
+        /// The path given.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: arch::boot::Error,
+    },
+    /// The initrd cannot be placed.
+    #[error("initrd '{}'", path.display())]
+    Initrd {
+        /// The path given.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: arch::boot::Error,
+    },
+    /// KVM cannot be used.
+    #[error("KVM is not usable: {0}")]
+    Kvm(String),
+    /// A KVM call failed while building or running the VM.
+    #[error("{what} failed")]
+    KvmCall {
+        /// Which call.
+        what: &'static str,
+        /// The errno.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// Guest memory could not be set up.
+    #[error("cannot allocate {mib} MiB of guest memory")]
+    Memory {
+        /// Requested size.
+        mib: u64,
+        /// What failed.
+        #[source]
+        source: vm_memory::mmap::FromRangesError,
+    },
+    /// Writing the boot state failed.
+    #[error("cannot set up the boot state")]
+    Boot(#[from] arch::regs::Error),
+    /// Writing the MP table failed.
+    #[error("cannot write the MP table")]
+    MpTable(#[from] arch::mptable::Error),
+    /// Placing a device on a bus failed.
+    #[error("cannot place a device on the bus")]
+    Bus(#[from] devices::bus::Error),
+    /// Any other host I/O error.
+    #[error("{what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// The exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        use exit_code::*;
+        match self {
+            Error::Config { .. } => CONFIG,
+            Error::File { .. } => FILE,
+            Error::Kernel { source, .. } | Error::Initrd { source, .. } => match source {
+                arch::boot::Error::ReadKernel(_) | arch::boot::Error::ReadInitrd(_) => FILE,
+                arch::boot::Error::Cmdline(_) => CONFIG,
+                _ => IMAGE,
+            },
+            Error::Kvm(_) => KVM,
+            _ => VMM_ERROR,
+        }
+    }
+
+    /// Shorthand for a configuration error.
+    pub fn config(field: &str, value: impl ToString, reason: impl Into<String>) -> Self {
+        Error::Config {
+            field: field.to_string(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Shorthand for a failed KVM call.
+    pub fn kvm(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Self {
+        move |source| Error::KvmCall { what, source }
+    }
+}
+
+/// Result of the VMM's operations.
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_distinct() {
+        use exit_code::*;
+        let all = [
+            OK,
+            VMM_ERROR,
+            USAGE,
+            CONFIG,
+            FILE,
+            IMAGE,
+            KVM,
+            GUEST_CRASH,
+            KVM_INTERNAL_ERROR,
+            FAIL_ENTRY,
+        ];
+        let set: std::collections::HashSet<_> = all.iter().collect();
+        assert_eq!(set.len(), all.len());
+    }
+
+    #[test]
+    fn errors_map_to_their_codes() {
+        assert_eq!(
+            Error::config("--memory", 0, "must be above 0").exit_code(),
+            exit_code::CONFIG
+        );
+        let kernel = |source| Error::Kernel {
+            path: "k".into(),
+            source,
+        };
+        assert_eq!(
+            kernel(arch::boot::Error::UnknownFormat).exit_code(),
+            exit_code::IMAGE
+        );
+        assert_eq!(
+            kernel(arch::boot::Error::ReadKernel(std::io::Error::other("x"))).exit_code(),
+            exit_code::FILE
+        );
+        assert_eq!(Error::Kvm("x".into()).exit_code(), exit_code::KVM);
+        let msg = Error::config("--vcpus", 0, "must be at least 1").to_string();
+        assert_eq!(msg, "invalid --vcpus '0': must be at least 1");
+    }
+}

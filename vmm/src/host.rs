@@ -1,0 +1,125 @@
+//! What the host offers: KVM itself, its limits, memory, and whether /dev/kvm
+//! is an emulated KVM that needs the guest adapted.
+
+use std::path::Path;
+
+use kvm_ioctls::{Cap, Kvm};
+
+use crate::error::{Error, Result};
+
+/// The sysfs node of the pagetable-based KVM ("PVM") module. Where it is
+/// loaded, guest kernel code is interpreted, not run on VT-x/AMD-V.
+pub const PVM_MODULE: &str = "/sys/module/kvm_pvm";
+
+/// Whether /dev/kvm here is provided by kvm_pvm.
+pub fn kvm_is_emulated() -> bool {
+    Path::new(PVM_MODULE).exists()
+}
+
+/// Features the emulated KVM cannot run in guest kernel mode and cannot hide
+/// from CPUID, so the guest is told to ignore them.
+pub const EMULATED_HOST_CLEARCPUID: &str = "smap,smep,umip,pku,popcnt,xsave,cx16,fsgsbase,pcid,\
+invpcid,rdpid,avx,avx2,avx512f,rdrand,rdseed,movbe,aes,pclmulqdq,sha_ni,clwb,clflushopt,sse4_1,\
+sse4_2,gfni,vaes,vpclmulqdq";
+
+/// Parameters added to the guest command line on an emulated KVM: the CPUID
+/// list above, no delay-loop calibration or timer checks (slow, busy CPL-0
+/// work), and the two opt-in switches of this project's guest kernel patches
+/// (skip the INT3 self-test and the AMD FXSAVE-leak workaround, both of which
+/// run instructions the emulator stops on). Unknown to other kernels, which
+/// pass them to init harmlessly.
+pub fn emulated_host_params() -> Vec<(&'static str, Option<&'static str>)> {
+    vec![
+        ("clearcpuid", Some(EMULATED_HOST_CLEARCPUID)),
+        ("lpj", Some("5000000")),
+        ("tsc", Some("reliable")),
+        ("no_timer_check", None),
+        ("no_int3_selftest", None),
+        ("no_fxsave_leak_workaround", None),
+    ]
+}
+
+/// Opens /dev/kvm, turning the common failures into advice.
+pub fn open_kvm() -> Result<Kvm> {
+    let kvm = Kvm::new().map_err(|e| {
+        let advice = match e.errno() {
+            libc::ENOENT => "/dev/kvm does not exist: load the kvm module (kvm_intel or kvm_amd) and enable virtualization in the firmware",
+            libc::EACCES | libc::EPERM => "permission denied on /dev/kvm: add your user to the 'kvm' group or run as root",
+            _ => "cannot open /dev/kvm",
+        };
+        Error::Kvm(format!("{advice} ({e})"))
+    })?;
+    let version = kvm.get_api_version();
+    if version != kvm_bindings::KVM_API_VERSION as i32 {
+        return Err(Error::Kvm(format!(
+            "KVM API version {version}, expected {}",
+            kvm_bindings::KVM_API_VERSION
+        )));
+    }
+    for (cap, name) in [
+        (Cap::Irqchip, "IRQCHIP"),
+        (Cap::UserMemory, "USER_MEMORY"),
+        (Cap::Irqfd, "IRQFD"),
+        (Cap::Ioeventfd, "IOEVENTFD"),
+        (Cap::Pit2, "PIT2"),
+        (Cap::SetTssAddr, "SET_TSS_ADDR"),
+    ] {
+        if !kvm.check_extension(cap) {
+            return Err(Error::Kvm(format!("KVM lacks the {name} capability")));
+        }
+    }
+    Ok(kvm)
+}
+
+/// The most vCPUs KVM lets a VM have.
+pub fn max_vcpus(kvm: &Kvm) -> u32 {
+    kvm.get_max_vcpus() as u32
+}
+
+/// Memory the host can give a guest now, in MiB: available RAM plus free
+/// swap, from /proc/meminfo. None where that file cannot be read.
+pub fn available_mem_mib() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    parse_meminfo_available(&text)
+}
+
+fn parse_meminfo_available(text: &str) -> Option<u64> {
+    let field = |name: &str| -> Option<u64> {
+        text.lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let kib = field("MemAvailable:")? + field("SwapFree:").unwrap_or(0);
+    Some(kib / 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meminfo_parsing() {
+        let text = "MemTotal:       24000000 kB\nMemFree:  1 kB\nMemAvailable:   2097152 kB\nSwapFree:   1048576 kB\n";
+        assert_eq!(parse_meminfo_available(text), Some(3072));
+        assert_eq!(parse_meminfo_available("MemTotal: 5 kB\n"), None);
+        assert!(available_mem_mib().unwrap() > 0);
+    }
+
+    #[test]
+    fn emulated_host_params_include_the_clearcpuid_list() {
+        let params = emulated_host_params();
+        let clear = params
+            .iter()
+            .find(|p| p.0 == "clearcpuid")
+            .unwrap()
+            .1
+            .unwrap();
+        for feature in ["popcnt", "xsave", "cx16", "avx2", "sse4_2"] {
+            assert!(clear.split(',').any(|f| f == feature), "{feature}");
+        }
+        assert!(params.iter().any(|p| p.0 == "lpj"));
+    }
+}
