@@ -253,12 +253,35 @@ pub fn write_cmdline(mem: &GuestMemoryMmap, cmdline: &Cmdline) -> Result<usize> 
     Ok(len)
 }
 
-/// The zero page for the Linux boot protocol.
+/// `setup_data` type of a random seed the kernel credits to its entropy
+/// pool (with random.trust_bootloader, on by default), so its random number
+/// generator is ready at once instead of after seconds of gathering.
+pub const SETUP_RNG_SEED: u32 = 9;
+/// Bytes of seed handed to the guest.
+pub const RNG_SEED_LEN: usize = 32;
+
+/// Writes a `setup_data` node carrying `seed` at `SETUP_DATA_START`,
+/// chained before `next` (0 ends the chain). Returns its address, for
+/// `boot_params.hdr.setup_data`.
+pub fn write_rng_seed(mem: &GuestMemoryMmap, seed: &[u8; RNG_SEED_LEN], next: u64) -> Result<u64> {
+    let mut node = Vec::with_capacity(16 + RNG_SEED_LEN);
+    node.extend_from_slice(&next.to_le_bytes());
+    node.extend_from_slice(&SETUP_RNG_SEED.to_le_bytes());
+    node.extend_from_slice(&(RNG_SEED_LEN as u32).to_le_bytes());
+    node.extend_from_slice(seed);
+    mem.write_slice(&node, GuestAddress(SETUP_DATA_START))
+        .map_err(|_| Error::WriteBootData("the RNG seed"))?;
+    Ok(SETUP_DATA_START)
+}
+
+/// The zero page for the Linux boot protocol. `setup_data` is the head of
+/// the setup_data chain, if any.
 pub fn boot_params_for(
     header: Option<setup_header>,
     mem_size: u64,
     cmdline_len: usize,
     initrd: Option<(u64, u64)>,
+    setup_data: Option<u64>,
 ) -> boot_params {
     let mut params = boot_params::default();
     if let Some(hdr) = header {
@@ -269,6 +292,9 @@ pub fn boot_params_for(
         params.hdr.kernel_alignment = KERNEL_MIN_ALIGNMENT_BYTES;
     }
     params.hdr.type_of_loader = KERNEL_LOADER_OTHER;
+    if let Some(addr) = setup_data {
+        params.hdr.setup_data = addr;
+    }
     params.hdr.cmd_line_ptr = CMDLINE_START as u32;
     params.hdr.cmdline_size = cmdline_len as u32;
     if let Some((addr, size)) = initrd {
@@ -503,7 +529,7 @@ mod tests {
 
     #[test]
     fn zero_page_fields() {
-        let p = boot_params_for(None, 256 * MIB, 42, Some((0x0800_0000, 0x1000)));
+        let p = boot_params_for(None, 256 * MIB, 42, Some((0x0800_0000, 0x1000)), Some(SETUP_DATA_START));
         let hdr = p.hdr;
         assert_eq!({ hdr.boot_flag }, KERNEL_BOOT_FLAG_MAGIC);
         assert_eq!({ hdr.header }, KERNEL_HDR_MAGIC);
@@ -514,6 +540,7 @@ mod tests {
             ({ hdr.ramdisk_image }, { hdr.ramdisk_size }),
             (0x0800_0000, 0x1000)
         );
+        assert_eq!({ hdr.setup_data }, SETUP_DATA_START);
         assert_eq!(p.e820_entries, 3);
         let last = p.e820_table[2];
         assert_eq!(
@@ -530,10 +557,26 @@ mod tests {
             header: KERNEL_HDR_MAGIC,
             ..Default::default()
         };
-        let p = boot_params_for(Some(hdr), 64 * MIB, 10, None);
+        let p = boot_params_for(Some(hdr), 64 * MIB, 10, None, None);
         assert_eq!(({ p.hdr.version }, { p.hdr.setup_sects }), (0x020f, 30));
         assert_eq!({ p.hdr.type_of_loader }, KERNEL_LOADER_OTHER);
         assert_eq!({ p.hdr.ramdisk_image }, 0);
+    }
+
+    #[test]
+    fn rng_seed_node() {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let seed = [0xa5u8; RNG_SEED_LEN];
+        assert_eq!(write_rng_seed(&mem, &seed, 0x1234).unwrap(), SETUP_DATA_START);
+        let mut node = [0u8; 16 + RNG_SEED_LEN];
+        mem.read_slice(&mut node, GuestAddress(SETUP_DATA_START)).unwrap();
+        assert_eq!(u64::from_le_bytes(node[..8].try_into().unwrap()), 0x1234);
+        assert_eq!(u32::from_le_bytes(node[8..12].try_into().unwrap()), SETUP_RNG_SEED);
+        assert_eq!(u32::from_le_bytes(node[12..16].try_into().unwrap()), RNG_SEED_LEN as u32);
+        assert_eq!(&node[16..], &seed);
+        // It must not overlap the zero page or the PVH data.
+        assert!(SETUP_DATA_START + node.len() as u64 <= ZERO_PAGE_START);
+        assert!(SETUP_DATA_START >= PVH_INFO_START + 0x200);
     }
 
     #[test]

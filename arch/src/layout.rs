@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! 0x0000_0500  GDT                      0x0000_0520  IDT
-//! 0x0000_6000  PVH start info + memmap  0x0000_7000  zero page (boot_params)
+//! 0x0000_6000  PVH start info + memmap  0x0000_6800  setup_data (RNG seed)
+//! 0x0000_7000  zero page (boot_params)
 //! 0x0000_8ff0  boot stack top           0x0000_9000  PML4, PDPT, 4 x PD
 //! 0x0002_0000  kernel command line      0x0009_fc00  MP table (top of base RAM)
 //! 0x0010_0000  kernel (high memory)     ...          initrd at the top of low RAM
@@ -16,6 +17,8 @@ pub const BOOT_GDT_START: u64 = 0x500;
 pub const BOOT_IDT_START: u64 = 0x520;
 /// PVH `hvm_start_info`, followed by its memory map.
 pub const PVH_INFO_START: u64 = 0x6000;
+/// Linux boot protocol `setup_data` chain (the RNG seed).
+pub const SETUP_DATA_START: u64 = 0x6800;
 /// Linux zero page (`boot_params`).
 pub const ZERO_PAGE_START: u64 = 0x7000;
 /// Initial stack pointer.

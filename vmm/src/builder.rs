@@ -179,11 +179,15 @@ impl Vmm {
         let cmdline_len = arch::boot::write_cmdline(&mem, &cmdline).map_err(kernel_err)?;
         match loaded.mode {
             arch::EntryMode::Linux64 => {
+                let next = loaded.setup_header.map_or(0, |h| h.setup_data);
+                let seed = arch::boot::write_rng_seed(&mem, &host::random_seed()?, next)
+                    .map_err(kernel_err)?;
                 let params = arch::boot::boot_params_for(
                     loaded.setup_header,
                     mem_bytes,
                     cmdline_len,
                     initrd,
+                    Some(seed),
                 );
                 arch::boot::write_boot_params(&mem, &params).map_err(kernel_err)?;
             }

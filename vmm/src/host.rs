@@ -71,6 +71,35 @@ pub fn open_kvm() -> Result<Kvm> {
     Ok(kvm)
 }
 
+/// Fresh random bytes from the host's kernel, to seed the guest's RNG.
+pub fn random_seed() -> Result<[u8; arch::boot::RNG_SEED_LEN]> {
+    let mut seed = [0u8; arch::boot::RNG_SEED_LEN];
+    let mut filled = 0;
+    while filled < seed.len() {
+        // SAFETY: the pointer and length describe the unfilled tail of
+        // `seed`, which getrandom writes at most `len` bytes into.
+        let n = unsafe {
+            libc::getrandom(
+                seed[filled..].as_mut_ptr().cast(),
+                seed.len() - filled,
+                0,
+            )
+        };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(Error::Io {
+                what: "cannot get random bytes for the guest's RNG seed".into(),
+                source: err,
+            });
+        }
+        filled += n as usize;
+    }
+    Ok(seed)
+}
+
 /// The most vCPUs KVM lets a VM have.
 pub fn max_vcpus(kvm: &Kvm) -> u32 {
     kvm.get_max_vcpus() as u32
@@ -106,6 +135,13 @@ mod tests {
         assert_eq!(parse_meminfo_available(text), Some(3072));
         assert_eq!(parse_meminfo_available("MemTotal: 5 kB\n"), None);
         assert!(available_mem_mib().unwrap() > 0);
+    }
+
+    #[test]
+    fn random_seeds_differ() {
+        let (a, b) = (random_seed().unwrap(), random_seed().unwrap());
+        assert_ne!(a, b);
+        assert_ne!(a, [0u8; 32]);
     }
 
     #[test]

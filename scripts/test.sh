@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, builds the default guest
+# (cached outside the repository), checks formatting and lints, and runs
+# every test: unit, tiny-guest KVM tests and the end-to-end Linux boots.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+scripts/setup.sh
+guest-kernels/build.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo build --workspace --quiet
+cargo test --workspace -- --test-threads=2
