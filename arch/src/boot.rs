@@ -529,7 +529,13 @@ mod tests {
 
     #[test]
     fn zero_page_fields() {
-        let p = boot_params_for(None, 256 * MIB, 42, Some((0x0800_0000, 0x1000)), Some(SETUP_DATA_START));
+        let p = boot_params_for(
+            None,
+            256 * MIB,
+            42,
+            Some((0x0800_0000, 0x1000)),
+            Some(SETUP_DATA_START),
+        );
         let hdr = p.hdr;
         assert_eq!({ hdr.boot_flag }, KERNEL_BOOT_FLAG_MAGIC);
         assert_eq!({ hdr.header }, KERNEL_HDR_MAGIC);
@@ -567,16 +573,25 @@ mod tests {
     fn rng_seed_node() {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         let seed = [0xa5u8; RNG_SEED_LEN];
-        assert_eq!(write_rng_seed(&mem, &seed, 0x1234).unwrap(), SETUP_DATA_START);
+        assert_eq!(
+            write_rng_seed(&mem, &seed, 0x1234).unwrap(),
+            SETUP_DATA_START
+        );
         let mut node = [0u8; 16 + RNG_SEED_LEN];
-        mem.read_slice(&mut node, GuestAddress(SETUP_DATA_START)).unwrap();
+        mem.read_slice(&mut node, GuestAddress(SETUP_DATA_START))
+            .unwrap();
         assert_eq!(u64::from_le_bytes(node[..8].try_into().unwrap()), 0x1234);
-        assert_eq!(u32::from_le_bytes(node[8..12].try_into().unwrap()), SETUP_RNG_SEED);
-        assert_eq!(u32::from_le_bytes(node[12..16].try_into().unwrap()), RNG_SEED_LEN as u32);
+        assert_eq!(
+            u32::from_le_bytes(node[8..12].try_into().unwrap()),
+            SETUP_RNG_SEED
+        );
+        assert_eq!(
+            u32::from_le_bytes(node[12..16].try_into().unwrap()),
+            RNG_SEED_LEN as u32
+        );
         assert_eq!(&node[16..], &seed);
-        // It must not overlap the zero page or the PVH data.
+        // It must not overlap the zero page.
         assert!(SETUP_DATA_START + node.len() as u64 <= ZERO_PAGE_START);
-        assert!(SETUP_DATA_START >= PVH_INFO_START + 0x200);
     }
 
     #[test]

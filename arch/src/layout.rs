@@ -65,3 +65,11 @@ pub const SERIAL_IRQ: u32 = 4;
 pub const VIRTIO_IRQ_START: u32 = 5;
 /// Last IRQ line the IOAPIC has.
 pub const IRQ_MAX: u32 = 23;
+
+// The boot structures must not overlap one another.
+const _: () = assert!(PDE_START + IDENTITY_MAPPED_GIB * 0x1000 <= CMDLINE_START);
+const _: () = assert!(SETUP_DATA_START + 0x100 <= ZERO_PAGE_START);
+const _: () = assert!(PVH_INFO_START + 0x400 <= SETUP_DATA_START);
+const _: () = assert!(ZERO_PAGE_START + 0x1000 <= BOOT_STACK_POINTER);
+const _: () = assert!(BOOT_STACK_POINTER < PML4_START);
+const _: () = assert!(CMDLINE_START + CMDLINE_MAX_SIZE as u64 <= EBDA_START);

@@ -78,13 +78,8 @@ pub fn random_seed() -> Result<[u8; arch::boot::RNG_SEED_LEN]> {
     while filled < seed.len() {
         // SAFETY: the pointer and length describe the unfilled tail of
         // `seed`, which getrandom writes at most `len` bytes into.
-        let n = unsafe {
-            libc::getrandom(
-                seed[filled..].as_mut_ptr().cast(),
-                seed.len() - filled,
-                0,
-            )
-        };
+        let n =
+            unsafe { libc::getrandom(seed[filled..].as_mut_ptr().cast(), seed.len() - filled, 0) };
         if n < 0 {
             let err = std::io::Error::last_os_error();
             if err.kind() == std::io::ErrorKind::Interrupted {

@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Boot benchmark: this VMM against QEMU microvm, same kernel, initramfs,
+command line, memory and vCPUs, measured the same way in one run.
+
+For each VMM it prints:
+  setup      host-side setup: process start (execve) to the first KVM_RUN,
+             from strace timestamps (same method for both; median of --setup-runs)
+  rss        the VMM's resident memory, guest RAM excluded (every mapping
+             as large as guest RAM or larger is left out), read from
+             /proc/PID/smaps when the guest reaches init
+  to-init    process start to the guest's "Run /init as init process" line
+             on the serial console (median of --boot-runs)
+and the ratio vmm/qemu of each (below 1 means this VMM is better).
+
+Usage: scripts/bench-boot.py [--vmm PATH] [--guest-dir DIR] [--boot-runs N]
+                             [--setup-runs N] [--memory MIB] [--vcpus N]
+"""
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+MARKER = b"Run /init as init process"
+
+
+def guest_dir(arg):
+    if arg:
+        return arg
+    if os.environ.get("VMM_GUEST_DIR"):
+        return os.environ["VMM_GUEST_DIR"]
+    root = os.environ.get("VMM_GUEST_CACHE", os.path.expanduser("~/.cache/vmm-guest"))
+    return os.path.join(root, "current")
+
+
+def final_cmdline(vmm, kernel, initrd, mem):
+    """The command line this VMM gives the guest (with its emulated-host
+    additions), read from its log, so that QEMU gets exactly the same."""
+    p = subprocess.Popen([vmm, "run", "--kernel", kernel, "--initrd", initrd,
+                          "--memory", str(mem), "--serial", "none"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    line = b""
+    for line in p.stderr:
+        if b"vCPU(s), command line: " in line:
+            break
+    p.kill()
+    p.wait()
+    m = re.search(rb"vCPU\(s\), command line: (.*)$", line.strip())
+    if not m:
+        sys.exit("bench: could not read the guest command line from the vmm log")
+    return m.group(1).decode()
+
+
+def commands(args, kernel, initrd, cmdline):
+    mem, cpus = str(args.memory), str(args.vcpus)
+    vmm = [args.vmm, "run", "--kernel", kernel, "--initrd", initrd, "--memory", mem,
+           "--vcpus", cpus, "--cmdline", cmdline, "--emulated-host", "off",
+           "--log-level", "warn"]
+    qemu = ["qemu-system-x86_64", "-M", "microvm,acpi=off", "-enable-kvm", "-m", mem,
+            "-smp", cpus, "-kernel", kernel, "-initrd", initrd, "-append", cmdline,
+            "-nographic", "-nodefaults", "-serial", "stdio", "-no-reboot"]
+    return {"vmm": vmm, "qemu": qemu}
+
+
+def setup_time(cmd):
+    """Seconds from execve to the first KVM_RUN ioctl, under strace."""
+    with tempfile.NamedTemporaryFile("r", suffix=".strace") as log:
+        p = subprocess.Popen(["strace", "-f", "-ttt", "--seccomp-bpf", "-e",
+                              "trace=execve,ioctl", "-o", log.name] + cmd,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        start = first_run = None
+        deadline = time.time() + 60
+        while time.time() < deadline and first_run is None:
+            time.sleep(0.05)
+            with open(log.name) as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) < 3:
+                        continue
+                    if start is None and parts[2].startswith("execve("):
+                        start = float(parts[1])
+                    if "KVM_RUN" in line:
+                        first_run = float(parts[1])
+                        break
+        p.kill()
+        p.wait()
+        if start is None or first_run is None:
+            return None
+        return first_run - start
+
+
+def rss_without_guest_ram(pid, guest_kib):
+    total = 0
+    size = 0
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                if line.startswith("Size:"):
+                    size = int(line.split()[1])
+                elif line.startswith("Rss:") and size < guest_kib:
+                    total += int(line.split()[1])
+    except OSError:
+        return None
+    return total
+
+
+def boot_to_init(cmd, guest_kib, limit):
+    """(seconds to the marker, RSS in KiB then) for one boot."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL)
+    found = threading.Event()
+    buf = bytearray()
+
+    def reader():
+        while True:
+            chunk = p.stdout.read1(4096)
+            if not chunk:
+                return
+            buf.extend(chunk)
+            if MARKER in buf:
+                found.set()
+                return
+
+    threading.Thread(target=reader, daemon=True).start()
+    ok = found.wait(limit)
+    elapsed = time.monotonic() - t0
+    rss = rss_without_guest_ram(p.pid, guest_kib) if ok else None
+    p.kill()
+    p.wait()
+    return (elapsed if ok else None), rss
+
+
+def fmt(v, unit):
+    if v is None:
+        return "n/a"
+    if unit == "ms":
+        return f"{v * 1e3:.2f} ms"
+    if unit == "s":
+        return f"{v:.1f} s"
+    return f"{v / 1024:.2f} MiB"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap.add_argument("--vmm", default=os.path.join(here, "..", "target", "release", "vmm"))
+    ap.add_argument("--guest-dir")
+    ap.add_argument("--boot-runs", type=int, default=1)
+    ap.add_argument("--setup-runs", type=int, default=10)
+    ap.add_argument("--memory", type=int, default=128, help="MiB")
+    ap.add_argument("--vcpus", type=int, default=1)
+    ap.add_argument("--limit", type=float, default=900, help="seconds per boot")
+    args = ap.parse_args()
+
+    for tool in ("strace", "qemu-system-x86_64"):
+        if not shutil.which(tool):
+            sys.exit(f"bench: {tool} not found (scripts/setup.sh installs it)")
+    if not os.path.exists(args.vmm):
+        sys.exit(f"bench: {args.vmm} not found: cargo build --release -p vmm")
+    g = guest_dir(args.guest_dir)
+    kernel, initrd = os.path.join(g, "vmlinux"), os.path.join(g, "initramfs.cpio")
+    if not (os.path.isfile(kernel) and os.path.isfile(initrd)):
+        sys.exit(f"bench: no default guest in {g}: run guest-kernels/build.sh")
+
+    cmdline = final_cmdline(args.vmm, kernel, initrd, args.memory)
+    cmds = commands(args, kernel, initrd, cmdline)
+    names = list(cmds)
+    print(f"kernel {kernel}\ninitrd {initrd}\nmemory {args.memory} MiB, {args.vcpus} vCPU(s)")
+    print(f"command line: {cmdline}\n", flush=True)
+
+    setup = {n: [] for n in names}
+    for i in range(args.setup_runs):  # interleaved
+        for n in names:
+            t = setup_time(cmds[n])
+            if t is not None:
+                setup[n].append(t)
+    print(f"setup runs done ({args.setup_runs} each)", flush=True)
+
+    boots = {n: [] for n in names}
+    rss = {n: [] for n in names}
+    for i in range(args.boot_runs):  # interleaved, one VM at a time
+        for n in names:
+            t, r = boot_to_init(cmds[n], args.memory * 1024, args.limit)
+            print(f"  boot {i + 1}/{args.boot_runs} {n}: to-init {fmt(t, 's')}, rss {fmt(r, 'mib')}", flush=True)
+            if t is not None:
+                boots[n].append(t)
+            if r is not None:
+                rss[n].append(r)
+
+    def med(xs):
+        return statistics.median(xs) if xs else None
+
+    rows = [("setup (execve to first KVM_RUN)", setup, "ms"),
+            ("RSS without guest RAM, at init", rss, "mib"),
+            ("time to 'Run /init'", boots, "s")]
+    print()
+    print(f"{'metric':34} {'vmm':>12} {'qemu microvm':>14} {'vmm/qemu':>9}")
+    for label, data, unit in rows:
+        a, b = med(data["vmm"]), med(data["qemu"])
+        ratio = f"{a / b:.2f}" if a is not None and b else "n/a"
+        print(f"{label:34} {fmt(a, unit):>12} {fmt(b, unit):>14} {ratio:>9}")
+
+
+if __name__ == "__main__":
+    main()
