@@ -86,3 +86,27 @@ fn default_guest_boots_to_init_with_two_vcpus() {
         out.stdout
     );
 }
+
+/// The bzImage loads and its 64-bit entry runs: the kernel's own
+/// decompressor announces itself on the serial port. (Decompressing takes
+/// over ten minutes on an emulated KVM, so the test stops there.)
+#[test]
+fn default_bzimage_starts_its_decompressor() {
+    let Some(dir) = guest_or_skip() else { return };
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bz = dir.join("bzImage");
+    let out = run_vmm(
+        &[
+            "run",
+            "--kernel",
+            bz.to_str().unwrap(),
+            "--cmdline",
+            "earlyprintk=ttyS0 console=ttyS0 reboot=k panic=-1",
+        ],
+        Duration::from_secs(300),
+        Some("Decompressing Linux"),
+    );
+    assert!(!out.timed_out, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("Decompressing Linux"), "{}", out.stdout);
+    assert!(out.stderr.contains("BzImage"), "{}", out.stderr);
+}

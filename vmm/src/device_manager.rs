@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use arch::layout::SERIAL_IRQ;
 use devices::cmos::{Cmos, CMOS_BASE, CMOS_LEN};
-use devices::i8042::{I8042, I8042_BASE, I8042_LEN};
+use devices::i8042::{I8042, I8042_BASE, I8042_LEN, KBD_IRQ};
 use devices::serial::{EventFdTrigger, SerialDevice};
 use devices::sink::Sink;
 use devices::Bus;
@@ -82,11 +82,18 @@ pub fn create(vm: &VmFd, output: Box<dyn Write + Send>) -> Result<LegacyDevices>
     pio.insert(serial.clone(), SERIAL_BASE, SERIAL_LEN)?;
 
     let reset_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("cannot create an eventfd"))?;
-    let i8042 = I8042::new(EventFdTrigger(
-        reset_evt
-            .try_clone()
-            .map_err(io_err("cannot clone an eventfd"))?,
-    ));
+    let kbd_irq =
+        EventFdTrigger::new().map_err(io_err("cannot create the keyboard IRQ eventfd"))?;
+    vm.register_irqfd(&kbd_irq.0, KBD_IRQ)
+        .map_err(Error::kvm("KVM_IRQFD (i8042)"))?;
+    let i8042 = I8042::new(
+        EventFdTrigger(
+            reset_evt
+                .try_clone()
+                .map_err(io_err("cannot clone an eventfd"))?,
+        ),
+        kbd_irq,
+    );
     pio.insert(Arc::new(Mutex::new(i8042)), I8042_BASE, I8042_LEN)?;
     pio.insert(Arc::new(Mutex::new(Cmos::new())), CMOS_BASE, CMOS_LEN)?;
     pio.insert(Arc::new(Mutex::new(Sink::new(0))), POST_PORT, 1)?;
