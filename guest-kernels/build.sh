@@ -41,9 +41,10 @@ fi
 src_version=$(dpkg-query -W -f='${Version}' "$src_pkg")
 key=$( {
     echo "source $src_pkg $src_version"
+    cd "$here"
     for f in build.sh microvm.config init.c initramfs.list patches/*.patch; do
         echo "file $f"
-        cat "$here/$f"
+        cat "$f"
     done
 } | sha256sum | cut -c1-16)
 out=$cache_root/$key

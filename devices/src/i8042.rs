@@ -304,7 +304,11 @@ mod tests {
             }
             (0..replies)
                 .map(|_| {
-                    assert_ne!(self.status() & STR_OBF, 0, "reply to {cmd:#x} must be waiting");
+                    assert_ne!(
+                        self.status() & STR_OBF,
+                        0,
+                        "reply to {cmd:#x} must be waiting"
+                    );
                     self.data()
                 })
                 .collect()

@@ -23,13 +23,17 @@ use crate::error::{Error, Result};
 use crate::event_loop::{ExitHandler, StdinHandler};
 use crate::host;
 use crate::vcpu::{self, Vcpu, VmEnd, VmExitState};
+use devices::serial::SerialDevice;
+use vmm_sys_util::eventfd::EventFd;
 
 /// A built VM, ready to run.
 pub struct Vmm {
     // Field order is drop order: vCPUs and devices go before the VM fd,
     // the VM fd before guest memory, so KVM never sees unmapped memory.
     vcpus: Vec<Vcpu>,
-    devices: LegacyDevices,
+    serial: Arc<Mutex<SerialDevice>>,
+    serial_input_ready: EventFd,
+    reset_evt: EventFd,
     exit: Arc<VmExitState>,
     serial_stdio: bool,
     /// The guest command line as passed to the kernel.
@@ -207,21 +211,19 @@ impl Vmm {
             cmdline_text
         );
 
-        let devices = device_manager::create(&vm, device_manager::serial_writer(&config.serial)?)?;
+        let LegacyDevices {
+            pio,
+            mmio,
+            serial,
+            serial_input_ready,
+            reset_evt,
+        } = device_manager::create(&vm, device_manager::serial_writer(&config.serial)?)?;
+        let (pio, mmio) = (Arc::new(pio), Arc::new(mmio));
         let exit = Arc::new(VmExitState::new(started)?);
         let base_cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))?;
         let mut vcpus = Vec::with_capacity(vcpu_count as usize);
-        let mut devices = devices;
-        let pio = Arc::new(std::mem::replace(
-            &mut devices.pio,
-            devices::Bus::new("pio"),
-        ));
-        let mmio = Arc::new(std::mem::replace(
-            &mut devices.mmio,
-            devices::Bus::new("mmio"),
-        ));
         for id in 0..vcpu_count {
             let fd = vm
                 .create_vcpu(u64::from(id))
@@ -250,7 +252,9 @@ impl Vmm {
 
         Ok(Vmm {
             vcpus,
-            devices,
+            serial,
+            serial_input_ready,
+            reset_evt,
             exit,
             serial_stdio: config.serial == SerialOutput::Stdio,
             cmdline: cmdline_text,
@@ -263,12 +267,19 @@ impl Vmm {
     /// Runs the VM until the guest ends it. Returns why it ended.
     pub fn run(self) -> Result<VmEnd> {
         install_kick_handler()?;
+        // The VM, KVM and guest memory stay bound until the vCPU threads
+        // are joined at the end of this function.
         let Vmm {
             vcpus,
-            devices,
+            serial,
+            serial_input_ready,
+            reset_evt,
             exit,
             serial_stdio,
-            ..
+            cmdline: _,
+            _vm,
+            _kvm,
+            _mem,
         } = self;
 
         let mut em =
@@ -280,13 +291,13 @@ impl Vmm {
             })?;
         em.add_subscriber(Arc::new(Mutex::new(ExitHandler {
             exit: exit.clone(),
-            reset_evt: devices.reset_evt,
+            reset_evt,
         })));
         let _raw = if serial_stdio {
             em.add_subscriber(Arc::new(Mutex::new(StdinHandler::new(
                 std::io::stdin(),
-                devices.serial.clone(),
-                devices.serial_input_ready,
+                serial,
+                serial_input_ready,
             ))));
             RawTerminal::enter()
         } else {
