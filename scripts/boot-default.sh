@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup.sh
+[[ -f $HOME/.cargo/env ]] && . "$HOME/.cargo/env"
 guest-kernels/build.sh >/dev/null
 cargo build --release --quiet -p vmm
 exec target/release/vmm run "$@"

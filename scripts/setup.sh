@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh Debian 12 machine (as root):
-# the Rust toolchain check, and the Debian packages for building the guest
-# kernel, the tests and the benchmarks. Idempotent: installs only what is
-# missing.
+# the Debian packages for building the guest kernel, the tests and the
+# benchmarks, and a Rust toolchain (rustup's stable) when there is no cargo.
+# Idempotent: installs only what is missing. Callers source ~/.cargo/env
+# afterwards so a fresh rustup install is on PATH.
 set -euo pipefail
 
-packages=(build-essential pkg-config linux-source-6.12 bc flex bison libelf-dev libssl-dev
+packages=(build-essential pkg-config curl ca-certificates linux-source-6.12 bc flex bison libelf-dev libssl-dev
           cpio xz-utils python3 qemu-system-x86 strace procps)
 missing=()
 for p in "${packages[@]}"; do
@@ -20,7 +21,10 @@ if ((${#missing[@]})); then
     apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
 fi
+[[ -f $HOME/.cargo/env ]] && . "$HOME/.cargo/env"
 if ! command -v cargo >/dev/null; then
-    echo "setup: cargo not found; install Rust (rustup, or Debian's cargo) first" >&2
-    exit 1
+    # Debian 12's own cargo (1.63) is too old for the rust-vmm crates.
+    echo "setup: installing Rust (rustup, stable toolchain)" >&2
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal \
+        --component clippy,rustfmt >&2
 fi

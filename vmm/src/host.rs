@@ -103,8 +103,11 @@ pub fn max_vcpus(kvm: &Kvm) -> u32 {
 /// Memory the host can give a guest now, in MiB: available RAM plus free
 /// swap, from /proc/meminfo. None where that file cannot be read.
 pub fn available_mem_mib() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    parse_meminfo_available(&text)
+    // One read with a buffer large enough for the whole file: the kernel
+    // regenerates /proc/meminfo on every read(), so small reads cost.
+    let mut buf = vec![0u8; 16 * 1024];
+    let n = std::io::Read::read(&mut std::fs::File::open("/proc/meminfo").ok()?, &mut buf).ok()?;
+    parse_meminfo_available(std::str::from_utf8(&buf[..n]).ok()?)
 }
 
 fn parse_meminfo_available(text: &str) -> Option<u64> {
