@@ -143,3 +143,31 @@ fn the_emulated_host_adaptation_is_logged_and_can_be_turned_off() {
     );
     assert!(!off.stderr.contains("clearcpuid"), "{}", off.stderr);
 }
+
+#[test]
+fn a_user_clearcpuid_is_extended_not_replaced() {
+    if !kvm_available() {
+        return;
+    }
+    let mut code = asm::print(b"x");
+    code.extend(asm::reset());
+    let dir = TempDir::new("tiny");
+    let kernel = dir.write("tiny.elf", &tiny_elf(&code));
+    let args = [
+        "run",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--memory",
+        "16M",
+        "--emulated-host",
+        "on",
+        "--cmdline",
+        "console=ttyS0 clearcpuid=mce lpj=42",
+    ];
+    let out = run_vmm(&args, LIMIT, None);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stderr.contains("clearcpuid=mce,smap,smep,"), "{}", out.stderr);
+    assert!(out.stderr.contains(",x2apic "), "{}", out.stderr);
+    assert!(out.stderr.contains("lpj=42 "), "{}", out.stderr);
+    assert!(!out.stderr.contains("lpj=5000000"), "{}", out.stderr);
+}

@@ -53,7 +53,14 @@ pub fn guest_cmdline(config: &VmConfig, emulated: bool) -> String {
     let mut cmdline = config.cmdline.clone();
     if emulated {
         for (key, value) in host::emulated_host_params() {
-            crate::cmdline::add_param(&mut cmdline, key, value);
+            match value {
+                Some(list) if host::LIST_PARAMS.contains(&key) => {
+                    crate::cmdline::merge_list_param(&mut cmdline, key, list);
+                }
+                _ => {
+                    crate::cmdline::add_param(&mut cmdline, key, value);
+                }
+            }
         }
     }
     cmdline

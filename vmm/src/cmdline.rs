@@ -37,6 +37,38 @@ pub fn add_param(cmdline: &mut String, key: &str, value: Option<&str>) -> bool {
     true
 }
 
+/// Adds `items` (comma-separated) to the list parameter `key`: appends the
+/// items it lacks where the command line sets `key`, else adds `key=items`.
+/// Returns the items added.
+pub fn merge_list_param(cmdline: &mut String, key: &str, items: &str) -> Vec<String> {
+    let mut words: Vec<String> = cmdline.split_whitespace().map(String::from).collect();
+    let end = words.iter().position(|w| w == "--").unwrap_or(words.len());
+    let Some(i) = words[..end].iter().position(|w| key_of(w) == key) else {
+        add_param(cmdline, key, Some(items));
+        return items
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+    };
+    let existing: Vec<String> = words[i]
+        .split_once('=')
+        .map_or("", |(_, v)| v)
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    let added: Vec<String> = items
+        .split(',')
+        .filter(|s| !s.is_empty() && !existing.iter().any(|e| e == s))
+        .map(String::from)
+        .collect();
+    let all: Vec<String> = existing.into_iter().chain(added.iter().cloned()).collect();
+    words[i] = format!("{key}={}", all.join(","));
+    *cmdline = words.join(" ");
+    added
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,6 +88,23 @@ mod tests {
         let mut c = String::from("console=ttyS0 -- init-arg lpj=3");
         assert!(add_param(&mut c, "lpj", Some("5")));
         assert_eq!(c, "console=ttyS0 lpj=5 -- init-arg lpj=3");
+    }
+
+    #[test]
+    fn list_params_are_merged() {
+        let mut c = String::from("console=ttyS0 clearcpuid=avx,sse4_2 -- arg");
+        let added = merge_list_param(&mut c, "clearcpuid", "popcnt,avx,x2apic");
+        assert_eq!(added, vec!["popcnt", "x2apic"]);
+        assert_eq!(
+            c,
+            "console=ttyS0 clearcpuid=avx,sse4_2,popcnt,x2apic -- arg"
+        );
+        let mut c = String::from("console=ttyS0");
+        assert_eq!(merge_list_param(&mut c, "clearcpuid", "a,b").len(), 2);
+        assert_eq!(c, "console=ttyS0 clearcpuid=a,b");
+        let mut c = String::from("clearcpuid=");
+        merge_list_param(&mut c, "clearcpuid", "a");
+        assert_eq!(c, "clearcpuid=a");
     }
 
     #[test]
