@@ -3,8 +3,10 @@
 command line, memory and vCPUs, measured the same way in one run.
 
 For each VMM it prints:
-  setup      host-side setup: process start (execve) to the first KVM_RUN,
-             from strace timestamps (same method for both; median of --setup-runs)
+  setup      host-side setup: process start (right after exec) to the first
+             KVM_RUN ioctl, both stamped by an LD_PRELOAD shim
+             (scripts/bench/kvm_run_stamp.c; same method for both, no
+             tracing; median of --setup-runs)
   rss        the VMM's resident memory, guest RAM excluded (every mapping
              as large as guest RAM or larger is left out), read from
              /proc/PID/smaps when the guest reaches init
@@ -67,32 +69,41 @@ def commands(args, kernel, initrd, cmdline):
     return {"vmm": vmm, "qemu": qemu}
 
 
-def setup_time(cmd):
-    """Seconds from execve to the first KVM_RUN ioctl, under strace."""
-    with tempfile.NamedTemporaryFile("r", suffix=".strace") as log:
-        p = subprocess.Popen(["strace", "-f", "-ttt", "--seccomp-bpf", "-e",
-                              "trace=execve,ioctl", "-o", log.name] + cmd,
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-        start = first_run = None
-        deadline = time.time() + 60
-        while time.time() < deadline and first_run is None:
-            time.sleep(0.05)
-            with open(log.name) as f:
-                for line in f:
-                    parts = line.split()
-                    if len(parts) < 3:
-                        continue
-                    if start is None and parts[2].startswith("execve("):
-                        start = float(parts[1])
-                    if "KVM_RUN" in line:
-                        first_run = float(parts[1])
-                        break
-        p.kill()
-        p.wait()
-        if start is None or first_run is None:
-            return None
-        return first_run - start
+def build_shim(tmp):
+    """Compiles the LD_PRELOAD shim that stamps the first KVM_RUN."""
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench", "kvm_run_stamp.c")
+    out = os.path.join(tmp, "kvm_run_stamp.so")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", out, src, "-ldl"], check=True)
+    return out
+
+
+def setup_time(cmd, shim, tmp):
+    """Seconds from the VMM's process start (just after exec) to its first
+    KVM_RUN ioctl, both stamped by the LD_PRELOAD shim (no tracing; the same
+    for every VMM)."""
+    stamp = os.path.join(tmp, "stamp")
+    if os.path.exists(stamp):
+        os.unlink(stamp)
+    env = dict(os.environ, LD_PRELOAD=shim, KVM_RUN_STAMP=stamp)
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    result = None
+    deadline = t0 + 60
+    while time.monotonic() < deadline and p.poll() is None:
+        try:
+            with open(stamp) as f:
+                text = f.read().strip()
+            if text:
+                start, first_run = (float(x) for x in text.split())
+                result = first_run - start
+                break
+        except OSError:
+            pass
+        time.sleep(0.005)
+    p.kill()
+    p.wait()
+    return result
 
 
 def rss_without_guest_ram(pid, guest_kib):
@@ -159,7 +170,7 @@ def main():
     ap.add_argument("--limit", type=float, default=900, help="seconds per boot")
     args = ap.parse_args()
 
-    for tool in ("strace", "qemu-system-x86_64"):
+    for tool in ("gcc", "qemu-system-x86_64"):
         if not shutil.which(tool):
             sys.exit(f"bench: {tool} not found (scripts/setup.sh installs it)")
     if not os.path.exists(args.vmm):
@@ -176,11 +187,13 @@ def main():
     print(f"command line: {cmdline}\n", flush=True)
 
     setup = {n: [] for n in names}
-    for i in range(args.setup_runs):  # interleaved
-        for n in names:
-            t = setup_time(cmds[n])
-            if t is not None:
-                setup[n].append(t)
+    with tempfile.TemporaryDirectory() as tmp:
+        shim = build_shim(tmp)
+        for i in range(args.setup_runs):  # interleaved
+            for n in names:
+                t = setup_time(cmds[n], shim, tmp)
+                if t is not None:
+                    setup[n].append(t)
     print(f"setup runs done ({args.setup_runs} each)", flush=True)
 
     boots = {n: [] for n in names}
@@ -197,7 +210,7 @@ def main():
     def med(xs):
         return statistics.median(xs) if xs else None
 
-    rows = [("setup (execve to first KVM_RUN)", setup, "ms"),
+    rows = [("setup (start to first KVM_RUN)", setup, "ms"),
             ("RSS without guest RAM, at init", rss, "mib"),
             ("time to 'Run /init'", boots, "s")]
     print()

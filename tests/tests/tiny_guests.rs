@@ -166,7 +166,11 @@ fn a_user_clearcpuid_is_extended_not_replaced() {
     ];
     let out = run_vmm(&args, LIMIT, None);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    assert!(out.stderr.contains("clearcpuid=mce,smap,smep,"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("clearcpuid=mce,smap,smep,"),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains(",x2apic "), "{}", out.stderr);
     assert!(out.stderr.contains("lpj=42 "), "{}", out.stderr);
     assert!(!out.stderr.contains("lpj=5000000"), "{}", out.stderr);

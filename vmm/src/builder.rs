@@ -47,6 +47,28 @@ fn ms_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1e3
 }
 
+/// Hands every guest RAM region to KVM as a memory slot.
+fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap, mib: u64) -> Result<()> {
+    for (slot, region) in mem.iter().enumerate() {
+        let host_addr = mem
+            .get_host_address(region.start_addr())
+            .map_err(|_| Error::config("memory", mib, "guest memory is not mapped"))?;
+        let region_desc = kvm_userspace_memory_region {
+            slot: slot as u32,
+            guest_phys_addr: region.start_addr().raw_value(),
+            memory_size: region.len(),
+            userspace_addr: host_addr as u64,
+            flags: 0,
+        };
+        // SAFETY: the range [host_addr, host_addr + len) is a live mapping
+        // owned by `mem`, which the Vmm keeps until after the VM fd is
+        // closed (field order), so KVM never maps freed memory.
+        unsafe { vm.set_user_memory_region(region_desc) }
+            .map_err(Error::kvm("KVM_SET_USER_MEMORY_REGION"))?;
+    }
+    Ok(())
+}
+
 /// The guest command line: the configured one plus the emulated-host
 /// parameters when they apply.
 pub fn guest_cmdline(config: &VmConfig, emulated: bool) -> String {
@@ -114,6 +136,7 @@ impl Vmm {
         }
 
         let kvm = host::open_kvm()?;
+        log::debug!("timing: /dev/kvm opened at {:.3} ms", ms_since(started));
         let max = host::max_vcpus(&kvm);
         if config.vcpus > max {
             return Err(Error::config(
@@ -134,6 +157,10 @@ impl Vmm {
             ..Default::default()
         };
         vm.create_pit2(pit).map_err(Error::kvm("KVM_CREATE_PIT2"))?;
+        log::debug!(
+            "timing: VM, irqchip and PIT created at {:.3} ms",
+            ms_since(started)
+        );
 
         let mem_bytes = config.mem_mib << 20;
         let ranges: Vec<(GuestAddress, usize)> = arch::memory::ram_regions(mem_bytes)
@@ -144,31 +171,29 @@ impl Vmm {
             mib: config.mem_mib,
             source,
         })?;
-        for (slot, region) in mem.iter().enumerate() {
-            let host_addr = mem.get_host_address(region.start_addr()).map_err(|_| {
-                Error::config("memory", config.mem_mib, "guest memory is not mapped")
-            })?;
-            let region_desc = kvm_userspace_memory_region {
-                slot: slot as u32,
-                guest_phys_addr: region.start_addr().raw_value(),
-                memory_size: region.len(),
-                userspace_addr: host_addr as u64,
-                flags: 0,
-            };
-            // SAFETY: the range [host_addr, host_addr + len) is a live
-            // mapping owned by `mem`, which the Vmm keeps until after the VM
-            // fd is closed (field order), so KVM never maps freed memory.
-            unsafe { vm.set_user_memory_region(region_desc) }
-                .map_err(Error::kvm("KVM_SET_USER_MEMORY_REGION"))?;
-        }
-
+        log::debug!("timing: guest memory mapped at {:.3} ms", ms_since(started));
+        // Registering the memory with KVM and copying the kernel into it are
+        // independent and each take milliseconds (the registration most on
+        // an emulated KVM): do them at the same time.
         let want_pvh = config.boot_protocol == BootProtocol::Pvh;
-        let loaded = arch::boot::load_kernel(&mem, &mut kernel, want_pvh).map_err(|source| {
-            Error::Kernel {
-                path: config.kernel.clone(),
-                source,
-            }
+        let (registered, loaded) = std::thread::scope(|scope| {
+            let registration = scope.spawn(|| register_memory(&vm, &mem, config.mem_mib));
+            let loaded = arch::boot::load_kernel(&mem, &mut kernel, want_pvh);
+            let registered = registration.join().unwrap_or_else(|_| {
+                Err(Error::config(
+                    "memory",
+                    config.mem_mib,
+                    "registration thread failed",
+                ))
+            });
+            (registered, loaded)
+        });
+        registered?;
+        let loaded = loaded.map_err(|source| Error::Kernel {
+            path: config.kernel.clone(),
+            source,
         })?;
+        log::debug!("timing: kernel loaded at {:.3} ms", ms_since(started));
         let initrd = match &config.initrd {
             Some(path) => {
                 let mut f = open_image("initrd", path)?;
