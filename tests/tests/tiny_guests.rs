@@ -131,7 +131,16 @@ fn the_emulated_host_adaptation_is_logged_and_can_be_turned_off() {
     code.extend(asm::reset());
     let on = boot(&code, &["--emulated-host", "on"]);
     assert_eq!(on.code, Some(0), "{}", on.stderr);
-    assert!(on.stderr.contains("emulated KVM detected"), "{}", on.stderr);
+    assert!(
+        on.stderr.contains("adapting the guest to an emulated KVM"),
+        "{}",
+        on.stderr
+    );
+    assert!(
+        on.stderr.contains("clearcpuid=<28 features> lpj=5000000"),
+        "{}",
+        on.stderr
+    );
     assert!(on.stderr.contains("clearcpuid=smap,smep"), "{}", on.stderr);
     assert!(on.stderr.contains("no_int3_selftest"), "{}", on.stderr);
     let off = boot(&code, &["--emulated-host", "off"]);

@@ -116,13 +116,27 @@ impl Vmm {
         let cmdline = arch::boot::make_cmdline(&cmdline_text)
             .map_err(|e| Error::config("cmdline", &config.cmdline, e.to_string()))?;
         if emulated {
+            let why = match config.emulated_host {
+                EmulatedHost::On => {
+                    "adapting the guest to an emulated KVM (--emulated-host on)".to_string()
+                }
+                _ => format!("emulated KVM detected ({})", host::PVM_MODULE),
+            };
+            let params: Vec<String> = host::emulated_host_params()
+                .iter()
+                .map(|(key, value)| match value {
+                    Some(v) if host::LIST_PARAMS.contains(key) => {
+                        format!("{key}=<{} features>", v.split(',').count())
+                    }
+                    Some(v) => format!("{key}={v}"),
+                    None => key.to_string(),
+                })
+                .collect();
             log::warn!(
-                "emulated KVM detected ({}): guest kernel code is interpreted (about 1000x slower than \
-                 VT-x/AMD-V) and guest user space cannot make system calls, so init will not run; \
-                 added to the guest command line: clearcpuid=<{} features> lpj tsc=reliable no_timer_check \
-                 no_int3_selftest no_fxsave_leak_workaround (turn off with --emulated-host off)",
-                host::PVM_MODULE,
-                host::EMULATED_HOST_CLEARCPUID.split(',').count()
+                "{why}: guest kernel code is interpreted (about 1000x slower than VT-x/AMD-V) and \
+                 guest user space cannot make system calls, so init will not run; added to the \
+                 guest command line where not already set: {} (turn off with --emulated-host off)",
+                params.join(" ")
             );
         }
         if let Some(avail) = host::available_mem_mib() {
