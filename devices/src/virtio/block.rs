@@ -1,0 +1,748 @@
+//! virtio-blk on a raw file (virtio 1.2, 5.2): read, write, flush (mapped to
+//! fdatasync, so an acknowledged flush is on disk), get-id, capacity and
+//! read-only disks. Every request is checked before any host I/O: a request
+//! beyond the capacity, too short, in the wrong direction or with a length
+//! not a multiple of 512 gets VIRTIO_BLK_S_IOERR, and the queue keeps going.
+
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+
+use virtio_queue::{desc::split::Descriptor, DescriptorChain, Queue, QueueT};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+
+use super::{VirtioDevice, VIRTIO_F_VERSION_1};
+
+/// Virtio device id of a block device.
+pub const DEVICE_TYPE_BLOCK: u32 = 2;
+/// Bytes per sector.
+pub const SECTOR_SIZE: u64 = 512;
+/// Queue size offered.
+pub const QUEUE_SIZE: u16 = 256;
+/// Length of the device id string (VIRTIO_BLK_ID_BYTES).
+pub const ID_BYTES: usize = 20;
+
+/// Feature: the device is read-only.
+pub const VIRTIO_BLK_F_RO: u32 = 5;
+/// Feature: the device supports flush.
+pub const VIRTIO_BLK_F_FLUSH: u32 = 9;
+
+/// Request types.
+pub const VIRTIO_BLK_T_IN: u32 = 0;
+/// Write.
+pub const VIRTIO_BLK_T_OUT: u32 = 1;
+/// Flush.
+pub const VIRTIO_BLK_T_FLUSH: u32 = 4;
+/// Get the device id string.
+pub const VIRTIO_BLK_T_GET_ID: u32 = 8;
+
+/// Request status: done.
+pub const VIRTIO_BLK_S_OK: u8 = 0;
+/// Request status: I/O error (also: a request the device refuses).
+pub const VIRTIO_BLK_S_IOERR: u8 = 1;
+/// Request status: unsupported request type.
+pub const VIRTIO_BLK_S_UNSUPP: u8 = 2;
+
+const HEADER_LEN: u32 = 16;
+
+/// Counters of what the device did, for tests and metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BlockStats {
+    /// Requests completed with VIRTIO_BLK_S_OK.
+    pub ok: u64,
+    /// Requests answered with IOERR or UNSUPP.
+    pub failed: u64,
+    /// Chains so malformed that no status could be written.
+    pub malformed: u64,
+    /// Bytes read from the file.
+    pub bytes_read: u64,
+    /// Bytes written to the file.
+    pub bytes_written: u64,
+    /// fdatasync calls.
+    pub flushes: u64,
+}
+
+/// A virtio block device backed by a raw file.
+pub struct Block {
+    file: File,
+    capacity: u64,
+    read_only: bool,
+    id: [u8; ID_BYTES],
+    acked_features: u64,
+    /// What the device did.
+    pub stats: BlockStats,
+}
+
+/// Why a request failed before or during I/O.
+#[derive(Debug, PartialEq, Eq)]
+enum RequestError {
+    /// Answered with this status.
+    Status(u8),
+    /// No status descriptor to answer in.
+    Malformed(&'static str),
+}
+
+struct Request {
+    kind: u32,
+    sector: u64,
+    data: Vec<(GuestAddress, u32)>,
+    status: GuestAddress,
+    data_len: u64,
+}
+
+impl Block {
+    /// A block device on `file` of `size` bytes (a multiple of 512), with
+    /// `id` as its serial (at most 20 bytes are used).
+    pub fn new(file: File, size: u64, read_only: bool, id: &str) -> Self {
+        let mut id_bytes = [0u8; ID_BYTES];
+        let n = id.len().min(ID_BYTES);
+        id_bytes[..n].copy_from_slice(&id.as_bytes()[..n]);
+        Block {
+            file,
+            capacity: size / SECTOR_SIZE,
+            read_only,
+            id: id_bytes,
+            acked_features: 0,
+            stats: BlockStats::default(),
+        }
+    }
+
+    /// Capacity in 512-byte sectors.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    fn parse(mem: &GuestMemoryMmap, descs: &[Descriptor]) -> Result<Request, RequestError> {
+        let (status_desc, rest) = descs
+            .split_last()
+            .ok_or(RequestError::Malformed("empty chain"))?;
+        if !status_desc.is_write_only() || status_desc.len() < 1 {
+            return Err(RequestError::Malformed(
+                "no writable status byte at the end",
+            ));
+        }
+        let status = status_desc.addr();
+        if !mem.check_range(status, 1) {
+            return Err(RequestError::Malformed("status byte outside guest memory"));
+        }
+        let (header, data) = rest
+            .split_first()
+            .ok_or(RequestError::Status(VIRTIO_BLK_S_IOERR))?;
+        if header.is_write_only() || header.len() < HEADER_LEN {
+            return Err(RequestError::Status(VIRTIO_BLK_S_IOERR));
+        }
+        let kind: u32 = mem
+            .read_obj(header.addr())
+            .map_err(|_| RequestError::Status(VIRTIO_BLK_S_IOERR))?;
+        let sector: u64 = mem
+            .read_obj(header.addr().unchecked_add(8))
+            .map_err(|_| RequestError::Status(VIRTIO_BLK_S_IOERR))?;
+        let mut data_len = 0u64;
+        let mut segs = Vec::with_capacity(data.len());
+        for d in data {
+            if d.len() > 0 && !mem.check_range(d.addr(), d.len() as usize) {
+                return Err(RequestError::Status(VIRTIO_BLK_S_IOERR));
+            }
+            data_len += u64::from(d.len());
+            segs.push((d.addr(), d.len()));
+        }
+        let want_write_only = match kind {
+            VIRTIO_BLK_T_IN | VIRTIO_BLK_T_GET_ID => Some(true),
+            VIRTIO_BLK_T_OUT => Some(false),
+            _ => None,
+        };
+        if let Some(w) = want_write_only {
+            if data.iter().any(|d| d.is_write_only() != w) {
+                return Err(RequestError::Status(VIRTIO_BLK_S_IOERR));
+            }
+        }
+        Ok(Request {
+            kind,
+            sector,
+            data: segs,
+            status,
+            data_len,
+        })
+    }
+
+    /// Checks a read or write against the capacity and the sector size.
+    fn check_range(&self, req: &Request) -> Result<u64, RequestError> {
+        if !req.data_len.is_multiple_of(SECTOR_SIZE) || req.data_len == 0 {
+            return Err(RequestError::Status(VIRTIO_BLK_S_IOERR));
+        }
+        let end = req
+            .sector
+            .checked_add(req.data_len / SECTOR_SIZE)
+            .ok_or(RequestError::Status(VIRTIO_BLK_S_IOERR))?;
+        if end > self.capacity {
+            return Err(RequestError::Status(VIRTIO_BLK_S_IOERR));
+        }
+        Ok(req.sector * SECTOR_SIZE)
+    }
+
+    /// Runs a parsed request. Returns the bytes written into guest memory.
+    fn execute(&mut self, mem: &GuestMemoryMmap, req: &Request) -> Result<u32, RequestError> {
+        let io = |_| RequestError::Status(VIRTIO_BLK_S_IOERR);
+        match req.kind {
+            VIRTIO_BLK_T_IN => {
+                let offset = self.check_range(req)?;
+                self.file.seek(SeekFrom::Start(offset)).map_err(io)?;
+                for (addr, len) in &req.data {
+                    mem.read_exact_volatile_from(*addr, &mut self.file, *len as usize)
+                        .map_err(|_| RequestError::Status(VIRTIO_BLK_S_IOERR))?;
+                }
+                self.stats.bytes_read += req.data_len;
+                Ok(req.data_len as u32)
+            }
+            VIRTIO_BLK_T_OUT => {
+                if self.read_only {
+                    return Err(RequestError::Status(VIRTIO_BLK_S_IOERR));
+                }
+                let offset = self.check_range(req)?;
+                self.file.seek(SeekFrom::Start(offset)).map_err(io)?;
+                for (addr, len) in &req.data {
+                    mem.write_all_volatile_to(*addr, &mut self.file, *len as usize)
+                        .map_err(|_| RequestError::Status(VIRTIO_BLK_S_IOERR))?;
+                }
+                self.stats.bytes_written += req.data_len;
+                Ok(0)
+            }
+            VIRTIO_BLK_T_FLUSH => {
+                if !self.read_only {
+                    self.file.sync_data().map_err(io)?;
+                }
+                self.stats.flushes += 1;
+                Ok(0)
+            }
+            VIRTIO_BLK_T_GET_ID => {
+                let mut left = ID_BYTES;
+                let mut written = 0u32;
+                for (addr, len) in &req.data {
+                    let n = (*len as usize).min(left);
+                    mem.write_slice(&self.id[ID_BYTES - left..ID_BYTES - left + n], *addr)
+                        .map_err(|_| RequestError::Status(VIRTIO_BLK_S_IOERR))?;
+                    left -= n;
+                    written += n as u32;
+                    if left == 0 {
+                        break;
+                    }
+                }
+                Ok(written)
+            }
+            _ => Err(RequestError::Status(VIRTIO_BLK_S_UNSUPP)),
+        }
+    }
+
+    /// Handles one descriptor chain. Returns the used length to report.
+    fn handle_chain(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        chain: DescriptorChain<&GuestMemoryMmap>,
+    ) -> u32 {
+        let descs: Vec<Descriptor> = chain.collect();
+        let req = match Self::parse(mem, &descs) {
+            Ok(r) => r,
+            Err(RequestError::Malformed(why)) => {
+                log::debug!("virtio-blk: dropping malformed request: {why}");
+                self.stats.malformed += 1;
+                return 0;
+            }
+            Err(RequestError::Status(s)) => {
+                // The status descriptor was checked to be there.
+                let status = descs.last().map(|d| d.addr());
+                self.stats.failed += 1;
+                if let Some(addr) = status {
+                    if mem.write_obj(s, addr).is_ok() {
+                        return 1;
+                    }
+                }
+                return 0;
+            }
+        };
+        let (status, len) = match self.execute(mem, &req) {
+            Ok(n) => {
+                self.stats.ok += 1;
+                (VIRTIO_BLK_S_OK, n)
+            }
+            Err(RequestError::Status(s)) => {
+                self.stats.failed += 1;
+                (s, 0)
+            }
+            Err(RequestError::Malformed(_)) => {
+                self.stats.malformed += 1;
+                return 0;
+            }
+        };
+        if mem.write_obj(status, req.status).is_err() {
+            return 0;
+        }
+        len + 1
+    }
+}
+
+impl VirtioDevice for Block {
+    fn device_type(&self) -> u32 {
+        DEVICE_TYPE_BLOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE]
+    }
+
+    fn features(&self) -> u64 {
+        let mut f = (1u64 << VIRTIO_F_VERSION_1) | (1u64 << VIRTIO_BLK_F_FLUSH);
+        if self.read_only {
+            f |= 1u64 << VIRTIO_BLK_F_RO;
+        }
+        f
+    }
+
+    fn ack_features(&mut self, features: u64) {
+        self.acked_features = features & self.features();
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        // struct virtio_blk_config starts with `le64 capacity`.
+        let config = self.capacity.to_le_bytes();
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = usize::try_from(offset)
+                .ok()
+                .and_then(|o| o.checked_add(i))
+                .and_then(|o| config.get(o))
+                .copied()
+                .unwrap_or(0);
+        }
+    }
+
+    fn write_config(&mut self, offset: u64, _data: &[u8]) {
+        log::debug!("virtio-blk: write to read-only config at {offset:#x} ignored");
+    }
+
+    fn process_queue(&mut self, mem: &GuestMemoryMmap, _index: usize, queue: &mut Queue) -> bool {
+        let mut used = false;
+        // At most one pass over the ring per notification: a driver that
+        // moves the avail index ahead of its descriptors cannot keep the
+        // device spinning.
+        for _ in 0..queue.size() {
+            let Some(chain) = queue.pop_descriptor_chain(mem) else {
+                break;
+            };
+            let head = chain.head_index();
+            let len = self.handle_chain(mem, chain);
+            if let Err(e) = queue.add_used(mem, head, len) {
+                log::warn!("virtio-blk: cannot return descriptor {head}: {e}");
+                break;
+            }
+            used = true;
+        }
+        used
+    }
+
+    fn reset(&mut self) {
+        self.acked_features = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+    use virtio_queue::mock::MockSplitQueue;
+
+    const MEM_SIZE: usize = 0x10_0000;
+    const STATUS: u64 = 0x3000;
+    const HDR: u64 = 0x4000;
+    const DATA: u64 = 0x8000;
+    const DISK_SECTORS: u64 = 128; // 64 KiB
+
+    fn mem() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap()
+    }
+
+    fn disk() -> (File, Vec<u8>) {
+        let path = std::env::temp_dir().join(format!(
+            "vmm-blk-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let content: Vec<u8> = (0..DISK_SECTORS * SECTOR_SIZE)
+            .map(|i| (i / SECTOR_SIZE) as u8 ^ (i as u8))
+            .collect();
+        f.write_all(&content).unwrap();
+        (f, content)
+    }
+
+    fn file_bytes(dev: &mut Block) -> Vec<u8> {
+        let mut v = Vec::new();
+        dev.file.seek(SeekFrom::Start(0)).unwrap();
+        dev.file.read_to_end(&mut v).unwrap();
+        v
+    }
+
+    fn desc(addr: u64, len: u32, write: bool) -> RawDescriptor {
+        let flags = if write { VRING_DESC_F_WRITE as u16 } else { 0 };
+        RawDescriptor::from(SplitDescriptor::new(addr, len, flags, 0))
+    }
+
+    fn header(m: &GuestMemoryMmap, kind: u32, sector: u64) {
+        m.write_obj(kind, GuestAddress(HDR)).unwrap();
+        m.write_obj(0u32, GuestAddress(HDR + 4)).unwrap();
+        m.write_obj(sector, GuestAddress(HDR + 8)).unwrap();
+    }
+
+    /// Links `descs` into one chain at table slot `first` and makes it
+    /// available.
+    fn chain(q: &MockSplitQueue<GuestMemoryMmap>, descs: &[RawDescriptor], first: u16) {
+        let n = descs.len();
+        let linked: Vec<RawDescriptor> = descs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let d = SplitDescriptor::from(*d);
+                let (flags, next) = if i + 1 < n {
+                    (d.flags() | VRING_DESC_F_NEXT as u16, first + i as u16 + 1)
+                } else {
+                    (d.flags(), 0)
+                };
+                RawDescriptor::from(SplitDescriptor::new(d.addr().0, d.len(), flags, next))
+            })
+            .collect();
+        q.add_desc_chains(&linked, first).unwrap();
+    }
+
+    struct Run {
+        status: u8,
+        used_len: u32,
+    }
+
+    fn run(dev: &mut Block, m: &GuestMemoryMmap, descs: &[RawDescriptor]) -> Run {
+        m.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
+        let vq = MockSplitQueue::create(m, GuestAddress(0), 16);
+        chain(&vq, descs, 0);
+        let mut q: Queue = vq.create_queue().unwrap();
+        assert!(dev.process_queue(m, 0, &mut q));
+        assert_eq!(q.next_used(), 1, "the chain must be returned");
+        let used_len = vq.used().ring().ref_at(0).unwrap().load().len();
+        Run {
+            status: m.read_obj(GuestAddress(STATUS)).unwrap(),
+            used_len,
+        }
+    }
+
+    fn block(ro: bool) -> (Block, Vec<u8>) {
+        let (f, content) = disk();
+        (
+            Block::new(f, DISK_SECTORS * SECTOR_SIZE, ro, "disk-id-1"),
+            content,
+        )
+    }
+
+    #[test]
+    fn reads_land_in_guest_memory() {
+        let (mut dev, content) = block(false);
+        let m = mem();
+        header(&m, VIRTIO_BLK_T_IN, 3);
+        let r = run(
+            &mut dev,
+            &m,
+            &[
+                desc(HDR, 16, false),
+                desc(DATA, 4096, true),
+                desc(STATUS, 1, true),
+            ],
+        );
+        assert_eq!((r.status, r.used_len), (VIRTIO_BLK_S_OK, 4097));
+        let mut got = vec![0u8; 4096];
+        m.read_slice(&mut got, GuestAddress(DATA)).unwrap();
+        assert_eq!(got, content[3 * 512..3 * 512 + 4096]);
+        assert_eq!(dev.stats.bytes_read, 4096);
+    }
+
+    #[test]
+    fn scattered_reads_and_writes() {
+        let (mut dev, mut content) = block(false);
+        let m = mem();
+        m.write_slice(&[0xab; 512], GuestAddress(DATA)).unwrap();
+        m.write_slice(&[0xcd; 1024], GuestAddress(DATA + 0x1000))
+            .unwrap();
+        header(&m, VIRTIO_BLK_T_OUT, 10);
+        let d = [
+            desc(HDR, 16, false),
+            desc(DATA, 512, false),
+            desc(DATA + 0x1000, 1024, false),
+            desc(STATUS, 1, true),
+        ];
+        let r = run(&mut dev, &m, &d);
+        assert_eq!((r.status, r.used_len), (VIRTIO_BLK_S_OK, 1));
+        content[10 * 512..11 * 512].fill(0xab);
+        content[11 * 512..13 * 512].fill(0xcd);
+        assert_eq!(file_bytes(&mut dev), content);
+    }
+
+    #[test]
+    fn flush_and_get_id() {
+        let (mut dev, content) = block(false);
+        let m = mem();
+        header(&m, VIRTIO_BLK_T_FLUSH, 0);
+        let r = run(&mut dev, &m, &[desc(HDR, 16, false), desc(STATUS, 1, true)]);
+        assert_eq!(r.status, VIRTIO_BLK_S_OK);
+        assert_eq!(dev.stats.flushes, 1);
+        header(&m, VIRTIO_BLK_T_GET_ID, 0);
+        let r = run(
+            &mut dev,
+            &m,
+            &[
+                desc(HDR, 16, false),
+                desc(DATA, 20, true),
+                desc(STATUS, 1, true),
+            ],
+        );
+        assert_eq!((r.status, r.used_len), (VIRTIO_BLK_S_OK, 21));
+        let mut id = [0u8; 20];
+        m.read_slice(&mut id, GuestAddress(DATA)).unwrap();
+        assert_eq!(&id[..9], b"disk-id-1");
+        assert_eq!(id[9..], [0; 11]);
+        assert_eq!(file_bytes(&mut dev), content);
+    }
+
+    /// Each of these gets IOERR (or UNSUPP) and leaves the file untouched.
+    #[test]
+    fn rejected_requests_do_no_host_io() {
+        let m = mem();
+        let hdr = desc(HDR, 16, false);
+        let st = desc(STATUS, 1, true);
+        let cases: Vec<(&str, u32, u64, Vec<RawDescriptor>, u8)> = vec![
+            (
+                "read past the end",
+                VIRTIO_BLK_T_IN,
+                DISK_SECTORS - 1,
+                vec![hdr, desc(DATA, 1024, true), st],
+                VIRTIO_BLK_S_IOERR,
+            ),
+            (
+                "write past the end",
+                VIRTIO_BLK_T_OUT,
+                DISK_SECTORS,
+                vec![hdr, desc(DATA, 512, false), st],
+                VIRTIO_BLK_S_IOERR,
+            ),
+            (
+                "sector overflow",
+                VIRTIO_BLK_T_OUT,
+                u64::MAX,
+                vec![hdr, desc(DATA, 512, false), st],
+                VIRTIO_BLK_S_IOERR,
+            ),
+            (
+                "write not a multiple of 512",
+                VIRTIO_BLK_T_OUT,
+                0,
+                vec![hdr, desc(DATA, 100, false), st],
+                VIRTIO_BLK_S_IOERR,
+            ),
+            (
+                "read not a multiple of 512",
+                VIRTIO_BLK_T_IN,
+                0,
+                vec![hdr, desc(DATA, 513, true), st],
+                VIRTIO_BLK_S_IOERR,
+            ),
+            (
+                "write with no data",
+                VIRTIO_BLK_T_OUT,
+                0,
+                vec![hdr, st],
+                VIRTIO_BLK_S_IOERR,
+            ),
+            (
+                "write from a device-writable buffer",
+                VIRTIO_BLK_T_OUT,
+                0,
+                vec![hdr, desc(DATA, 512, true), st],
+                VIRTIO_BLK_S_IOERR,
+            ),
+            (
+                "read into a read-only buffer",
+                VIRTIO_BLK_T_IN,
+                0,
+                vec![hdr, desc(DATA, 512, false), st],
+                VIRTIO_BLK_S_IOERR,
+            ),
+            (
+                "header too short",
+                VIRTIO_BLK_T_OUT,
+                0,
+                vec![desc(HDR, 8, false), desc(DATA, 512, false), st],
+                VIRTIO_BLK_S_IOERR,
+            ),
+            (
+                "header device-writable",
+                VIRTIO_BLK_T_OUT,
+                0,
+                vec![desc(HDR, 16, true), desc(DATA, 512, false), st],
+                VIRTIO_BLK_S_IOERR,
+            ),
+            (
+                "data outside guest RAM",
+                VIRTIO_BLK_T_OUT,
+                0,
+                vec![hdr, desc(MEM_SIZE as u64 - 256, 512, false), st],
+                VIRTIO_BLK_S_IOERR,
+            ),
+            (
+                "unknown request type",
+                11,
+                0,
+                vec![hdr, desc(DATA, 512, false), st],
+                VIRTIO_BLK_S_UNSUPP,
+            ),
+        ];
+        for (what, kind, sector, descs, want) in cases {
+            let (mut dev, content) = block(false);
+            m.write_slice(&[0x5a; 1024], GuestAddress(DATA)).unwrap();
+            header(&m, kind, sector);
+            let r = run(&mut dev, &m, &descs);
+            assert_eq!(r.status, want, "{what}");
+            assert_eq!(r.used_len, 1, "{what}");
+            assert_eq!(dev.stats.bytes_written + dev.stats.bytes_read, 0, "{what}");
+            assert_eq!(file_bytes(&mut dev), content, "{what}: host file changed");
+        }
+    }
+
+    #[test]
+    fn read_only_disk_refuses_writes_and_says_so() {
+        let (mut dev, content) = block(true);
+        assert_ne!(dev.features() & (1 << VIRTIO_BLK_F_RO), 0);
+        let m = mem();
+        header(&m, VIRTIO_BLK_T_OUT, 0);
+        let r = run(
+            &mut dev,
+            &m,
+            &[
+                desc(HDR, 16, false),
+                desc(DATA, 512, false),
+                desc(STATUS, 1, true),
+            ],
+        );
+        assert_eq!(r.status, VIRTIO_BLK_S_IOERR);
+        header(&m, VIRTIO_BLK_T_IN, 0);
+        let r = run(
+            &mut dev,
+            &m,
+            &[
+                desc(HDR, 16, false),
+                desc(DATA, 512, true),
+                desc(STATUS, 1, true),
+            ],
+        );
+        assert_eq!(r.status, VIRTIO_BLK_S_OK);
+        assert_eq!(file_bytes(&mut dev), content);
+    }
+
+    #[test]
+    fn chains_without_a_status_byte_are_returned_unanswered() {
+        let (mut dev, content) = block(false);
+        let m = mem();
+        header(&m, VIRTIO_BLK_T_OUT, 0);
+        // Last descriptor is not device-writable: nowhere to put a status.
+        let r = run(
+            &mut dev,
+            &m,
+            &[desc(HDR, 16, false), desc(DATA, 512, false)],
+        );
+        assert_eq!((r.status, r.used_len), (0xff, 0));
+        // Status byte outside guest RAM.
+        let r = run(
+            &mut dev,
+            &m,
+            &[
+                desc(HDR, 16, false),
+                desc(DATA, 512, false),
+                desc(MEM_SIZE as u64, 1, true),
+            ],
+        );
+        assert_eq!(r.used_len, 0);
+        assert_eq!(dev.stats.malformed, 2);
+        assert_eq!(file_bytes(&mut dev), content);
+    }
+
+    #[test]
+    fn a_looping_chain_ends_without_host_io() {
+        let (mut dev, content) = block(false);
+        let m = mem();
+        header(&m, VIRTIO_BLK_T_OUT, 0);
+        let vq = MockSplitQueue::create(&m, GuestAddress(0), 16);
+        // 0 -> 1 -> 0 -> ...
+        let d0 = RawDescriptor::from(SplitDescriptor::new(HDR, 16, VRING_DESC_F_NEXT as u16, 1));
+        let d1 = RawDescriptor::from(SplitDescriptor::new(
+            DATA,
+            512,
+            (VRING_DESC_F_NEXT | VRING_DESC_F_WRITE) as u16,
+            0,
+        ));
+        vq.add_desc_chains(&[d0, d1], 0).unwrap();
+        let mut q: Queue = vq.create_queue().unwrap();
+        dev.process_queue(&m, 0, &mut q);
+        assert_eq!(dev.stats.bytes_written, 0);
+        assert_eq!(file_bytes(&mut dev), content);
+    }
+
+    #[test]
+    fn an_avail_index_far_ahead_does_not_spin_or_panic() {
+        let (mut dev, content) = block(false);
+        let m = mem();
+        let vq = MockSplitQueue::create(&m, GuestAddress(0), 16);
+        header(&m, VIRTIO_BLK_T_IN, 0);
+        chain(
+            &vq,
+            &[
+                desc(HDR, 16, false),
+                desc(DATA, 512, true),
+                desc(STATUS, 1, true),
+            ],
+            0,
+        );
+        // The driver claims 1000 more entries than it wrote.
+        vq.avail().idx().store(1001);
+        let mut q: Queue = vq.create_queue().unwrap();
+        dev.process_queue(&m, 0, &mut q);
+        assert!(u64::from(q.next_used()) <= 16);
+        assert_eq!(file_bytes(&mut dev), content);
+        // A sane request afterwards on a fresh queue still works.
+        let r = run(
+            &mut dev,
+            &m,
+            &[
+                desc(HDR, 16, false),
+                desc(DATA, 512, true),
+                desc(STATUS, 1, true),
+            ],
+        );
+        assert_eq!(r.status, VIRTIO_BLK_S_OK);
+    }
+
+    #[test]
+    fn config_space_holds_the_capacity() {
+        let (dev, _) = block(false);
+        let mut cap = [0u8; 8];
+        dev.read_config(0, &mut cap);
+        assert_eq!(u64::from_le_bytes(cap), DISK_SECTORS);
+        let mut hi = [0xffu8; 4];
+        dev.read_config(4, &mut hi);
+        assert_eq!(hi, [0; 4]);
+        let mut beyond = [0xffu8; 4];
+        dev.read_config(0x100, &mut beyond);
+        assert_eq!(beyond, [0; 4]);
+        dev.read_config(u64::MAX, &mut beyond);
+        assert_eq!(beyond, [0; 4]);
+    }
+}

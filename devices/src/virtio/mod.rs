@@ -1,0 +1,100 @@
+//! Virtio devices over the virtio-mmio transport (version 2). The transport
+//! (`mmio`) owns the queues and the register interface shared by every
+//! device; a device (`block`) implements `VirtioDevice`: its features, its
+//! configuration space and what it does with a queue's descriptor chains.
+
+pub mod block;
+pub mod mmio;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+/// VIRTIO_F_VERSION_1: the device follows virtio 1.x (not legacy).
+pub const VIRTIO_F_VERSION_1: u32 = 32;
+
+/// Device status bits (virtio 1.2, 2.1).
+pub mod status {
+    /// The guest noticed the device.
+    pub const ACKNOWLEDGE: u32 = 1;
+    /// The guest has a driver for it.
+    pub const DRIVER: u32 = 2;
+    /// The driver is ready.
+    pub const DRIVER_OK: u32 = 4;
+    /// Feature negotiation is complete.
+    pub const FEATURES_OK: u32 = 8;
+    /// The device hit an error it cannot recover from without a reset.
+    pub const DEVICE_NEEDS_RESET: u32 = 0x40;
+    /// The driver gave up on the device.
+    pub const FAILED: u32 = 0x80;
+}
+
+/// Interrupt status bit: a used ring was updated.
+pub const INTERRUPT_USED_RING: u32 = 1;
+/// Interrupt status bit: the configuration changed.
+pub const INTERRUPT_CONFIG: u32 = 2;
+
+/// A device's interrupt: the status bits the driver reads and acknowledges,
+/// and the eventfd the VMM registers with KVM as an irqfd.
+pub struct Interrupt {
+    status: AtomicU32,
+    evt: EventFd,
+}
+
+impl Interrupt {
+    /// An interrupt raised through `evt`.
+    pub fn new(evt: EventFd) -> Self {
+        Interrupt {
+            status: AtomicU32::new(0),
+            evt,
+        }
+    }
+
+    /// Sets `bits` in the interrupt status and raises the interrupt.
+    pub fn signal(&self, bits: u32) {
+        self.status.fetch_or(bits, Ordering::SeqCst);
+        if let Err(e) = self.evt.write(1) {
+            log::warn!("virtio: cannot raise interrupt: {e}");
+        }
+    }
+
+    /// The interrupt status register.
+    pub fn status(&self) -> u32 {
+        self.status.load(Ordering::SeqCst)
+    }
+
+    /// Clears acknowledged bits.
+    pub fn ack(&self, bits: u32) {
+        self.status.fetch_and(!bits, Ordering::SeqCst);
+    }
+
+    /// The eventfd KVM injects the interrupt from.
+    pub fn eventfd(&self) -> &EventFd {
+        &self.evt
+    }
+}
+
+/// What a device behind the virtio-mmio transport provides.
+pub trait VirtioDevice: Send {
+    /// Virtio device id (2: block, 1: net).
+    fn device_type(&self) -> u32;
+    /// The largest size of each of its queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Feature bits the device offers.
+    fn features(&self) -> u64;
+    /// The features the driver accepted (a subset of `features`).
+    fn ack_features(&mut self, features: u64);
+    /// Reads `data.len()` bytes of configuration space at `offset`; bytes
+    /// beyond the configuration read as zero.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Writes configuration space; ignored where read-only.
+    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Processes what the driver made available on queue `index`. Returns
+    /// whether the used ring changed (the transport then decides, with the
+    /// queue's notification suppression, whether to interrupt).
+    fn process_queue(&mut self, mem: &GuestMemoryMmap, index: usize, queue: &mut Queue) -> bool;
+    /// Returns the device to its initial state (driver reset).
+    fn reset(&mut self);
+}
