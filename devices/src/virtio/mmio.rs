@@ -49,12 +49,33 @@ const REG_CONFIG: u64 = 0x100;
 /// Where the driver writes queue notifications (for ioeventfd).
 pub const QUEUE_NOTIFY_OFFSET: u64 = REG_QUEUE_NOTIFY;
 
+/// A queue's configuration as the driver wrote it. virtio-queue ignores
+/// invalid values (keeping the previous ones), so the transport keeps what
+/// was asked for and refuses a queue whose request was not honoured.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct QueueRequest {
+    size: u32,
+    desc: u64,
+    avail: u64,
+    used: u64,
+}
+
+fn set_low(v: &mut u64, low: u32) {
+    *v = (*v & !0xffff_ffff) | u64::from(low);
+}
+
+fn set_high(v: &mut u64, high: u32) {
+    *v = (*v & 0xffff_ffff) | (u64::from(high) << 32);
+}
+
 /// A virtio device behind its MMIO register window.
 pub struct MmioTransport {
     device: Box<dyn VirtioDevice>,
     mem: GuestMemoryMmap,
     interrupt: Arc<Interrupt>,
     queues: Vec<Queue>,
+    /// What the driver wrote for each queue, checked when it is made ready.
+    requested: Vec<QueueRequest>,
     queue_sel: u32,
     device_features_sel: u32,
     driver_features_sel: u32,
@@ -76,11 +97,13 @@ impl MmioTransport {
             .iter()
             .filter_map(|max| Queue::new(*max).ok())
             .collect();
+        let requested = vec![QueueRequest::default(); device.queue_max_sizes().len()];
         MmioTransport {
             device,
             mem,
             interrupt,
             queues,
+            requested,
             queue_sel: 0,
             device_features_sel: 0,
             driver_features_sel: 0,
@@ -120,6 +143,44 @@ impl MmioTransport {
         self.status & status::DRIVER_OK == 0 && self.selected_queue().is_some_and(|q| !q.ready())
     }
 
+    /// Makes queue `sel` ready if what the driver wrote describes a valid
+    /// split queue: a size that is a power of two no larger than the
+    /// maximum, aligned rings, all inside guest RAM.
+    fn check_queue(&mut self, sel: usize) -> Result<(), String> {
+        let req = self.requested[sel];
+        let q = &mut self.queues[sel];
+        if req.size == 0 || !req.size.is_power_of_two() || req.size > u32::from(q.max_size()) {
+            return Err(format!(
+                "size {}: must be a power of two, at most {}",
+                req.size,
+                q.max_size()
+            ));
+        }
+        if !req.desc.is_multiple_of(16)
+            || !req.avail.is_multiple_of(2)
+            || !req.used.is_multiple_of(4)
+        {
+            return Err(
+                "rings misaligned (descriptors 16, driver area 2, device area 4 bytes)".into(),
+            );
+        }
+        let actual = (
+            u32::from(q.size()),
+            q.desc_table(),
+            q.avail_ring(),
+            q.used_ring(),
+        );
+        if actual != (req.size, req.desc, req.avail, req.used) {
+            return Err("configuration not accepted by the queue".into());
+        }
+        q.set_ready(true);
+        if !q.is_valid(&self.mem) {
+            q.set_ready(false);
+            return Err("rings not inside guest RAM".into());
+        }
+        Ok(())
+    }
+
     fn mark_needs_reset(&mut self, why: &str) {
         log::warn!(
             "virtio: device type {} needs reset: {why}",
@@ -136,6 +197,7 @@ impl MmioTransport {
         for q in &mut self.queues {
             q.reset();
         }
+        self.requested.fill(QueueRequest::default());
         self.queue_sel = 0;
         self.device_features_sel = 0;
         self.driver_features_sel = 0;
@@ -272,42 +334,44 @@ impl MmioTransport {
                     );
                     return;
                 }
-                let Some(q) = self.selected_queue() else {
+                let sel = self.queue_sel as usize;
+                let (Some(q), Some(req)) = (self.queues.get_mut(sel), self.requested.get_mut(sel))
+                else {
                     return;
                 };
+                // Validity (size a power of two no larger than the maximum,
+                // aligned rings inside RAM) is checked when the queue is
+                // made ready.
                 match offset {
-                    // Validity (power of two, at most the maximum) is checked
-                    // when the queue is made ready.
-                    REG_QUEUE_NUM => q.set_size(value as u16),
-                    REG_QUEUE_DESC_LOW => q.set_desc_table_address(Some(value), None),
-                    REG_QUEUE_DESC_HIGH => q.set_desc_table_address(None, Some(value)),
-                    REG_QUEUE_DRIVER_LOW => q.set_avail_ring_address(Some(value), None),
-                    REG_QUEUE_DRIVER_HIGH => q.set_avail_ring_address(None, Some(value)),
-                    REG_QUEUE_DEVICE_LOW => q.set_used_ring_address(Some(value), None),
-                    _ => q.set_used_ring_address(None, Some(value)),
+                    REG_QUEUE_NUM => {
+                        req.size = value;
+                        q.set_size(value as u16);
+                    }
+                    REG_QUEUE_DESC_LOW => set_low(&mut req.desc, value),
+                    REG_QUEUE_DESC_HIGH => set_high(&mut req.desc, value),
+                    REG_QUEUE_DRIVER_LOW => set_low(&mut req.avail, value),
+                    REG_QUEUE_DRIVER_HIGH => set_high(&mut req.avail, value),
+                    REG_QUEUE_DEVICE_LOW => set_low(&mut req.used, value),
+                    _ => set_high(&mut req.used, value),
                 }
+                let (desc, avail, used) = (req.desc, req.avail, req.used);
+                q.set_desc_table_address(Some(desc as u32), Some((desc >> 32) as u32));
+                q.set_avail_ring_address(Some(avail as u32), Some((avail >> 32) as u32));
+                q.set_used_ring_address(Some(used as u32), Some((used >> 32) as u32));
             }
             REG_QUEUE_READY => {
-                let sel = self.queue_sel;
-                let writable = self.status & status::DRIVER_OK == 0;
-                let mem = self.mem.clone();
-                let Some(q) = self.selected_queue() else {
+                let sel = self.queue_sel as usize;
+                if sel >= self.queues.len() {
                     return;
-                };
-                if value == 1 {
-                    if !writable {
+                }
+                if value == 0 {
+                    self.queues[sel].set_ready(false);
+                } else if value == 1 {
+                    if self.status & status::DRIVER_OK != 0 {
                         log::warn!("virtio: queue {sel} made ready after DRIVER_OK; ignored");
-                    } else if q.is_valid(&mem) {
-                        q.set_ready(true);
-                    } else {
-                        log::warn!(
-                            "virtio: queue {sel} is invalid (size {} of at most {}, a power of two; rings inside guest RAM and aligned); not made ready",
-                            q.size(),
-                            q.max_size()
-                        );
+                    } else if let Err(why) = self.check_queue(sel) {
+                        log::warn!("virtio: queue {sel} not made ready: {why}");
                     }
-                } else if value == 0 {
-                    q.set_ready(false);
                 }
             }
             REG_QUEUE_NOTIFY => self.notify(value as usize),
@@ -352,5 +416,263 @@ impl BusDevice for MmioTransport {
         }
         let v = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
         self.write_reg(offset, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::GuestAddress;
+    use vmm_sys_util::eventfd::EventFd;
+
+    #[derive(Default)]
+    struct Counters {
+        processed: AtomicUsize,
+        resets: AtomicUsize,
+        acked: AtomicUsize,
+    }
+
+    struct Fake(Arc<Counters>);
+
+    impl VirtioDevice for Fake {
+        fn device_type(&self) -> u32 {
+            2
+        }
+        fn queue_max_sizes(&self) -> &[u16] {
+            &[16]
+        }
+        fn features(&self) -> u64 {
+            (1 << VIRTIO_F_VERSION_1) | 0b110
+        }
+        fn ack_features(&mut self, features: u64) {
+            self.0.acked.store(features as usize, Ordering::SeqCst);
+        }
+        fn read_config(&self, offset: u64, data: &mut [u8]) {
+            data.fill(offset as u8 + 1);
+        }
+        fn write_config(&mut self, _: u64, _: &[u8]) {}
+        fn process_queue(&mut self, _: &GuestMemoryMmap, _: usize, _: &mut Queue) -> bool {
+            self.0.processed.fetch_add(1, Ordering::SeqCst);
+            true
+        }
+        fn reset(&mut self) {
+            self.0.resets.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    struct Rig {
+        t: MmioTransport,
+        mem: GuestMemoryMmap,
+        irq: EventFd,
+        c: Arc<Counters>,
+    }
+
+    fn rig() -> Rig {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let irq = evt.try_clone().unwrap();
+        let c = Arc::new(Counters::default());
+        let t = MmioTransport::new(
+            Box::new(Fake(c.clone())),
+            mem.clone(),
+            Arc::new(Interrupt::new(evt)),
+        );
+        Rig { t, mem, irq, c }
+    }
+
+    impl Rig {
+        fn rd(&mut self, off: u64) -> u32 {
+            let mut d = [0u8; 4];
+            self.t.read(off, &mut d);
+            u32::from_le_bytes(d)
+        }
+        fn wr(&mut self, off: u64, v: u32) {
+            self.t.write(off, &v.to_le_bytes());
+        }
+        fn negotiate(&mut self, features_hi: u32) {
+            self.wr(REG_STATUS, status::ACKNOWLEDGE);
+            self.wr(REG_STATUS, status::ACKNOWLEDGE | status::DRIVER);
+            self.wr(REG_DRIVER_FEATURES_SEL, 1);
+            self.wr(REG_DRIVER_FEATURES, features_hi);
+            self.wr(
+                REG_STATUS,
+                status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+            );
+        }
+        fn queue(&mut self, size: u32, desc: u64, avail: u64, used: u64) {
+            self.wr(REG_QUEUE_SEL, 0);
+            self.wr(REG_QUEUE_NUM, size);
+            self.wr(REG_QUEUE_DESC_LOW, desc as u32);
+            self.wr(REG_QUEUE_DESC_HIGH, (desc >> 32) as u32);
+            self.wr(REG_QUEUE_DRIVER_LOW, avail as u32);
+            self.wr(REG_QUEUE_DRIVER_HIGH, (avail >> 32) as u32);
+            self.wr(REG_QUEUE_DEVICE_LOW, used as u32);
+            self.wr(REG_QUEUE_DEVICE_HIGH, (used >> 32) as u32);
+            self.wr(REG_QUEUE_READY, 1);
+        }
+        fn valid_queue(&mut self) {
+            let mem = self.mem.clone();
+            let vq = MockSplitQueue::create(&mem, GuestAddress(0x1000), 16);
+            let (d, a, u) = (vq.desc_table_addr().0, vq.avail_addr().0, vq.used_addr().0);
+            self.queue(16, d, a, u);
+        }
+        fn driver_ok(&mut self) {
+            self.wr(
+                REG_STATUS,
+                status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK,
+            );
+        }
+    }
+
+    #[test]
+    fn identity_registers() {
+        let mut r = rig();
+        assert_eq!(r.rd(REG_MAGIC), 0x7472_6976);
+        assert_eq!(r.rd(REG_VERSION), 2);
+        assert_eq!(r.rd(REG_DEVICE_ID), 2);
+        assert_eq!(r.rd(REG_QUEUE_NUM_MAX), 16);
+        r.wr(REG_DEVICE_FEATURES_SEL, 1);
+        assert_eq!(r.rd(REG_DEVICE_FEATURES), 1);
+        r.wr(REG_DEVICE_FEATURES_SEL, 0);
+        assert_eq!(r.rd(REG_DEVICE_FEATURES), 0b110);
+        let mut cfg = [0u8; 2];
+        r.t.read(REG_CONFIG + 4, &mut cfg);
+        assert_eq!(cfg, [5, 5]);
+    }
+
+    #[test]
+    fn features_ok_needs_version_1_and_only_offered_bits() {
+        let mut r = rig();
+        r.negotiate(0); // no VERSION_1
+        assert_eq!(r.rd(REG_STATUS) & status::FEATURES_OK, 0);
+        let mut r = rig();
+        r.wr(REG_STATUS, status::ACKNOWLEDGE | status::DRIVER);
+        r.wr(REG_DRIVER_FEATURES_SEL, 0);
+        r.wr(REG_DRIVER_FEATURES, 0b1000); // not offered
+        r.wr(REG_DRIVER_FEATURES_SEL, 1);
+        r.wr(REG_DRIVER_FEATURES, 1);
+        r.wr(
+            REG_STATUS,
+            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+        );
+        assert_eq!(r.rd(REG_STATUS) & status::FEATURES_OK, 0);
+        let mut r = rig();
+        r.negotiate(1);
+        assert_ne!(r.rd(REG_STATUS) & status::FEATURES_OK, 0);
+        assert_eq!(r.c.acked.load(Ordering::SeqCst), 1 << 32);
+    }
+
+    #[test]
+    fn driver_features_before_driver_status_are_ignored() {
+        let mut r = rig();
+        r.wr(REG_DRIVER_FEATURES_SEL, 1);
+        r.wr(REG_DRIVER_FEATURES, 1);
+        r.wr(
+            REG_STATUS,
+            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+        );
+        assert_eq!(r.rd(REG_STATUS) & status::FEATURES_OK, 0);
+    }
+
+    #[test]
+    fn invalid_queues_are_never_made_ready() {
+        for (what, size, desc) in [
+            ("size 0", 0u32, 0x1000u64),
+            ("size not a power of two", 12, 0x1000),
+            ("size above the maximum", 32, 0x1000),
+            ("rings outside RAM", 16, 0x10_0000 - 8),
+            ("misaligned descriptor table", 16, 0x1001),
+        ] {
+            let mut r = rig();
+            r.negotiate(1);
+            r.queue(size, desc, 0x2000, 0x3000);
+            assert_eq!(r.rd(REG_QUEUE_READY), 0, "{what}");
+            // Notifications for it do nothing.
+            r.driver_ok();
+            r.wr(REG_QUEUE_NOTIFY, 0);
+            assert_eq!(r.c.processed.load(Ordering::SeqCst), 0, "{what}");
+        }
+    }
+
+    #[test]
+    fn notifications_in_the_wrong_state_are_ignored() {
+        let mut r = rig();
+        r.negotiate(1);
+        r.valid_queue();
+        assert_eq!(r.rd(REG_QUEUE_READY), 1);
+        r.wr(REG_QUEUE_NOTIFY, 0); // before DRIVER_OK
+        assert_eq!(r.c.processed.load(Ordering::SeqCst), 0);
+        r.driver_ok();
+        r.wr(REG_QUEUE_NOTIFY, 7); // no such queue
+        r.wr(REG_QUEUE_NOTIFY, u32::MAX);
+        assert_eq!(r.c.processed.load(Ordering::SeqCst), 0);
+        assert!(r.irq.read().is_err());
+    }
+
+    #[test]
+    fn a_notification_after_driver_ok_is_processed_and_interrupts() {
+        let mut r = rig();
+        r.negotiate(1);
+        r.valid_queue();
+        r.driver_ok();
+        assert_ne!(r.rd(REG_STATUS) & status::DRIVER_OK, 0);
+        r.wr(REG_QUEUE_NOTIFY, 0);
+        assert_eq!(r.c.processed.load(Ordering::SeqCst), 1);
+        assert_eq!(r.irq.read().unwrap(), 1);
+        assert_eq!(r.rd(REG_INTERRUPT_STATUS), INTERRUPT_USED_RING);
+        r.wr(REG_INTERRUPT_ACK, INTERRUPT_USED_RING);
+        assert_eq!(r.rd(REG_INTERRUPT_STATUS), 0);
+    }
+
+    #[test]
+    fn queue_registers_are_frozen_after_driver_ok() {
+        let mut r = rig();
+        r.negotiate(1);
+        r.valid_queue();
+        r.driver_ok();
+        r.wr(REG_QUEUE_READY, 0);
+        r.wr(REG_QUEUE_NUM, 4);
+        r.wr(REG_QUEUE_DESC_LOW, 0xdead_0000);
+        r.wr(REG_QUEUE_READY, 1);
+        assert_eq!(r.t.queues[0].size(), 16);
+        assert_eq!(r.t.queues[0].desc_table(), 0x1000);
+    }
+
+    #[test]
+    fn status_bits_cannot_be_cleared_but_reset_clears_all() {
+        let mut r = rig();
+        r.negotiate(1);
+        r.valid_queue();
+        r.driver_ok();
+        r.wr(REG_STATUS, status::ACKNOWLEDGE);
+        assert_ne!(r.rd(REG_STATUS) & status::DRIVER_OK, 0);
+        r.wr(REG_STATUS, 0);
+        assert_eq!(r.rd(REG_STATUS), 0);
+        assert_eq!(r.rd(REG_QUEUE_READY), 0);
+        assert_eq!(r.c.resets.load(Ordering::SeqCst), 1);
+        r.wr(REG_QUEUE_NOTIFY, 0);
+        assert_eq!(r.c.processed.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn odd_accesses_are_harmless() {
+        let mut r = rig();
+        let mut d = [0xffu8; 2];
+        r.t.read(REG_MAGIC, &mut d);
+        assert_eq!(d, [0, 0]);
+        let mut d = [0xffu8; 4];
+        r.t.read(REG_MAGIC + 1, &mut d);
+        assert_eq!(d, [0; 4]);
+        r.t.write(REG_STATUS, &[1]);
+        assert_eq!(r.rd(REG_STATUS), 0);
+        r.wr(0x0c8, 5); // unknown register
+        r.wr(REG_DRIVER_FEATURES_SEL, 99);
+        r.wr(REG_QUEUE_SEL, 99);
+        assert_eq!(r.rd(REG_QUEUE_NUM_MAX), 0);
+        r.wr(REG_QUEUE_NUM, 8);
+        r.wr(REG_QUEUE_READY, 1);
+        assert_eq!(r.rd(REG_QUEUE_READY), 0);
     }
 }
