@@ -160,3 +160,46 @@ fn run_vmm_env(args: &[&str], env: &[(&str, &str)]) -> vmm_tests::Outcome {
         timed_out: false,
     }
 }
+
+#[test]
+fn bad_disks() {
+    let dir = TempDir::new("cli");
+    let k = dir.write("k.elf", &tiny_elf(&[0xf4]));
+    let k = k.to_str().unwrap();
+    let out = run(&["run", "--kernel", k, "--disk", "/nonexistent/disk.img"]);
+    assert_eq!(out.code, Some(4), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("disk '/nonexistent/disk.img'"),
+        "{}",
+        out.stderr
+    );
+    let d = dir.0.to_str().unwrap();
+    let out = run(&["run", "--kernel", k, "--disk", d]);
+    assert_eq!(out.code, Some(4), "{}", out.stderr);
+    assert!(out.stderr.contains("is a directory"), "{}", out.stderr);
+    let odd = dir.write("odd.img", &[0u8; 1000]);
+    let out = run(&["run", "--kernel", k, "--disk", odd.to_str().unwrap()]);
+    assert_eq!(out.code, Some(5), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("not a positive multiple of 512"),
+        "{}",
+        out.stderr
+    );
+    let good = dir.write("good.img", &[0u8; 4096]);
+    let g = format!("{},root", good.display());
+    let out = run(&["run", "--kernel", k, "--disk", &g, "--disk", &g]);
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("only one disk can be the root disk"),
+        "{}",
+        out.stderr
+    );
+    let bad_opt = format!("{},rw", good.display());
+    let out = run(&["run", "--kernel", k, "--disk", &bad_opt]);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("unknown disk option 'rw'"),
+        "{}",
+        out.stderr
+    );
+}

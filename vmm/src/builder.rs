@@ -18,9 +18,10 @@ use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, Gues
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use crate::config::{BootProtocol, EmulatedHost, SerialOutput, VmConfig};
+use crate::device_manager::VirtioSlot;
 use crate::device_manager::{self, LegacyDevices};
 use crate::error::{Error, Result};
-use crate::event_loop::{ExitHandler, StdinHandler};
+use crate::event_loop::{ExitHandler, StdinHandler, VirtioHandler};
 use crate::host;
 use crate::vcpu::{self, Vcpu, VmEnd, VmExitState};
 use devices::serial::SerialDevice;
@@ -31,6 +32,7 @@ pub struct Vmm {
     // Field order is drop order: vCPUs and devices go before the VM fd,
     // the VM fd before guest memory, so KVM never sees unmapped memory.
     vcpus: Vec<Vcpu>,
+    virtio: Vec<VirtioSlot>,
     serial: Arc<Mutex<SerialDevice>>,
     serial_input_ready: EventFd,
     reset_evt: EventFd,
@@ -69,10 +71,28 @@ fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap, mib: u64) -> Result<()> {
     Ok(())
 }
 
-/// The guest command line: the configured one plus the emulated-host
-/// parameters when they apply.
+/// The guest command line: the configured one, the virtio-mmio devices and
+/// root disk, and the emulated-host parameters when they apply.
 pub fn guest_cmdline(config: &VmConfig, emulated: bool) -> String {
     let mut cmdline = config.cmdline.clone();
+    for (i, disk) in config.disks.iter().enumerate() {
+        crate::cmdline::append(
+            &mut cmdline,
+            &format!(
+                "virtio_mmio.device={}",
+                device_manager::virtio_mmio_param(i)
+            ),
+        );
+        if disk.root {
+            let letter = char::from(b'a' + i as u8);
+            if crate::cmdline::add_param(&mut cmdline, "root", Some(&format!("/dev/vd{letter}")))
+                && !crate::cmdline::has_key(&cmdline, "ro")
+                && !crate::cmdline::has_key(&cmdline, "rw")
+            {
+                crate::cmdline::append(&mut cmdline, if disk.read_only { "ro" } else { "rw" });
+            }
+        }
+    }
     if emulated {
         for (key, value) in host::emulated_host_params() {
             match value {
@@ -264,6 +284,23 @@ impl Vmm {
             serial_input_ready,
             reset_evt,
         } = device_manager::create(&vm, device_manager::serial_writer(&config.serial)?)?;
+        let mut mmio = mmio;
+        let mut virtio = Vec::with_capacity(config.disks.len());
+        for (i, disk) in config.disks.iter().enumerate() {
+            let device = device_manager::block_device(disk, i)?;
+            virtio.push(device_manager::add_virtio(&vm, &mut mmio, &mem, i, device)?);
+            log::info!(
+                "disk {} as /dev/vd{} ({}) at virtio-mmio {}",
+                disk.path.display(),
+                char::from(b'a' + i as u8),
+                if disk.read_only {
+                    "read-only"
+                } else {
+                    "read-write"
+                },
+                device_manager::virtio_mmio_param(i)
+            );
+        }
         let (pio, mmio) = (Arc::new(pio), Arc::new(mmio));
         let exit = Arc::new(VmExitState::new(started)?);
         let base_cpuid = kvm
@@ -298,6 +335,7 @@ impl Vmm {
 
         Ok(Vmm {
             vcpus,
+            virtio,
             serial,
             serial_input_ready,
             reset_evt,
@@ -317,6 +355,7 @@ impl Vmm {
         // are joined at the end of this function.
         let Vmm {
             vcpus,
+            virtio,
             serial,
             serial_input_ready,
             reset_evt,
@@ -339,6 +378,9 @@ impl Vmm {
             exit: exit.clone(),
             reset_evt,
         })));
+        for slot in virtio {
+            em.add_subscriber(Arc::new(Mutex::new(VirtioHandler { slot })));
+        }
         let _raw = if serial_stdio {
             em.add_subscriber(Arc::new(Mutex::new(StdinHandler::new(
                 std::io::stdin(),

@@ -14,26 +14,27 @@ pub fn has_key(cmdline: &str, key: &str) -> bool {
         .any(|w| key_of(w) == key)
 }
 
+/// Appends `param` before any `--` (after which words are init's
+/// arguments), whatever the command line already holds.
+pub fn append(cmdline: &mut String, param: &str) {
+    let words: Vec<&str> = cmdline.split_whitespace().collect();
+    let split = words.iter().position(|w| *w == "--").unwrap_or(words.len());
+    let mut out: Vec<&str> = words[..split].to_vec();
+    out.push(param);
+    out.extend(&words[split..]);
+    *cmdline = out.join(" ");
+}
+
 /// Appends `key[=value]` unless the command line already sets `key`.
-/// Parameters go before a `--` (after which words are init's arguments).
 /// Returns whether it was added.
 pub fn add_param(cmdline: &mut String, key: &str, value: Option<&str>) -> bool {
     if has_key(cmdline, key) {
         return false;
     }
-    let param = match value {
-        Some(v) => format!("{key}={v}"),
-        None => key.to_string(),
-    };
-    let words: Vec<&str> = cmdline.split_whitespace().collect();
-    let (kernel, init): (Vec<&str>, Vec<&str>) = match words.iter().position(|w| *w == "--") {
-        Some(i) => (words[..i].to_vec(), words[i..].to_vec()),
-        None => (words, vec![]),
-    };
-    let mut out: Vec<&str> = kernel;
-    out.push(&param);
-    out.extend(init);
-    *cmdline = out.join(" ");
+    match value {
+        Some(v) => append(cmdline, &format!("{key}={v}")),
+        None => append(cmdline, key),
+    }
     true
 }
 
@@ -105,6 +106,17 @@ mod tests {
         let mut c = String::from("clearcpuid=");
         merge_list_param(&mut c, "clearcpuid", "a");
         assert_eq!(c, "clearcpuid=a");
+    }
+
+    #[test]
+    fn append_repeats_and_keeps_init_arguments_last() {
+        let mut c = String::from("console=ttyS0 -- x");
+        append(&mut c, "virtio_mmio.device=4K@0xd0000000:5");
+        append(&mut c, "virtio_mmio.device=4K@0xd0001000:6");
+        assert_eq!(
+            c,
+            "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6 -- x"
+        );
     }
 
     #[test]

@@ -10,6 +10,8 @@ use crate::error::{Error, Result};
 /// The guest command line when the user gives none. The VMM appends what it
 /// manages itself (devices, host workarounds).
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
+/// Most disks a VM can have (one virtio-mmio slot and IRQ each).
+pub const MAX_DISKS: usize = 16;
 /// Default guest RAM.
 pub const DEFAULT_MEM_MIB: u64 = 128;
 /// Where `guest-kernels/build.sh` leaves the default guest, below the cache
@@ -98,6 +100,73 @@ impl FromStr for BootProtocol {
     }
 }
 
+/// A block device backed by a raw file on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// The raw image.
+    pub path: PathBuf,
+    /// Opened read-only and offered to the guest as read-only.
+    pub read_only: bool,
+    /// Serial the guest reads with VIRTIO_BLK_T_GET_ID (at most 20 bytes).
+    pub id: Option<String>,
+    /// The guest's root file system: adds root=/dev/vdX to the command line.
+    pub root: bool,
+}
+
+impl FromStr for DiskConfig {
+    type Err = String;
+    /// `PATH[,ro][,id=NAME][,root]`
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let mut parts = s.split(',');
+        let path = parts
+            .next()
+            .filter(|p| !p.is_empty())
+            .ok_or("expected PATH[,ro][,id=NAME][,root]")?;
+        let mut disk = DiskConfig {
+            path: PathBuf::from(path),
+            read_only: false,
+            id: None,
+            root: false,
+        };
+        for opt in parts {
+            match opt.split_once('=') {
+                None if opt == "ro" => disk.read_only = true,
+                None if opt == "root" => disk.root = true,
+                Some(("id", v)) if !v.is_empty() && v.len() <= 20 && v.is_ascii() => {
+                    disk.id = Some(v.to_string())
+                }
+                Some(("id", _)) => return Err("id= takes 1 to 20 ASCII characters".into()),
+                _ => {
+                    return Err(format!(
+                        "unknown disk option '{opt}': expected ro, id=NAME or root"
+                    ))
+                }
+            }
+        }
+        Ok(disk)
+    }
+}
+
+/// Checks a disk image: a readable regular file whose size is a whole
+/// number of 512-byte sectors. Returns its size.
+pub fn check_disk(disk: &DiskConfig) -> Result<u64> {
+    check_file("disk", &disk.path)?;
+    let size = std::fs::metadata(&disk.path)
+        .map_err(|e| Error::File {
+            what: "disk",
+            path: disk.path.clone(),
+            reason: e.to_string(),
+        })?
+        .len();
+    if size == 0 || size % 512 != 0 {
+        return Err(Error::Disk {
+            path: disk.path.clone(),
+            reason: format!("its size, {size} bytes, is not a positive multiple of 512"),
+        });
+    }
+    Ok(size)
+}
+
 /// Everything needed to build and run one VM.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmConfig {
@@ -117,6 +186,8 @@ pub struct VmConfig {
     pub emulated_host: EmulatedHost,
     /// Boot protocol.
     pub boot_protocol: BootProtocol,
+    /// Block devices, in the order the guest sees them (vda, vdb, ...).
+    pub disks: Vec<DiskConfig>,
 }
 
 /// Parses a memory size: a number of MiB, or a number with a unit
@@ -215,6 +286,23 @@ impl VmConfig {
         if let Some(initrd) = &self.initrd {
             check_file("initrd", initrd)?;
         }
+        if self.disks.iter().filter(|d| d.root).count() > 1 {
+            return Err(Error::config(
+                "disk",
+                "root",
+                "only one disk can be the root disk",
+            ));
+        }
+        if self.disks.len() > MAX_DISKS {
+            return Err(Error::config(
+                "disk",
+                self.disks.len(),
+                format!("at most {MAX_DISKS} disks"),
+            ));
+        }
+        for disk in &self.disks {
+            check_disk(disk)?;
+        }
         if let SerialOutput::File(p) = &self.serial {
             if p.is_dir() {
                 return Err(Error::config(
@@ -272,7 +360,84 @@ mod tests {
             serial: SerialOutput::Stdio,
             emulated_host: EmulatedHost::Auto,
             boot_protocol: BootProtocol::Linux,
+            disks: vec![],
         }
+    }
+
+    #[test]
+    fn disk_options() {
+        let d: DiskConfig = "/a.img,ro,id=data1,root".parse().unwrap();
+        assert_eq!(
+            d,
+            DiskConfig {
+                path: "/a.img".into(),
+                read_only: true,
+                id: Some("data1".into()),
+                root: true
+            }
+        );
+        let d: DiskConfig = "/b.img".parse().unwrap();
+        assert!(!d.read_only && !d.root && d.id.is_none());
+        assert!("".parse::<DiskConfig>().is_err());
+        assert!("/a,rw"
+            .parse::<DiskConfig>()
+            .unwrap_err()
+            .contains("unknown disk option 'rw'"));
+        assert!("/a,id=".parse::<DiskConfig>().is_err());
+        assert!("/a,id=123456789012345678901".parse::<DiskConfig>().is_err());
+    }
+
+    #[test]
+    fn disk_checks() {
+        let dir = std::env::temp_dir().join(format!("vmm-disk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.img");
+        std::fs::write(&good, vec![0u8; 4096]).unwrap();
+        let odd = dir.join("odd.img");
+        std::fs::write(&odd, vec![0u8; 1000]).unwrap();
+        let disk = |p: &Path| DiskConfig {
+            path: p.into(),
+            read_only: false,
+            id: None,
+            root: false,
+        };
+        assert_eq!(check_disk(&disk(&good)).unwrap(), 4096);
+        let e = check_disk(&disk(&odd)).unwrap_err();
+        assert!(
+            e.to_string().contains("not a positive multiple of 512"),
+            "{e}"
+        );
+        assert_eq!(e.exit_code(), crate::error::exit_code::IMAGE);
+        assert_eq!(
+            check_disk(&disk(&dir.join("missing")))
+                .unwrap_err()
+                .exit_code(),
+            crate::error::exit_code::FILE
+        );
+        assert_eq!(
+            check_disk(&disk(&dir)).unwrap_err().exit_code(),
+            crate::error::exit_code::FILE
+        );
+        let exe = std::env::current_exe().unwrap();
+        let two_roots = VmConfig {
+            disks: vec![
+                DiskConfig {
+                    root: true,
+                    ..disk(&good)
+                },
+                DiskConfig {
+                    root: true,
+                    ..disk(&good)
+                },
+            ],
+            ..config(&exe)
+        };
+        assert!(two_roots
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("only one disk"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -14,8 +14,13 @@ use devices::Bus;
 use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::config::SerialOutput;
+use crate::config::{check_disk, DiskConfig, SerialOutput};
 use crate::error::{Error, Result};
+use devices::virtio::block::Block;
+use devices::virtio::mmio::{MmioTransport, MMIO_WINDOW, QUEUE_NOTIFY_OFFSET};
+use devices::virtio::{Interrupt, VirtioDevice};
+use kvm_ioctls::IoEventAddress;
+use vm_memory::GuestMemoryMmap;
 
 /// COM1.
 pub const SERIAL_BASE: u64 = 0x3f8;
@@ -105,4 +110,85 @@ pub fn create(vm: &VmFd, output: Box<dyn Write + Send>) -> Result<LegacyDevices>
         serial_input_ready,
         reset_evt,
     })
+}
+
+/// A virtio device on the MMIO bus and its queue-notification eventfds.
+pub struct VirtioSlot {
+    /// The device behind its transport (also on the MMIO bus).
+    pub transport: Arc<Mutex<MmioTransport>>,
+    /// One eventfd per queue, signalled by KVM (ioeventfd) when the guest
+    /// writes the queue's index to QueueNotify.
+    pub queue_evts: Vec<EventFd>,
+}
+
+/// Guest physical address of virtio-mmio slot `index`.
+pub fn virtio_mmio_base(index: usize) -> u64 {
+    arch::layout::VIRTIO_MMIO_START + index as u64 * MMIO_WINDOW
+}
+
+/// IRQ of virtio-mmio slot `index`.
+pub fn virtio_irq(index: usize) -> u32 {
+    arch::layout::VIRTIO_IRQ_START + index as u32
+}
+
+/// The kernel parameter announcing virtio-mmio slot `index` to a guest
+/// without ACPI or device tree (CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES).
+pub fn virtio_mmio_param(index: usize) -> String {
+    format!("4K@{:#x}:{}", virtio_mmio_base(index), virtio_irq(index))
+}
+
+/// Puts `device` in virtio-mmio slot `index`: registers its interrupt as an
+/// irqfd, its queue notifications as ioeventfds, and places it on `mmio`.
+pub fn add_virtio(
+    vm: &VmFd,
+    mmio: &mut Bus,
+    mem: &GuestMemoryMmap,
+    index: usize,
+    device: Box<dyn VirtioDevice>,
+) -> Result<VirtioSlot> {
+    let base = virtio_mmio_base(index);
+    let irq_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("cannot create an eventfd"))?;
+    vm.register_irqfd(&irq_evt, virtio_irq(index))
+        .map_err(Error::kvm("KVM_IRQFD (virtio)"))?;
+    let queues = device.queue_max_sizes().len();
+    let transport = Arc::new(Mutex::new(MmioTransport::new(
+        device,
+        mem.clone(),
+        Arc::new(Interrupt::new(irq_evt)),
+    )));
+    let mut queue_evts = Vec::with_capacity(queues);
+    for q in 0..queues {
+        let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("cannot create an eventfd"))?;
+        vm.register_ioevent(
+            &evt,
+            &IoEventAddress::Mmio(base + QUEUE_NOTIFY_OFFSET),
+            q as u32,
+        )
+        .map_err(Error::kvm("KVM_IOEVENTFD (virtio)"))?;
+        queue_evts.push(evt);
+    }
+    mmio.insert(transport.clone(), base, MMIO_WINDOW)?;
+    Ok(VirtioSlot {
+        transport,
+        queue_evts,
+    })
+}
+
+/// Opens a disk image and makes the virtio-blk device for slot `index`.
+pub fn block_device(disk: &DiskConfig, index: usize) -> Result<Box<dyn VirtioDevice>> {
+    let size = check_disk(disk)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(!disk.read_only)
+        .open(&disk.path)
+        .map_err(|e| Error::File {
+            what: "disk",
+            path: disk.path.clone(),
+            reason: e.to_string(),
+        })?;
+    let id = disk
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("vmm-disk{index}"));
+    Ok(Box::new(Block::new(file, size, disk.read_only, &id)))
 }

@@ -16,7 +16,7 @@ pub mod exit_code {
     pub const CONFIG: i32 = 3;
     /// A file given to the VMM is missing or unreadable.
     pub const FILE: i32 = 4;
-    /// The kernel or initrd is not a usable image.
+    /// The kernel, initrd or a disk is not a usable image.
     pub const IMAGE: i32 = 5;
     /// KVM is unavailable: /dev/kvm missing or not accessible, or lacking a
     /// capability the VMM needs.
@@ -51,6 +51,14 @@ pub enum Error {
         /// The path given.
         path: PathBuf,
         /// Why it cannot be used.
+        reason: String,
+    },
+    /// A disk image that cannot be used.
+    #[error("disk '{}': {reason}", path.display())]
+    Disk {
+        /// The path given.
+        path: PathBuf,
+        /// What is wrong with it.
         reason: String,
     },
     /// The kernel image is not one the VMM boots.
@@ -119,6 +127,7 @@ impl Error {
         match self {
             Error::Config { .. } => CONFIG,
             Error::File { .. } => FILE,
+            Error::Disk { .. } => IMAGE,
             Error::Kernel { source, .. } | Error::Initrd { source, .. } => match source {
                 arch::boot::Error::ReadKernel(_) | arch::boot::Error::ReadInitrd(_) => FILE,
                 arch::boot::Error::Cmdline(_) => CONFIG,

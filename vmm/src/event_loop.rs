@@ -41,6 +41,35 @@ impl MutEventSubscriber for ExitHandler {
     }
 }
 
+/// Runs a virtio device's queues when KVM signals a notification.
+pub struct VirtioHandler {
+    /// The device's slot.
+    pub slot: crate::device_manager::VirtioSlot,
+}
+
+impl MutEventSubscriber for VirtioHandler {
+    fn init(&mut self, ops: &mut EventOps) {
+        for evt in &self.slot.queue_evts {
+            if let Err(e) = ops.add(Events::new(evt, EventSet::IN)) {
+                log::error!("event loop: cannot watch a virtio queue: {e:?}");
+            }
+        }
+    }
+
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        let fd = events.fd();
+        if let Some(i) = self
+            .slot
+            .queue_evts
+            .iter()
+            .position(|e| e.as_raw_fd() == fd)
+        {
+            let _ = self.slot.queue_evts[i].read();
+            devices::bus::lock(&self.slot.transport).notify(i);
+        }
+    }
+}
+
 /// Feeds the host's stdin to the serial port, with backpressure: stdin is
 /// not read while the serial input buffer is full.
 pub struct StdinHandler<R: Read + AsRawFd> {

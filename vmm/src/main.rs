@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
-use vmm::config::{self, BootProtocol, EmulatedHost, SerialOutput, VmConfig};
+use vmm::config::{self, BootProtocol, DiskConfig, EmulatedHost, SerialOutput, VmConfig};
 use vmm::{exit_code, Error, Vmm};
 
 /// A KVM virtual machine monitor: every VM boots its own Linux kernel.
@@ -53,6 +53,10 @@ struct RunArgs {
     /// detects it, on forces it, off never adapts.
     #[arg(long, value_name = "MODE", default_value = "auto")]
     emulated_host: EmulatedHost,
+    /// A virtio block device on a raw image: PATH[,ro][,id=NAME][,root].
+    /// Repeatable; the guest sees them as vda, vdb, ... in this order.
+    #[arg(long, value_name = "DISK")]
+    disk: Vec<DiskConfig>,
     /// How to enter the kernel: linux (64-bit boot protocol) or pvh.
     #[arg(long, value_name = "PROTO", default_value = "linux")]
     boot_protocol: BootProtocol,
@@ -77,6 +81,7 @@ fn to_config(args: RunArgs) -> Result<VmConfig, Error> {
         serial: args.serial,
         emulated_host: args.emulated_host,
         boot_protocol: args.boot_protocol,
+        disks: args.disk,
     })
 }
 
