@@ -31,9 +31,9 @@ pub const LIST_PARAMS: &[&str] = &["clearcpuid"];
 
 /// Parameters added to the guest command line on an emulated KVM: the CPUID
 /// list above, no delay-loop calibration or timer checks (slow, busy CPL-0
-/// work), and the two opt-in switches of this project's guest kernel patches
-/// (skip the INT3 self-test and the AMD FXSAVE-leak workaround, both of which
-/// run instructions the emulator stops on). Unknown to other kernels, which
+/// work), and the three opt-in switches of this project's guest kernel
+/// patches (skip the INT3 self-test, the AMD FXSAVE-leak workaround and the
+/// FWAIT in fpu__drop, all of which run instructions the emulator stops on). Unknown to other kernels, which
 /// pass them to init harmlessly.
 pub fn emulated_host_params() -> Vec<(&'static str, Option<&'static str>)> {
     vec![
@@ -43,6 +43,7 @@ pub fn emulated_host_params() -> Vec<(&'static str, Option<&'static str>)> {
         ("no_timer_check", None),
         ("no_int3_selftest", None),
         ("no_fxsave_leak_workaround", None),
+        ("no_fpu_drop_fwait", None),
     ]
 }
 
