@@ -1,123 +1,24 @@
 #!/usr/bin/env bash
-# Builds the default microVM guest from Debian's linux-source-6.12:
-#   vmlinux          uncompressed ELF kernel (the one `vmm run` boots by default)
-#   bzImage          the same kernel, compressed, in the x86 boot format
-#   initramfs.cpio   uncompressed initramfs whose /init greets and ends the VM
-#
-# Outputs are cached outside the repository, in
-#   ${VMM_GUEST_CACHE:-$HOME/.cache/vmm-guest}/<hash>/
-# keyed by a hash of everything that goes into them (this script, the config
-# fragment, the patches, the init source and the kernel source package
-# version). A miss rebuilds; a hit only prints the paths. The directory
-# `current` beside the hashed ones points at the newest build; that is where
+# Builds the default guest: the kernel and initramfs (build-kernel.sh, about
+# 8 minutes on a cache miss) and an ext4 root disk image holding the same
+# init (build-rootfs.sh, about a second). Both are cached outside the
+# repository under ${VMM_GUEST_CACHE:-$HOME/.cache/vmm-guest}, each keyed by
+# a hash of its own inputs. The link `current` points at the newest kernel
+# directory, which also links the root image as rootfs.ext4; that is where
 # `vmm run` looks for its default guest.
 #
-# Prints KEY=PATH lines on stdout (VMLINUX, BZIMAGE, INITRAMFS, GUEST_DIR);
-# progress goes to stderr.
+# Prints KEY=PATH lines on stdout (VMLINUX, BZIMAGE, INITRAMFS, ROOTFS,
+# GUEST_DIR); progress goes to stderr.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache_root=${VMM_GUEST_CACHE:-$HOME/.cache/vmm-guest}
-src_pkg=linux-source-6.12
-src_tar=/usr/src/linux-source-6.12.tar.xz
-packages=(linux-source-6.12 bc flex bison libelf-dev libssl-dev gcc make cpio xz-utils python3)
 
-log() { echo "guest-kernels: $*" >&2; }
-
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    log "installing Debian packages: ${missing[*]}"
-    if [[ $(id -u) -ne 0 ]]; then
-        log "not root: run as root or install them first: apt-get install ${missing[*]}"
-        exit 1
-    fi
-    apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
-fi
-
-src_version=$(dpkg-query -W -f='${Version}' "$src_pkg")
-key=$( {
-    echo "source $src_pkg $src_version"
-    cd "$here"
-    for f in build.sh microvm.config init.c initramfs.list patches/*.patch; do
-        echo "file $f"
-        cat "$f"
-    done
-} | sha256sum | cut -c1-16)
-out=$cache_root/$key
-
-print_paths() {
-    echo "VMLINUX=$out/vmlinux"
-    echo "BZIMAGE=$out/bzImage"
-    echo "INITRAMFS=$out/initramfs.cpio"
-    echo "GUEST_DIR=$out"
-}
-
-if [[ -f $out/complete ]]; then
-    log "cache hit: $out"
-    ln -sfn "$key" "$cache_root/current"
-    print_paths
-    exit 0
-fi
-
-log "cache miss ($key): building the guest kernel, about 8 minutes on 2 cores"
-mkdir -p "$cache_root"
-work=$(mktemp -d "$cache_root/build.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-
-tar -C "$work" -xf "$src_tar"
-ksrc=$work/linux-source-6.12
-for p in "$here"/patches/*.patch; do
-    log "applying $(basename "$p")"
-    patch -d "$ksrc" -p1 --quiet < "$p"
-done
-
-make -C "$ksrc" -s tinyconfig >&2
-"$ksrc/scripts/kconfig/merge_config.sh" -m -O "$ksrc" "$ksrc/.config" "$here/microvm.config" >/dev/null
-make -C "$ksrc" -s olddefconfig >&2
-
-# Every line of the fragment must have survived the merge.
-bad=0
-while IFS= read -r line; do
-    case "$line" in
-        CONFIG_*=*) want=$line ;;
-        "# CONFIG_"*" is not set") want=$line ;;
-        *) continue ;;
-    esac
-    if ! grep -qxF "$want" "$ksrc/.config"; then
-        sym=${want#\# }; sym=${sym%%[= ]*}
-        if [[ $want == "# "* ]] && ! grep -q "^$sym=" "$ksrc/.config"; then
-            continue # off, or not offered at all: both mean off
-        fi
-        log "config: wanted '$want', got '$(grep -E "^(# )?$sym[= ]" "$ksrc/.config" || echo absent)'"
-        bad=1
-    fi
-done < "$here/microvm.config"
-((bad == 0)) || { log "config fragment did not apply"; exit 1; }
-
-log "compiling (make -j$(nproc) vmlinux bzImage)"
-make -C "$ksrc" -s -j"$(nproc)" vmlinux bzImage >&2
-
-gcc -static -nostdlib -O2 -fno-stack-protector -fno-pie -no-pie \
-    -Wl,--build-id=none -o "$work/init" "$here/init.c"
-make -C "$ksrc" -s usr/gen_init_cpio >&2 2>/dev/null || true
-sed "s#@INIT@#$work/init#" "$here/initramfs.list" > "$work/initramfs.list"
-"$ksrc/usr/gen_init_cpio" "$work/initramfs.list" > "$work/initramfs.cpio"
-
-stage=$cache_root/$key.tmp
-rm -rf "$stage"
-mkdir -p "$stage"
-cp "$ksrc/vmlinux" "$stage/vmlinux"
-cp "$ksrc/arch/x86/boot/bzImage" "$stage/bzImage"
-cp "$ksrc/.config" "$stage/config"
-cp "$work/init" "$stage/init"
-cp "$work/initramfs.cpio" "$stage/initramfs.cpio"
-echo "$src_pkg $src_version" > "$stage/complete"
-rm -rf "$out"
-mv "$stage" "$out"
-ln -sfn "$key" "$cache_root/current"
-log "built: $out"
-print_paths
+kernel_out=$("$here/build-kernel.sh")
+guest_dir=$(sed -n 's/^GUEST_DIR=//p' <<<"$kernel_out")
+rootfs=$("$here/build-rootfs.sh" "$guest_dir/init")
+ln -sfn "$rootfs" "$guest_dir/rootfs.ext4"
+ln -sfn "$(basename "$guest_dir")" "$cache_root/current"
+echo "$kernel_out" | grep -v '^GUEST_DIR='
+echo "ROOTFS=$guest_dir/rootfs.ext4"
+echo "GUEST_DIR=$guest_dir"

@@ -1,0 +1,104 @@
+//! Layer 3 for virtio-blk: the real Linux guest mounts its ext4 root from a
+//! disk image and its writes reach the host file; a read-only disk stays
+//! untouched. Slow on an emulated KVM (about a minute and a half each).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use vmm_tests::{default_guest, kvm_available, run_vmm, TempDir};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+const LIMIT: Duration = Duration::from_secs(900);
+
+fn guest_or_skip() -> Option<PathBuf> {
+    if !kvm_available() {
+        eprintln!("skipped: /dev/kvm not available");
+        return None;
+    }
+    match default_guest().filter(|d| d.join("rootfs.ext4").is_file()) {
+        Some(dir) => Some(dir),
+        None if std::env::var_os("CI").is_some() => {
+            panic!("the default guest is not built; CI must run guest-kernels/build.sh first")
+        }
+        None => {
+            eprintln!("skipped: default guest not built (run guest-kernels/build.sh)");
+            None
+        }
+    }
+}
+
+/// A private copy of the pristine root image.
+fn copy_rootfs(dir: &Path, tmp: &TempDir, name: &str) -> PathBuf {
+    let copy = tmp.join(name);
+    std::fs::copy(dir.join("rootfs.ext4"), &copy).unwrap();
+    copy
+}
+
+fn mount_count(image: &Path) -> u32 {
+    let out = Command::new("dumpe2fs").arg("-h").arg(image).output().expect("dumpe2fs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Mount count:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no mount count in:\n{text}"))
+}
+
+#[test]
+fn the_guest_mounts_its_ext4_root_read_write_and_the_write_reaches_the_host() {
+    let Some(dir) = guest_or_skip() else { return };
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = TempDir::new("disk");
+    let root = copy_rootfs(&dir, &tmp, "root.ext4");
+    let data = tmp.write("data.img", &vec![0x5au8; 1 << 20]);
+    let before = mount_count(&root);
+    let kernel = dir.join("vmlinux");
+    let root_arg = format!("{},root", root.display());
+    let data_arg = format!("{},ro,id=data", data.display());
+    let out = run_vmm(
+        &["run", "--kernel", kernel.to_str().unwrap(), "--disk", &root_arg, "--disk", &data_arg],
+        LIMIT,
+        None,
+    );
+    assert!(!out.timed_out, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("virtio_blk virtio0: [vda]"), "{}", out.stdout);
+    assert!(out.stdout.contains("virtio_blk virtio1: [vdb] 2048 512-byte logical blocks"), "{}", out.stdout);
+    assert!(out.stdout.contains("EXT4-fs (vda): mounted filesystem"), "{}", out.stdout);
+    assert!(out.stdout.contains("VFS: Mounted root (ext4 filesystem) on device"), "{}", out.stdout);
+    assert!(out.stdout.contains("Run /sbin/init as init process"), "{}", out.stdout);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(mount_count(&root), before + 1, "the guest's superblock write reached the host");
+    let fsck = Command::new("e2fsck").arg("-n").arg(&root).output().expect("e2fsck");
+    assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
+    assert_eq!(std::fs::read(&data).unwrap(), vec![0x5au8; 1 << 20], "read-only disk changed");
+}
+
+#[test]
+fn a_read_only_root_disk_is_mounted_read_only_and_left_untouched() {
+    let Some(dir) = guest_or_skip() else { return };
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = TempDir::new("disk-ro");
+    let root = copy_rootfs(&dir, &tmp, "root.ext4");
+    let pristine = std::fs::read(&root).unwrap();
+    let kernel = dir.join("vmlinux");
+    let root_arg = format!("{},ro,root", root.display());
+    // Ask for read-write: the kernel finds the device read-only and mounts
+    // it read-only instead, and says so.
+    let out = run_vmm(
+        &[
+            "run",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--disk",
+            &root_arg,
+            "--cmdline",
+            "console=ttyS0 reboot=k panic=-1 rw",
+        ],
+        LIMIT,
+        Some("Run /sbin/init"),
+    );
+    assert!(!out.timed_out, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("VFS: Mounted root (ext4 filesystem) readonly"), "{}", out.stdout);
+    assert!(std::fs::read(&root).unwrap() == pristine, "the read-only image changed");
+}
