@@ -37,7 +37,11 @@ fn copy_rootfs(dir: &Path, tmp: &TempDir, name: &str) -> PathBuf {
 }
 
 fn mount_count(image: &Path) -> u32 {
-    let out = Command::new("dumpe2fs").arg("-h").arg(image).output().expect("dumpe2fs");
+    let out = Command::new("dumpe2fs")
+        .arg("-h")
+        .arg(image)
+        .output()
+        .expect("dumpe2fs");
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
         .find_map(|l| l.strip_prefix("Mount count:"))
@@ -57,21 +61,67 @@ fn the_guest_mounts_its_ext4_root_read_write_and_the_write_reaches_the_host() {
     let root_arg = format!("{},root", root.display());
     let data_arg = format!("{},ro,id=data", data.display());
     let out = run_vmm(
-        &["run", "--kernel", kernel.to_str().unwrap(), "--disk", &root_arg, "--disk", &data_arg],
+        &[
+            "run",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--disk",
+            &root_arg,
+            "--disk",
+            &data_arg,
+        ],
         LIMIT,
         None,
     );
     assert!(!out.timed_out, "{}\n{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("virtio_blk virtio0: [vda]"), "{}", out.stdout);
-    assert!(out.stdout.contains("virtio_blk virtio1: [vdb] 2048 512-byte logical blocks"), "{}", out.stdout);
-    assert!(out.stdout.contains("EXT4-fs (vda): mounted filesystem"), "{}", out.stdout);
-    assert!(out.stdout.contains("VFS: Mounted root (ext4 filesystem) on device"), "{}", out.stdout);
-    assert!(out.stdout.contains("Run /sbin/init as init process"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("virtio_blk virtio0: [vda]"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("virtio_blk virtio1: [vdb] 2048 512-byte logical blocks"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("EXT4-fs (vda): mounted filesystem"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("VFS: Mounted root (ext4 filesystem) on device"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("Run /sbin/init as init process"),
+        "{}",
+        out.stdout
+    );
     assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
-    assert_eq!(mount_count(&root), before + 1, "the guest's superblock write reached the host");
-    let fsck = Command::new("e2fsck").arg("-n").arg(&root).output().expect("e2fsck");
-    assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
-    assert_eq!(std::fs::read(&data).unwrap(), vec![0x5au8; 1 << 20], "read-only disk changed");
+    assert_eq!(
+        mount_count(&root),
+        before + 1,
+        "the guest's superblock write reached the host"
+    );
+    let fsck = Command::new("e2fsck")
+        .arg("-n")
+        .arg(&root)
+        .output()
+        .expect("e2fsck");
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    assert_eq!(
+        std::fs::read(&data).unwrap(),
+        vec![0x5au8; 1 << 20],
+        "read-only disk changed"
+    );
 }
 
 #[test]
@@ -99,6 +149,14 @@ fn a_read_only_root_disk_is_mounted_read_only_and_left_untouched() {
         Some("Run /sbin/init"),
     );
     assert!(!out.timed_out, "{}\n{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("VFS: Mounted root (ext4 filesystem) readonly"), "{}", out.stdout);
-    assert!(std::fs::read(&root).unwrap() == pristine, "the read-only image changed");
+    assert!(
+        out.stdout
+            .contains("VFS: Mounted root (ext4 filesystem) readonly"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        std::fs::read(&root).unwrap() == pristine,
+        "the read-only image changed"
+    );
 }

@@ -490,3 +490,70 @@ impl Drop for RawTerminal {
         unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.saved) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DiskConfig, DEFAULT_CMDLINE};
+
+    fn config(disks: Vec<DiskConfig>, cmdline: &str) -> VmConfig {
+        VmConfig {
+            kernel: "k".into(),
+            initrd: None,
+            cmdline: cmdline.into(),
+            mem_mib: 128,
+            vcpus: 1,
+            serial: SerialOutput::None,
+            emulated_host: EmulatedHost::Off,
+            boot_protocol: BootProtocol::Linux,
+            disks,
+        }
+    }
+
+    fn disk(root: bool, read_only: bool) -> DiskConfig {
+        DiskConfig {
+            path: "d".into(),
+            read_only,
+            id: None,
+            root,
+        }
+    }
+
+    #[test]
+    fn disks_are_announced_in_order_with_the_root_disk() {
+        let c = guest_cmdline(
+            &config(vec![disk(false, true), disk(true, false)], DEFAULT_CMDLINE),
+            false,
+        );
+        assert_eq!(
+            c,
+            "console=ttyS0 reboot=k panic=-1 virtio_mmio.device=4K@0xd0000000:5 \
+             virtio_mmio.device=4K@0xd0001000:6 root=/dev/vdb rw"
+        );
+        let c = guest_cmdline(&config(vec![disk(true, true)], "console=ttyS0"), false);
+        assert!(c.ends_with("root=/dev/vda ro"), "{c}");
+    }
+
+    #[test]
+    fn the_users_root_and_mode_win() {
+        let c = guest_cmdline(
+            &config(vec![disk(true, false)], "root=/dev/sda1 console=ttyS0"),
+            false,
+        );
+        assert!(
+            c.contains("root=/dev/sda1") && !c.contains("/dev/vda") && !c.contains(" rw"),
+            "{c}"
+        );
+        let c = guest_cmdline(&config(vec![disk(true, false)], "ro"), false);
+        assert_eq!(c, "ro virtio_mmio.device=4K@0xd0000000:5 root=/dev/vda");
+    }
+
+    #[test]
+    fn emulated_host_parameters_come_after_the_devices() {
+        let c = guest_cmdline(&config(vec![disk(true, false)], "console=ttyS0"), true);
+        let dev = c.find("virtio_mmio.device").unwrap();
+        let clear = c.find("clearcpuid=").unwrap();
+        assert!(dev < clear, "{c}");
+        assert!(c.contains("no_fpu_drop_fwait"), "{c}");
+    }
+}
