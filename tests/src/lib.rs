@@ -236,6 +236,27 @@ pub fn default_guest() -> Option<PathBuf> {
     (dir.join("vmlinux").is_file() && dir.join("initramfs.cpio").is_file()).then_some(dir)
 }
 
+/// The default guest for an end-to-end test, if this machine can run it
+/// and it has every file in `needs` (beyond vmlinux and initramfs.cpio).
+/// None means skip (said on stderr); under CI a missing guest is a failure,
+/// since CI builds it first.
+pub fn default_guest_or_skip(needs: &[&str]) -> Option<PathBuf> {
+    if !kvm_available() {
+        eprintln!("skipped: /dev/kvm not available");
+        return None;
+    }
+    match default_guest().filter(|d| needs.iter().all(|f| d.join(f).is_file())) {
+        Some(dir) => Some(dir),
+        None if std::env::var_os("CI").is_some() => {
+            panic!("the default guest is not built; CI must run guest-kernels/build.sh first")
+        }
+        None => {
+            eprintln!("skipped: default guest not built (run guest-kernels/build.sh)");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

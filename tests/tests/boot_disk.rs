@@ -7,26 +7,13 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use vmm_tests::{default_guest, kvm_available, run_vmm, TempDir};
+use vmm_tests::{default_guest_or_skip, run_vmm, TempDir};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 const LIMIT: Duration = Duration::from_secs(900);
 
 fn guest_or_skip() -> Option<PathBuf> {
-    if !kvm_available() {
-        eprintln!("skipped: /dev/kvm not available");
-        return None;
-    }
-    match default_guest().filter(|d| d.join("rootfs.ext4").is_file()) {
-        Some(dir) => Some(dir),
-        None if std::env::var_os("CI").is_some() => {
-            panic!("the default guest is not built; CI must run guest-kernels/build.sh first")
-        }
-        None => {
-            eprintln!("skipped: default guest not built (run guest-kernels/build.sh)");
-            None
-        }
-    }
+    default_guest_or_skip(&["rootfs.ext4"])
 }
 
 /// A private copy of the pristine root image.

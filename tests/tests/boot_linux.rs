@@ -5,7 +5,9 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use vmm_tests::{default_guest, kvm_available, kvm_is_emulated, run_vmm};
+use std::path::PathBuf;
+
+use vmm_tests::{default_guest_or_skip, kvm_is_emulated, run_vmm};
 
 /// One boot at a time: each keeps a core busy on an emulated host.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -14,21 +16,8 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// second on VT-x/AMD-V.
 const LIMIT: Duration = Duration::from_secs(900);
 
-fn guest_or_skip() -> Option<std::path::PathBuf> {
-    if !kvm_available() {
-        eprintln!("skipped: /dev/kvm not available");
-        return None;
-    }
-    match default_guest() {
-        Some(dir) => Some(dir),
-        None if std::env::var_os("CI").is_some() => {
-            panic!("the default guest is not built; CI must run guest-kernels/build.sh first")
-        }
-        None => {
-            eprintln!("skipped: default guest not built (run guest-kernels/build.sh)");
-            None
-        }
-    }
+fn guest_or_skip() -> Option<PathBuf> {
+    default_guest_or_skip(&[])
 }
 
 fn boot_default_guest(vcpus: u32) -> vmm_tests::Outcome {
