@@ -28,11 +28,6 @@ impl EventFdTrigger {
     pub fn new() -> io::Result<Self> {
         Ok(EventFdTrigger(EventFd::new(libc::EFD_NONBLOCK)?))
     }
-
-    /// A second handle on the same eventfd.
-    pub fn try_clone(&self) -> io::Result<Self> {
-        Ok(EventFdTrigger(self.0.try_clone()?))
-    }
 }
 
 /// Signals the event loop when the guest emptied the receive FIFO, so that

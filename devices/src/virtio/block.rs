@@ -68,7 +68,6 @@ pub struct Block {
     capacity: u64,
     read_only: bool,
     id: [u8; ID_BYTES],
-    acked_features: u64,
     /// What the device did.
     pub stats: BlockStats,
 }
@@ -102,14 +101,8 @@ impl Block {
             capacity: size / SECTOR_SIZE,
             read_only,
             id: id_bytes,
-            acked_features: 0,
             stats: BlockStats::default(),
         }
-    }
-
-    /// Capacity in 512-byte sectors.
-    pub fn capacity(&self) -> u64 {
-        self.capacity
     }
 
     fn parse(mem: &GuestMemoryMmap, descs: &[Descriptor]) -> Result<Request, RequestError> {
@@ -349,9 +342,9 @@ impl VirtioDevice for Block {
         f
     }
 
-    fn ack_features(&mut self, features: u64) {
-        self.acked_features = features & self.features();
-    }
+    /// Nothing to record: the device behaves the same whatever the driver
+    /// accepted (a read-only disk refuses writes either way).
+    fn ack_features(&mut self, _features: u64) {}
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         // struct virtio_blk_config starts with `le64 capacity`.
@@ -390,9 +383,8 @@ impl VirtioDevice for Block {
         used
     }
 
-    fn reset(&mut self) {
-        self.acked_features = 0;
-    }
+    /// No state survives a request, so a reset has nothing to undo.
+    fn reset(&mut self) {}
 }
 
 #[cfg(test)]

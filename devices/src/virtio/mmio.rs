@@ -113,21 +113,6 @@ impl MmioTransport {
         }
     }
 
-    /// The device status register.
-    pub fn status(&self) -> u32 {
-        self.status
-    }
-
-    /// The device's interrupt.
-    pub fn interrupt(&self) -> &Arc<Interrupt> {
-        &self.interrupt
-    }
-
-    /// Number of queues.
-    pub fn queue_count(&self) -> usize {
-        self.queues.len()
-    }
-
     fn activated(&self) -> bool {
         self.status & status::DRIVER_OK != 0 && self.status & status::DEVICE_NEEDS_RESET == 0
     }
