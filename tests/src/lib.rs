@@ -221,18 +221,7 @@ pub fn kvm_available() -> bool {
 
 /// The default guest directory (as `vmm run` finds it), if it is built.
 pub fn default_guest() -> Option<PathBuf> {
-    let dir = match std::env::var_os("VMM_GUEST_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            let root = std::env::var_os("VMM_GUEST_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                        .join(".cache/vmm-guest")
-                });
-            root.join("current")
-        }
-    };
+    let dir = vmm::config::default_guest_dir();
     (dir.join("vmlinux").is_file() && dir.join("initramfs.cpio").is_file()).then_some(dir)
 }
 

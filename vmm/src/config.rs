@@ -2,6 +2,7 @@
 //! (command line, config file) produced it, and the parsing of its values.
 
 use std::fmt;
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -147,24 +148,36 @@ impl FromStr for DiskConfig {
     }
 }
 
-/// Checks a disk image: a readable regular file whose size is a whole
-/// number of 512-byte sectors. Returns its size.
-pub fn check_disk(disk: &DiskConfig) -> Result<u64> {
-    check_file("disk", &disk.path)?;
-    let size = std::fs::metadata(&disk.path)
-        .map_err(|e| Error::File {
-            what: "disk",
-            path: disk.path.clone(),
-            reason: e.to_string(),
-        })?
-        .len();
+/// Opens a disk image as the VM will use it (read-only for a read-only
+/// disk, else read-write): a regular file whose size is a whole, positive
+/// number of 512-byte sectors. Returns the file and its size.
+pub fn open_disk(disk: &DiskConfig) -> Result<(File, u64)> {
+    let err = |reason: String| Error::File {
+        what: "disk",
+        path: disk.path.clone(),
+        reason,
+    };
+    let describe = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::IsADirectory => "is a directory".to_string(),
+        _ => e.to_string(),
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(!disk.read_only)
+        .open(&disk.path)
+        .map_err(|e| err(describe(e)))?;
+    let meta = file.metadata().map_err(|e| err(describe(e)))?;
+    if meta.is_dir() {
+        return Err(err("is a directory".into()));
+    }
+    let size = meta.len();
     if size == 0 || size % 512 != 0 {
         return Err(Error::Disk {
             path: disk.path.clone(),
             reason: format!("its size, {size} bytes, is not a positive multiple of 512"),
         });
     }
-    Ok(size)
+    Ok((file, size))
 }
 
 /// Everything needed to build and run one VM.
@@ -301,7 +314,7 @@ impl VmConfig {
             ));
         }
         for disk in &self.disks {
-            check_disk(disk)?;
+            open_disk(disk)?;
         }
         if let SerialOutput::File(p) = &self.serial {
             if p.is_dir() {
@@ -401,21 +414,30 @@ mod tests {
             id: None,
             root: false,
         };
-        assert_eq!(check_disk(&disk(&good)).unwrap(), 4096);
-        let e = check_disk(&disk(&odd)).unwrap_err();
+        assert_eq!(open_disk(&disk(&good)).unwrap().1, 4096);
+        let e = open_disk(&disk(&odd)).unwrap_err();
         assert!(
             e.to_string().contains("not a positive multiple of 512"),
             "{e}"
         );
         assert_eq!(e.exit_code(), crate::error::exit_code::IMAGE);
         assert_eq!(
-            check_disk(&disk(&dir.join("missing")))
+            open_disk(&disk(&dir.join("missing")))
                 .unwrap_err()
                 .exit_code(),
             crate::error::exit_code::FILE
         );
         assert_eq!(
-            check_disk(&disk(&dir)).unwrap_err().exit_code(),
+            open_disk(&DiskConfig {
+                read_only: true,
+                ..disk(&dir)
+            })
+            .unwrap_err()
+            .exit_code(),
+            crate::error::exit_code::FILE
+        );
+        assert_eq!(
+            open_disk(&disk(&dir)).unwrap_err().exit_code(),
             crate::error::exit_code::FILE
         );
         let exe = std::env::current_exe().unwrap();

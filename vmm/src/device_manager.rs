@@ -14,7 +14,7 @@ use devices::Bus;
 use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::config::{check_disk, DiskConfig, SerialOutput};
+use crate::config::{open_disk, DiskConfig, SerialOutput};
 use crate::error::{Error, Result};
 use devices::virtio::block::Block;
 use devices::virtio::mmio::{MmioTransport, MMIO_WINDOW, QUEUE_NOTIFY_OFFSET};
@@ -176,16 +176,7 @@ pub fn add_virtio(
 
 /// Opens a disk image and makes the virtio-blk device for slot `index`.
 pub fn block_device(disk: &DiskConfig, index: usize) -> Result<Box<dyn VirtioDevice>> {
-    let size = check_disk(disk)?;
-    let file = OpenOptions::new()
-        .read(true)
-        .write(!disk.read_only)
-        .open(&disk.path)
-        .map_err(|e| Error::File {
-            what: "disk",
-            path: disk.path.clone(),
-            reason: e.to_string(),
-        })?;
+    let (file, size) = open_disk(disk)?;
     let id = disk
         .id
         .clone()
