@@ -3,7 +3,7 @@
 //! region) handled by `Block::process_queue` against a file, next to plain
 //! pread/pwrite of the same sizes at the same offsets on the same file.
 //!
-//! cargo run --release -p devices --example blk_bench -- [--mib N] [--rounds N] [--dir DIR]
+//! cargo run --release -p devices --example blk_bench -- [--mib N] [--rounds N] [--dir DIR] [--case '4K read']
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -27,6 +27,7 @@ struct Args {
     mib: u64,
     rounds: usize,
     dir: std::path::PathBuf,
+    case: Option<String>,
 }
 
 fn args() -> Args {
@@ -34,6 +35,7 @@ fn args() -> Args {
         mib: 256,
         rounds: 5,
         dir: std::env::temp_dir(),
+        case: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -42,6 +44,7 @@ fn args() -> Args {
             "--mib" => a.mib = v.parse().expect("--mib N"),
             "--rounds" => a.rounds = v.parse().expect("--rounds N"),
             "--dir" => a.dir = v.into(),
+            "--case" => a.case = Some(v),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -175,6 +178,9 @@ fn main() {
         ("128K read", VIRTIO_BLK_T_IN, 128 << 10),
         ("128K write", VIRTIO_BLK_T_OUT, 128 << 10),
     ] {
+        if a.case.as_deref().is_some_and(|c| c != label) {
+            continue;
+        }
         let count = ((bytes / u64::from(size)) as usize).min(20_000);
         let (mut dv, mut pl) = (Vec::new(), Vec::new());
         for _ in 0..a.rounds {
