@@ -3,16 +3,16 @@
 # (called by build.sh, which also builds the root disk image):
 #   vmlinux          uncompressed ELF kernel (the one `vmm run` boots by default)
 #   bzImage          the same kernel, compressed, in the x86 boot format
-#   initramfs.cpio   uncompressed initramfs whose /init greets and ends the VM
+#   config           its .config
+#   gen_init_cpio    the kernel's initramfs packer, for build-initramfs.sh
 #
 # Outputs are cached outside the repository, in
-#   ${VMM_GUEST_CACHE:-$HOME/.cache/vmm-guest}/<hash>/
+#   ${VMM_GUEST_CACHE:-$HOME/.cache/vmm-guest}/kernel-<hash>/
 # keyed by a hash of everything that goes into them (this script, the config
-# fragment, the patches, the init source and the kernel source package
-# version). A miss rebuilds; a hit only prints the paths.
+# fragment, the patches and the kernel source package version). A miss
+# rebuilds; a hit only prints the path.
 #
-# Prints KEY=PATH lines on stdout (VMLINUX, BZIMAGE, INITRAMFS, GUEST_DIR);
-# progress goes to stderr.
+# Prints KERNEL_DIR=PATH on stdout; progress goes to stderr.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -41,18 +41,15 @@ src_version=$(dpkg-query -W -f='${Version}' "$src_pkg")
 key=$( {
     echo "source $src_pkg $src_version"
     cd "$here"
-    for f in build-kernel.sh microvm.config init.c initramfs.list patches/*.patch; do
+    for f in build-kernel.sh microvm.config patches/*.patch; do
         echo "file $f"
         cat "$f"
     done
 } | sha256sum | cut -c1-16)
-out=$cache_root/$key
+out=$cache_root/kernel-$key
 
 print_paths() {
-    echo "VMLINUX=$out/vmlinux"
-    echo "BZIMAGE=$out/bzImage"
-    echo "INITRAMFS=$out/initramfs.cpio"
-    echo "GUEST_DIR=$out"
+    echo "KERNEL_DIR=$out"
 }
 
 if [[ -f $out/complete ]]; then
@@ -98,21 +95,15 @@ done < "$here/microvm.config"
 
 log "compiling (make -j$(nproc) vmlinux bzImage)"
 make -C "$ksrc" -s -j"$(nproc)" vmlinux bzImage >&2
+[[ -x $ksrc/usr/gen_init_cpio ]] || make -C "$ksrc" -s usr/gen_init_cpio >&2
 
-gcc -static -nostdlib -O2 -fno-stack-protector -fno-pie -no-pie \
-    -Wl,--build-id=none -o "$work/init" "$here/init.c"
-make -C "$ksrc" -s usr/gen_init_cpio >&2 2>/dev/null || true
-sed "s#@INIT@#$work/init#" "$here/initramfs.list" > "$work/initramfs.list"
-"$ksrc/usr/gen_init_cpio" "$work/initramfs.list" > "$work/initramfs.cpio"
-
-stage=$cache_root/$key.tmp
+stage=$cache_root/kernel-$key.tmp
 rm -rf "$stage"
 mkdir -p "$stage"
 cp "$ksrc/vmlinux" "$stage/vmlinux"
 cp "$ksrc/arch/x86/boot/bzImage" "$stage/bzImage"
 cp "$ksrc/.config" "$stage/config"
-cp "$work/init" "$stage/init"
-cp "$work/initramfs.cpio" "$stage/initramfs.cpio"
+cp "$ksrc/usr/gen_init_cpio" "$stage/gen_init_cpio"
 echo "$src_pkg $src_version" > "$stage/complete"
 rm -rf "$out"
 mv "$stage" "$out"

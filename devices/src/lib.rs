@@ -6,6 +6,7 @@ pub mod cmos;
 pub mod i8042;
 pub mod serial;
 pub mod sink;
+pub mod tap;
 pub mod virtio;
 
 pub use bus::{Bus, BusDevice, SharedDevice};

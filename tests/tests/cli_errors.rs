@@ -203,3 +203,64 @@ fn bad_disks() {
         out.stderr
     );
 }
+
+#[test]
+fn bad_network_options_are_usage_errors() {
+    let dir = TempDir::new("cli");
+    let k = dir.write("k.elf", &tiny_elf(&[0xf4]));
+    for (net, says) in [
+        ("tap=tap0,mac=zz:00:00:00:00:01", "not a MAC address"),
+        ("tap=tap0,mac=02:00:00:00:01", "not a MAC address"),
+        ("tap=tap0,mac=01:00:5e:00:00:01", "multicast"),
+        ("tap=a234567890123456", "at most 15"),
+        ("tap=tap0,speed=10", "unknown network option"),
+        ("mac=02:00:00:00:00:01", "expected tap=NAME"),
+    ] {
+        let out = run(&["run", "--kernel", k.to_str().unwrap(), "--net", net]);
+        assert_eq!(out.code, Some(2), "{net}: {}", out.stderr);
+        assert!(out.stderr.contains(says), "{net}: {}", out.stderr);
+    }
+}
+
+#[test]
+fn duplicate_macs_are_config_errors() {
+    let dir = TempDir::new("cli");
+    let k = dir.write("k.elf", &tiny_elf(&[0xf4]));
+    let out = run(&[
+        "run",
+        "--kernel",
+        k.to_str().unwrap(),
+        "--net",
+        "tap=vmmt-a,mac=02:00:00:00:00:07",
+        "--net",
+        "tap=vmmt-b,mac=02:00:00:00:00:07",
+    ]);
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    assert!(out.stderr.contains("same MAC address"), "{}", out.stderr);
+}
+
+#[test]
+fn a_tap_that_cannot_be_opened_is_a_network_error_before_kvm() {
+    let dir = TempDir::new("cli");
+    let k = dir.write("k.elf", &tiny_elf(&[0xf4]));
+    // "lo" exists and is not a TAP: TUNSETIFF refuses it for anyone.
+    let out = run(&[
+        "run",
+        "--kernel",
+        k.to_str().unwrap(),
+        "--log-level",
+        "debug",
+        "--net",
+        "tap=lo",
+    ]);
+    assert_eq!(out.code, Some(10), "{}", out.stderr);
+    assert!(out.stderr.contains("TAP 'lo'"), "{}", out.stderr);
+    if std::path::Path::new("/dev/net/tun").exists() {
+        assert!(out.stderr.contains("not a TAP device"), "{}", out.stderr);
+    }
+    assert!(
+        !out.stderr.contains("/dev/kvm opened"),
+        "KVM was touched: {}",
+        out.stderr
+    );
+}

@@ -91,6 +91,16 @@ pub fn guest_cmdline(config: &VmConfig, emulated: bool) -> String {
             }
         }
     }
+    // Disks take the first virtio-mmio slots, network interfaces the next.
+    for i in config.disks.len()..config.disks.len() + config.nets.len() {
+        crate::cmdline::append(
+            &mut cmdline,
+            &format!(
+                "virtio_mmio.device={}",
+                device_manager::virtio_mmio_param(i)
+            ),
+        );
+    }
     if emulated {
         for (key, value) in host::emulated_host_params() {
             match value {
@@ -166,6 +176,14 @@ impl Vmm {
                 ));
             }
         }
+
+        // The host's network devices, before KVM: a TAP that cannot be
+        // opened stops the VM before anything is built.
+        let taps = config
+            .nets
+            .iter()
+            .map(device_manager::open_tap)
+            .collect::<Result<Vec<_>>>()?;
 
         let kvm = host::open_kvm()?;
         log::debug!("timing: /dev/kvm opened at {:.3} ms", ms_since(started));
@@ -299,6 +317,20 @@ impl Vmm {
                 device_manager::virtio_mmio_param(i)
             );
         }
+        for ((n, net), tap) in config.nets.iter().enumerate().zip(taps) {
+            let slot = config.disks.len() + n;
+            let mac = net.mac_for(n);
+            let device = device_manager::net_device(net, n, tap);
+            virtio.push(device_manager::add_virtio(
+                &vm, &mut mmio, &mem, slot, device,
+            )?);
+            log::info!(
+                "network interface {n} on TAP {} with MAC {} at virtio-mmio {}",
+                net.tap,
+                crate::config::format_mac(&mac),
+                device_manager::virtio_mmio_param(slot)
+            );
+        }
         let (pio, mmio) = (Arc::new(pio), Arc::new(mmio));
         let exit = Arc::new(VmExitState::new(started)?);
         let base_cpuid = kvm
@@ -375,7 +407,10 @@ impl Vmm {
             reset_evt,
         })));
         for slot in virtio {
-            em.add_subscriber(Arc::new(Mutex::new(VirtioHandler { slot })));
+            em.add_subscriber(Arc::new(Mutex::new(VirtioHandler {
+                slot,
+                host_fds: Vec::new(),
+            })));
         }
         let _raw = if serial_stdio {
             em.add_subscriber(Arc::new(Mutex::new(StdinHandler::new(
@@ -503,6 +538,7 @@ mod tests {
             emulated_host: EmulatedHost::Off,
             boot_protocol: BootProtocol::Linux,
             disks,
+            nets: vec![],
         }
     }
 
@@ -551,5 +587,17 @@ mod tests {
         let clear = c.find("clearcpuid=").unwrap();
         assert!(dev < clear, "{c}");
         assert!(c.contains("no_fpu_drop_fwait"), "{c}");
+    }
+
+    #[test]
+    fn network_interfaces_follow_the_disks() {
+        let mut c = config(vec![disk(true, false)], "console=ttyS0");
+        c.nets = vec!["tap=tap0".parse().unwrap(), "tap=tap1".parse().unwrap()];
+        let line = guest_cmdline(&c, false);
+        assert_eq!(
+            line,
+            "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5 root=/dev/vda rw \
+             virtio_mmio.device=4K@0xd0001000:6 virtio_mmio.device=4K@0xd0002000:7"
+        );
     }
 }

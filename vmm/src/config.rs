@@ -11,8 +11,9 @@ use crate::error::{Error, Result};
 /// The guest command line when the user gives none. The VMM appends what it
 /// manages itself (devices, host workarounds).
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
-/// Most disks a VM can have (one virtio-mmio slot and IRQ each).
-pub const MAX_DISKS: usize = 16;
+/// Most virtio devices (disks and network interfaces together) a VM can
+/// have: one virtio-mmio slot and IRQ each.
+pub const MAX_VIRTIO_DEVICES: usize = 16;
 /// Default guest RAM.
 pub const DEFAULT_MEM_MIB: u64 = 128;
 /// Where `guest-kernels/build.sh` leaves the default guest, below the cache
@@ -148,6 +149,86 @@ impl FromStr for DiskConfig {
     }
 }
 
+/// A network interface backed by a TAP device on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    /// The host TAP device's name.
+    pub tap: String,
+    /// The guest's MAC address; generated from the TAP name if not given.
+    pub mac: Option<[u8; 6]>,
+}
+
+/// Parses a MAC address `XX:XX:XX:XX:XX:XX` (hex, either case) that a
+/// network card can have: unicast and not all zeros.
+pub fn parse_mac(s: &str) -> std::result::Result<[u8; 6], String> {
+    let bad =
+        || format!("'{s}' is not a MAC address: expected six hex pairs such as 02:00:00:00:00:01");
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in mac.iter_mut() {
+        let p = parts.next().ok_or_else(bad)?;
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    if mac[0] & 1 != 0 {
+        return Err(format!(
+            "MAC {s} is a multicast address (lowest bit of the first byte set); a card needs a unicast one"
+        ));
+    }
+    if mac == [0; 6] {
+        return Err("MAC 00:00:00:00:00:00 is not a usable address".into());
+    }
+    Ok(mac)
+}
+
+/// Formats a MAC address as XX:XX:XX:XX:XX:XX.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+impl FromStr for NetConfig {
+    type Err = String;
+    /// `tap=NAME[,mac=XX:XX:XX:XX:XX:XX]`
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let mut tap = None;
+        let mut mac = None;
+        for opt in s.split(',') {
+            match opt.split_once('=') {
+                Some(("tap", v)) => {
+                    devices::tap::check_name(v)?;
+                    tap = Some(v.to_string());
+                }
+                Some(("mac", v)) => mac = Some(parse_mac(v)?),
+                _ => {
+                    return Err(format!(
+                        "unknown network option '{opt}': expected tap=NAME[,mac=XX:XX:XX:XX:XX:XX]"
+                    ))
+                }
+            }
+        }
+        let tap = tap.ok_or("expected tap=NAME[,mac=XX:XX:XX:XX:XX:XX]")?;
+        Ok(NetConfig { tap, mac })
+    }
+}
+
+impl NetConfig {
+    /// The MAC the guest gets for interface number `index`: the one given,
+    /// else one derived from the TAP name and the index, the same on every
+    /// run.
+    pub fn mac_for(&self, index: usize) -> [u8; 6] {
+        self.mac
+            .unwrap_or_else(|| devices::virtio::net::stable_mac(&format!("{}#{index}", self.tap)))
+    }
+}
+
 /// Opens a disk image as the VM will use it (read-only for a read-only
 /// disk, else read-write): a regular file whose size is a whole, positive
 /// number of 512-byte sectors. Returns the file and its size.
@@ -201,6 +282,8 @@ pub struct VmConfig {
     pub boot_protocol: BootProtocol,
     /// Block devices, in the order the guest sees them (vda, vdb, ...).
     pub disks: Vec<DiskConfig>,
+    /// Network interfaces, in the order the guest sees them (eth0, ...).
+    pub nets: Vec<NetConfig>,
 }
 
 /// Parses a memory size: a number of MiB, or a number with a unit
@@ -306,12 +389,29 @@ impl VmConfig {
                 "only one disk can be the root disk",
             ));
         }
-        if self.disks.len() > MAX_DISKS {
+        if self.disks.len() + self.nets.len() > MAX_VIRTIO_DEVICES {
             return Err(Error::config(
-                "disk",
-                self.disks.len(),
-                format!("at most {MAX_DISKS} disks"),
+                "disk/net",
+                self.disks.len() + self.nets.len(),
+                format!("at most {MAX_VIRTIO_DEVICES} disks and network interfaces together"),
             ));
+        }
+        for (i, net) in self.nets.iter().enumerate() {
+            let mac = net.mac_for(i);
+            if let Some(j) = (0..i).find(|&j| self.nets[j].mac_for(j) == mac) {
+                return Err(Error::config(
+                    "net",
+                    format!("mac={}", format_mac(&mac)),
+                    format!("network interfaces {j} and {i} have the same MAC address"),
+                ));
+            }
+            if self.nets[..i].iter().any(|n| n.tap == net.tap) {
+                return Err(Error::config(
+                    "net",
+                    format!("tap={}", net.tap),
+                    "the TAP is given twice; each interface needs its own",
+                ));
+            }
         }
         for disk in &self.disks {
             open_disk(disk)?;
@@ -374,7 +474,79 @@ mod tests {
             emulated_host: EmulatedHost::Auto,
             boot_protocol: BootProtocol::Linux,
             disks: vec![],
+            nets: vec![],
         }
+    }
+
+    #[test]
+    fn net_options_parse_and_macs_are_checked() {
+        let n: NetConfig = "tap=tap0,mac=02:AB:cd:00:00:01".parse().unwrap();
+        assert_eq!(n.tap, "tap0");
+        assert_eq!(n.mac, Some([0x02, 0xab, 0xcd, 0, 0, 1]));
+        assert_eq!(n.mac_for(3), [0x02, 0xab, 0xcd, 0, 0, 1]);
+        let plain: NetConfig = "tap=tap0".parse().unwrap();
+        assert_eq!(plain.mac_for(0), plain.mac_for(0));
+        assert_ne!(plain.mac_for(0), plain.mac_for(1));
+        for (bad, says) in [
+            ("", "unknown network option"),
+            ("mac=02:00:00:00:00:01", "expected tap=NAME"),
+            ("tap=", "empty"),
+            ("tap=a234567890123456", "at most 15"),
+            ("tap=tap0,mac=02:00:00:00:00", "not a MAC"),
+            ("tap=tap0,mac=02:00:00:00:00:01:02", "not a MAC"),
+            ("tap=tap0,mac=02-00-00-00-00-01", "not a MAC"),
+            ("tap=tap0,mac=0g:00:00:00:00:01", "not a MAC"),
+            ("tap=tap0,mac=2:0:0:0:0:1", "not a MAC"),
+            ("tap=tap0,mac=01:00:5e:00:00:01", "multicast"),
+            ("tap=tap0,mac=00:00:00:00:00:00", "not a usable"),
+            ("tap=tap0,queues=2", "unknown network option 'queues=2'"),
+        ] {
+            let e = bad.parse::<NetConfig>().unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert_eq!(
+            format_mac(&[0x02, 0xab, 0, 0, 0, 0xff]),
+            "02:ab:00:00:00:ff"
+        );
+    }
+
+    #[test]
+    fn duplicate_macs_and_taps_are_config_errors() {
+        let exe = std::env::current_exe().unwrap();
+        let mut c = config(&exe);
+        c.nets = vec![
+            "tap=a,mac=02:00:00:00:00:01".parse().unwrap(),
+            "tap=b,mac=02:00:00:00:00:01".parse().unwrap(),
+        ];
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.exit_code(), crate::exit_code::CONFIG);
+        assert!(e.to_string().contains("same MAC"), "{e}");
+        // A given MAC equal to another interface's generated one.
+        let generated = NetConfig {
+            tap: "a".into(),
+            mac: None,
+        }
+        .mac_for(0);
+        c.nets = vec![
+            "tap=a".parse().unwrap(),
+            NetConfig {
+                tap: "b".into(),
+                mac: Some(generated),
+            },
+        ];
+        assert!(c.validate().unwrap_err().to_string().contains("same MAC"));
+        c.nets = vec!["tap=a".parse().unwrap(), "tap=a".parse().unwrap()];
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("given twice"), "{e}");
+        c.nets = (0..17)
+            .map(|i| format!("tap=t{i}").parse().unwrap())
+            .collect();
+        assert_eq!(
+            c.validate().unwrap_err().exit_code(),
+            crate::exit_code::CONFIG
+        );
+        c.nets = vec!["tap=a".parse().unwrap(), "tap=b".parse().unwrap()];
+        c.validate().unwrap();
     }
 
     #[test]

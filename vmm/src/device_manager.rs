@@ -14,10 +14,12 @@ use devices::Bus;
 use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::config::{open_disk, DiskConfig, SerialOutput};
+use crate::config::{open_disk, DiskConfig, NetConfig, SerialOutput};
 use crate::error::{Error, Result};
+use devices::tap::Tap;
 use devices::virtio::block::Block;
 use devices::virtio::mmio::{MmioTransport, MMIO_WINDOW, QUEUE_NOTIFY_OFFSET};
+use devices::virtio::net::Net;
 use devices::virtio::{Interrupt, VirtioDevice};
 use kvm_ioctls::IoEventAddress;
 use vm_memory::GuestMemoryMmap;
@@ -182,4 +184,39 @@ pub fn block_device(disk: &DiskConfig, index: usize) -> Result<Box<dyn VirtioDev
         .clone()
         .unwrap_or_else(|| format!("vmm-disk{index}"));
     Ok(Box::new(Block::new(file, size, disk.read_only, &id)))
+}
+
+/// Opens (or creates) the TAP of a network interface, with advice for the
+/// usual failures.
+pub fn open_tap(net: &NetConfig) -> Result<Tap> {
+    let tap = Tap::open(&net.tap).map_err(|e| {
+        let advice = match e.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => format!(
+                "permission denied: create it for this user first (ip tuntap add dev {} mode tap user $(id -un)) or run with CAP_NET_ADMIN",
+                net.tap
+            ),
+            Some(libc::EBUSY) => "in use: another process has it open".to_string(),
+            Some(libc::EINVAL) => "exists but is not a TAP device (a TUN, or another kind of interface)".to_string(),
+            Some(libc::ENOENT) | Some(libc::ENODEV) => {
+                "/dev/net/tun is missing: load the tun module (modprobe tun)".to_string()
+            }
+            _ => e.to_string(),
+        };
+        Error::Tap {
+            name: net.tap.clone(),
+            reason: advice,
+        }
+    })?;
+    if tap.created() {
+        log::info!(
+            "created TAP {} (it goes away when the VM ends); the host side has no address until you give it one",
+            tap.name()
+        );
+    }
+    Ok(tap)
+}
+
+/// The virtio-net device for interface `index` on its opened TAP.
+pub fn net_device(net: &NetConfig, index: usize, tap: Tap) -> Box<dyn VirtioDevice> {
+    Box::new(Net::new(Box::new(tap), net.mac_for(index)))
 }

@@ -28,6 +28,8 @@ pub mod exit_code {
     pub const KVM_INTERNAL_ERROR: i32 = 8;
     /// The hardware refused to enter the guest (KVM_EXIT_FAIL_ENTRY).
     pub const FAIL_ENTRY: i32 = 9;
+    /// A TAP device for a network interface cannot be opened or created.
+    pub const NET: i32 = 10;
 }
 
 /// Everything that stops the VMM before or while it runs a guest.
@@ -78,6 +80,14 @@ pub enum Error {
         /// What is wrong with it.
         #[source]
         source: arch::boot::Error,
+    },
+    /// A TAP device cannot be opened or created.
+    #[error("TAP '{name}': {reason}")]
+    Tap {
+        /// The TAP name.
+        name: String,
+        /// What went wrong and what to do about it.
+        reason: String,
     },
     /// KVM cannot be used.
     #[error("KVM is not usable: {0}")]
@@ -134,6 +144,7 @@ impl Error {
                 _ => IMAGE,
             },
             Error::Kvm(_) => KVM,
+            Error::Tap { .. } => NET,
             _ => VMM_ERROR,
         }
     }
@@ -174,6 +185,7 @@ mod tests {
             GUEST_CRASH,
             KVM_INTERNAL_ERROR,
             FAIL_ENTRY,
+            NET,
         ];
         let set: std::collections::HashSet<_> = all.iter().collect();
         assert_eq!(set.len(), all.len());

@@ -45,6 +45,8 @@ impl MutEventSubscriber for ExitHandler {
 pub struct VirtioHandler {
     /// The device's slot.
     pub slot: crate::device_manager::VirtioSlot,
+    /// The device's host file descriptors, as watched.
+    pub host_fds: Vec<std::os::fd::RawFd>,
 }
 
 impl MutEventSubscriber for VirtioHandler {
@@ -54,10 +56,23 @@ impl MutEventSubscriber for VirtioHandler {
                 log::error!("event loop: cannot watch a virtio queue: {e:?}");
             }
         }
+        // The device's host end (a TAP): edge-triggered, the device drains
+        // it or keeps what it cannot place until the guest gives buffers.
+        self.host_fds = devices::bus::lock(&self.slot.transport).host_fds();
+        for &fd in &self.host_fds {
+            let ev = Events::new_raw(fd, EventSet::IN | EventSet::EDGE_TRIGGERED);
+            if let Err(e) = ops.add(ev) {
+                log::error!("event loop: cannot watch a device's host end: {e:?}");
+            }
+        }
     }
 
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
         let fd = events.fd();
+        if let Some(i) = self.host_fds.iter().position(|&h| h == fd) {
+            devices::bus::lock(&self.slot.transport).host_event(i);
+            return;
+        }
         if let Some(i) = self
             .slot
             .queue_evts

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
-use vmm::config::{self, BootProtocol, DiskConfig, EmulatedHost, SerialOutput, VmConfig};
+use vmm::config::{
+    self, BootProtocol, DiskConfig, EmulatedHost, NetConfig, SerialOutput, VmConfig,
+};
 use vmm::{exit_code, Error, Vmm};
 
 /// A KVM virtual machine monitor: every VM boots its own Linux kernel.
@@ -57,6 +59,12 @@ struct RunArgs {
     /// Repeatable; the guest sees them as vda, vdb, ... in this order.
     #[arg(long, value_name = "DISK")]
     disk: Vec<DiskConfig>,
+    /// A virtio network interface on a host TAP device:
+    /// tap=NAME[,mac=XX:XX:XX:XX:XX:XX]. Repeatable; the guest sees them as
+    /// eth0, eth1, ... The TAP is opened if it exists, else created (needs
+    /// CAP_NET_ADMIN). Without mac= the MAC is derived from the TAP name.
+    #[arg(long, value_name = "NET")]
+    net: Vec<NetConfig>,
     /// How to enter the kernel: linux (64-bit boot protocol) or pvh.
     #[arg(long, value_name = "PROTO", default_value = "linux")]
     boot_protocol: BootProtocol,
@@ -82,6 +90,7 @@ fn to_config(args: RunArgs) -> Result<VmConfig, Error> {
         emulated_host: args.emulated_host,
         boot_protocol: args.boot_protocol,
         disks: args.disk,
+        nets: args.net,
     })
 }
 

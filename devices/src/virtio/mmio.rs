@@ -247,12 +247,40 @@ impl MmioTransport {
         if !self.device.process_queue(&self.mem, index, queue) {
             return;
         }
+        self.interrupt_if_needed(index);
+    }
+
+    /// Interrupts the guest for queue `index`'s used ring if it asked to be.
+    fn interrupt_if_needed(&mut self, index: usize) {
+        let Some(queue) = self.queues.get_mut(index) else {
+            return;
+        };
         match queue.needs_notification(&self.mem) {
             Ok(true) => self.interrupt.signal(INTERRUPT_USED_RING),
             Ok(false) => {}
             Err(e) => {
                 let why = format!("queue {index}: {e}");
                 self.mark_needs_reset(&why);
+            }
+        }
+    }
+
+    /// The device's host file descriptors (see `VirtioDevice::host_fds`).
+    pub fn host_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.device.host_fds()
+    }
+
+    /// Host file descriptor `index` of the device is ready: the device
+    /// handles it if the driver has it running, and the guest is
+    /// interrupted for the queues that changed.
+    pub fn host_event(&mut self, index: usize) {
+        if !self.activated() {
+            return;
+        }
+        let changed = self.device.host_event(&self.mem, index, &mut self.queues);
+        for q in 0..self.queues.len().min(32) {
+            if changed & (1 << q) != 0 {
+                self.interrupt_if_needed(q);
             }
         }
     }

@@ -5,7 +5,9 @@
 
 pub mod block;
 pub mod mmio;
+pub mod net;
 
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use virtio_queue::Queue;
@@ -95,6 +97,17 @@ pub trait VirtioDevice: Send {
     /// whether the used ring changed (the transport then decides, with the
     /// queue's notification suppression, whether to interrupt).
     fn process_queue(&mut self, mem: &GuestMemoryMmap, index: usize, queue: &mut Queue) -> bool;
+    /// Host file descriptors the device serves (a TAP), which the event
+    /// loop watches edge-triggered: the device must consume all that is
+    /// ready, or keep it until it can. None by default.
+    fn host_fds(&self) -> Vec<RawFd> {
+        Vec::new()
+    }
+    /// `host_fds()[index]` became ready while the device is active. Returns
+    /// a mask of the queues whose used ring changed.
+    fn host_event(&mut self, _mem: &GuestMemoryMmap, _index: usize, _queues: &mut [Queue]) -> u32 {
+        0
+    }
     /// Returns the device to its initial state (driver reset).
     fn reset(&mut self);
 }

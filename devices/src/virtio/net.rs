@@ -1,0 +1,686 @@
+//! virtio-net over a TAP device (virtio 1.2, 5.1): a MAC address, link
+//! status, receive from the TAP into the guest's RX buffers and transmit
+//! what the guest queues. Frames keep the 12-byte virtio-net header end to
+//! end (the TAP is opened with the same header), so checksum and TCP
+//! segmentation offloads pass through when the TAP supports them. A frame
+//! that is too short, too long or in a malformed chain is dropped and
+//! counted; the queues keep running.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use vm_memory::{Bytes, GuestMemoryMmap};
+
+use super::{VirtioDevice, VIRTIO_F_VERSION_1};
+use crate::tap::{offload, NetBackend};
+
+/// Virtio device id of a network card.
+pub const DEVICE_TYPE_NET: u32 = 1;
+/// Queue size offered for each queue.
+pub const QUEUE_SIZE: u16 = 256;
+/// Length of struct virtio_net_hdr_v1 (with num_buffers), the header every
+/// frame starts with under VIRTIO_F_VERSION_1.
+pub const VNET_HDR_LEN: usize = 12;
+/// Largest frame with its header: a 64 KiB TSO frame, its Ethernet and VLAN
+/// headers, and the virtio-net header.
+pub const MAX_FRAME_LEN: usize = 65562;
+
+/// Index of the receive queue.
+pub const RX_QUEUE: usize = 0;
+/// Index of the transmit queue.
+pub const TX_QUEUE: usize = 1;
+
+/// Feature bits (virtio 1.2, 5.1.3).
+pub mod features {
+    /// The device takes frames with partial checksums.
+    pub const CSUM: u32 = 0;
+    /// The driver takes frames with partial checksums.
+    pub const GUEST_CSUM: u32 = 1;
+    /// The device has a MAC address in its configuration.
+    pub const MAC: u32 = 5;
+    /// The driver takes TSO frames, IPv4.
+    pub const GUEST_TSO4: u32 = 7;
+    /// The driver takes TSO frames, IPv6.
+    pub const GUEST_TSO6: u32 = 8;
+    /// The device takes TSO frames, IPv4.
+    pub const HOST_TSO4: u32 = 11;
+    /// The device takes TSO frames, IPv6.
+    pub const HOST_TSO6: u32 = 12;
+    /// The configuration has a link status.
+    pub const STATUS: u32 = 16;
+}
+
+/// Link status bit in the configuration.
+const VIRTIO_NET_S_LINK_UP: u16 = 1;
+
+/// Counters of what the device did, for tests and metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NetStats {
+    /// Frames handed to the guest.
+    pub rx_frames: u64,
+    /// Their bytes, headers included.
+    pub rx_bytes: u64,
+    /// Frames from the TAP dropped: shorter than the header, or no room in
+    /// the guest's buffer, or a buffer chain that is not guest memory.
+    pub rx_dropped: u64,
+    /// Frames the guest sent that reached the TAP.
+    pub tx_frames: u64,
+    /// Their bytes, headers included.
+    pub tx_bytes: u64,
+    /// Frames from the guest dropped as malformed: shorter than the header,
+    /// longer than the maximum, device-writable or outside guest memory.
+    pub tx_dropped: u64,
+    /// Frames the TAP refused (interface down, a header it rejects...).
+    pub tx_errors: u64,
+}
+
+/// A virtio network device on a TAP (or any `NetBackend`).
+pub struct Net {
+    backend: Box<dyn NetBackend>,
+    mac: [u8; 6],
+    /// Whether the backend takes the offload settings.
+    offloads: bool,
+    /// A frame read from the backend that no RX buffer has taken yet.
+    rx_buf: Vec<u8>,
+    rx_pending: usize,
+    tx_buf: Vec<u8>,
+    /// What the device did.
+    pub stats: NetStats,
+}
+
+/// A MAC address for a VM's interface that stays the same from run to run:
+/// locally administered and unicast, the rest from a hash of `seed` (the
+/// TAP name and the interface's index).
+pub fn stable_mac(seed: &str) -> [u8; 6] {
+    // FNV-1a, 64 bits.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in seed.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let b = h.to_le_bytes();
+    [(b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]]
+}
+
+impl Net {
+    /// A device with `mac` on `backend`. Offloads are offered if the
+    /// backend accepts them, and turned on as the driver accepts them.
+    pub fn new(mut backend: Box<dyn NetBackend>, mac: [u8; 6]) -> Self {
+        let all = offload::CSUM | offload::TSO4 | offload::TSO6;
+        let offloads = backend.set_offload(all).is_ok() && backend.set_offload(0).is_ok();
+        if !offloads {
+            log::info!("virtio-net: the TAP takes no offloads; checksums and segmentation stay in the guest");
+        }
+        Net {
+            backend,
+            mac,
+            offloads,
+            rx_buf: vec![0; MAX_FRAME_LEN],
+            rx_pending: 0,
+            tx_buf: Vec::with_capacity(MAX_FRAME_LEN),
+            stats: NetStats::default(),
+        }
+    }
+
+    /// Moves frames from the backend into the RX queue until the backend
+    /// has none (it must be drained: it is watched edge-triggered) or the
+    /// guest has no buffer left (the frame waits for the next RX
+    /// notification). Returns whether the used ring changed.
+    fn receive(&mut self, mem: &GuestMemoryMmap, queue: &mut Queue) -> bool {
+        let mut used = false;
+        if !queue.ready() {
+            return false;
+        }
+        loop {
+            if self.rx_pending == 0 {
+                match self.backend.read_frame(&mut self.rx_buf) {
+                    Ok(n) if n < VNET_HDR_LEN => {
+                        log::debug!("virtio-net: dropping a {n}-byte frame from the TAP");
+                        self.stats.rx_dropped += 1;
+                        continue;
+                    }
+                    Ok(n) => {
+                        // One buffer per frame (no VIRTIO_NET_F_MRG_RXBUF).
+                        self.rx_buf[10..12].copy_from_slice(&1u16.to_le_bytes());
+                        self.rx_pending = n;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        if e.kind() != io::ErrorKind::WouldBlock {
+                            log::warn!("virtio-net: reading the TAP failed: {e}");
+                        }
+                        break;
+                    }
+                }
+            }
+            let Some(chain) = queue.pop_descriptor_chain(mem) else {
+                break;
+            };
+            let head = chain.head_index();
+            let frame = &self.rx_buf[..self.rx_pending];
+            let mut written = 0usize;
+            let mut fits = true;
+            for d in chain {
+                if written == frame.len() {
+                    break;
+                }
+                if !d.is_write_only() {
+                    fits = false;
+                    break;
+                }
+                let n = (d.len() as usize).min(frame.len() - written);
+                if mem
+                    .write_slice(&frame[written..written + n], d.addr())
+                    .is_err()
+                {
+                    fits = false;
+                    break;
+                }
+                written += n;
+            }
+            let len = if fits && written == frame.len() {
+                self.stats.rx_frames += 1;
+                self.stats.rx_bytes += written as u64;
+                written as u32
+            } else {
+                log::debug!(
+                    "virtio-net: RX buffer {head} cannot take a {}-byte frame; dropped",
+                    frame.len()
+                );
+                self.stats.rx_dropped += 1;
+                0
+            };
+            self.rx_pending = 0;
+            if let Err(e) = queue.add_used(mem, head, len) {
+                log::warn!("virtio-net: cannot return RX buffer {head}: {e}");
+                break;
+            }
+            used = true;
+        }
+        used
+    }
+
+    /// Sends what the guest queued for transmission: at most one pass over
+    /// the ring per notification.
+    fn transmit(&mut self, mem: &GuestMemoryMmap, queue: &mut Queue) -> bool {
+        let size = usize::from(queue.size());
+        let mut done: Vec<u16> = Vec::new();
+        match queue.iter(mem) {
+            Ok(iter) => {
+                for chain in iter.take(size) {
+                    let head = chain.head_index();
+                    self.tx_buf.clear();
+                    let mut ok = true;
+                    for d in chain {
+                        let len = d.len() as usize;
+                        if d.is_write_only() || self.tx_buf.len() + len > MAX_FRAME_LEN {
+                            ok = false;
+                            break;
+                        }
+                        let at = self.tx_buf.len();
+                        self.tx_buf.resize(at + len, 0);
+                        if mem.read_slice(&mut self.tx_buf[at..], d.addr()).is_err() {
+                            ok = false;
+                            break;
+                        }
+                    }
+                    if !ok || self.tx_buf.len() < VNET_HDR_LEN {
+                        log::debug!("virtio-net: dropping malformed TX chain {head}");
+                        self.stats.tx_dropped += 1;
+                    } else {
+                        self.send();
+                    }
+                    done.push(head);
+                }
+            }
+            Err(e) => log::warn!("virtio-net: cannot read the TX ring: {e}"),
+        }
+        let mut used = false;
+        for head in done {
+            if let Err(e) = queue.add_used(mem, head, 0) {
+                log::warn!("virtio-net: cannot return TX buffer {head}: {e}");
+                break;
+            }
+            used = true;
+        }
+        used
+    }
+
+    fn send(&mut self) {
+        loop {
+            match self.backend.write_frame(&self.tx_buf) {
+                Ok(_) => {
+                    self.stats.tx_frames += 1;
+                    self.stats.tx_bytes += self.tx_buf.len() as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::debug!("virtio-net: the TAP refused a frame: {e}");
+                    self.stats.tx_errors += 1;
+                }
+            }
+            return;
+        }
+    }
+}
+
+impl VirtioDevice for Net {
+    fn device_type(&self) -> u32 {
+        DEVICE_TYPE_NET
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE, QUEUE_SIZE]
+    }
+
+    fn features(&self) -> u64 {
+        let mut f =
+            (1u64 << VIRTIO_F_VERSION_1) | (1u64 << features::MAC) | (1u64 << features::STATUS);
+        if self.offloads {
+            for bit in [
+                features::CSUM,
+                features::GUEST_CSUM,
+                features::GUEST_TSO4,
+                features::GUEST_TSO6,
+                features::HOST_TSO4,
+                features::HOST_TSO6,
+            ] {
+                f |= 1u64 << bit;
+            }
+        }
+        f
+    }
+
+    /// The TAP may hand over partially checksummed or unsegmented frames
+    /// only as far as the driver said it takes them.
+    fn ack_features(&mut self, acked: u64) {
+        if !self.offloads {
+            return;
+        }
+        let has = |bit: u32| acked & (1u64 << bit) != 0;
+        let mut flags = 0;
+        if has(features::GUEST_CSUM) {
+            flags |= offload::CSUM;
+            if has(features::GUEST_TSO4) {
+                flags |= offload::TSO4;
+            }
+            if has(features::GUEST_TSO6) {
+                flags |= offload::TSO6;
+            }
+        }
+        if let Err(e) = self.backend.set_offload(flags) {
+            log::warn!("virtio-net: cannot set the TAP's offloads to {flags:#x}: {e}");
+        }
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        // struct virtio_net_config: u8 mac[6], le16 status.
+        let mut config = [0u8; 8];
+        config[..6].copy_from_slice(&self.mac);
+        config[6..].copy_from_slice(&VIRTIO_NET_S_LINK_UP.to_le_bytes());
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = usize::try_from(offset)
+                .ok()
+                .and_then(|o| o.checked_add(i))
+                .and_then(|o| config.get(o))
+                .copied()
+                .unwrap_or(0);
+        }
+    }
+
+    fn write_config(&mut self, offset: u64, _data: &[u8]) {
+        // The MAC is writable only with VIRTIO_NET_F_CTRL_MAC_ADDR's legacy
+        // path, which is not offered.
+        log::debug!("virtio-net: write to read-only config at {offset:#x} ignored");
+    }
+
+    fn process_queue(&mut self, mem: &GuestMemoryMmap, index: usize, queue: &mut Queue) -> bool {
+        match index {
+            // New RX buffers: a frame may be waiting for one.
+            RX_QUEUE => self.receive(mem, queue),
+            TX_QUEUE => self.transmit(mem, queue),
+            _ => false,
+        }
+    }
+
+    fn host_fds(&self) -> Vec<RawFd> {
+        vec![self.backend.as_raw_fd()]
+    }
+
+    fn host_event(&mut self, mem: &GuestMemoryMmap, _index: usize, queues: &mut [Queue]) -> u32 {
+        let Some(q) = queues.get_mut(RX_QUEUE) else {
+            return 0;
+        };
+        if self.receive(mem, q) {
+            1 << RX_QUEUE
+        } else {
+            0
+        }
+    }
+
+    fn reset(&mut self) {
+        self.rx_pending = 0;
+        if self.offloads {
+            if let Err(e) = self.backend.set_offload(0) {
+                log::warn!("virtio-net: cannot clear the TAP's offloads: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixDatagram;
+    use std::sync::{Arc, Mutex};
+    use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::GuestAddress;
+
+    const MEM_SIZE: usize = 0x40_0000;
+    const BUF: u64 = 0x10_0000;
+
+    /// A backend on one end of a datagram socket pair, which keeps frame
+    /// boundaries as a TAP does; records the offloads it is given.
+    struct Pair {
+        sock: UnixDatagram,
+        offloads: Arc<Mutex<Vec<u32>>>,
+        takes_offloads: bool,
+    }
+
+    impl AsRawFd for Pair {
+        fn as_raw_fd(&self) -> RawFd {
+            self.sock.as_raw_fd()
+        }
+    }
+
+    impl NetBackend for Pair {
+        fn read_frame(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.sock.recv(buf)
+        }
+        fn write_frame(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.sock.send(buf)
+        }
+        fn set_offload(&mut self, flags: u32) -> io::Result<()> {
+            if !self.takes_offloads {
+                return Err(io::Error::from(io::ErrorKind::Unsupported));
+            }
+            self.offloads.lock().unwrap().push(flags);
+            Ok(())
+        }
+    }
+
+    struct Rig {
+        dev: Net,
+        peer: UnixDatagram,
+        offloads: Arc<Mutex<Vec<u32>>>,
+        mem: GuestMemoryMmap,
+    }
+
+    fn rig(takes_offloads: bool) -> Rig {
+        let (a, b) = UnixDatagram::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        let offloads = Arc::new(Mutex::new(Vec::new()));
+        let backend = Pair {
+            sock: a,
+            offloads: offloads.clone(),
+            takes_offloads,
+        };
+        Rig {
+            dev: Net::new(Box::new(backend), [0x02, 1, 2, 3, 4, 5]),
+            peer: b,
+            offloads,
+            mem: GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap(),
+        }
+    }
+
+    /// Chains of (addr, len, device-writable), linked from table slot
+    /// `first`, made available.
+    fn offer(q: &MockSplitQueue<GuestMemoryMmap>, chains: &[&[(u64, u32, bool)]], first: u16) {
+        let mut descs = Vec::new();
+        let mut slot = first;
+        for chain in chains {
+            for (i, &(addr, len, write)) in chain.iter().enumerate() {
+                let mut flags = if write { VRING_DESC_F_WRITE as u16 } else { 0 };
+                let mut next = 0;
+                if i + 1 < chain.len() {
+                    flags |= VRING_DESC_F_NEXT as u16;
+                    next = slot + 1;
+                }
+                descs.push(RawDescriptor::from(SplitDescriptor::new(
+                    addr, len, flags, next,
+                )));
+                slot += 1;
+            }
+        }
+        q.add_desc_chains(&descs, first).unwrap();
+    }
+
+    fn frame(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| (i as u8).wrapping_mul(7) ^ seed).collect()
+    }
+
+    fn used(q: &MockSplitQueue<GuestMemoryMmap>, i: usize) -> (u32, u32) {
+        let e = q.used().ring().ref_at(i).unwrap().load();
+        (e.id(), e.len())
+    }
+
+    #[test]
+    fn transmitted_frames_reach_the_backend_whole() {
+        let mut r = rig(true);
+        let vq = MockSplitQueue::create(&r.mem, GuestAddress(0), 16);
+        let f = frame(VNET_HDR_LEN + 60, 1);
+        r.mem
+            .write_slice(&f[..VNET_HDR_LEN], GuestAddress(BUF))
+            .unwrap();
+        r.mem
+            .write_slice(&f[VNET_HDR_LEN..], GuestAddress(BUF + 0x1000))
+            .unwrap();
+        offer(
+            &vq,
+            &[&[(BUF, VNET_HDR_LEN as u32, false), (BUF + 0x1000, 60, false)]],
+            0,
+        );
+        let mut q: Queue = vq.create_queue().unwrap();
+        assert!(r.dev.process_queue(&r.mem, TX_QUEUE, &mut q));
+        let mut got = vec![0u8; 200];
+        let n = r.peer.recv(&mut got).unwrap();
+        assert_eq!(&got[..n], &f[..]);
+        assert_eq!(used(&vq, 0), (0, 0));
+        assert_eq!(
+            (r.dev.stats.tx_frames, r.dev.stats.tx_bytes),
+            (1, f.len() as u64)
+        );
+    }
+
+    #[test]
+    fn malformed_transmissions_are_dropped_and_the_queue_goes_on() {
+        let mut r = rig(true);
+        let vq = MockSplitQueue::create(&r.mem, GuestAddress(0), 16);
+        let good = frame(VNET_HDR_LEN + 100, 2);
+        r.mem.write_slice(&good, GuestAddress(BUF)).unwrap();
+        let half = (MAX_FRAME_LEN / 2 + 1) as u32;
+        offer(
+            &vq,
+            &[
+                // Shorter than the header.
+                &[(BUF, 8, false)],
+                // A device-writable descriptor in a TX chain.
+                &[(BUF, 12, false), (BUF + 0x100, 64, true)],
+                // Longer than the largest frame.
+                &[(BUF, half, false), (BUF, half, false)],
+                // Outside guest memory.
+                &[(BUF, 12, false), (MEM_SIZE as u64 - 16, 64, false)],
+                // Then a good one.
+                &[(BUF, good.len() as u32, false)],
+            ],
+            0,
+        );
+        let mut q: Queue = vq.create_queue().unwrap();
+        assert!(r.dev.process_queue(&r.mem, TX_QUEUE, &mut q));
+        assert_eq!(q.next_used(), 5, "every chain is returned");
+        let mut got = vec![0u8; MAX_FRAME_LEN * 2];
+        let n = r.peer.recv(&mut got).unwrap();
+        assert_eq!(&got[..n], &good[..], "only the good frame is sent");
+        assert_eq!(
+            r.peer.recv(&mut got).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        assert_eq!((r.dev.stats.tx_dropped, r.dev.stats.tx_frames), (4, 1));
+    }
+
+    #[test]
+    fn received_frames_land_in_rx_buffers_with_one_buffer_each() {
+        let mut r = rig(true);
+        let vq = MockSplitQueue::create(&r.mem, GuestAddress(0), 16);
+        offer(
+            &vq,
+            &[&[(BUF, VNET_HDR_LEN as u32, true), (BUF + 0x1000, 1514, true)]],
+            0,
+        );
+        let mut queues = [vq.create_queue::<Queue>().unwrap()];
+        let mut f = frame(VNET_HDR_LEN + 98, 3);
+        f[10] = 0xee; // num_buffers as the TAP leaves it: not written
+        r.peer.send(&f).unwrap();
+        assert_eq!(r.dev.host_event(&r.mem, 0, &mut queues), 1 << RX_QUEUE);
+        assert_eq!(used(&vq, 0), (0, f.len() as u32));
+        let mut hdr = [0u8; VNET_HDR_LEN];
+        r.mem.read_slice(&mut hdr, GuestAddress(BUF)).unwrap();
+        assert_eq!(&hdr[..10], &f[..10]);
+        assert_eq!(u16::from_le_bytes([hdr[10], hdr[11]]), 1, "num_buffers");
+        let mut body = vec![0u8; 98];
+        r.mem
+            .read_slice(&mut body, GuestAddress(BUF + 0x1000))
+            .unwrap();
+        assert_eq!(&body[..], &f[VNET_HDR_LEN..]);
+        assert_eq!(r.dev.stats.rx_frames, 1);
+    }
+
+    #[test]
+    fn a_frame_waits_for_rx_buffers() {
+        let mut r = rig(true);
+        let vq = MockSplitQueue::create(&r.mem, GuestAddress(0), 16);
+        let mut queues = [vq.create_queue::<Queue>().unwrap()];
+        let f1 = frame(VNET_HDR_LEN + 50, 4);
+        let f2 = frame(VNET_HDR_LEN + 70, 5);
+        r.peer.send(&f1).unwrap();
+        r.peer.send(&f2).unwrap();
+        // No buffers yet: nothing is used, nothing lost.
+        assert_eq!(r.dev.host_event(&r.mem, 0, &mut queues), 0);
+        offer(
+            &vq,
+            &[&[(BUF, 2048, true)], &[(BUF + 0x1000, 2048, true)]],
+            0,
+        );
+        // The driver's RX notification delivers both, in order.
+        assert!(r.dev.process_queue(&r.mem, RX_QUEUE, &mut queues[0]));
+        assert_eq!(used(&vq, 0), (0, f1.len() as u32));
+        assert_eq!(used(&vq, 1), (1, f2.len() as u32));
+        let mut got = vec![0u8; f2.len()];
+        r.mem
+            .read_slice(&mut got, GuestAddress(BUF + 0x1000))
+            .unwrap();
+        assert_eq!(&got[VNET_HDR_LEN..], &f2[VNET_HDR_LEN..]);
+        assert_eq!((r.dev.stats.rx_frames, r.dev.stats.rx_dropped), (2, 0));
+    }
+
+    #[test]
+    fn frames_that_do_not_fit_are_dropped_and_counted() {
+        let mut r = rig(true);
+        let vq = MockSplitQueue::create(&r.mem, GuestAddress(0), 16);
+        offer(
+            &vq,
+            &[
+                // Too small for the frame.
+                &[(BUF, 64, true)],
+                // Driver-readable: not a receive buffer.
+                &[(BUF + 0x1000, 2048, false)],
+                // Outside guest memory.
+                &[(MEM_SIZE as u64 - 8, 2048, true)],
+                // Fits.
+                &[(BUF + 0x2000, 2048, true)],
+            ],
+            0,
+        );
+        let mut queues = [vq.create_queue::<Queue>().unwrap()];
+        // A runt shorter than the header, then four real frames.
+        r.peer.send(&[1, 2, 3]).unwrap();
+        for i in 0..4 {
+            r.peer.send(&frame(VNET_HDR_LEN + 200, i)).unwrap();
+        }
+        assert_ne!(r.dev.host_event(&r.mem, 0, &mut queues), 0);
+        for i in 0..3 {
+            assert_eq!(used(&vq, i).1, 0, "buffer {i} returned empty");
+        }
+        assert_eq!(used(&vq, 3).1, (VNET_HDR_LEN + 200) as u32);
+        let mut got = vec![0u8; 200];
+        r.mem
+            .read_slice(&mut got, GuestAddress(BUF + 0x2000 + VNET_HDR_LEN as u64))
+            .unwrap();
+        assert_eq!(got, frame(VNET_HDR_LEN + 200, 3)[VNET_HDR_LEN..]);
+        assert_eq!((r.dev.stats.rx_dropped, r.dev.stats.rx_frames), (4, 1));
+    }
+
+    #[test]
+    fn offloads_follow_the_backend_and_the_driver() {
+        let mut r = rig(true);
+        let f = r.dev.features();
+        for bit in [features::CSUM, features::GUEST_CSUM, features::HOST_TSO4] {
+            assert_ne!(f & (1 << bit), 0, "bit {bit} offered");
+        }
+        r.dev.ack_features(
+            (1 << VIRTIO_F_VERSION_1) | (1 << features::GUEST_CSUM) | (1 << features::GUEST_TSO4),
+        );
+        // Probe (all, then none), then what the driver accepted.
+        assert_eq!(
+            *r.offloads.lock().unwrap(),
+            [
+                offload::CSUM | offload::TSO4 | offload::TSO6,
+                0,
+                offload::CSUM | offload::TSO4
+            ]
+        );
+        // TSO without checksum offload is not a thing the TAP is told.
+        r.dev.ack_features(1 << features::GUEST_TSO4);
+        assert_eq!(r.offloads.lock().unwrap().last(), Some(&0));
+        r.dev.reset();
+        assert_eq!(r.offloads.lock().unwrap().last(), Some(&0));
+
+        let plain = rig(false);
+        let f = plain.dev.features();
+        assert_eq!(
+            f & 0xffff_ffff,
+            (1 << features::MAC) | (1 << features::STATUS)
+        );
+        assert_ne!(f & (1 << VIRTIO_F_VERSION_1), 0);
+    }
+
+    #[test]
+    fn config_space_holds_the_mac_and_link_up() {
+        let r = rig(true);
+        let mut c = [0xffu8; 8];
+        r.dev.read_config(0, &mut c);
+        assert_eq!(c, [0x02, 1, 2, 3, 4, 5, 1, 0]);
+        let mut tail = [0xffu8; 4];
+        r.dev.read_config(6, &mut tail);
+        assert_eq!(tail, [1, 0, 0, 0]);
+        r.dev.read_config(u64::MAX, &mut tail);
+        assert_eq!(tail, [0; 4]);
+    }
+
+    #[test]
+    fn generated_macs_are_stable_local_unicast() {
+        let a = stable_mac("tap0#0");
+        assert_eq!(a, stable_mac("tap0#0"));
+        assert_ne!(a, stable_mac("tap1#0"));
+        assert_ne!(a, stable_mac("tap0#1"));
+        for seed in ["tap0#0", "x", "", "a-long-name#15"] {
+            let m = stable_mac(seed);
+            assert_eq!(m[0] & 0x03, 0x02, "{seed}: locally administered, unicast");
+        }
+    }
+}
