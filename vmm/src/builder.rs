@@ -116,6 +116,31 @@ pub fn guest_cmdline(config: &VmConfig, emulated: bool) -> String {
     cmdline
 }
 
+vmm_sys_util::ioctl_io_nr!(KVM_REINJECT_CONTROL, kvm_bindings::KVMIO, 0x71);
+
+/// Turns off the in-kernel PIT's catch-up of missed ticks. With it on, a
+/// guest that handles a tick more slowly than the tick period (an
+/// interpreted guest on an emulated KVM, or one on a busy host) gets the
+/// timer interrupt again as soon as it returns, forever; its lowest-priority
+/// vectors (Linux gives the first device interrupt vector 0x20, below the
+/// timer's 0x30) are then never delivered, and a virtio-net guest saw its TX
+/// completions seconds late. A Linux guest keeps time from its clocksource,
+/// not by counting ticks, so dropping missed ones costs it nothing
+/// (QEMU's lost_tick_policy=discard).
+fn disable_pit_reinjection(vm: &VmFd) {
+    let ctl = kvm_bindings::kvm_reinject_control::default();
+    // SAFETY: KVM_REINJECT_CONTROL reads a struct kvm_reinject_control
+    // from the pointer, which points at a live, initialised one; the VM fd
+    // is open and has a PIT.
+    let ret = unsafe { vmm_sys_util::ioctl::ioctl_with_ref(vm, KVM_REINJECT_CONTROL(), &ctl) };
+    if ret < 0 {
+        log::warn!(
+            "cannot turn off PIT tick reinjection: {}; a slow guest may see device interrupts late",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 fn open_image(what: &'static str, path: &std::path::Path) -> Result<File> {
     File::open(path).map_err(|e| Error::File {
         what,
@@ -207,6 +232,7 @@ impl Vmm {
             ..Default::default()
         };
         vm.create_pit2(pit).map_err(Error::kvm("KVM_CREATE_PIT2"))?;
+        disable_pit_reinjection(&vm);
         log::debug!(
             "timing: VM, irqchip and PIT created at {:.3} ms",
             ms_since(started)
