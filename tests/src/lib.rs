@@ -159,17 +159,26 @@ fn reader<R: Read + Send + 'static>(mut r: R, tx: mpsc::Sender<(bool, Vec<u8>)>,
     });
 }
 
-/// Starts `vmm` with `args` (stdin closed) and collects its output until it
-/// exits, `limit` passes, or stdout contains `stop_at` (then it is killed:
-/// used where the guest has nothing more to show).
+/// Runs the vmm binary with `args` until it exits, `limit` passes (then it
+/// is killed and `timed_out` set) or its stdout contains `stop_at` (then it
+/// is killed).
 pub fn run_vmm(args: &[&str], limit: Duration, stop_at: Option<&str>) -> Outcome {
-    let mut child: Child = Command::new(vmm_bin())
-        .args(args)
+    let mut cmd = Command::new(vmm_bin());
+    cmd.args(args);
+    run_until(cmd, limit, |out| stop_at.is_some_and(|p| out.contains(p)))
+}
+
+/// Runs `cmd` (stdin closed, stdout and stderr captured) until it exits,
+/// `limit` passes (it is killed and `timed_out` set), or `stop` returns
+/// true for the stdout seen so far (it is killed). `stop` may take its time:
+/// the process keeps running meanwhile.
+pub fn run_until(mut cmd: Command, limit: Duration, mut stop: impl FnMut(&str) -> bool) -> Outcome {
+    let mut child: Child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn vmm");
+        .expect("spawn");
     let (tx, rx) = mpsc::channel();
     reader(child.stdout.take().unwrap(), tx.clone(), true);
     reader(child.stderr.take().unwrap(), tx, false);
@@ -178,17 +187,19 @@ pub fn run_vmm(args: &[&str], limit: Duration, stop_at: Option<&str>) -> Outcome
     let mut timed_out = false;
     let mut stopped = false;
     loop {
+        let mut fresh = false;
         match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok((true, b)) => out.extend_from_slice(&b),
+            Ok((true, b)) => {
+                out.extend_from_slice(&b);
+                fresh = true;
+            }
             Ok((false, b)) => err.extend_from_slice(&b),
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
-        if let Some(pat) = stop_at {
-            if !stopped && String::from_utf8_lossy(&out).contains(pat) {
-                stopped = true;
-                let _ = child.kill();
-            }
+        if fresh && !stopped && stop(&String::from_utf8_lossy(&out)) {
+            stopped = true;
+            let _ = child.kill();
         }
         if !stopped && Instant::now() > deadline {
             timed_out = true;
@@ -196,7 +207,7 @@ pub fn run_vmm(args: &[&str], limit: Duration, stop_at: Option<&str>) -> Outcome
             let _ = child.kill();
         }
     }
-    let status = child.wait().expect("wait vmm");
+    let status = child.wait().expect("wait");
     Outcome {
         code: status.code(),
         stdout: String::from_utf8_lossy(&out).into_owned(),
@@ -205,7 +216,6 @@ pub fn run_vmm(args: &[&str], limit: Duration, stop_at: Option<&str>) -> Outcome
     }
 }
 
-/// Whether /dev/kvm here is the emulated kvm_pvm.
 pub fn kvm_is_emulated() -> bool {
     Path::new("/sys/module/kvm_pvm").exists()
 }

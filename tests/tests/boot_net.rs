@@ -1,0 +1,182 @@
+//! Layer 3 for virtio-net: inside a network namespace the test makes (and
+//! removes), with a TAP on the host side and dnsmasq serving DHCP on it, the
+//! Linux guest gets its address through kernel IP autoconfiguration and
+//! answers ping from the host side. The guest runs the idle init, which
+//! makes no system call, so it stays up on an emulated KVM too: the replies
+//! come from the guest kernel alone.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use vmm_tests::{default_guest_or_skip, run_until, vmm_bin, TempDir};
+
+const LIMIT: Duration = Duration::from_secs(900);
+const HOST_IP: &str = "172.30.0.1";
+const GUEST_IP: &str = "172.30.0.15";
+const GUEST_MAC: &str = "02:76:6d:6d:00:0f";
+
+/// A network namespace with a TAP `tap0` at HOST_IP/24, and dnsmasq on it;
+/// all of it goes away on drop.
+struct Netns {
+    name: String,
+    dnsmasq: Option<Child>,
+}
+
+fn ip(args: &[&str]) {
+    let st = Command::new("ip").args(args).status().expect("run ip");
+    assert!(st.success(), "ip {args:?} failed");
+}
+
+impl Netns {
+    fn new(tmp: &TempDir) -> Netns {
+        let name = format!("vmmtest-{}", std::process::id());
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        ip(&["netns", "add", &name]);
+        let mut ns = Netns {
+            name,
+            dnsmasq: None,
+        };
+        let n = ns.name.clone();
+        ip(&["-n", &n, "link", "set", "lo", "up"]);
+        ip(&["-n", &n, "tuntap", "add", "dev", "tap0", "mode", "tap"]);
+        ip(&[
+            "-n",
+            &n,
+            "addr",
+            "add",
+            &format!("{HOST_IP}/24"),
+            "dev",
+            "tap0",
+        ]);
+        ip(&["-n", &n, "link", "set", "tap0", "up"]);
+        let leases = tmp.join("leases");
+        ns.dnsmasq = Some(
+            Command::new("ip")
+                .args(["netns", "exec", &n, "dnsmasq", "--no-daemon"])
+                .args(["--conf-file=/dev/null", "--user=root", "--group=root"])
+                .args([
+                    "--interface=tap0",
+                    "--bind-interfaces",
+                    "--except-interface=lo",
+                ])
+                .arg("--port=0")
+                .arg("--dhcp-range=172.30.0.10,172.30.0.20,1h")
+                .arg(format!("--dhcp-host={GUEST_MAC},{GUEST_IP}"))
+                .arg(format!("--dhcp-leasefile={}", leases.display()))
+                .arg("--pid-file=")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start dnsmasq"),
+        );
+        ns
+    }
+
+    fn exec(&self, cmd: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, cmd]);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Some(mut d) = self.dnsmasq.take() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn have(tool: &str) -> bool {
+    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+        .iter()
+        .any(|d| Path::new(d).join(tool).exists())
+}
+
+/// Root and the tools, or a skip (a failure in CI, where setup installs
+/// them and runs as root).
+fn net_test_possible() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let missing: Vec<&str> = ["ip", "dnsmasq", "ping"]
+        .into_iter()
+        .filter(|t| !have(t))
+        .collect();
+    if root && missing.is_empty() {
+        return true;
+    }
+    let why = format!("root: {root}, missing tools: {missing:?}");
+    if std::env::var_os("CI").is_some() {
+        panic!("the network test cannot run in CI ({why}); scripts/setup.sh installs the tools");
+    }
+    eprintln!("skipped: {why}");
+    false
+}
+
+#[test]
+fn the_guest_gets_a_dhcp_lease_and_answers_ping() {
+    let Some(dir) = default_guest_or_skip(&["idle"]) else {
+        return;
+    };
+    if !net_test_possible() {
+        return;
+    }
+    let tmp = TempDir::new("net");
+    let ns = Netns::new(&tmp);
+    let mut vm = ns.exec(vmm_bin().to_str().unwrap());
+    vm.args(["run", "--kernel"])
+        .arg(dir.join("vmlinux"))
+        .arg("--initrd")
+        .arg(dir.join("initramfs.cpio"))
+        .args(["--net", &format!("tap=tap0,mac={GUEST_MAC}")])
+        .args([
+            "--cmdline",
+            "console=ttyS0 reboot=k panic=-1 ip=dhcp rdinit=/idle",
+        ]);
+    let mut ping = None;
+    let out = run_until(vm, LIMIT, |serial| {
+        if !serial.contains("Run /idle as init process") {
+            return false;
+        }
+        ping = Some(
+            ns.exec("ping")
+                .args(["-c", "5", "-i", "0.5", "-W", "5", GUEST_IP])
+                .output()
+                .expect("run ping"),
+        );
+        true
+    });
+    assert!(
+        !out.timed_out,
+        "the guest did not reach init within {LIMIT:?}:\n{}\n{}",
+        out.stdout, out.stderr
+    );
+    let lease = format!("IP-Config: Got DHCP answer from {HOST_IP}, my address is {GUEST_IP}");
+    assert!(out.stdout.contains(&lease), "no lease:\n{}", out.stdout);
+    assert!(
+        !out.stdout.contains("NETDEV WATCHDOG"),
+        "transmit queue stalled:\n{}",
+        out.stdout
+    );
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    let ping = ping.expect("ping ran");
+    let text = String::from_utf8_lossy(&ping.stdout);
+    assert!(
+        text.contains("5 packets transmitted, 5 received"),
+        "ping from the host side:\n{text}\nserial:\n{}",
+        out.stdout
+    );
+    let leases = std::fs::read_to_string(tmp.join("leases")).unwrap_or_default();
+    assert!(
+        leases.contains(GUEST_MAC) && leases.contains(GUEST_IP),
+        "dnsmasq leases: {leases}"
+    );
+}
