@@ -11,7 +11,7 @@ use std::os::fd::AsRawFd;
 use virtio_queue::{desc::split::Descriptor, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
-use super::{VirtioDevice, VIRTIO_F_VERSION_1};
+use super::{VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
 
 /// Virtio device id of a block device.
 pub const DEVICE_TYPE_BLOCK: u32 = 2;
@@ -478,6 +478,52 @@ impl Block {
         }
     }
 
+    /// One pass over what the driver made available. Returns whether any
+    /// chain was taken and whether the used ring changed.
+    fn one_pass(&mut self, mem: &GuestMemoryMmap, queue: &mut Queue) -> (bool, bool) {
+        let mut descs = std::mem::take(&mut self.descs);
+        let mut heads = std::mem::take(&mut self.heads);
+        let mut segs = std::mem::take(&mut self.segs);
+        descs.clear();
+        heads.clear();
+        // Everything the driver has made available, read under one look at
+        // the avail index, and at most one pass over the ring: a driver
+        // that moves the index ahead of its descriptors cannot keep the
+        // device spinning.
+        let size = usize::from(queue.size());
+        let desc_table = queue.desc_table();
+        match queue.iter(mem) {
+            Ok(iter) => {
+                for chain in iter.take(size) {
+                    let head = chain.head_index();
+                    if !read_chain(mem, desc_table, size, head, &mut descs) {
+                        descs.extend(chain);
+                    }
+                    heads.push((head, descs.len()));
+                }
+            }
+            Err(e) => log::warn!("virtio-blk: cannot read the available ring: {e}"),
+        }
+        let mut done = std::mem::take(&mut self.done);
+        done.clear();
+        let mut start = 0;
+        for &(head, end) in &heads {
+            let len = self.handle_request(mem, &descs[start..end], &mut segs);
+            start = end;
+            done.push((head, len));
+        }
+        let used = return_used(mem, queue, &done);
+        // A ring of long chains can leave a large buffer behind; keep only
+        // what ordinary requests need.
+        descs.shrink_to(SCRATCH_DESCS);
+        let progress = !heads.is_empty();
+        self.descs = descs;
+        self.heads = heads;
+        self.segs = segs;
+        self.done = done;
+        (progress, used)
+    }
+
     /// Handles the request in `descs`. Returns the used length to report.
     fn handle_request(
         &mut self,
@@ -535,7 +581,9 @@ impl VirtioDevice for Block {
     }
 
     fn features(&self) -> u64 {
-        let mut f = (1u64 << VIRTIO_F_VERSION_1) | (1u64 << VIRTIO_BLK_F_FLUSH);
+        let mut f = (1u64 << VIRTIO_F_VERSION_1)
+            | (1u64 << VIRTIO_BLK_F_FLUSH)
+            | (1u64 << VIRTIO_RING_F_EVENT_IDX);
         if self.read_only {
             f |= 1u64 << VIRTIO_BLK_F_RO;
         }
@@ -564,45 +612,23 @@ impl VirtioDevice for Block {
     }
 
     fn process_queue(&mut self, mem: &GuestMemoryMmap, _index: usize, queue: &mut Queue) -> bool {
-        let mut descs = std::mem::take(&mut self.descs);
-        let mut heads = std::mem::take(&mut self.heads);
-        let mut segs = std::mem::take(&mut self.segs);
-        descs.clear();
-        heads.clear();
-        // Everything the driver has made available, read under one look at
-        // the avail index, and at most one pass over the ring: a driver
-        // that moves the index ahead of its descriptors cannot keep the
-        // device spinning.
-        let size = usize::from(queue.size());
-        let desc_table = queue.desc_table();
-        match queue.iter(mem) {
-            Ok(iter) => {
-                for chain in iter.take(size) {
-                    let head = chain.head_index();
-                    if !read_chain(mem, desc_table, size, head, &mut descs) {
-                        descs.extend(chain);
-                    }
-                    heads.push((head, descs.len()));
+        let mut used = false;
+        loop {
+            let (progress, changed) = self.one_pass(mem, queue);
+            used |= changed;
+            // Ask for the next notification; requests that came in
+            // meanwhile would not bring one, so go on while they do (and
+            // while passes make progress: a driver whose avail index runs
+            // ahead of its ring cannot keep the device spinning).
+            match queue.enable_notification(mem) {
+                Ok(true) if progress => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    log::warn!("virtio-blk: cannot re-enable notifications: {e}");
+                    break;
                 }
             }
-            Err(e) => log::warn!("virtio-blk: cannot read the available ring: {e}"),
         }
-        let mut done = std::mem::take(&mut self.done);
-        done.clear();
-        let mut start = 0;
-        for &(head, end) in &heads {
-            let len = self.handle_request(mem, &descs[start..end], &mut segs);
-            start = end;
-            done.push((head, len));
-        }
-        let used = return_used(mem, queue, &done);
-        // A ring of long chains can leave a large buffer behind; keep only
-        // what ordinary requests need.
-        descs.shrink_to(SCRATCH_DESCS);
-        self.descs = descs;
-        self.heads = heads;
-        self.segs = segs;
-        self.done = done;
         used
     }
 
@@ -1197,5 +1223,40 @@ mod tests {
         let mut got = vec![0u8; 512];
         m.read_slice(&mut got, GuestAddress(DATA)).unwrap();
         assert_eq!(got, content[2 * 512..3 * 512]);
+    }
+
+    #[test]
+    fn with_event_idx_requests_go_through_add_used_and_set_the_avail_event() {
+        let (mut dev, content) = block(false);
+        let m = mem();
+        header(&m, VIRTIO_BLK_T_IN, 1);
+        let vq = MockSplitQueue::create(&m, GuestAddress(0), 16);
+        chain(
+            &vq,
+            &[
+                desc(HDR, 16, false),
+                desc(DATA, 512, true),
+                desc(STATUS, 1, true),
+            ],
+            0,
+        );
+        let mut q: Queue = vq.create_queue().unwrap();
+        q.set_event_idx(true);
+        // The driver wants an interrupt once the first request is used.
+        m.write_obj(0u16, vq.avail_addr().unchecked_add(4 + 2 * 16))
+            .unwrap();
+        assert!(dev.process_queue(&m, 0, &mut q));
+        assert_eq!(q.next_used(), 1);
+        assert!(
+            q.needs_notification(&m).unwrap(),
+            "used_event 0 was crossed"
+        );
+        let avail_event: u16 = m
+            .read_obj(vq.used_addr().unchecked_add(4 + 8 * 16))
+            .unwrap();
+        assert_eq!(avail_event, 1);
+        let mut got = vec![0u8; 512];
+        m.read_slice(&mut got, GuestAddress(DATA)).unwrap();
+        assert_eq!(got, content[512..1024]);
     }
 }

@@ -219,6 +219,10 @@ impl MmioTransport {
                 return;
             }
             self.device.ack_features(self.driver_features);
+            let event_idx = self.driver_features & (1 << super::VIRTIO_RING_F_EVENT_IDX) != 0;
+            for q in &mut self.queues {
+                q.set_event_idx(event_idx);
+            }
         }
         if new_bits & status::DRIVER_OK != 0
             && self.status & status::FEATURES_OK == 0

@@ -16,6 +16,11 @@ use vmm_sys_util::eventfd::EventFd;
 
 /// VIRTIO_F_VERSION_1: the device follows virtio 1.x (not legacy).
 pub const VIRTIO_F_VERSION_1: u32 = 32;
+/// VIRTIO_RING_F_EVENT_IDX: driver and device say, through the rings, from
+/// which index on they want the next interrupt or notification. Fewer
+/// interrupts and exits; a device that offers it must keep the avail event
+/// up to date (`Queue::enable_notification` after each pass, or by hand).
+pub const VIRTIO_RING_F_EVENT_IDX: u32 = 29;
 
 /// Device status bits (virtio 1.2, 2.1).
 pub mod status {

@@ -10,9 +10,9 @@ use std::io;
 use std::os::fd::RawFd;
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::{Bytes, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryMmap};
 
-use super::{VirtioDevice, VIRTIO_F_VERSION_1};
+use super::{VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
 use crate::tap::{offload, NetBackend};
 
 /// Virtio device id of a network card.
@@ -41,6 +41,8 @@ pub mod features {
     pub const MAC: u32 = 5;
     /// The driver takes TSO frames, IPv4.
     pub const GUEST_TSO4: u32 = 7;
+    /// The driver takes frames spread over several buffers.
+    pub const MRG_RXBUF: u32 = 15;
     /// The driver takes TSO frames, IPv6.
     pub const GUEST_TSO6: u32 = 8;
     /// The device takes TSO frames, IPv4.
@@ -75,12 +77,55 @@ pub struct NetStats {
     pub tx_errors: u64,
 }
 
+/// Out of RX buffers with a frame waiting: asks the driver to notify when
+/// it adds the next one (with VIRTIO_RING_F_EVENT_IDX, the avail event is
+/// set to the current avail index: buffers taken back for a frame they
+/// could not hold must not count), then looks again. Returns true if
+/// buffers came in meanwhile.
+fn want_more_buffers(mem: &GuestMemoryMmap, queue: &mut Queue) -> bool {
+    use std::sync::atomic::{fence, Ordering};
+    let Ok(avail) = queue.avail_idx(mem, Ordering::Acquire) else {
+        return false;
+    };
+    if queue.event_idx_enabled() {
+        // struct virtq_used: le16 flags, le16 idx, ring[size], le16 avail_event.
+        let at = queue.used_ring() + 4 + 8 * u64::from(queue.size());
+        if mem
+            .store(
+                avail.0.to_le(),
+                vm_memory::GuestAddress(at),
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return false;
+        }
+    } else if queue.enable_notification(mem).is_err() {
+        return false;
+    }
+    fence(Ordering::SeqCst);
+    queue
+        .avail_idx(mem, Ordering::Acquire)
+        .is_ok_and(|now| now != avail)
+}
+
+/// What became of the pending RX frame.
+enum Placed {
+    /// Not enough RX buffers: the frame waits.
+    NoRoom,
+    /// Handed over or dropped; false if the used ring could not be written.
+    Done(bool),
+}
+
 /// A virtio network device on a TAP (or any `NetBackend`).
 pub struct Net {
     backend: Box<dyn NetBackend>,
     mac: [u8; 6],
     /// Whether the backend takes the offload settings.
     offloads: bool,
+    /// The driver accepted VIRTIO_NET_F_MRG_RXBUF: a frame may span
+    /// several RX buffers.
+    mergeable: bool,
     /// A frame read from the backend that no RX buffer has taken yet.
     rx_buf: Vec<u8>,
     rx_pending: usize,
@@ -116,6 +161,7 @@ impl Net {
             backend,
             mac,
             offloads,
+            mergeable: false,
             rx_buf: vec![0; MAX_FRAME_LEN],
             rx_pending: 0,
             tx_buf: Vec::with_capacity(MAX_FRAME_LEN),
@@ -125,7 +171,7 @@ impl Net {
 
     /// Moves frames from the backend into the RX queue until the backend
     /// has none (it must be drained: it is watched edge-triggered) or the
-    /// guest has no buffer left (the frame waits for the next RX
+    /// guest has no room left (the frame waits for the next RX
     /// notification). Returns whether the used ring changed.
     fn receive(&mut self, mem: &GuestMemoryMmap, queue: &mut Queue) -> bool {
         let mut used = false;
@@ -140,11 +186,7 @@ impl Net {
                         self.stats.rx_dropped += 1;
                         continue;
                     }
-                    Ok(n) => {
-                        // One buffer per frame (no VIRTIO_NET_F_MRG_RXBUF).
-                        self.rx_buf[10..12].copy_from_slice(&1u16.to_le_bytes());
-                        self.rx_pending = n;
-                    }
+                    Ok(n) => self.rx_pending = n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
                         if e.kind() != io::ErrorKind::WouldBlock {
@@ -154,56 +196,134 @@ impl Net {
                     }
                 }
             }
-            let Some(chain) = queue.pop_descriptor_chain(mem) else {
-                break;
-            };
-            let head = chain.head_index();
-            let frame = &self.rx_buf[..self.rx_pending];
-            let mut written = 0usize;
-            let mut fits = true;
-            for d in chain {
-                if written == frame.len() {
+            match self.place_frame(mem, queue) {
+                Placed::NoRoom => {
+                    // Ask to be told of the next buffer; if some came in
+                    // meanwhile, go on.
+                    if want_more_buffers(mem, queue) {
+                        continue;
+                    }
                     break;
                 }
-                if !d.is_write_only() {
-                    fits = false;
-                    break;
+                Placed::Done(ok) => {
+                    self.rx_pending = 0;
+                    used = true;
+                    if !ok {
+                        break;
+                    }
                 }
-                let n = (d.len() as usize).min(frame.len() - written);
-                if mem
-                    .write_slice(&frame[written..written + n], d.addr())
-                    .is_err()
-                {
-                    fits = false;
-                    break;
-                }
-                written += n;
             }
-            let len = if fits && written == frame.len() {
-                self.stats.rx_frames += 1;
-                self.stats.rx_bytes += written as u64;
-                written as u32
-            } else {
-                log::debug!(
-                    "virtio-net: RX buffer {head} cannot take a {}-byte frame; dropped",
-                    frame.len()
-                );
-                self.stats.rx_dropped += 1;
-                0
-            };
-            self.rx_pending = 0;
-            if let Err(e) = queue.add_used(mem, head, len) {
-                log::warn!("virtio-net: cannot return RX buffer {head}: {e}");
-                break;
-            }
-            used = true;
         }
         used
     }
 
-    /// Sends what the guest queued for transmission: at most one pass over
-    /// the ring per notification.
+    /// Writes the pending frame into the guest's RX buffers: one chain, or
+    /// with VIRTIO_NET_F_MRG_RXBUF as many as it needs (num_buffers in the
+    /// header says how many). Chains that cannot take it (device-readable
+    /// descriptors, outside guest memory, too small without merging) are
+    /// returned empty and the frame is dropped.
+    fn place_frame(&mut self, mem: &GuestMemoryMmap, queue: &mut Queue) -> Placed {
+        let len = self.rx_pending;
+        // Find the chains first: their writable space, in order.
+        let mut chains: Vec<(u16, Vec<(vm_memory::GuestAddress, usize)>)> = Vec::new();
+        let mut room = 0usize;
+        let mut bad = false;
+        while room < len {
+            if (!self.mergeable && !chains.is_empty()) || chains.len() >= usize::from(queue.size())
+            {
+                // One buffer without merging; with merging, a whole ring
+                // that cannot hold the frame never will.
+                break;
+            }
+            let Some(chain) = queue.pop_descriptor_chain(mem) else {
+                // Not enough buffers yet: give back what was taken, keep
+                // the frame for the driver's next RX notification.
+                for _ in 0..chains.len() {
+                    queue.go_to_previous_position();
+                }
+                return Placed::NoRoom;
+            };
+            let head = chain.head_index();
+            let mut pieces = Vec::new();
+            for d in chain {
+                if !d.is_write_only() || !mem.check_range(d.addr(), d.len() as usize) {
+                    bad = true;
+                    break;
+                }
+                room += d.len() as usize;
+                pieces.push((d.addr(), d.len() as usize));
+            }
+            chains.push((head, pieces));
+            if bad {
+                break;
+            }
+        }
+        let fits = !bad && room >= len && (self.mergeable || chains.len() == 1);
+        if fits {
+            // num_buffers (1 without merging, where the field still exists).
+            let n = chains.len() as u16;
+            self.rx_buf[10..12].copy_from_slice(&n.to_le_bytes());
+        }
+        let mut written = 0usize;
+        let mut ok = true;
+        for (head, pieces) in &chains {
+            let mut this = 0usize;
+            if fits {
+                for &(addr, cap) in pieces {
+                    if written == len {
+                        break;
+                    }
+                    let n = cap.min(len - written);
+                    if mem
+                        .write_slice(&self.rx_buf[written..written + n], addr)
+                        .is_err()
+                    {
+                        // Checked above; guest memory does not shrink.
+                        break;
+                    }
+                    written += n;
+                    this += n;
+                }
+            }
+            if let Err(e) = queue.add_used(mem, *head, this as u32) {
+                log::warn!("virtio-net: cannot return RX buffer {head}: {e}");
+                ok = false;
+                break;
+            }
+        }
+        if fits && written == len {
+            self.stats.rx_frames += 1;
+            self.stats.rx_bytes += len as u64;
+        } else {
+            log::debug!("virtio-net: no usable RX buffer for a {len}-byte frame; dropped");
+            self.stats.rx_dropped += 1;
+        }
+        Placed::Done(ok)
+    }
+
+    /// Sends what the guest queued for transmission, then asks for the next
+    /// notification, going on while frames came in meanwhile and passes make
+    /// progress.
     fn transmit(&mut self, mem: &GuestMemoryMmap, queue: &mut Queue) -> bool {
+        let mut used = false;
+        loop {
+            let (progress, changed) = self.transmit_pass(mem, queue);
+            used |= changed;
+            match queue.enable_notification(mem) {
+                Ok(true) if progress => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    log::warn!("virtio-net: cannot re-enable TX notifications: {e}");
+                    break;
+                }
+            }
+        }
+        used
+    }
+
+    /// One pass over the TX ring. Returns whether any chain was taken and
+    /// whether the used ring changed.
+    fn transmit_pass(&mut self, mem: &GuestMemoryMmap, queue: &mut Queue) -> (bool, bool) {
         let size = usize::from(queue.size());
         let mut done: Vec<u16> = Vec::new();
         match queue.iter(mem) {
@@ -236,6 +356,7 @@ impl Net {
             }
             Err(e) => log::warn!("virtio-net: cannot read the TX ring: {e}"),
         }
+        let progress = !done.is_empty();
         let mut used = false;
         for head in done {
             if let Err(e) = queue.add_used(mem, head, 0) {
@@ -244,7 +365,7 @@ impl Net {
             }
             used = true;
         }
-        used
+        (progress, used)
     }
 
     fn send(&mut self) {
@@ -275,8 +396,11 @@ impl VirtioDevice for Net {
     }
 
     fn features(&self) -> u64 {
-        let mut f =
-            (1u64 << VIRTIO_F_VERSION_1) | (1u64 << features::MAC) | (1u64 << features::STATUS);
+        let mut f = (1u64 << VIRTIO_F_VERSION_1)
+            | (1u64 << features::MAC)
+            | (1u64 << features::STATUS)
+            | (1u64 << features::MRG_RXBUF)
+            | (1u64 << VIRTIO_RING_F_EVENT_IDX);
         if self.offloads {
             for bit in [
                 features::CSUM,
@@ -295,10 +419,11 @@ impl VirtioDevice for Net {
     /// The TAP may hand over partially checksummed or unsegmented frames
     /// only as far as the driver said it takes them.
     fn ack_features(&mut self, acked: u64) {
+        let has = |bit: u32| acked & (1u64 << bit) != 0;
+        self.mergeable = has(features::MRG_RXBUF);
         if !self.offloads {
             return;
         }
-        let has = |bit: u32| acked & (1u64 << bit) != 0;
         let mut flags = 0;
         if has(features::GUEST_CSUM) {
             flags |= offload::CSUM;
@@ -361,6 +486,7 @@ impl VirtioDevice for Net {
 
     fn reset(&mut self) {
         self.rx_pending = 0;
+        self.mergeable = false;
         if self.offloads {
             if let Err(e) = self.backend.set_offload(0) {
                 log::warn!("virtio-net: cannot clear the TAP's offloads: {e}");
@@ -654,7 +780,10 @@ mod tests {
         let f = plain.dev.features();
         assert_eq!(
             f & 0xffff_ffff,
-            (1 << features::MAC) | (1 << features::STATUS)
+            (1 << features::MAC)
+                | (1 << features::STATUS)
+                | (1 << features::MRG_RXBUF)
+                | (1 << VIRTIO_RING_F_EVENT_IDX)
         );
         assert_ne!(f & (1 << VIRTIO_F_VERSION_1), 0);
     }
@@ -682,5 +811,104 @@ mod tests {
             let m = stable_mac(seed);
             assert_eq!(m[0] & 0x03, 0x02, "{seed}: locally administered, unicast");
         }
+    }
+
+    #[test]
+    fn with_mergeable_buffers_a_frame_spans_several() {
+        let mut r = rig(true);
+        r.dev
+            .ack_features((1 << VIRTIO_F_VERSION_1) | (1 << features::MRG_RXBUF));
+        let vq = MockSplitQueue::create(&r.mem, GuestAddress(0), 16);
+        let mut queues = [vq.create_queue::<Queue>().unwrap()];
+        // Two 1 KiB buffers so far; the frame needs three.
+        offer(
+            &vq,
+            &[&[(BUF, 1024, true)], &[(BUF + 0x1000, 1024, true)]],
+            0,
+        );
+        let f = frame(2500, 6);
+        r.peer.send(&f).unwrap();
+        assert_eq!(
+            r.dev.host_event(&r.mem, 0, &mut queues),
+            0,
+            "waits for room"
+        );
+        assert_eq!(queues[0].next_avail(), 0, "buffers taken back");
+        offer(&vq, &[&[(BUF + 0x2000, 1024, true)]], 2);
+        assert!(r.dev.process_queue(&r.mem, RX_QUEUE, &mut queues[0]));
+        assert_eq!(queues[0].next_used(), 3);
+        assert_eq!(
+            [used(&vq, 0), used(&vq, 1), used(&vq, 2)],
+            [(0, 1024), (1, 1024), (2, 2500 - 2048)]
+        );
+        let mut got = vec![0u8; 3072];
+        for (i, base) in [BUF, BUF + 0x1000, BUF + 0x2000].into_iter().enumerate() {
+            r.mem
+                .read_slice(&mut got[i * 1024..(i + 1) * 1024], GuestAddress(base))
+                .unwrap();
+        }
+        assert_eq!(u16::from_le_bytes([got[10], got[11]]), 3, "num_buffers");
+        assert_eq!(&got[..10], &f[..10]);
+        assert_eq!(&got[VNET_HDR_LEN..2500], &f[VNET_HDR_LEN..]);
+        assert_eq!((r.dev.stats.rx_frames, r.dev.stats.rx_dropped), (1, 0));
+        // A reset forgets the negotiation: one buffer per frame again.
+        r.dev.reset();
+        assert!(!r.dev.mergeable);
+    }
+
+    #[test]
+    fn with_event_idx_a_waiting_frame_asks_for_the_next_buffer() {
+        let mut r = rig(true);
+        r.dev
+            .ack_features((1 << VIRTIO_F_VERSION_1) | (1 << features::MRG_RXBUF));
+        let vq = MockSplitQueue::create(&r.mem, GuestAddress(0), 16);
+        let mut queues = [vq.create_queue::<Queue>().unwrap()];
+        queues[0].set_event_idx(true);
+        let avail_event = vq.used_addr().0 + 4 + 8 * 16;
+        let read_event =
+            |m: &GuestMemoryMmap| -> u16 { m.read_obj(GuestAddress(avail_event)).unwrap() };
+        r.mem
+            .write_obj(0xffffu16, GuestAddress(avail_event))
+            .unwrap();
+        r.peer.send(&frame(2500, 7)).unwrap();
+        assert_eq!(r.dev.host_event(&r.mem, 0, &mut queues), 0);
+        assert_eq!(read_event(&r.mem), 0, "notify me at the first buffer");
+        // Two buffers: not enough; they are given back, and the device asks
+        // for a notification when the third comes, not at the first two.
+        offer(
+            &vq,
+            &[&[(BUF, 1024, true)], &[(BUF + 0x1000, 1024, true)]],
+            0,
+        );
+        assert!(!r.dev.process_queue(&r.mem, RX_QUEUE, &mut queues[0]));
+        assert_eq!(read_event(&r.mem), 2);
+        offer(&vq, &[&[(BUF + 0x2000, 1024, true)]], 2);
+        assert!(r.dev.process_queue(&r.mem, RX_QUEUE, &mut queues[0]));
+        assert_eq!(queues[0].next_used(), 3);
+    }
+
+    #[test]
+    fn with_event_idx_transmission_sets_the_avail_event() {
+        let mut r = rig(true);
+        let vq = MockSplitQueue::create(&r.mem, GuestAddress(0), 16);
+        let f = frame(VNET_HDR_LEN + 60, 8);
+        r.mem.write_slice(&f, GuestAddress(BUF)).unwrap();
+        offer(
+            &vq,
+            &[
+                &[(BUF, f.len() as u32, false)],
+                &[(BUF, f.len() as u32, false)],
+            ],
+            0,
+        );
+        let mut q: Queue = vq.create_queue().unwrap();
+        q.set_event_idx(true);
+        assert!(r.dev.process_queue(&r.mem, TX_QUEUE, &mut q));
+        let avail_event: u16 = r
+            .mem
+            .read_obj(GuestAddress(vq.used_addr().0 + 4 + 8 * 16))
+            .unwrap();
+        assert_eq!(avail_event, 2, "notify me from the next frame on");
+        assert_eq!(r.dev.stats.tx_frames, 2);
     }
 }

@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Network benchmark: this VMM's virtio-net against QEMU microvm's
+virtio-net-device, both on a TAP, same kernel, initramfs (idle init, so the
+guest kernel alone answers), command line, memory and MAC, in one run.
+
+Each boot gets its own network namespace with a TAP at 172.30.0.1/24; the
+guest takes 172.30.0.2 from its command line (ip=..., no DHCP). Once the
+guest reaches init, from the host side of the TAP:
+  rtt     ping -c RTT_COUNT -i 0.2: the average round trip (after 3 pings of
+          warm-up, for ARP)
+  flood   ping -f -c COUNT: replies per second and the share lost
+and the ratio vmm/qemu of each (for rtt below 1 is better, for the flood
+rate above 1 is better). Boots alternate between the two VMMs; the figures
+are medians over --runs.
+
+Needs root (namespaces, TAPs, ping -f).
+
+Usage: scripts/bench-net.py [--vmm PATH] [--guest-dir DIR] [--runs N]
+                            [--count N] [--rtt-count N]
+"""
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+HOST_IP = "172.30.0.1"
+GUEST_IP = "172.30.0.2"
+MAC = "02:76:6d:6d:00:02"
+MARKER = b"Run /idle as init process"
+
+
+def guest_dir(arg):
+    if arg:
+        return arg
+    if os.environ.get("VMM_GUEST_DIR"):
+        return os.environ["VMM_GUEST_DIR"]
+    root = os.environ.get("VMM_GUEST_CACHE", os.path.expanduser("~/.cache/vmm-guest"))
+    return os.path.join(root, "current")
+
+
+def sh(*cmd, check=True):
+    return subprocess.run(cmd, check=check, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+class Netns:
+    def __init__(self, name):
+        self.name = name
+        sh("ip", "netns", "del", name, check=False)
+        sh("ip", "netns", "add", name)
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+        sh("ip", "-n", name, "tuntap", "add", "dev", "tap0", "mode", "tap")
+        sh("ip", "-n", name, "addr", "add", f"{HOST_IP}/24", "dev", "tap0")
+        sh("ip", "-n", name, "link", "set", "tap0", "up")
+
+    def cmd(self, *args):
+        return ["ip", "netns", "exec", self.name, *args]
+
+    def close(self):
+        sh("ip", "netns", "del", self.name, check=False)
+
+
+def guest_cmdline(vmm, kernel, initrd):
+    """The command line this VMM gives the guest (with its emulated-host
+    additions, which QEMU's guest needs as much), read from its log."""
+    base = (f"console=ttyS0 reboot=k panic=-1 rdinit=/idle "
+            f"ip={GUEST_IP}::{HOST_IP}:255.255.255.0::eth0:off")
+    p = subprocess.Popen([vmm, "run", "--kernel", kernel, "--initrd", initrd, "--serial", "none",
+                          "--cmdline", base], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    line = b""
+    for line in p.stderr:
+        if b"vCPU(s), command line: " in line:
+            break
+    p.kill()
+    p.wait()
+    m = re.search(rb"vCPU\(s\), command line: (.*)$", line.strip())
+    if not m:
+        sys.exit("bench: could not read the guest command line from the vmm log")
+    return m.group(1).decode()
+
+
+def commands(args, kernel, initrd, cmdline):
+    mem = str(args.memory)
+    vmm = [args.vmm, "run", "--kernel", kernel, "--initrd", initrd, "--memory", mem,
+           "--cmdline", cmdline, "--emulated-host", "off", "--log-level", "warn",
+           "--net", f"tap=tap0,mac={MAC}"]
+    qemu = ["qemu-system-x86_64", "-M", "microvm,acpi=off", "-enable-kvm", "-m", mem,
+            "-kernel", kernel, "-initrd", initrd, "-append", cmdline,
+            "-nographic", "-nodefaults", "-serial", "stdio", "-no-reboot",
+            "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
+            "-device", f"virtio-net-device,netdev=n0,mac={MAC}"]
+    return {"vmm": vmm, "qemu": qemu}
+
+
+def wait_marker(p, limit):
+    found = threading.Event()
+    buf = bytearray()
+
+    def reader():
+        while True:
+            chunk = p.stdout.read1(4096)
+            if not chunk:
+                return
+            buf.extend(chunk)
+            if MARKER in buf:
+                found.set()
+
+    threading.Thread(target=reader, daemon=True).start()
+    return found.wait(limit)
+
+
+def parse_ping(text):
+    sent = re.search(r"(\d+) packets transmitted, (\d+) received", text)
+    rtt = re.search(r"rtt min/avg/max/mdev = [\d.]+/([\d.]+)/", text)
+    took = re.search(r"time (\d+)ms", text)
+    return (int(sent.group(1)) if sent else 0, int(sent.group(2)) if sent else 0,
+            float(rtt.group(1)) if rtt else None, int(took.group(1)) if took else None)
+
+
+def one_run(name, cmd, ns, args):
+    p = subprocess.Popen(ns.cmd(*cmd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL)
+    try:
+        if not wait_marker(p, args.limit):
+            print(f"  {name}: the guest did not reach init", flush=True)
+            return None
+        sh(*ns.cmd("ping", "-c", "3", "-i", "0.2", "-W", "5", GUEST_IP), check=False)
+        rtt_out = sh(*ns.cmd("ping", "-c", str(args.rtt_count), "-i", "0.2", "-W", "5", GUEST_IP),
+                     check=False).stdout
+        _, got, rtt, _ = parse_ping(rtt_out)
+        flood_out = sh(*ns.cmd("ping", "-f", "-c", str(args.count), "-W", "5", GUEST_IP),
+                       check=False).stdout
+        sent, recv, _, took = parse_ping(flood_out)
+        rate = recv / (took / 1e3) if took else None
+        loss = 100.0 * (sent - recv) / sent if sent else None
+        return {"rtt": rtt, "rate": rate, "loss": loss, "rtt_replies": got}
+    finally:
+        p.kill()
+        p.wait()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap.add_argument("--vmm", default=os.path.join(here, "..", "target", "release", "vmm"))
+    ap.add_argument("--guest-dir")
+    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--count", type=int, default=2000, help="flood pings")
+    ap.add_argument("--rtt-count", type=int, default=20)
+    ap.add_argument("--memory", type=int, default=128, help="MiB")
+    ap.add_argument("--limit", type=float, default=900, help="seconds per boot")
+    args = ap.parse_args()
+
+    if os.geteuid() != 0:
+        sys.exit("bench: needs root (network namespaces, TAP devices, ping -f)")
+    for tool in ("ip", "ping", "qemu-system-x86_64"):
+        if not shutil.which(tool):
+            sys.exit(f"bench: {tool} not found (scripts/setup.sh installs it)")
+    if not os.path.exists(args.vmm):
+        sys.exit(f"bench: {args.vmm} not built: cargo build --release -p vmm")
+    d = guest_dir(args.guest_dir)
+    kernel, initrd = os.path.join(d, "vmlinux"), os.path.join(d, "initramfs.cpio")
+    for f in (kernel, initrd, os.path.join(d, "idle")):
+        if not os.path.exists(f):
+            sys.exit(f"bench: {f} missing: run guest-kernels/build.sh")
+
+    cmdline = guest_cmdline(args.vmm, kernel, initrd)
+    cmds = commands(args, kernel, initrd, cmdline)
+    print(f"guest: {kernel}\ncommand line: {cmdline}\n", flush=True)
+    results = {"vmm": [], "qemu": []}
+    for run in range(args.runs):
+        for name in ("vmm", "qemu"):
+            ns = Netns(f"vmmbench-{os.getpid()}")
+            try:
+                r = one_run(name, cmds[name], ns, args)
+            finally:
+                ns.close()
+            if r:
+                results[name].append(r)
+                print(f"run {run + 1}/{args.runs} {name}: rtt {r['rtt']} ms "
+                      f"({r['rtt_replies']}/{args.rtt_count} replies), flood "
+                      f"{r['rate']:.0f} replies/s, {r['loss']:.1f}% lost", flush=True)
+
+    def med(name, key):
+        vals = [r[key] for r in results[name] if r[key] is not None]
+        return statistics.median(vals) if vals else None
+
+    print(f"\n{'metric':34} {'vmm':>12} {'qemu microvm':>14} {'vmm/qemu':>9}")
+    for label, key, unit in (("ping round trip (avg)", "rtt", "ms"),
+                             (f"ping -f -c {args.count} replies/s", "rate", "/s"),
+                             ("ping -f lost", "loss", "%")):
+        a, b = med("vmm", key), med("qemu", key)
+        fa = "n/a" if a is None else f"{a:.1f} {unit}"
+        fb = "n/a" if b is None else f"{b:.1f} {unit}"
+        ratio = f"{a / b:.2f}" if a is not None and b else "n/a"
+        print(f"{label:34} {fa:>12} {fb:>14} {ratio:>9}")
+
+
+if __name__ == "__main__":
+    main()
