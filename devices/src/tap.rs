@@ -58,6 +58,14 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Formats a MAC address as xx:xx:xx:xx:xx:xx.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// An open TAP device.
 #[derive(Debug)]
 pub struct Tap {

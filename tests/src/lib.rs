@@ -165,14 +165,20 @@ fn reader<R: Read + Send + 'static>(mut r: R, tx: mpsc::Sender<(bool, Vec<u8>)>,
 pub fn run_vmm(args: &[&str], limit: Duration, stop_at: Option<&str>) -> Outcome {
     let mut cmd = Command::new(vmm_bin());
     cmd.args(args);
-    run_until(cmd, limit, |out| stop_at.is_some_and(|p| out.contains(p)))
+    run_until(cmd, limit, |out, _| {
+        stop_at.is_some_and(|p| out.contains(p))
+    })
 }
 
 /// Runs `cmd` (stdin closed, stdout and stderr captured) until it exits,
 /// `limit` passes (it is killed and `timed_out` set), or `stop` returns
-/// true for the stdout seen so far (it is killed). `stop` may take its time:
-/// the process keeps running meanwhile.
-pub fn run_until(mut cmd: Command, limit: Duration, mut stop: impl FnMut(&str) -> bool) -> Outcome {
+/// true for the stdout seen so far (it is killed); `stop` also gets the
+/// process id. It may take its time: the process keeps running meanwhile.
+pub fn run_until(
+    mut cmd: Command,
+    limit: Duration,
+    mut stop: impl FnMut(&str, u32) -> bool,
+) -> Outcome {
     let mut child: Child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -197,7 +203,7 @@ pub fn run_until(mut cmd: Command, limit: Duration, mut stop: impl FnMut(&str) -
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
-        if fresh && !stopped && stop(&String::from_utf8_lossy(&out)) {
+        if fresh && !stopped && stop(&String::from_utf8_lossy(&out), child.id()) {
             stopped = true;
             let _ = child.kill();
         }

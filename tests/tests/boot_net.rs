@@ -142,7 +142,7 @@ fn the_guest_gets_a_dhcp_lease_and_answers_ping() {
             "console=ttyS0 reboot=k panic=-1 ip=dhcp rdinit=/idle",
         ]);
     let mut ping = None;
-    let out = run_until(vm, LIMIT, |serial| {
+    let out = run_until(vm, LIMIT, |serial, _| {
         if !serial.contains("Run /idle as init process") {
             return false;
         }

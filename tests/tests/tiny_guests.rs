@@ -189,3 +189,34 @@ fn a_user_clearcpuid_is_extended_not_replaced() {
     assert!(cmdline.contains("lpj=42 "), "{cmdline}");
     assert!(!cmdline.contains("lpj=5000000"), "{cmdline}");
 }
+
+#[test]
+fn sigterm_tears_the_vm_down_cleanly() {
+    if !kvm_available() {
+        eprintln!("skipped: /dev/kvm not available");
+        return;
+    }
+    let dir = TempDir::new("sigterm");
+    // Print a mark, then spin forever.
+    let mut code = asm::print(b"up\n");
+    code.extend_from_slice(&[0xeb, 0xfe]);
+    let k = dir.write("k.elf", &tiny_elf(&code));
+    let mut cmd = std::process::Command::new(vmm_tests::vmm_bin());
+    cmd.args(["run", "--kernel", k.to_str().unwrap(), "--memory", "16"]);
+    let mut sent = false;
+    let out = vmm_tests::run_until(cmd, LIMIT, |serial, child| {
+        if !sent && serial.contains("up") {
+            // SAFETY: kill has no memory preconditions; the pid is our child's.
+            unsafe { libc::kill(child as i32, libc::SIGTERM) };
+            sent = true;
+        }
+        false
+    });
+    assert!(!out.timed_out, "{out:?}");
+    assert_eq!(out.code, Some(128 + 15), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("stopped by signal 15"),
+        "{}",
+        out.stderr
+    );
+}

@@ -432,6 +432,11 @@ impl Vmm {
             exit: exit.clone(),
             reset_evt,
         })));
+        em.add_subscriber(Arc::new(Mutex::new(StopHandler {
+            evt: install_stop_handler()?,
+            exit: exit.clone(),
+        })));
+        let transports: Vec<_> = virtio.iter().map(|s| s.transport.clone()).collect();
         for slot in virtio {
             em.add_subscriber(Arc::new(Mutex::new(VirtioHandler {
                 slot,
@@ -473,11 +478,81 @@ impl Vmm {
             }
         };
         stop_vcpus(&exit, threads);
+        for t in &transports {
+            if let Some(line) = devices::bus::lock(t).device_stats() {
+                log::info!("{line}");
+            }
+        }
         Ok(end)
     }
 }
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// The eventfd the stop-signal handler writes to (-1 until installed), and
+/// the signal it saw.
+static STOP_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+static STOP_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn stop_handler(sig: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    STOP_SIGNAL.store(sig, Ordering::SeqCst);
+    let fd = STOP_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let one: u64 = 1;
+        // SAFETY: write(2) is async-signal-safe; it reads 8 bytes from a
+        // live local. The fd is an eventfd kept open for the process's life.
+        unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+    }
+}
+
+/// Makes SIGTERM, SIGINT and SIGHUP end the VM through the event loop
+/// (clean teardown: vCPUs stopped, device statistics logged, terminal
+/// restored) instead of killing the process. Installed once per process;
+/// returns a VM's own handle on the eventfd the handler writes to.
+fn install_stop_handler() -> Result<EventFd> {
+    static ONCE: std::sync::OnceLock<std::result::Result<EventFd, String>> =
+        std::sync::OnceLock::new();
+    let global = ONCE.get_or_init(|| {
+        let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| e.to_string())?;
+        STOP_FD.store(std::os::fd::AsRawFd::as_raw_fd(&evt), Ordering::SeqCst);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            register_signal_handler(sig, stop_handler).map_err(|e| e.to_string())?;
+        }
+        Ok(evt)
+    });
+    let io = |what: &str, e: String| Error::Io {
+        what: what.into(),
+        source: std::io::Error::other(e),
+    };
+    global
+        .as_ref()
+        .map_err(|e| io("cannot install the stop-signal handler", e.clone()))?
+        .try_clone()
+        .map_err(|e| io("cannot duplicate the stop eventfd", e.to_string()))
+}
+
+/// Ends the VM when a stop signal arrives.
+struct StopHandler {
+    evt: EventFd,
+    exit: Arc<VmExitState>,
+}
+
+impl MutEventSubscriber for StopHandler {
+    fn init(&mut self, ops: &mut event_manager::EventOps) {
+        if let Err(e) = ops.add(event_manager::Events::new(
+            &self.evt,
+            vmm_sys_util::epoll::EventSet::IN,
+        )) {
+            log::error!("event loop: cannot watch the stop signal: {e:?}");
+        }
+    }
+
+    fn process(&mut self, _: event_manager::Events, _: &mut event_manager::EventOps) {
+        let _ = self.evt.read();
+        let sig = STOP_SIGNAL.load(Ordering::SeqCst);
+        self.exit.finish(VmEnd::Signal(sig));
+    }
+}
 
 /// Installs the handler for the signal that kicks vCPU threads out of
 /// KVM_RUN (its only effect is that KVM_RUN returns EINTR).

@@ -186,13 +186,7 @@ pub fn parse_mac(s: &str) -> std::result::Result<[u8; 6], String> {
     Ok(mac)
 }
 
-/// Formats a MAC address as XX:XX:XX:XX:XX:XX.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
+pub use devices::tap::format_mac;
 
 impl FromStr for NetConfig {
     type Err = String;

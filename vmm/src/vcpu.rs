@@ -85,6 +85,9 @@ pub enum VmEnd {
     },
     /// The guest reported a crash to KVM.
     Crash(u8),
+    /// The VMM was asked to stop (SIGTERM, SIGINT or SIGHUP): the VM is
+    /// torn down cleanly, the terminal restored.
+    Signal(i32),
     /// KVM stopped the guest with an internal error.
     InternalError {
         /// vCPU index.
@@ -119,6 +122,8 @@ impl VmEnd {
             VmEnd::InternalError { .. } => exit_code::KVM_INTERNAL_ERROR,
             VmEnd::FailEntry { .. } => exit_code::FAIL_ENTRY,
             VmEnd::VmmError(_) => exit_code::VMM_ERROR,
+            // The shell's convention for a process ended by a signal.
+            VmEnd::Signal(sig) => 128 + sig,
         }
     }
 
@@ -138,6 +143,7 @@ impl VmEnd {
                 format!("guest crashed: triple fault on vCPU {vcpu} at RIP {rip:#x}")
             }
             VmEnd::Crash(v) => format!("guest crashed: crash event from vCPU {v}"),
+            VmEnd::Signal(sig) => format!("stopped by signal {sig}; VM torn down"),
             VmEnd::InternalError {
                 vcpu,
                 suberror,

@@ -78,6 +78,7 @@ pub struct Block {
     heads: Vec<(u16, usize)>,
     segs: Vec<(GuestAddress, u32)>,
     done: Vec<(u16, u32)>,
+    avail: Vec<u16>,
 }
 
 /// Descriptors kept allocated between notifications: a full ring of
@@ -204,6 +205,40 @@ fn read_chain(
     true
 }
 
+/// Reads the head indices the driver made available since the queue's
+/// next_avail, through one slice of the avail ring, and moves next_avail
+/// past them. False (nothing taken) if the ring is not one slice of guest
+/// memory, which leaves it to virtio-queue's iterator, or if the driver's
+/// index is more than a ring ahead (a broken driver: nothing is taken).
+fn take_avail(mem: &GuestMemoryMmap, queue: &mut Queue, heads: &mut Vec<u16>) -> bool {
+    let size = queue.size();
+    // struct virtq_avail: le16 flags, le16 idx, le16 ring[size].
+    let Ok(ring) = mem.get_slice(GuestAddress(queue.avail_ring()), 4 + 2 * usize::from(size))
+    else {
+        return false;
+    };
+    let Ok(idx) = ring.load::<u16>(2, std::sync::atomic::Ordering::Acquire) else {
+        return false;
+    };
+    let idx = u16::from_le(idx);
+    let next = queue.next_avail();
+    let count = idx.wrapping_sub(next);
+    if count > size {
+        log::warn!("virtio-blk: the avail index {idx} is {count} entries ahead of {next}; ignored");
+        return false;
+    }
+    for i in 0..count {
+        let slot = usize::from(next.wrapping_add(i) % size);
+        let mut b = [0u8; 2];
+        if let Ok(s) = ring.subslice(4 + 2 * slot, 2) {
+            s.copy_to(&mut b[..]);
+        }
+        heads.push(u16::from_le_bytes(b));
+    }
+    queue.set_next_avail(idx);
+    true
+}
+
 /// Puts the finished requests (head index, used length) on the used ring
 /// and publishes the new used index once, after all of them. Returns
 /// whether anything was returned.
@@ -275,6 +310,7 @@ impl Block {
             descs: Vec::with_capacity(SCRATCH_DESCS),
             heads: Vec::with_capacity(usize::from(QUEUE_SIZE)),
             done: Vec::with_capacity(usize::from(QUEUE_SIZE)),
+            avail: Vec::with_capacity(usize::from(QUEUE_SIZE)),
             segs: Vec::with_capacity(usize::from(QUEUE_SIZE)),
         }
     }
@@ -492,18 +528,39 @@ impl Block {
         // device spinning.
         let size = usize::from(queue.size());
         let desc_table = queue.desc_table();
-        match queue.iter(mem) {
-            Ok(iter) => {
-                for chain in iter.take(size) {
-                    let head = chain.head_index();
-                    if !read_chain(mem, desc_table, size, head, &mut descs) {
-                        descs.extend(chain);
-                    }
-                    heads.push((head, descs.len()));
+        let mut avail = std::mem::take(&mut self.avail);
+        avail.clear();
+        let table_is_one_slice = mem
+            .get_slice(GuestAddress(desc_table), size * DESC_LEN)
+            .is_ok();
+        if table_is_one_slice && take_avail(mem, queue, &mut avail) {
+            for &head in &avail {
+                if usize::from(head) >= size {
+                    // Not a descriptor: nothing to answer, nothing to return.
+                    log::debug!("virtio-blk: avail ring names descriptor {head} of {size}");
+                    self.stats.malformed += 1;
+                    continue;
                 }
+                // An indirect chain (VIRTIO_F_INDIRECT_DESC is not offered)
+                // comes back empty and is returned unanswered.
+                read_chain(mem, desc_table, size, head, &mut descs);
+                heads.push((head, descs.len()));
             }
-            Err(e) => log::warn!("virtio-blk: cannot read the available ring: {e}"),
+        } else {
+            match queue.iter(mem) {
+                Ok(iter) => {
+                    for chain in iter.take(size) {
+                        let head = chain.head_index();
+                        if !read_chain(mem, desc_table, size, head, &mut descs) {
+                            descs.extend(chain);
+                        }
+                        heads.push((head, descs.len()));
+                    }
+                }
+                Err(e) => log::warn!("virtio-blk: cannot read the available ring: {e}"),
+            }
         }
+        self.avail = avail;
         let mut done = std::mem::take(&mut self.done);
         done.clear();
         let mut start = 0;
@@ -630,6 +687,15 @@ impl VirtioDevice for Block {
             }
         }
         used
+    }
+
+    fn stats(&self) -> Option<String> {
+        let s = &self.stats;
+        Some(format!(
+            "virtio-blk {}: {} requests done, {} failed, {} malformed; {} bytes read, {} written, {} flushes",
+            String::from_utf8_lossy(&self.id).trim_end_matches('\0'),
+            s.ok, s.failed, s.malformed, s.bytes_read, s.bytes_written, s.flushes
+        ))
     }
 
     /// No state survives a request, so a reset has nothing to undo.
@@ -1184,7 +1250,9 @@ mod tests {
     }
 
     #[test]
-    fn indirect_descriptors_are_left_to_virtio_queue() {
+    fn indirect_descriptors_are_refused_without_io() {
+        // VIRTIO_F_INDIRECT_DESC is not offered: a driver must not use them
+        // (virtio 1.2, 2.7.5.3.1); the chain is returned unanswered.
         let (mut dev, content) = block(false);
         let m = mem();
         header(&m, VIRTIO_BLK_T_IN, 2);
@@ -1217,12 +1285,17 @@ mod tests {
         assert!(ours.is_empty(), "nothing appended for an indirect chain");
         let mut q: Queue = vq.create_queue().unwrap();
         m.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
+        m.write_slice(&[0x77; 512], GuestAddress(DATA)).unwrap();
         assert!(dev.process_queue(&m, 0, &mut q));
+        assert_eq!(q.next_used(), 1, "the chain is returned");
+        assert_eq!(vq.used().ring().ref_at(0).unwrap().load().len(), 0);
         let s: u8 = m.read_obj(GuestAddress(STATUS)).unwrap();
-        assert_eq!(s, VIRTIO_BLK_S_OK);
+        assert_eq!(s, 0xff, "no status written");
         let mut got = vec![0u8; 512];
         m.read_slice(&mut got, GuestAddress(DATA)).unwrap();
-        assert_eq!(got, content[2 * 512..3 * 512]);
+        assert_eq!(got, vec![0x77; 512], "nothing read into guest memory");
+        assert_eq!((dev.stats.malformed, dev.stats.bytes_read), (1, 0));
+        assert_eq!(file_bytes(&mut dev), content);
     }
 
     #[test]

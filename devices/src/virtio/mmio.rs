@@ -269,6 +269,11 @@ impl MmioTransport {
         }
     }
 
+    /// What the device did (see `VirtioDevice::stats`).
+    pub fn device_stats(&self) -> Option<String> {
+        self.device.stats()
+    }
+
     /// The device's host file descriptors (see `VirtioDevice::host_fds`).
     pub fn host_fds(&self) -> Vec<std::os::fd::RawFd> {
         self.device.host_fds()

@@ -113,6 +113,10 @@ pub trait VirtioDevice: Send {
     fn host_event(&mut self, _mem: &GuestMemoryMmap, _index: usize, _queues: &mut [Queue]) -> u32 {
         0
     }
+    /// A one-line account of what the device did, logged when the VM ends.
+    fn stats(&self) -> Option<String> {
+        None
+    }
     /// Returns the device to its initial state (driver reset).
     fn reset(&mut self);
 }

@@ -484,6 +484,15 @@ impl VirtioDevice for Net {
         }
     }
 
+    fn stats(&self) -> Option<String> {
+        let s = &self.stats;
+        Some(format!(
+            "virtio-net {}: received {} frames ({} bytes, {} dropped), sent {} frames ({} bytes, {} malformed, {} refused by the TAP)",
+            crate::tap::format_mac(&self.mac),
+            s.rx_frames, s.rx_bytes, s.rx_dropped, s.tx_frames, s.tx_bytes, s.tx_dropped, s.tx_errors
+        ))
+    }
+
     fn reset(&mut self) {
         self.rx_pending = 0;
         self.mergeable = false;
