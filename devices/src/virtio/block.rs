@@ -95,12 +95,19 @@ enum RequestError {
 }
 
 /// A checked request; its data segments are in `Block::segs`.
-struct Request {
+struct Request<'m> {
     kind: u32,
     sector: u64,
-    status: GuestAddress,
+    /// The status byte, looked up once.
+    status: GuestSlice<'m>,
+    /// The data of a request with one segment that lies in one region (the
+    /// usual case), looked up once; others go through `Block::segs`.
+    single: Option<GuestSlice<'m>>,
     data_len: u64,
 }
+
+/// A piece of guest memory.
+type GuestSlice<'m> = vm_memory::VolatileSlice<'m, vm_memory::bitmap::BS<'m, ()>>;
 
 /// The request type and first sector of a little-endian request header.
 fn split_header(hdr: &[u8; HEADER_LEN as usize]) -> (u32, u64) {
@@ -316,11 +323,11 @@ impl Block {
     }
 
     /// Checks the chain in `descs` and puts its data segments in `segs`.
-    fn parse(
-        mem: &GuestMemoryMmap,
+    fn parse<'m>(
+        mem: &'m GuestMemoryMmap,
         descs: &[Descriptor],
         segs: &mut Vec<(GuestAddress, u32)>,
-    ) -> Result<Request, RequestError> {
+    ) -> Result<Request<'m>, RequestError> {
         segs.clear();
         let (status_desc, rest) = descs
             .split_last()
@@ -330,10 +337,9 @@ impl Block {
                 "no writable status byte at the end",
             ));
         }
-        let status = status_desc.addr();
-        if !in_guest_memory(mem, status, 1) {
-            return Err(RequestError::Malformed("status byte outside guest memory"));
-        }
+        let status = mem
+            .get_slice(status_desc.addr(), 1)
+            .map_err(|_| RequestError::Malformed("status byte outside guest memory"))?;
         let (header, data) = rest
             .split_first()
             .ok_or(RequestError::Status(VIRTIO_BLK_S_IOERR))?;
@@ -345,8 +351,13 @@ impl Block {
             read_header(mem, header.addr()).ok_or(RequestError::Status(VIRTIO_BLK_S_IOERR))?;
         let (kind, sector) = split_header(&hdr);
         let mut data_len = 0u64;
+        let mut single = None;
+        if let [d] = data {
+            single = mem.get_slice(d.addr(), d.len() as usize).ok();
+        }
         for d in data {
-            if d.len() > 0 && !in_guest_memory(mem, d.addr(), d.len() as usize) {
+            if single.is_none() && d.len() > 0 && !in_guest_memory(mem, d.addr(), d.len() as usize)
+            {
                 return Err(RequestError::Status(VIRTIO_BLK_S_IOERR));
             }
             data_len += u64::from(d.len());
@@ -366,6 +377,7 @@ impl Block {
             kind,
             sector,
             status,
+            single,
             data_len,
         })
     }
@@ -467,10 +479,14 @@ impl Block {
         match req.kind {
             VIRTIO_BLK_T_IN => {
                 let mut offset = self.check_range(req)?;
-                for (addr, len) in segs {
-                    self.file_io(mem, *addr, *len as usize, offset, false)
-                        .map_err(io)?;
-                    offset += u64::from(*len);
+                if let Some(slice) = &req.single {
+                    self.slice_io(slice, offset, false).map_err(io)?;
+                } else {
+                    for (addr, len) in segs {
+                        self.file_io(mem, *addr, *len as usize, offset, false)
+                            .map_err(io)?;
+                        offset += u64::from(*len);
+                    }
                 }
                 self.stats.bytes_read += req.data_len;
                 Ok(req.data_len as u32)
@@ -480,10 +496,14 @@ impl Block {
                     return Err(RequestError::Status(VIRTIO_BLK_S_IOERR));
                 }
                 let mut offset = self.check_range(req)?;
-                for (addr, len) in segs {
-                    self.file_io(mem, *addr, *len as usize, offset, true)
-                        .map_err(io)?;
-                    offset += u64::from(*len);
+                if let Some(slice) = &req.single {
+                    self.slice_io(slice, offset, true).map_err(io)?;
+                } else {
+                    for (addr, len) in segs {
+                        self.file_io(mem, *addr, *len as usize, offset, true)
+                            .map_err(io)?;
+                        offset += u64::from(*len);
+                    }
                 }
                 self.stats.bytes_written += req.data_len;
                 Ok(0)
@@ -621,9 +641,7 @@ impl Block {
                 return 0;
             }
         };
-        if !write_status(mem, req.status, status) {
-            return 0;
-        }
+        req.status.copy_from(&[status][..]);
         len + 1
     }
 }
