@@ -109,7 +109,7 @@ fn run(args: RunArgs, started: Instant) -> i32 {
     match result {
         Ok(end) => {
             let code = end.exit_code();
-            if code == exit_code::OK {
+            if code == exit_code::OK || matches!(end, vmm::VmEnd::Signal(_)) {
                 log::info!("{}", end.describe());
             } else {
                 log::error!("{}", end.describe());
