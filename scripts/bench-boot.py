@@ -19,7 +19,6 @@ Usage: scripts/bench-boot.py [--vmm PATH] [--guest-dir DIR] [--boot-runs N]
 """
 import argparse
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -28,34 +27,16 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+
 MARKER = b"Run /init as init process"
 
 
-def guest_dir(arg):
-    if arg:
-        return arg
-    if os.environ.get("VMM_GUEST_DIR"):
-        return os.environ["VMM_GUEST_DIR"]
-    root = os.environ.get("VMM_GUEST_CACHE", os.path.expanduser("~/.cache/vmm-guest"))
-    return os.path.join(root, "current")
-
-
 def final_cmdline(vmm, kernel, initrd, mem):
-    """The command line this VMM gives the guest (with its emulated-host
-    additions), read from its log, so that QEMU gets exactly the same."""
-    p = subprocess.Popen([vmm, "run", "--kernel", kernel, "--initrd", initrd,
-                          "--memory", str(mem), "--serial", "none"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    line = b""
-    for line in p.stderr:
-        if b"vCPU(s), command line: " in line:
-            break
-    p.kill()
-    p.wait()
-    m = re.search(rb"vCPU\(s\), command line: (.*)$", line.strip())
-    if not m:
-        sys.exit("bench: could not read the guest command line from the vmm log")
-    return m.group(1).decode()
+    """The command line this VMM gives the guest, for QEMU to get the same."""
+    return benchlib.vmm_guest_cmdline(vmm, ["--kernel", kernel, "--initrd", initrd,
+                                            "--memory", str(mem)])
 
 
 def commands(args, kernel, initrd, cmdline):
@@ -175,7 +156,7 @@ def main():
             sys.exit(f"bench: {tool} not found (scripts/setup.sh installs it)")
     if not os.path.exists(args.vmm):
         sys.exit(f"bench: {args.vmm} not found: cargo build --release -p vmm")
-    g = guest_dir(args.guest_dir)
+    g = benchlib.guest_dir(args.guest_dir)
     kernel, initrd = os.path.join(g, "vmlinux"), os.path.join(g, "initramfs.cpio")
     if not (os.path.isfile(kernel) and os.path.isfile(initrd)):
         sys.exit(f"bench: no default guest in {g}: run guest-kernels/build.sh")

@@ -28,19 +28,13 @@ import sys
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+
 HOST_IP = "172.30.0.1"
 GUEST_IP = "172.30.0.2"
 MAC = "02:76:6d:6d:00:02"
 MARKER = b"Run /idle as init process"
-
-
-def guest_dir(arg):
-    if arg:
-        return arg
-    if os.environ.get("VMM_GUEST_DIR"):
-        return os.environ["VMM_GUEST_DIR"]
-    root = os.environ.get("VMM_GUEST_CACHE", os.path.expanduser("~/.cache/vmm-guest"))
-    return os.path.join(root, "current")
 
 
 def sh(*cmd, check=True):
@@ -66,21 +60,11 @@ class Netns:
 
 def guest_cmdline(vmm, kernel, initrd):
     """The command line this VMM gives the guest (with its emulated-host
-    additions, which QEMU's guest needs as much), read from its log."""
+    additions, which QEMU's guest needs as much)."""
     base = (f"console=ttyS0 reboot=k panic=-1 rdinit=/idle "
             f"ip={GUEST_IP}::{HOST_IP}:255.255.255.0::eth0:off")
-    p = subprocess.Popen([vmm, "run", "--kernel", kernel, "--initrd", initrd, "--serial", "none",
-                          "--cmdline", base], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    line = b""
-    for line in p.stderr:
-        if b"vCPU(s), command line: " in line:
-            break
-    p.kill()
-    p.wait()
-    m = re.search(rb"vCPU\(s\), command line: (.*)$", line.strip())
-    if not m:
-        sys.exit("bench: could not read the guest command line from the vmm log")
-    return m.group(1).decode()
+    return benchlib.vmm_guest_cmdline(vmm, ["--kernel", kernel, "--initrd", initrd,
+                                            "--cmdline", base])
 
 
 def commands(args, kernel, initrd, cmdline):
@@ -162,7 +146,7 @@ def main():
             sys.exit(f"bench: {tool} not found (scripts/setup.sh installs it)")
     if not os.path.exists(args.vmm):
         sys.exit(f"bench: {args.vmm} not built: cargo build --release -p vmm")
-    d = guest_dir(args.guest_dir)
+    d = benchlib.guest_dir(args.guest_dir)
     kernel, initrd = os.path.join(d, "vmlinux"), os.path.join(d, "initramfs.cpio")
     for f in (kernel, initrd, os.path.join(d, "idle")):
         if not os.path.exists(f):

@@ -468,6 +468,28 @@ impl Block {
         Ok(req.sector * SECTOR_SIZE)
     }
 
+    /// Reads (or writes) the request's data from (or to) the file, after
+    /// checking it against the capacity.
+    fn transfer(
+        &self,
+        mem: &GuestMemoryMmap,
+        req: &Request,
+        segs: &[(GuestAddress, u32)],
+        write: bool,
+    ) -> Result<(), RequestError> {
+        let io = |_| RequestError::Status(VIRTIO_BLK_S_IOERR);
+        let mut offset = self.check_range(req)?;
+        if let Some(slice) = &req.single {
+            return self.slice_io(slice, offset, write).map_err(io);
+        }
+        for (addr, len) in segs {
+            self.file_io(mem, *addr, *len as usize, offset, write)
+                .map_err(io)?;
+            offset += u64::from(*len);
+        }
+        Ok(())
+    }
+
     /// Runs a parsed request. Returns the bytes written into guest memory.
     fn execute(
         &mut self,
@@ -478,16 +500,7 @@ impl Block {
         let io = |_| RequestError::Status(VIRTIO_BLK_S_IOERR);
         match req.kind {
             VIRTIO_BLK_T_IN => {
-                let mut offset = self.check_range(req)?;
-                if let Some(slice) = &req.single {
-                    self.slice_io(slice, offset, false).map_err(io)?;
-                } else {
-                    for (addr, len) in segs {
-                        self.file_io(mem, *addr, *len as usize, offset, false)
-                            .map_err(io)?;
-                        offset += u64::from(*len);
-                    }
-                }
+                self.transfer(mem, req, segs, false)?;
                 self.stats.bytes_read += req.data_len;
                 Ok(req.data_len as u32)
             }
@@ -495,16 +508,7 @@ impl Block {
                 if self.read_only {
                     return Err(RequestError::Status(VIRTIO_BLK_S_IOERR));
                 }
-                let mut offset = self.check_range(req)?;
-                if let Some(slice) = &req.single {
-                    self.slice_io(slice, offset, true).map_err(io)?;
-                } else {
-                    for (addr, len) in segs {
-                        self.file_io(mem, *addr, *len as usize, offset, true)
-                            .map_err(io)?;
-                        offset += u64::from(*len);
-                    }
-                }
+                self.transfer(mem, req, segs, true)?;
                 self.stats.bytes_written += req.data_len;
                 Ok(0)
             }
@@ -671,15 +675,7 @@ impl VirtioDevice for Block {
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         // struct virtio_blk_config starts with `le64 capacity`.
-        let config = self.capacity.to_le_bytes();
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(i))
-                .and_then(|o| config.get(o))
-                .copied()
-                .unwrap_or(0);
-        }
+        super::read_config_bytes(&self.capacity.to_le_bytes(), offset, data);
     }
 
     fn write_config(&mut self, offset: u64, _data: &[u8]) {

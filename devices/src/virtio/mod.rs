@@ -83,6 +83,19 @@ impl Interrupt {
     }
 }
 
+/// Copies `data.len()` bytes of a device's configuration space `config`
+/// from `offset`; bytes beyond it read as zero.
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = usize::try_from(offset)
+            .ok()
+            .and_then(|o| o.checked_add(i))
+            .and_then(|o| config.get(o))
+            .copied()
+            .unwrap_or(0);
+    }
+}
+
 /// What a device behind the virtio-mmio transport provides.
 pub trait VirtioDevice: Send {
     /// Virtio device id (2: block, 1: net).

@@ -1,0 +1,34 @@
+"""Helpers shared by the benchmark scripts (bench-boot.py, bench-net.py)."""
+import os
+import re
+import subprocess
+import sys
+
+
+def guest_dir(arg):
+    """The default guest's directory: --guest-dir, $VMM_GUEST_DIR, or the
+    `current` link in the guest cache."""
+    if arg:
+        return arg
+    if os.environ.get("VMM_GUEST_DIR"):
+        return os.environ["VMM_GUEST_DIR"]
+    root = os.environ.get("VMM_GUEST_CACHE", os.path.expanduser("~/.cache/vmm-guest"))
+    return os.path.join(root, "current")
+
+
+def vmm_guest_cmdline(vmm, run_args):
+    """The command line this VMM gives the guest for `vmm run RUN_ARGS` (with
+    its emulated-host additions), read from its log, so that QEMU's guest
+    gets exactly the same. The VM is killed as soon as the line is read."""
+    p = subprocess.Popen([vmm, "run", "--serial", "none", *run_args],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    line = b""
+    for line in p.stderr:
+        if b"vCPU(s), command line: " in line:
+            break
+    p.kill()
+    p.wait()
+    m = re.search(rb"vCPU\(s\), command line: (.*)$", line.strip())
+    if not m:
+        sys.exit("bench: could not read the guest command line from the vmm log")
+    return m.group(1).decode()
