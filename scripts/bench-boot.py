@@ -24,7 +24,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -107,21 +106,7 @@ def boot_to_init(cmd, guest_kib, limit):
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.DEVNULL)
-    found = threading.Event()
-    buf = bytearray()
-
-    def reader():
-        while True:
-            chunk = p.stdout.read1(4096)
-            if not chunk:
-                return
-            buf.extend(chunk)
-            if MARKER in buf:
-                found.set()
-                return
-
-    threading.Thread(target=reader, daemon=True).start()
-    ok = found.wait(limit)
+    ok = benchlib.wait_for_marker(p, MARKER, limit)
     elapsed = time.monotonic() - t0
     rss = rss_without_guest_ram(p.pid, guest_kib) if ok else None
     p.kill()

@@ -25,7 +25,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -80,23 +79,6 @@ def commands(args, kernel, initrd, cmdline):
     return {"vmm": vmm, "qemu": qemu}
 
 
-def wait_marker(p, limit):
-    found = threading.Event()
-    buf = bytearray()
-
-    def reader():
-        while True:
-            chunk = p.stdout.read1(4096)
-            if not chunk:
-                return
-            buf.extend(chunk)
-            if MARKER in buf:
-                found.set()
-
-    threading.Thread(target=reader, daemon=True).start()
-    return found.wait(limit)
-
-
 def parse_ping(text):
     sent = re.search(r"(\d+) packets transmitted, (\d+) received", text)
     rtt = re.search(r"rtt min/avg/max/mdev = [\d.]+/([\d.]+)/", text)
@@ -109,7 +91,7 @@ def one_run(name, cmd, ns, args):
     p = subprocess.Popen(ns.cmd(*cmd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.DEVNULL)
     try:
-        if not wait_marker(p, args.limit):
+        if not benchlib.wait_for_marker(p, MARKER, args.limit):
             print(f"  {name}: the guest did not reach init", flush=True)
             return None
         sh(*ns.cmd("ping", "-c", "3", "-i", "0.2", "-W", "5", GUEST_IP), check=False)

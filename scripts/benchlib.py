@@ -3,6 +3,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 
 
 def guest_dir(arg):
@@ -32,3 +33,24 @@ def vmm_guest_cmdline(vmm, run_args):
     if not m:
         sys.exit("bench: could not read the guest command line from the vmm log")
     return m.group(1).decode()
+
+
+def wait_for_marker(p, marker, limit):
+    """Waits up to `limit` seconds for `marker` on the stdout of process `p`
+    (a pipe); True if it came. The pipe goes on being drained afterwards, so
+    a guest that keeps printing never blocks on a full pipe."""
+    found = threading.Event()
+    buf = bytearray()
+
+    def reader():
+        while True:
+            chunk = p.stdout.read1(4096)
+            if not chunk:
+                return
+            if not found.is_set():
+                buf.extend(chunk)
+                if marker in buf:
+                    found.set()
+
+    threading.Thread(target=reader, daemon=True).start()
+    return found.wait(limit)
