@@ -1,5 +1,6 @@
 //! Per-vCPU CPUID: KVM's supported leaves with this vCPU's APIC id and the
-//! VM's topology (one socket, one thread per core, `count` cores).
+//! VM's topology: one socket of `count` logical CPUs, one thread per core,
+//! or two with SMT (`threads` = 2).
 
 use kvm_bindings::{kvm_cpuid_entry2, CpuId};
 
@@ -21,8 +22,11 @@ fn bits_for(count: u8) -> u32 {
     }
 }
 
-/// Adjusts one CPUID entry for vCPU `id` of `count`.
-pub fn adjust_entry(entry: &mut kvm_cpuid_entry2, id: u8, count: u8) {
+/// Adjusts one CPUID entry for vCPU `id` of `count`, with `threads` (1 or
+/// 2) logical CPUs per core.
+pub fn adjust_entry(entry: &mut kvm_cpuid_entry2, id: u8, count: u8, threads: u8) {
+    let threads = threads.clamp(1, count.max(1));
+    let cores = count.div_ceil(threads);
     match entry.function {
         LEAF_FEATURES => {
             // EBX[31:24] initial APIC id, EBX[23:16] logical processors.
@@ -36,23 +40,26 @@ pub fn adjust_entry(entry: &mut kvm_cpuid_entry2, id: u8, count: u8) {
             }
         }
         LEAF_CACHE => {
-            // EAX[31:26]: cores per package - 1; EAX[25:14]: threads sharing
-            // this cache - 1 (private caches: 0, shared L3: all).
+            // EAX[31:26]: cores per package - 1; EAX[25:14]: logical CPUs
+            // sharing this cache - 1 (L1 and L2: a core's threads, L3: all).
             let level = (entry.eax >> 5) & 0x7;
-            let sharing = if level >= 3 { u32::from(count) - 1 } else { 0 };
-            entry.eax =
-                (entry.eax & 0x3fff) | ((u32::from(count) - 1) << 26) | ((sharing & 0xfff) << 14);
+            let sharing = if level >= 3 { count } else { threads };
+            entry.eax = (entry.eax & 0x3fff)
+                | ((u32::from(cores) - 1) << 26)
+                | (((u32::from(sharing) - 1) & 0xfff) << 14);
         }
         LEAF_EXT_TOPOLOGY | LEAF_EXT_TOPOLOGY_V2 => {
             entry.edx = u32::from(id);
             match entry.index {
+                // EAX: how far to shift the x2APIC id to reach the next
+                // level's id; EBX: logical CPUs at this level.
                 0 => {
-                    entry.eax = 0;
-                    entry.ebx = 1;
+                    entry.eax = bits_for(threads);
+                    entry.ebx = u32::from(threads);
                     entry.ecx = (LEVEL_TYPE_THREAD << 8) | entry.index;
                 }
                 1 => {
-                    entry.eax = bits_for(count);
+                    entry.eax = bits_for(threads) + bits_for(cores);
                     entry.ebx = u32::from(count);
                     entry.ecx = (LEVEL_TYPE_CORE << 8) | entry.index;
                 }
@@ -67,11 +74,20 @@ pub fn adjust_entry(entry: &mut kvm_cpuid_entry2, id: u8, count: u8) {
     }
 }
 
+/// The VM's CPU topology: one socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Topology {
+    /// Logical CPUs (vCPUs).
+    pub count: u8,
+    /// Logical CPUs per core: 1, or 2 with SMT.
+    pub threads_per_core: u8,
+}
+
 /// Adjusts every entry of `cpuid` (KVM's supported set) for vCPU `id` of
-/// `count`.
-pub fn for_vcpu(cpuid: &mut CpuId, id: u8, count: u8) {
+/// `topology`.
+pub fn for_vcpu(cpuid: &mut CpuId, id: u8, topology: Topology) {
     for entry in cpuid.as_mut_slice() {
-        adjust_entry(entry, id, count);
+        adjust_entry(entry, id, topology.count, topology.threads_per_core);
     }
 }
 
@@ -92,7 +108,7 @@ mod tests {
     #[test]
     fn leaf1_carries_apic_id_and_count() {
         let mut e = entry(1, 0);
-        adjust_entry(&mut e, 3, 4);
+        adjust_entry(&mut e, 3, 4, 1);
         assert_eq!(e.ebx >> 24, 3);
         assert_eq!((e.ebx >> 16) & 0xff, 4);
         assert_eq!(e.ebx & 0xffff, 0x0800, "CLFLUSH line size kept");
@@ -100,26 +116,50 @@ mod tests {
         assert_ne!(e.ecx & ECX_HYPERVISOR, 0);
         let mut e = entry(1, 0);
         e.edx = EDX_HTT;
-        adjust_entry(&mut e, 0, 1);
+        adjust_entry(&mut e, 0, 1, 1);
         assert_eq!(e.edx & EDX_HTT, 0);
     }
 
     #[test]
     fn leaf_b_describes_cores() {
         let mut t = entry(0xb, 0);
-        adjust_entry(&mut t, 2, 3);
+        adjust_entry(&mut t, 2, 3, 1);
         assert_eq!((t.eax, t.ebx, t.ecx >> 8, t.edx), (0, 1, 1, 2));
         let mut c = entry(0xb, 1);
-        adjust_entry(&mut c, 2, 3);
+        adjust_entry(&mut c, 2, 3, 1);
         assert_eq!((c.eax, c.ebx, c.ecx >> 8, c.edx), (2, 3, 2, 2));
     }
 
     #[test]
     fn leaf4_core_count() {
         let mut e = entry(4, 0);
-        adjust_entry(&mut e, 0, 8);
+        adjust_entry(&mut e, 0, 8, 1);
         assert_eq!(e.eax >> 26, 7);
         assert_eq!(e.eax & 0x3fff, 0x121);
+        assert_eq!((e.eax >> 14) & 0xfff, 0, "level 1 is private to a core");
+    }
+
+    #[test]
+    fn smt_makes_pairs_of_threads() {
+        // 6 logical CPUs, 2 threads per core: 3 cores.
+        let mut t = entry(0xb, 0);
+        adjust_entry(&mut t, 5, 6, 2);
+        assert_eq!((t.eax, t.ebx, t.ecx >> 8, t.edx), (1, 2, 1, 5));
+        let mut c = entry(0xb, 1);
+        adjust_entry(&mut c, 5, 6, 2);
+        assert_eq!((c.eax, c.ebx, c.ecx >> 8), (3, 6, 2));
+        let mut l1 = entry(4, 0); // eax 0x121: level 1
+        adjust_entry(&mut l1, 0, 6, 2);
+        assert_eq!(l1.eax >> 26, 2, "3 cores");
+        assert_eq!((l1.eax >> 14) & 0xfff, 1, "L1 shared by 2 threads");
+        let mut l3 = entry(4, 3);
+        l3.eax = 0x163; // level 3
+        adjust_entry(&mut l3, 0, 6, 2);
+        assert_eq!((l3.eax >> 14) & 0xfff, 5, "L3 shared by all 6");
+        // One vCPU with SMT asked for is still one thread.
+        let mut one = entry(0xb, 0);
+        adjust_entry(&mut one, 0, 1, 2);
+        assert_eq!((one.eax, one.ebx), (0, 1));
     }
 
     #[test]

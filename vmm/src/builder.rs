@@ -83,7 +83,11 @@ pub fn guest_cmdline(config: &VmConfig, emulated: bool) -> String {
         );
         if disk.root {
             let letter = char::from(b'a' + i as u8);
-            if crate::cmdline::add_param(&mut cmdline, "root", Some(&format!("/dev/vd{letter}")))
+            let root = match &disk.partuuid {
+                Some(uuid) => format!("PARTUUID={uuid}"),
+                None => format!("/dev/vd{letter}"),
+            };
+            if crate::cmdline::add_param(&mut cmdline, "root", Some(&root))
                 && !crate::cmdline::has_key(&cmdline, "ro")
                 && !crate::cmdline::has_key(&cmdline, "rw")
             {
@@ -160,11 +164,7 @@ impl Vmm {
             source,
         })?;
 
-        let emulated = match config.emulated_host {
-            EmulatedHost::Auto => host::kvm_is_emulated(),
-            EmulatedHost::On => true,
-            EmulatedHost::Off => false,
-        };
+        let emulated = config.emulated_host.applies();
         let cmdline_text = guest_cmdline(config, emulated);
         let cmdline = arch::boot::make_cmdline(&cmdline_text)
             .map_err(|e| Error::config("cmdline", &config.cmdline, e.to_string()))?;
@@ -370,7 +370,10 @@ impl Vmm {
             vcpu::configure(
                 &fd,
                 id,
-                vcpu_count,
+                arch::cpuid::Topology {
+                    count: vcpu_count,
+                    threads_per_core: if config.smt { 2 } else { 1 },
+                },
                 &base_cpuid,
                 &mem,
                 loaded.entry,
@@ -635,6 +638,7 @@ mod tests {
             cmdline: cmdline.into(),
             mem_mib: 128,
             vcpus: 1,
+            smt: false,
             serial: SerialOutput::None,
             emulated_host: EmulatedHost::Off,
             boot_protocol: BootProtocol::Linux,
@@ -649,6 +653,7 @@ mod tests {
             read_only,
             id: None,
             root,
+            partuuid: None,
         }
     }
 
@@ -679,6 +684,14 @@ mod tests {
         );
         let c = guest_cmdline(&config(vec![disk(true, false)], "ro"), false);
         assert_eq!(c, "ro virtio_mmio.device=4K@0xd0000000:5 root=/dev/vda");
+    }
+
+    #[test]
+    fn a_root_partition_is_named_by_its_uuid() {
+        let mut d = disk(true, true);
+        d.partuuid = Some("0eaa91a0-01".into());
+        let c = guest_cmdline(&config(vec![d], "console=ttyS0"), false);
+        assert!(c.ends_with("root=PARTUUID=0eaa91a0-01 ro"), "{c}");
     }
 
     #[test]

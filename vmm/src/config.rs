@@ -81,6 +81,27 @@ impl FromStr for EmulatedHost {
     }
 }
 
+impl EmulatedHost {
+    /// Whether the guest is adapted to an emulated KVM on this host.
+    pub fn applies(self) -> bool {
+        match self {
+            Self::Auto => crate::host::kvm_is_emulated(),
+            Self::On => true,
+            Self::Off => false,
+        }
+    }
+}
+
+impl fmt::Display for EmulatedHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::On => "on",
+            Self::Off => "off",
+        })
+    }
+}
+
 /// How the kernel is entered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BootProtocol {
@@ -102,6 +123,15 @@ impl FromStr for BootProtocol {
     }
 }
 
+impl fmt::Display for BootProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Linux => "linux",
+            Self::Pvh => "pvh",
+        })
+    }
+}
+
 /// A block device backed by a raw file on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskConfig {
@@ -111,8 +141,12 @@ pub struct DiskConfig {
     pub read_only: bool,
     /// Serial the guest reads with VIRTIO_BLK_T_GET_ID (at most 20 bytes).
     pub id: Option<String>,
-    /// The guest's root file system: adds root=/dev/vdX to the command line.
+    /// The guest's root file system: adds root=/dev/vdX (or
+    /// root=PARTUUID=...) to the command line.
     pub root: bool,
+    /// For a root disk with partitions: the root partition's UUID, given to
+    /// the guest as root=PARTUUID=... instead of the whole disk.
+    pub partuuid: Option<String>,
 }
 
 impl FromStr for DiskConfig {
@@ -129,6 +163,7 @@ impl FromStr for DiskConfig {
             read_only: false,
             id: None,
             root: false,
+            partuuid: None,
         };
         for opt in parts {
             match opt.split_once('=') {
@@ -268,6 +303,9 @@ pub struct VmConfig {
     pub mem_mib: u64,
     /// Number of vCPUs.
     pub vcpus: u32,
+    /// Simultaneous multithreading: the vCPUs are presented as cores of two
+    /// threads each.
+    pub smt: bool,
     /// Serial console output.
     pub serial: SerialOutput,
     /// Emulated-host adaptation.
@@ -354,24 +392,37 @@ pub fn check_file(what: &'static str, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Checks a guest RAM size in MiB (KVM and the host's memory are checked
+/// when the VM is built).
+pub fn check_mem(mib: u64) -> std::result::Result<(), String> {
+    if mib == 0 {
+        return Err("must be at least 1 MiB".into());
+    }
+    Ok(())
+}
+
+/// Checks a vCPU count, with two threads per core if `smt`.
+pub fn check_vcpus(vcpus: u32, smt: bool) -> std::result::Result<(), String> {
+    let max = u32::from(arch::mptable::MAX_CPUS);
+    if vcpus == 0 {
+        return Err("must be at least 1".into());
+    }
+    if vcpus > max {
+        return Err(format!("at most {max} vCPUs are supported"));
+    }
+    if smt && vcpus > 1 && !vcpus.is_multiple_of(2) {
+        return Err("with SMT, the vCPU count must be 1 or even (two threads per core)".into());
+    }
+    Ok(())
+}
+
 impl VmConfig {
     /// Checks the values that need no KVM: files exist, sizes and counts are
     /// in range. KVM- and host-dependent limits are checked when the VM is
     /// built.
     pub fn validate(&self) -> Result<()> {
-        if self.mem_mib == 0 {
-            return Err(Error::config("memory", "0", "must be at least 1 MiB"));
-        }
-        if self.vcpus == 0 {
-            return Err(Error::config("vcpus", "0", "must be at least 1"));
-        }
-        if self.vcpus > u32::from(arch::mptable::MAX_CPUS) {
-            return Err(Error::config(
-                "vcpus",
-                self.vcpus,
-                format!("at most {} vCPUs are supported", arch::mptable::MAX_CPUS),
-            ));
-        }
+        check_mem(self.mem_mib).map_err(|e| Error::config("memory", self.mem_mib, e))?;
+        check_vcpus(self.vcpus, self.smt).map_err(|e| Error::config("vcpus", self.vcpus, e))?;
         check_file("kernel", &self.kernel)?;
         if let Some(initrd) = &self.initrd {
             check_file("initrd", initrd)?;
@@ -464,6 +515,7 @@ mod tests {
             cmdline: DEFAULT_CMDLINE.into(),
             mem_mib: 128,
             vcpus: 1,
+            smt: false,
             serial: SerialOutput::Stdio,
             emulated_host: EmulatedHost::Auto,
             boot_protocol: BootProtocol::Linux,
@@ -552,7 +604,8 @@ mod tests {
                 path: "/a.img".into(),
                 read_only: true,
                 id: Some("data1".into()),
-                root: true
+                root: true,
+                partuuid: None,
             }
         );
         let d: DiskConfig = "/b.img".parse().unwrap();
@@ -579,6 +632,7 @@ mod tests {
             read_only: false,
             id: None,
             root: false,
+            partuuid: None,
         };
         assert_eq!(open_disk(&disk(&good)).unwrap().1, 4096);
         let e = open_disk(&disk(&odd)).unwrap_err();
@@ -653,6 +707,14 @@ mod tests {
         .validate()
         .unwrap_err();
         assert_eq!(e.exit_code(), crate::error::exit_code::CONFIG);
+        let smt = |vcpus| VmConfig {
+            vcpus,
+            smt: true,
+            ..config(&exe)
+        };
+        let e = smt(3).validate().unwrap_err();
+        assert!(e.to_string().contains("1 or even"), "{e}");
+        assert!(smt(1).validate().is_ok() && smt(4).validate().is_ok());
     }
 
     #[test]

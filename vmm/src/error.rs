@@ -45,6 +45,17 @@ pub enum Error {
         /// What is wrong and what would be right.
         reason: String,
     },
+    /// A config file's content is wrong.
+    #[error("config file '{}': {at}: {reason}", file.display())]
+    ConfigFile {
+        /// The config file.
+        file: PathBuf,
+        /// Where: a field's path (drives[1].is_read_only) or a line and
+        /// column.
+        at: String,
+        /// What is wrong, and what would be right.
+        reason: String,
+    },
     /// A file that does not exist or cannot be read.
     #[error("{what} '{}': {reason}", path.display())]
     File {
@@ -135,7 +146,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         use exit_code::*;
         match self {
-            Error::Config { .. } => CONFIG,
+            Error::Config { .. } | Error::ConfigFile { .. } => CONFIG,
             Error::File { .. } => FILE,
             Error::Disk { .. } => IMAGE,
             Error::Kernel { source, .. } | Error::Initrd { source, .. } => match source {

@@ -5,6 +5,7 @@
 pub mod builder;
 pub mod cmdline;
 pub mod config;
+pub mod config_file;
 pub mod device_manager;
 pub mod error;
 pub mod event_loop;

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use vmm::config::{
     self, BootProtocol, DiskConfig, EmulatedHost, NetConfig, SerialOutput, VmConfig,
 };
+use vmm::config_file::{self, ConfigFile, Overrides};
 use vmm::{exit_code, Error, Vmm};
 
 /// A KVM virtual machine monitor: every VM boots its own Linux kernel.
@@ -25,36 +26,68 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Boot a VM. With no --kernel, boots the default guest built by
-    /// guest-kernels/build.sh.
+    /// Boot a VM. With no --kernel and no --config, boots the default guest
+    /// built by guest-kernels/build.sh.
     Run(RunArgs),
+    /// Check or write VM config files (Firecracker's --config-file layout).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file (with any `run` options over it) and print
+    /// the resolved configuration in the same layout.
+    Check {
+        /// The config file.
+        file: PathBuf,
+        #[command(flatten)]
+        vm: VmArgs,
+    },
+    /// Print a working config file for the default guest.
+    Example,
 }
 
 #[derive(Args)]
 struct RunArgs {
+    /// A JSON config file in Firecracker's --config-file layout; the options
+    /// below, when given, win over its values (--disk and --net replace its
+    /// drives and network-interfaces).
+    #[arg(long, value_name = "FILE", alias = "config-file")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    vm: VmArgs,
+}
+
+#[derive(Args)]
+struct VmArgs {
     /// Kernel image: an uncompressed ELF vmlinux or a bzImage.
     #[arg(long, value_name = "PATH")]
     kernel: Option<PathBuf>,
     /// Initrd / initramfs image.
     #[arg(long, value_name = "PATH")]
     initrd: Option<PathBuf>,
-    /// Guest kernel command line (replaces the default; the VMM still adds
-    /// what it manages).
+    /// Guest kernel command line (replaces the default, "console=ttyS0
+    /// reboot=k panic=-1"; the VMM still adds what it manages).
     #[arg(long, value_name = "STR")]
     cmdline: Option<String>,
-    /// Guest RAM: MiB, or with a unit (512M, 2G).
-    #[arg(long, value_name = "SIZE", default_value = "128M", value_parser = config::parse_mem_size)]
-    memory: u64,
-    /// Number of vCPUs.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    vcpus: u32,
-    /// Serial console: stdio, file:PATH or none.
-    #[arg(long, value_name = "WHERE", default_value = "stdio")]
-    serial: SerialOutput,
+    /// Guest RAM: MiB, or with a unit (512M, 2G). Default 128M.
+    #[arg(long, value_name = "SIZE", value_parser = config::parse_mem_size)]
+    memory: Option<u64>,
+    /// Number of vCPUs. Default 1.
+    #[arg(long, value_name = "N")]
+    vcpus: Option<u32>,
+    /// Present the vCPUs as cores of two threads each (the vCPU count must
+    /// be 1 or even): --smt, or --smt=false against a config file's.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    smt: Option<bool>,
+    /// Serial console: stdio, file:PATH or none. Default stdio.
+    #[arg(long, value_name = "WHERE")]
+    serial: Option<SerialOutput>,
     /// Adapt the guest command line to an emulated KVM (kvm_pvm): auto
-    /// detects it, on forces it, off never adapts.
-    #[arg(long, value_name = "MODE", default_value = "auto")]
-    emulated_host: EmulatedHost,
+    /// detects it, on forces it, off never adapts. Default auto.
+    #[arg(long, value_name = "MODE")]
+    emulated_host: Option<EmulatedHost>,
     /// A virtio block device on a raw image: PATH[,ro][,id=NAME][,root].
     /// Repeatable; the guest sees them as vda, vdb, ... in this order.
     #[arg(long, value_name = "DISK")]
@@ -66,32 +99,37 @@ struct RunArgs {
     #[arg(long, value_name = "NET")]
     net: Vec<NetConfig>,
     /// How to enter the kernel: linux (64-bit boot protocol) or pvh.
-    #[arg(long, value_name = "PROTO", default_value = "linux")]
-    boot_protocol: BootProtocol,
+    /// Default linux.
+    #[arg(long, value_name = "PROTO")]
+    boot_protocol: Option<BootProtocol>,
 }
 
-fn to_config(args: RunArgs) -> Result<VmConfig, Error> {
-    let (kernel, initrd) = match args.kernel {
-        Some(k) => (k, args.initrd),
-        None => {
-            let (k, i) = config::default_guest()?;
-            (k, Some(args.initrd.unwrap_or(i)))
+impl VmArgs {
+    fn overrides(self) -> Overrides {
+        Overrides {
+            kernel: self.kernel,
+            initrd: self.initrd,
+            cmdline: self.cmdline,
+            mem_mib: self.memory,
+            vcpus: self.vcpus,
+            smt: self.smt,
+            serial: self.serial,
+            emulated_host: self.emulated_host,
+            boot_protocol: self.boot_protocol,
+            disks: (!self.disk.is_empty()).then_some(self.disk),
+            nets: (!self.net.is_empty()).then_some(self.net),
         }
-    };
-    Ok(VmConfig {
-        kernel,
-        initrd,
-        cmdline: args
-            .cmdline
-            .unwrap_or_else(|| config::DEFAULT_CMDLINE.to_string()),
-        mem_mib: args.memory,
-        vcpus: args.vcpus,
-        serial: args.serial,
-        emulated_host: args.emulated_host,
-        boot_protocol: args.boot_protocol,
-        disks: args.disk,
-        nets: args.net,
-    })
+    }
+}
+
+/// The VM's configuration: the config file's with the options over it, or
+/// the options alone.
+fn to_config(config: Option<PathBuf>, vm: VmArgs) -> Result<VmConfig, Error> {
+    let overrides = vm.overrides();
+    match config {
+        Some(file) => config_file::load(&file, overrides),
+        None => overrides.into_config(),
+    }
 }
 
 fn init_logging(level: &str) {
@@ -102,8 +140,21 @@ fn init_logging(level: &str) {
         .init();
 }
 
+/// Logs `e` with its causes and returns its exit code.
+fn fail(e: Error) -> i32 {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    log::error!("{msg}");
+    e.exit_code()
+}
+
 fn run(args: RunArgs, started: Instant) -> i32 {
-    let result = to_config(args)
+    let result = to_config(args.config, args.vm)
         .and_then(|cfg| Vmm::build(&cfg, started))
         .and_then(Vmm::run);
     match result {
@@ -116,18 +167,36 @@ fn run(args: RunArgs, started: Instant) -> i32 {
             }
             code
         }
-        Err(e) => {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
-                src = s.source();
-            }
-            log::error!("{msg}");
-            e.exit_code()
-        }
+        Err(e) => fail(e),
     }
+}
+
+/// `vmm config check FILE`: the resolved configuration, after the checks
+/// `run` makes before it creates the VM; with the guest command line the
+/// VMM would give on this host.
+fn config_check(file: PathBuf, vm: VmArgs) -> i32 {
+    let checked = to_config(Some(file), vm).and_then(|cfg| cfg.validate().map(|()| cfg));
+    match checked {
+        Ok(cfg) => {
+            println!("{}", ConfigFile::from_config(&cfg).to_json());
+            log::info!(
+                "configuration is valid; the guest's command line on this host: {}",
+                vmm::builder::guest_cmdline(&cfg, cfg.emulated_host.applies())
+            );
+            exit_code::OK
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// `vmm config example`.
+fn config_example() -> i32 {
+    let example = config_file::example();
+    if let Err(e) = config::default_guest() {
+        log::warn!("{e}");
+    }
+    println!("{}", example.to_json());
+    exit_code::OK
 }
 
 fn main() -> ExitCode {
@@ -136,6 +205,8 @@ fn main() -> ExitCode {
     init_logging(&cli.log_level);
     let code = match cli.command {
         Command::Run(args) => run(args, started),
+        Command::Config(ConfigCommand::Check { file, vm }) => config_check(file, vm),
+        Command::Config(ConfigCommand::Example) => config_example(),
     };
     ExitCode::from(code as u8)
 }

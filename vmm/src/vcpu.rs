@@ -243,19 +243,19 @@ impl VmExitState {
     }
 }
 
-/// Configures vCPU `id` of `count` for the boot: CPUID, MSRs, registers,
+/// Configures vCPU `id` of `topology` for the boot: CPUID, MSRs, registers,
 /// segment and control registers, FPU and LAPIC.
 pub fn configure(
     fd: &VcpuFd,
     id: u8,
-    count: u8,
+    topology: arch::cpuid::Topology,
     base_cpuid: &CpuId,
     mem: &GuestMemoryMmap,
     entry: GuestAddress,
     mode: arch::EntryMode,
 ) -> Result<()> {
     let mut cpuid = base_cpuid.clone();
-    arch::cpuid::for_vcpu(&mut cpuid, id, count);
+    arch::cpuid::for_vcpu(&mut cpuid, id, topology);
     fd.set_cpuid2(&cpuid)
         .map_err(Error::kvm("KVM_SET_CPUID2"))?;
 
