@@ -8,6 +8,7 @@
 # The guest directory guest-<hash>/ links them together (vmlinux, bzImage,
 # config, initramfs.cpio, init, idle, rootfs.ext4), and the link `current`
 # points at it: that is where `vmm run` looks for its default guest.
+# guest-kernels/current (not in git) points there too, for examples/.
 #
 # Prints KEY=PATH lines on stdout (VMLINUX, BZIMAGE, INITRAMFS, ROOTFS,
 # GUEST_DIR); progress goes to stderr.
@@ -34,6 +35,9 @@ if [[ ! -d $guest_dir ]]; then
     mv "$guest_dir.tmp" "$guest_dir"
 fi
 ln -sfn "$(basename "$guest_dir")" "$cache_root/current"
+# The same from the repository, for the config files in examples/ (their
+# paths are relative to the repository root, where they are run from).
+ln -sfn "$cache_root/current" "$here/current"
 echo "VMLINUX=$guest_dir/vmlinux"
 echo "BZIMAGE=$guest_dir/bzImage"
 echo "INITRAMFS=$guest_dir/initramfs.cpio"

@@ -686,9 +686,20 @@ impl ConfigFile {
     }
 
     /// `config` in this layout, every value resolved: what `vmm config
-    /// check` prints. Drives are named by their serial or vdX, interfaces
-    /// ethN, and generated MACs are written out.
+    /// check` prints. Paths are made absolute (against the working
+    /// directory, without following links), drives are named by their
+    /// serial or vdX, interfaces ethN, and generated MACs are written out.
     pub fn from_config(config: &VmConfig) -> ConfigFile {
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let mut config = config.clone();
+        config.kernel = abs(&config.kernel);
+        config.initrd = config.initrd.as_deref().map(abs);
+        for d in &mut config.disks {
+            d.path = abs(&d.path);
+        }
+        if let SerialOutput::File(p) = &config.serial {
+            config.serial = SerialOutput::File(abs(p));
+        }
         ConfigFile {
             boot_source: Some(BootSource {
                 kernel_image_path: config.kernel.clone(),
