@@ -48,6 +48,11 @@ pub const MMIO_GAP_START: u64 = 0xc000_0000;
 pub const MMIO_GAP_END: u64 = 1 << 32;
 /// Size of the 32-bit MMIO gap.
 pub const MMIO_GAP_SIZE: u64 = MMIO_GAP_END - MMIO_GAP_START;
+/// The boot-timer device's MMIO page (the guest writes 123 at its first
+/// byte when its init runs).
+pub const BOOT_TIMER_START: u64 = MMIO_GAP_START;
+/// Its size.
+pub const BOOT_TIMER_SIZE: u64 = 0x1000;
 /// First address handed to virtio-mmio devices.
 pub const VIRTIO_MMIO_START: u64 = 0xd000_0000;
 /// Size of each virtio-mmio device window.

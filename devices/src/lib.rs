@@ -1,6 +1,7 @@
 //! Device models for the VMM, each behind the small `BusDevice` trait: a
 //! device sees only offsets inside its own range, the `Bus` owns lookups.
 
+pub mod boot_timer;
 pub mod bus;
 pub mod cmos;
 pub mod i8042;

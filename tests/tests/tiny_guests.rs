@@ -220,3 +220,64 @@ fn sigterm_tears_the_vm_down_cleanly() {
         out.stderr
     );
 }
+
+/// The log line of a boot phase: its time in ms.
+fn phase_ms(log: &str, name: &str) -> Option<f64> {
+    let key = format!("phase {name} at ");
+    let rest = &log[log.find(&key)? + key.len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn the_boot_timer_port_and_page_mark_init_reached_after_the_other_phases() {
+    if !kvm_available() {
+        eprintln!("skipped: /dev/kvm not available");
+        return;
+    }
+    // Port 0x440: mov dx, 0x440; mov al, 123; out dx, al.
+    let port: Vec<u8> = vec![0x66, 0xba, 0x40, 0x04, 0xb0, 123, 0xee];
+    // MMIO page at 0xc0000000: mov eax, 0xc0000000; mov byte [rax], 123.
+    let page: Vec<u8> = vec![0xb8, 0x00, 0x00, 0x00, 0xc0, 0xc6, 0x00, 123];
+    for (what, write) in [("port", port), ("page", page)] {
+        let mut code = asm::print(b"booting\n");
+        // A wrong value first: not a mark.
+        code.extend_from_slice(&[0x66, 0xba, 0x40, 0x04, 0xb0, 7, 0xee]);
+        code.extend(write);
+        code.extend(asm::reset());
+        let out = boot(&code, &[]);
+        assert_eq!(out.code, Some(0), "{what}: {}", out.stderr);
+        let log = &out.stderr;
+        let built = phase_ms(log, "vm_built").expect(log);
+        let run = phase_ms(log, "first_kvm_run").expect(log);
+        let output = phase_ms(log, "first_console_output").expect(log);
+        let init = phase_ms(log, "init_reached").unwrap_or_else(|| panic!("{what}: {log}"));
+        assert!(
+            built <= run && run <= output && output <= init,
+            "{what}: {log}"
+        );
+        assert_eq!(log.matches("phase init_reached").count(), 1, "{log}");
+    }
+    // Without the write there is no mark.
+    let mut code = asm::print(b"booting\n");
+    code.extend(asm::reset());
+    let out = boot(&code, &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(!out.stderr.contains("init_reached"), "{}", out.stderr);
+}
+
+#[test]
+fn the_kernels_init_line_on_the_console_is_a_phase() {
+    if !kvm_available() {
+        eprintln!("skipped: /dev/kvm not available");
+        return;
+    }
+    let mut code = asm::print(b"[    1.000000] Run /init as init process\r\n");
+    code.extend(asm::reset());
+    let out = boot(&code, &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        phase_ms(&out.stderr, "kernel_runs_init").is_some(),
+        "{}",
+        out.stderr
+    );
+}

@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::event_loop::{ExitHandler, StdinHandler, VirtioHandler};
 use crate::host;
 use crate::vcpu::{self, Vcpu, VmEnd, VmExitState};
+use devices::boot_timer::{Phase, Timeline};
 use devices::serial::SerialDevice;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -105,6 +106,13 @@ pub fn guest_cmdline(config: &VmConfig, emulated: bool) -> String {
             ),
         );
     }
+    // Where init tells the VMM it runs (the kernel hands unknown KEY=VALUE
+    // parameters to init as its environment).
+    crate::cmdline::add_param(
+        &mut cmdline,
+        devices::boot_timer::CMDLINE_PARAM,
+        Some(&format!("{:#x}", devices::boot_timer::PORT)),
+    );
     if emulated {
         for (key, value) in host::emulated_host_params() {
             match value {
@@ -158,6 +166,7 @@ impl Vmm {
     /// or the images are reported before KVM is touched.
     pub fn build(config: &VmConfig, started: Instant) -> Result<Vmm> {
         config.validate()?;
+        let timeline = Arc::new(Timeline::new(started));
         let mut kernel = open_image("kernel", &config.kernel)?;
         arch::boot::probe_kernel(&mut kernel).map_err(|source| Error::Kernel {
             path: config.kernel.clone(),
@@ -325,7 +334,11 @@ impl Vmm {
             serial,
             serial_input_ready,
             reset_evt,
-        } = device_manager::create(&vm, device_manager::serial_writer(&config.serial)?)?;
+        } = device_manager::create(
+            &vm,
+            device_manager::serial_writer(&config.serial)?,
+            &timeline,
+        )?;
         let mut mmio = mmio;
         let mut virtio = Vec::with_capacity(config.disks.len());
         for (i, disk) in config.disks.iter().enumerate() {
@@ -358,7 +371,7 @@ impl Vmm {
             );
         }
         let (pio, mmio) = (Arc::new(pio), Arc::new(mmio));
-        let exit = Arc::new(VmExitState::new(started)?);
+        let exit = Arc::new(VmExitState::new(timeline.clone())?);
         let base_cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))?;
@@ -387,10 +400,7 @@ impl Vmm {
                 exit: exit.clone(),
             });
         }
-        log::info!(
-            "timing: VM built at {:.3} ms after process start",
-            ms_since(started)
-        );
+        timeline.mark(Phase::VmBuilt);
 
         Ok(Vmm {
             vcpus,
@@ -666,10 +676,10 @@ mod tests {
         assert_eq!(
             c,
             "console=ttyS0 reboot=k panic=-1 virtio_mmio.device=4K@0xd0000000:5 \
-             virtio_mmio.device=4K@0xd0001000:6 root=/dev/vdb rw"
+             virtio_mmio.device=4K@0xd0001000:6 root=/dev/vdb rw VMM_BOOT_TIMER=0x440"
         );
         let c = guest_cmdline(&config(vec![disk(true, true)], "console=ttyS0"), false);
-        assert!(c.ends_with("root=/dev/vda ro"), "{c}");
+        assert!(c.ends_with("root=/dev/vda ro VMM_BOOT_TIMER=0x440"), "{c}");
     }
 
     #[test]
@@ -683,7 +693,10 @@ mod tests {
             "{c}"
         );
         let c = guest_cmdline(&config(vec![disk(true, false)], "ro"), false);
-        assert_eq!(c, "ro virtio_mmio.device=4K@0xd0000000:5 root=/dev/vda");
+        assert_eq!(
+            c,
+            "ro virtio_mmio.device=4K@0xd0000000:5 root=/dev/vda VMM_BOOT_TIMER=0x440"
+        );
     }
 
     #[test]
@@ -691,7 +704,15 @@ mod tests {
         let mut d = disk(true, true);
         d.partuuid = Some("0eaa91a0-01".into());
         let c = guest_cmdline(&config(vec![d], "console=ttyS0"), false);
-        assert!(c.ends_with("root=PARTUUID=0eaa91a0-01 ro"), "{c}");
+        assert!(c.contains("root=PARTUUID=0eaa91a0-01 ro"), "{c}");
+    }
+
+    #[test]
+    fn init_is_told_the_boot_timer_port_unless_the_user_set_it() {
+        let c = guest_cmdline(&config(vec![], "console=ttyS0"), false);
+        assert_eq!(c, "console=ttyS0 VMM_BOOT_TIMER=0x440");
+        let c = guest_cmdline(&config(vec![], "VMM_BOOT_TIMER=0x0"), false);
+        assert_eq!(c, "VMM_BOOT_TIMER=0x0");
     }
 
     #[test]
@@ -711,7 +732,8 @@ mod tests {
         assert_eq!(
             line,
             "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5 root=/dev/vda rw \
-             virtio_mmio.device=4K@0xd0001000:6 virtio_mmio.device=4K@0xd0002000:7"
+             virtio_mmio.device=4K@0xd0001000:6 virtio_mmio.device=4K@0xd0002000:7 \
+             VMM_BOOT_TIMER=0x440"
         );
     }
 }

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use arch::layout::SERIAL_IRQ;
+use devices::boot_timer::{self, BootTimer, Timeline, WatchedOutput};
 use devices::cmos::{Cmos, CMOS_BASE, CMOS_LEN};
 use devices::i8042::{I8042, I8042_BASE, I8042_LEN, KBD_IRQ};
 use devices::serial::{EventFdTrigger, SerialDevice};
@@ -69,10 +70,17 @@ pub fn serial_writer(output: &SerialOutput) -> Result<Box<dyn Write + Send>> {
     })
 }
 
-/// Creates the legacy devices, places them on a new PIO bus and registers
-/// the serial IRQ with KVM.
-pub fn create(vm: &VmFd, output: Box<dyn Write + Send>) -> Result<LegacyDevices> {
+/// Creates the legacy devices and the boot timer, places them on new PIO
+/// and MMIO buses and registers their IRQs with KVM. The serial console's
+/// `output` is watched for the boot phases it shows (`timeline`).
+pub fn create(
+    vm: &VmFd,
+    output: Box<dyn Write + Send>,
+    timeline: &Arc<Timeline>,
+) -> Result<LegacyDevices> {
     let mut pio = Bus::new("pio");
+    let mut mmio = Bus::new("mmio");
+    let output = Box::new(WatchedOutput::new(output, timeline.clone()));
 
     let irq = EventFdTrigger::new().map_err(io_err("cannot create the serial IRQ eventfd"))?;
     vm.register_irqfd(&irq.0, SERIAL_IRQ)
@@ -104,10 +112,17 @@ pub fn create(vm: &VmFd, output: Box<dyn Write + Send>) -> Result<LegacyDevices>
     pio.insert(Arc::new(Mutex::new(i8042)), I8042_BASE, I8042_LEN)?;
     pio.insert(Arc::new(Mutex::new(Cmos::new())), CMOS_BASE, CMOS_LEN)?;
     pio.insert(Arc::new(Mutex::new(Sink::new(0))), POST_PORT, 1)?;
+    let boot_timer = Arc::new(Mutex::new(BootTimer::new(timeline.clone())));
+    pio.insert(boot_timer.clone(), u64::from(boot_timer::PORT), 1)?;
+    mmio.insert(
+        boot_timer,
+        arch::layout::BOOT_TIMER_START,
+        arch::layout::BOOT_TIMER_SIZE,
+    )?;
 
     Ok(LegacyDevices {
         pio,
-        mmio: Bus::new("mmio"),
+        mmio,
         serial,
         serial_input_ready,
         reset_evt,

@@ -214,7 +214,12 @@ mod tests {
 
     #[test]
     fn reset_event_ends_the_vm() {
-        let exit = Arc::new(VmExitState::new(std::time::Instant::now()).unwrap());
+        let exit = Arc::new(
+            VmExitState::new(Arc::new(devices::boot_timer::Timeline::new(
+                std::time::Instant::now(),
+            )))
+            .unwrap(),
+        );
         let reset = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let trigger = reset.try_clone().unwrap();
         let mut em = EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new().unwrap();

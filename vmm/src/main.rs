@@ -32,6 +32,34 @@ enum Command {
     /// Check or write VM config files (Firecracker's --config-file layout).
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Measure VM boot (this VMM, QEMU microvm) against container start
+    /// (runc, bare namespaces) on this machine, interleaved in one run.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Rounds; each starts every system once (or --parallel times).
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    iterations: u32,
+    /// Starts at once, per system and round: per-instance times and starts
+    /// per second.
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    parallel: u32,
+    /// Where to write samples.csv, report.md and chart.svg.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Which systems, comma-separated: vmm, qemu, runc, unshare.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "vmm,qemu,runc,unshare", value_parser = parse_system)]
+    systems: Vec<vmm::bench::System>,
+    /// Seconds one start may take to be ready.
+    #[arg(long, value_name = "SECS", default_value_t = 900)]
+    limit: u64,
+}
+
+fn parse_system(s: &str) -> Result<vmm::bench::System, String> {
+    vmm::bench::System::parse(s)
+        .ok_or_else(|| format!("unknown system '{s}': expected vmm, qemu, runc or unshare"))
 }
 
 #[derive(Subcommand)]
@@ -189,6 +217,41 @@ fn config_check(file: PathBuf, vm: VmArgs) -> i32 {
     }
 }
 
+/// `vmm bench`.
+fn bench(args: BenchArgs) -> i32 {
+    let mut systems = args.systems;
+    systems.dedup();
+    let opts = vmm::bench::Options {
+        iterations: args.iterations as usize,
+        parallel: args.parallel as usize,
+        out: args.out,
+        systems: systems.clone(),
+        limit: std::time::Duration::from_secs(args.limit),
+        mem_mib: config::DEFAULT_MEM_MIB,
+    };
+    match vmm::bench::bench(&opts) {
+        Ok(samples) => {
+            let never: Vec<&str> = systems
+                .iter()
+                .filter(|&&s| samples.iter().any(|x| x.system == Some(s)))
+                .filter(|&&s| {
+                    !samples
+                        .iter()
+                        .any(|x| x.system == Some(s) && x.ready_ms.is_some())
+                })
+                .map(|s| s.name())
+                .collect();
+            if never.is_empty() {
+                exit_code::OK
+            } else {
+                log::error!("bench: never ready: {}", never.join(", "));
+                exit_code::VMM_ERROR
+            }
+        }
+        Err(e) => fail(e),
+    }
+}
+
 /// `vmm config example`.
 fn config_example() -> i32 {
     let example = config_file::example();
@@ -207,6 +270,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args, started),
         Command::Config(ConfigCommand::Check { file, vm }) => config_check(file, vm),
         Command::Config(ConfigCommand::Example) => config_example(),
+        Command::Bench(args) => bench(args),
     };
     ExitCode::from(code as u8)
 }

@@ -2,9 +2,9 @@
 //! exit handling as a free function that unit tests drive with a dummy bus.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
 
+use devices::boot_timer::{Phase, Timeline};
 use devices::Bus;
 use kvm_bindings::{
     kvm_dtable, CpuId, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
@@ -202,15 +202,13 @@ pub struct VmExitState {
     pub evt: EventFd,
     /// Set when vCPU threads must stop.
     pub stop: AtomicBool,
-    /// When a vCPU first entered the guest.
-    pub first_run: OnceLock<Instant>,
-    /// When the VMM process started; phases are logged relative to it.
-    pub started: Instant,
+    /// The boot phases, stamped as they happen.
+    pub timeline: Arc<Timeline>,
 }
 
 impl VmExitState {
     /// A fresh state.
-    pub fn new(started: Instant) -> Result<Self> {
+    pub fn new(timeline: Arc<Timeline>) -> Result<Self> {
         Ok(VmExitState {
             end: Mutex::new(None),
             evt: EventFd::new(libc::EFD_NONBLOCK).map_err(|source| Error::Io {
@@ -218,8 +216,7 @@ impl VmExitState {
                 source,
             })?,
             stop: AtomicBool::new(false),
-            first_run: OnceLock::new(),
-            started,
+            timeline,
         })
     }
 
@@ -364,12 +361,8 @@ impl Vcpu {
     /// The vCPU thread's body: run until the VM ends or the VMM stops it.
     pub fn run(mut self) {
         while !self.exit.stop.load(Ordering::Acquire) {
-            if self.id == 0 && self.exit.first_run.get().is_none() {
-                let now = *self.exit.first_run.get_or_init(Instant::now);
-                log::info!(
-                    "timing: first KVM_RUN at {:.3} ms after process start",
-                    (now - self.exit.started).as_secs_f64() * 1e3
-                );
+            if self.id == 0 {
+                self.exit.timeline.mark(Phase::FirstRun);
             }
             let action = match self.fd.run() {
                 Ok(exit) => handle_exit(exit, &self.pio, &self.mmio),
@@ -396,6 +389,7 @@ impl Vcpu {
 mod tests {
     use super::*;
     use devices::BusDevice;
+    use std::time::Instant;
 
     #[derive(Default)]
     struct Dummy {
@@ -572,7 +566,7 @@ mod tests {
 
     #[test]
     fn first_end_wins_and_wakes_the_loop() {
-        let s = VmExitState::new(Instant::now()).unwrap();
+        let s = VmExitState::new(Arc::new(Timeline::new(Instant::now()))).unwrap();
         s.finish(VmEnd::Reset("i8042"));
         s.finish(VmEnd::Crash(0));
         assert_eq!(s.end(), Some(VmEnd::Reset("i8042")));

@@ -1,0 +1,162 @@
+//! `vmm bench` end to end: a short run of the containers writes the three
+//! files with what they measured, and one VM boot (slow on an emulated KVM:
+//! about a minute and a half) gives its phases and the guest kernel's
+//! version.
+
+use std::path::Path;
+use std::time::Duration;
+
+use vmm_tests::{default_guest_or_skip, run_vmm, TempDir};
+
+const LIMIT: Duration = Duration::from_secs(900);
+
+/// The CSV's rows as maps from column to value.
+fn rows(csv: &str) -> Vec<std::collections::HashMap<String, String>> {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    lines
+        .map(|l| {
+            header
+                .iter()
+                .zip(l.split(','))
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+fn read(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn containers_can_run() -> bool {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let have = |p: &str| Path::new(p).exists();
+    let ok = root && (have("/usr/sbin/runc") || have("/usr/bin/runc")) && have("/bin/busybox");
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root with runc and busybox-static (scripts/setup.sh)"
+        );
+        eprintln!("skipped: needs root, runc and busybox-static");
+    }
+    ok
+}
+
+#[test]
+fn a_short_container_run_writes_the_csv_report_and_chart() {
+    let Some(_) = default_guest_or_skip(&["init"]) else {
+        return;
+    };
+    if !containers_can_run() {
+        return;
+    }
+    let tmp = TempDir::new("bench");
+    let out_dir = tmp.join("out");
+    let out = run_vmm(
+        &[
+            "bench",
+            "--iterations",
+            "2",
+            "--systems",
+            "runc,unshare",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+        LIMIT,
+        None,
+    );
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    // The terminal table.
+    for sys in ["runc", "unshare"] {
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(sys))
+            .unwrap_or_else(|| panic!("{}", out.stdout));
+        assert_eq!(line.split_whitespace().nth(1), Some("2"), "{line}");
+    }
+    let csv = read(&out_dir, "samples.csv");
+    let rows = rows(&csv);
+    assert_eq!(rows.len(), 4, "{csv}");
+    for r in &rows {
+        let ready: f64 = r["ready_ms"].parse().unwrap_or_else(|_| panic!("{csv}"));
+        assert!(ready > 0.0 && ready < 60_000.0, "{csv}");
+        let rss: u64 = r["peak_rss_kib"].parse().unwrap();
+        assert!(rss > 0, "{csv}");
+    }
+    // Interleaved: runc, unshare, runc, unshare.
+    let order: Vec<&str> = rows.iter().map(|r| r["system"].as_str()).collect();
+    assert_eq!(order, ["runc", "unshare", "runc", "unshare"]);
+    let md = read(&out_dir, "report.md");
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert!(md.contains(&format!("Linux {}", host.trim())), "{md}");
+    assert!(md.contains("| runc | 2 |"), "{md}");
+    let svg = read(&out_dir, "chart.svg");
+    assert!(
+        svg.contains(">runc</text>") && svg.contains(">unshare</text>"),
+        "{svg}"
+    );
+    // No container is left behind.
+    let list = std::process::Command::new("runc")
+        .arg("list")
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(!list.contains("vmm-bench-"), "{list}");
+}
+
+#[test]
+fn bad_bench_options_are_usage_errors() {
+    for args in [
+        &["bench", "--iterations", "0"][..],
+        &["bench", "--parallel", "0"][..],
+        &["bench", "--systems", "vmm,docker"][..],
+    ] {
+        let out = run_vmm(args, Duration::from_secs(30), None);
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+    }
+}
+
+/// Slow: one boot of the default guest (about a minute and a half on an
+/// emulated KVM, well under a second on VT-x/AMD-V).
+#[test]
+fn slow_one_vm_boot_gives_its_phases_and_the_guest_kernel() {
+    let Some(_) = default_guest_or_skip(&[]) else {
+        return;
+    };
+    let tmp = TempDir::new("bench-vm");
+    let out_dir = tmp.join("out");
+    let out = run_vmm(
+        &[
+            "bench",
+            "--iterations",
+            "1",
+            "--systems",
+            "vmm",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+        LIMIT,
+        None,
+    );
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    let csv = read(&out_dir, "samples.csv");
+    let rows = rows(&csv);
+    assert_eq!(rows.len(), 1, "{csv}");
+    let r = &rows[0];
+    let ms = |k: &str| -> f64 { r[k].parse().unwrap_or_else(|_| panic!("{k}: {csv}")) };
+    assert!(ms("vm_built_ms") <= ms("first_kvm_run_ms"), "{csv}");
+    assert!(
+        ms("first_kvm_run_ms") <= ms("first_console_output_ms"),
+        "{csv}"
+    );
+    assert!(
+        ms("first_console_output_ms") <= ms("ready_ms") + 50.0,
+        "{csv}"
+    );
+    let md = read(&out_dir, "report.md");
+    assert!(md.contains("its own kernel, Linux 6.12"), "{md}");
+    assert!(md.contains("VMM: build the VM"), "{md}");
+}

@@ -1,0 +1,474 @@
+//! `vmm bench`: how long a VM with its own kernel takes to come up against
+//! a container sharing the host's kernel, measured the same way in one run,
+//! and where the time goes.
+//!
+//! Four systems, interleaved iteration by iteration: this VMM booting the
+//! default guest to its init; QEMU microvm booting the same kernel and
+//! initramfs with the same command line; a runc container running the same
+//! init on a busybox root file system; the same init in fresh namespaces
+//! (unshare), the floor. Each start is timed from the spawn of its process
+//! to its "ready" line on stdout, and its peak RSS read from the kernel when
+//! it is reaped. This VMM's own phases come from its log.
+
+pub mod bundle;
+pub mod report;
+pub mod run;
+pub mod stats;
+
+/// A system under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum System {
+    /// This VMM.
+    Vmm,
+    /// QEMU microvm.
+    Qemu,
+    /// A runc container.
+    Runc,
+    /// Bare namespaces (unshare).
+    Unshare,
+}
+
+impl System {
+    /// Every system, in the order they run and are shown.
+    pub const ALL: [System; 4] = [System::Vmm, System::Qemu, System::Runc, System::Unshare];
+
+    /// The short name (CSV, --systems).
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Vmm => "vmm",
+            System::Qemu => "qemu",
+            System::Runc => "runc",
+            System::Unshare => "unshare",
+        }
+    }
+
+    /// Whether it boots its own kernel.
+    pub fn is_vm(self) -> bool {
+        matches!(self, System::Vmm | System::Qemu)
+    }
+
+    /// Parses a name.
+    pub fn parse(s: &str) -> Option<System> {
+        System::ALL.into_iter().find(|x| x.name() == s)
+    }
+}
+
+/// One start of one system.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Sample {
+    /// Which system (None only in `Default`).
+    pub system: Option<System>,
+    /// Iteration number, from 0.
+    pub iteration: usize,
+    /// Instance within a parallel batch, from 0.
+    pub instance: usize,
+    /// How many were started at once.
+    pub parallel: usize,
+    /// Spawn to the ready line, in ms; None if the start failed.
+    pub ready_ms: Option<f64>,
+    /// Spawn to the first byte on stdout, in ms.
+    pub first_output_ms: Option<f64>,
+    /// Spawn of the batch to its last instance ready, in ms.
+    pub batch_ms: Option<f64>,
+    /// Peak resident set of the process tree's largest process, KiB.
+    pub peak_rss_kib: Option<u64>,
+    /// This VMM's phases from its log: (name, ms since its process start).
+    pub phases: Vec<(String, f64)>,
+    /// Why the start failed.
+    pub error: Option<String>,
+}
+
+impl Sample {
+    /// The VMM phase `name`, if logged.
+    pub fn phase(&self, name: &str) -> Option<f64> {
+        self.phases.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
+
+    /// The boundaries of its stacked phases, in order: (label, ms since
+    /// spawn). Each segment ends at its boundary and starts at the previous
+    /// one (or 0).
+    pub fn boundaries(&self) -> Vec<(&'static str, f64)> {
+        let Some(ready) = self.ready_ms else {
+            return Vec::new();
+        };
+        let mut b = Vec::new();
+        match self.system {
+            Some(System::Vmm) => {
+                if let Some(v) = self.phase("vm_built") {
+                    b.push((PHASE_BUILD, v));
+                }
+                if let Some(v) = self.phase("first_kvm_run") {
+                    b.push((PHASE_FIRST_RUN, v));
+                }
+                if let Some(v) = self.first_output_ms {
+                    b.push((PHASE_TO_CONSOLE, v));
+                }
+                b.push((PHASE_TO_INIT, ready));
+            }
+            Some(System::Qemu) => {
+                if let Some(v) = self.first_output_ms {
+                    b.push((PHASE_QEMU_TO_CONSOLE, v));
+                }
+                b.push((PHASE_TO_INIT, ready));
+            }
+            _ => b.push((PHASE_CONTAINER, ready)),
+        }
+        // Phases come from two clocks (the VMM's and the harness's): keep
+        // them in order.
+        let mut last = 0.0f64;
+        for (_, v) in b.iter_mut() {
+            *v = v.max(last);
+            last = *v;
+        }
+        b
+    }
+}
+
+/// VMM: process start to the VM built (memory, kernel, devices, vCPUs).
+pub const PHASE_BUILD: &str = "VMM: build the VM";
+/// VMM: VM built to the first KVM_RUN.
+pub const PHASE_FIRST_RUN: &str = "VMM: start the vCPUs";
+/// Guest kernel: first KVM_RUN to its first console output.
+pub const PHASE_TO_CONSOLE: &str = "kernel: to first console output";
+/// QEMU: process start to the guest's first console output.
+pub const PHASE_QEMU_TO_CONSOLE: &str = "QEMU and kernel: to first console output";
+/// Guest kernel: first console output to init.
+pub const PHASE_TO_INIT: &str = "kernel: console to init";
+/// Containers: start to their first line of output.
+pub const PHASE_CONTAINER: &str = "start to first output";
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::{self, VmConfig};
+use crate::error::{Error, Result};
+use report::RunInfo;
+use run::Launch;
+
+/// What `vmm bench` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Rounds; each starts every system (`parallel` at a time).
+    pub iterations: usize,
+    /// Starts at once.
+    pub parallel: usize,
+    /// Where the CSV, report and chart go.
+    pub out: Option<PathBuf>,
+    /// Which systems.
+    pub systems: Vec<System>,
+    /// How long one start may take to be ready.
+    pub limit: Duration,
+    /// Guest RAM of the VMs, MiB.
+    pub mem_mib: u64,
+}
+
+/// The ready line of the VMs: on an emulated KVM, where the guest's init
+/// cannot make its first system call, the kernel's line before it starts
+/// init; elsewhere init's own first line (after it wrote the boot timer).
+pub const VM_MARKER_EMULATED: &str = "Run /init as init process";
+/// The default init's first line, the containers' ready line everywhere.
+pub const INIT_GREETING: &str = "Hello from the guest";
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Systems left out of a run, with why.
+type Skipped = Vec<(System, String)>;
+
+/// The launches of the systems asked for, and those that cannot run here
+/// with why.
+fn launches(opts: &Options, emulated: bool, work: &Path) -> Result<(Vec<Launch>, Skipped)> {
+    let (kernel, initrd) = config::default_guest()?;
+    let guest_dir = config::default_guest_dir();
+    let init = guest_dir.join("init");
+    let vm_marker = if emulated {
+        VM_MARKER_EMULATED
+    } else {
+        INIT_GREETING
+    };
+    let exe = std::env::current_exe().map_err(|source| Error::Io {
+        what: "cannot find the vmm binary".into(),
+        source,
+    })?;
+    let s = |p: &Path| p.display().to_string();
+    let mut launches = Vec::new();
+    let mut skipped = Vec::new();
+    for &system in &opts.systems {
+        let launch = |argv: Vec<String>, marker: &str| Launch {
+            system,
+            argv,
+            clear_env: !system.is_vm(),
+            marker: marker.to_string(),
+            limit: opts.limit,
+            runc_id: None,
+        };
+        match system {
+            System::Vmm => launches.push(launch(
+                vec![
+                    s(&exe),
+                    "run".into(),
+                    "--kernel".into(),
+                    s(&kernel),
+                    "--initrd".into(),
+                    s(&initrd),
+                    "--memory".into(),
+                    format!("{}M", opts.mem_mib),
+                    "--serial".into(),
+                    "stdio".into(),
+                    "--log-level".into(),
+                    "info".into(),
+                ],
+                vm_marker,
+            )),
+            System::Qemu => match run::which("qemu-system-x86_64") {
+                None => skipped.push((system, "qemu-system-x86_64 not installed".into())),
+                Some(qemu) => {
+                    let vm = VmConfig {
+                        kernel: kernel.clone(),
+                        initrd: Some(initrd.clone()),
+                        cmdline: config::DEFAULT_CMDLINE.into(),
+                        mem_mib: opts.mem_mib,
+                        vcpus: 1,
+                        smt: false,
+                        serial: config::SerialOutput::Stdio,
+                        emulated_host: config::EmulatedHost::Auto,
+                        boot_protocol: config::BootProtocol::Linux,
+                        disks: Vec::new(),
+                        nets: Vec::new(),
+                    };
+                    // The command line this VMM gives its guest, so that
+                    // both kernels do the same work.
+                    let cmdline = crate::builder::guest_cmdline(&vm, emulated);
+                    launches.push(launch(
+                        vec![
+                            s(&qemu),
+                            "-M".into(),
+                            "microvm,acpi=off".into(),
+                            "-enable-kvm".into(),
+                            "-m".into(),
+                            opts.mem_mib.to_string(),
+                            "-smp".into(),
+                            "1".into(),
+                            "-kernel".into(),
+                            s(&kernel),
+                            "-initrd".into(),
+                            s(&initrd),
+                            "-append".into(),
+                            cmdline,
+                            "-nographic".into(),
+                            "-nodefaults".into(),
+                            "-serial".into(),
+                            "stdio".into(),
+                            "-no-reboot".into(),
+                        ],
+                        vm_marker,
+                    ))
+                }
+            },
+            System::Runc => {
+                let runc = run::which("runc");
+                let busybox = run::which("busybox");
+                match (runc, busybox) {
+                    _ if !is_root() => skipped.push((system, "needs root".into())),
+                    (None, _) => skipped.push((system, "runc not installed".into())),
+                    (_, None) => skipped.push((system, "busybox not installed".into())),
+                    _ if !init.is_file() => {
+                        skipped.push((system, format!("{} missing", init.display())))
+                    }
+                    (Some(runc), Some(busybox)) => {
+                        let bundle = work.join("bundle");
+                        bundle::build(&bundle, &init, &busybox).map_err(|source| Error::Io {
+                            what: format!("cannot build the OCI bundle in {}", bundle.display()),
+                            source,
+                        })?;
+                        let mut l = launch(
+                            vec![s(&runc), "run".into(), "--bundle".into(), s(&bundle)],
+                            INIT_GREETING,
+                        );
+                        l.runc_id = Some(format!("vmm-bench-{}", std::process::id()));
+                        launches.push(l);
+                    }
+                }
+            }
+            System::Unshare => match run::which("unshare") {
+                _ if !is_root() => skipped.push((system, "needs root".into())),
+                None => skipped.push((system, "unshare not installed".into())),
+                _ if !init.is_file() => {
+                    skipped.push((system, format!("{} missing", init.display())))
+                }
+                Some(unshare) => launches.push(launch(
+                    vec![
+                        s(&unshare),
+                        "--fork".into(),
+                        "--pid".into(),
+                        "--mount".into(),
+                        "--net".into(),
+                        "--uts".into(),
+                        "--ipc".into(),
+                        "--".into(),
+                        s(&init),
+                    ],
+                    INIT_GREETING,
+                )),
+            },
+        }
+    }
+    Ok((launches, skipped))
+}
+
+fn host_kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn cpu_description() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = info
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown CPU".to_string(), |(_, m)| m.trim().to_string());
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("{n} x {model}")
+}
+
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let days = (secs / 86_400) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let t = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        t / 3600,
+        (t % 3600) / 60
+    )
+}
+
+/// Runs the benchmark, prints the table, writes the files; returns the
+/// samples.
+pub fn bench(opts: &Options) -> Result<Vec<Sample>> {
+    let emulated = crate::host::kvm_is_emulated();
+    let work = match &opts.out {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("vmm-bench-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&work).map_err(|source| Error::Io {
+        what: format!("cannot create {}", work.display()),
+        source,
+    })?;
+    let (launches, skipped) = launches(opts, emulated, &work)?;
+    for (sys, why) in &skipped {
+        log::warn!("bench: {} left out: {why}", sys.name());
+    }
+    if emulated && launches.iter().any(|l| l.system.is_vm()) {
+        log::warn!(
+            "bench: KVM is emulated here (kvm_pvm): each VM boot takes a minute or two, and the VMs are ready at the kernel's {VM_MARKER_EMULATED:?} line"
+        );
+    }
+    let total = (opts.iterations * launches.len()) as u64;
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let mut samples = Vec::new();
+    let mut guest_kernel = None;
+    for it in 0..opts.iterations {
+        for l in &launches {
+            bar.set_message(format!("{} (iteration {})", l.system.name(), it + 1));
+            let tag = format!("{it}");
+            for started in run::start_batch(l, opts.parallel, &tag) {
+                let mut s = started.sample;
+                s.iteration = it;
+                if let Some(e) = &s.error {
+                    bar.suspend(|| {
+                        log::warn!("bench: {} iteration {}: {e}", l.system.name(), it + 1)
+                    });
+                }
+                if l.system.is_vm() && guest_kernel.is_none() {
+                    guest_kernel = run::guest_kernel_version(&started.stdout);
+                }
+                samples.push(s);
+            }
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let info = RunInfo {
+        date: utc_now(),
+        cpu: cpu_description(),
+        host_kernel: host_kernel(),
+        guest_kernel,
+        emulated,
+        iterations: opts.iterations,
+        parallel: opts.parallel,
+        vm_marker: format!(
+            "{:?} on the console",
+            if emulated {
+                VM_MARKER_EMULATED
+            } else {
+                INIT_GREETING
+            }
+        ),
+        container_marker: format!("its init's first line ({INIT_GREETING:?} ...)"),
+        skipped,
+    };
+    print!("{}", report::terminal_table(&samples));
+    if let Some(dir) = &opts.out {
+        let write = |name: &str, text: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).map_err(|source| Error::Io {
+                what: format!("cannot write {}", path.display()),
+                source,
+            })
+        };
+        write("samples.csv", report::csv(&samples))?;
+        write("report.md", report::markdown(&info, &samples))?;
+        write("chart.svg", report::svg(&samples))?;
+        println!(
+            "wrote {0}/samples.csv, {0}/report.md and {0}/chart.svg",
+            dir.display()
+        );
+    } else {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    Ok(samples)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_civil() {
+        let d = utc_now();
+        assert!(
+            d.len() == 20 && d.ends_with(" UTC") && d.starts_with("20"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn system_names_round_trip() {
+        for s in System::ALL {
+            assert_eq!(System::parse(s.name()), Some(s));
+        }
+        assert_eq!(System::parse("docker"), None);
+        assert!(System::Vmm.is_vm() && !System::Runc.is_vm());
+    }
+}

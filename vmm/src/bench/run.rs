@@ -1,0 +1,391 @@
+//! Starting the systems and timing them: spawn, watch stdout for the first
+//! byte and the ready line, tear down, reap with the peak RSS.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use super::{Sample, System};
+
+/// How one system is started and when it is ready.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// Which system.
+    pub system: System,
+    /// The program and its arguments.
+    pub argv: Vec<String>,
+    /// Run with an empty environment (the init must not see the host's).
+    pub clear_env: bool,
+    /// The line on stdout that means ready.
+    pub marker: String,
+    /// How long to wait for it.
+    pub limit: Duration,
+    /// For runc: the container id prefix, to delete what is left after.
+    pub runc_id: Option<String>,
+}
+
+/// What a finished start left besides its sample: its stdout up to ready,
+/// for the guest kernel's version.
+pub struct Started {
+    /// The sample.
+    pub sample: Sample,
+    /// stdout up to and including the ready line.
+    pub stdout: String,
+}
+
+/// Most of stdout kept (the boot log is about 20 KiB).
+const MAX_STDOUT: usize = 1 << 20;
+
+enum Event {
+    FirstByte(Instant),
+    Ready(Instant, String),
+    Eof(String),
+}
+
+/// Reads `out` until EOF, reporting the first byte and the ready line.
+fn watch(mut out: impl Read + Send + 'static, marker: String, tx: mpsc::Sender<Event>) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        let mut text: Vec<u8> = Vec::new();
+        let mut first = true;
+        let mut ready = false;
+        loop {
+            match out.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let now = Instant::now();
+                    if first {
+                        first = false;
+                        let _ = tx.send(Event::FirstByte(now));
+                    }
+                    if ready {
+                        continue; // drained, so the process never blocks
+                    }
+                    if text.len() < MAX_STDOUT {
+                        text.extend_from_slice(&buf[..n]);
+                    }
+                    // Only the new bytes and a marker's length before them
+                    // can hold a new match.
+                    let from = text.len().saturating_sub(n + marker.len());
+                    if String::from_utf8_lossy(&text[from..]).contains(&marker) {
+                        ready = true;
+                        let _ = tx.send(Event::Ready(
+                            now,
+                            String::from_utf8_lossy(&text).into_owned(),
+                        ));
+                    }
+                }
+            }
+        }
+        if !ready {
+            let _ = tx.send(Event::Eof(String::from_utf8_lossy(&text).into_owned()));
+        }
+    });
+}
+
+/// The VMM's phases in its log: lines "phase NAME at MS ms".
+pub fn parse_phases(log: &str) -> Vec<(String, f64)> {
+    log.lines()
+        .filter_map(|l| {
+            let rest = &l[l.find("phase ")? + 6..];
+            let (name, rest) = rest.split_once(" at ")?;
+            let ms = rest.strip_suffix(" ms")?.trim().parse().ok()?;
+            Some((name.to_string(), ms))
+        })
+        .collect()
+}
+
+/// The guest kernel's version in a boot log ("Linux version 6.12.57 ...").
+pub fn guest_kernel_version(boot_log: &str) -> Option<String> {
+    let rest = &boot_log[boot_log.find("Linux version ")? + 14..];
+    rest.split_whitespace().next().map(str::to_string)
+}
+
+/// Reaps `pid`, returning its peak RSS in KiB (the largest of it and its
+/// reaped descendants) and whether it exited.
+fn reap(pid: u32, wait: Duration) -> (Option<u64>, bool) {
+    let deadline = Instant::now() + wait;
+    loop {
+        let mut status = 0;
+        // SAFETY: rusage is plain old data that wait4 fills in.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 on our own child, with pointers to locals that live
+        // through the call; WNOHANG returns at once.
+        let r = unsafe { libc::wait4(pid as i32, &mut status, libc::WNOHANG, &mut usage) };
+        if r == pid as i32 {
+            return (Some(usage.ru_maxrss as u64), true);
+        }
+        if r < 0 || Instant::now() >= deadline {
+            return (None, false);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Sends `sig` to `pid`.
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill takes plain integers; the pid is our unreaped child, so
+    // it cannot have been reused.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+fn spawn(launch: &Launch, id: &str) -> std::io::Result<Child> {
+    let mut argv = launch.argv.clone();
+    if let Some(prefix) = &launch.runc_id {
+        // runc [global options] run --bundle DIR ID
+        argv.push(format!("{prefix}-{id}"));
+    }
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if launch.clear_env {
+        cmd.env_clear();
+    }
+    // Its own process group, so a teardown reaches what it started.
+    cmd.process_group(0);
+    cmd.spawn()
+}
+
+/// Starts `launch` once and times it; `id` tells concurrent starts apart.
+pub fn start_once(launch: &Launch, id: &str) -> Started {
+    let mut sample = Sample {
+        system: Some(launch.system),
+        ..Sample::default()
+    };
+    let spawned = Instant::now();
+    let mut child = match spawn(launch, id) {
+        Ok(c) => c,
+        Err(e) => {
+            sample.error = Some(format!("cannot start {}: {e}", launch.argv[0]));
+            return Started {
+                sample,
+                stdout: String::new(),
+            };
+        }
+    };
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    watch(
+        child.stdout.take().expect("piped"),
+        launch.marker.clone(),
+        tx,
+    );
+    let stderr = child.stderr.take().expect("piped");
+    let log = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.take(MAX_STDOUT as u64).read_to_string(&mut s);
+        s
+    });
+
+    let deadline = spawned + launch.limit;
+    let mut stdout = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(Event::FirstByte(at)) => {
+                sample.first_output_ms = Some((at - spawned).as_secs_f64() * 1e3)
+            }
+            Ok(Event::Ready(at, text)) => {
+                sample.ready_ms = Some((at - spawned).as_secs_f64() * 1e3);
+                stdout = text;
+                break;
+            }
+            Ok(Event::Eof(text)) => {
+                sample.error = Some(format!(
+                    "ended before its ready line ({:?}); last output: {}",
+                    launch.marker,
+                    text.lines().last().unwrap_or("none")
+                ));
+                stdout = text;
+                break;
+            }
+            Err(_) => {
+                sample.error = Some(format!(
+                    "no ready line ({:?}) within {} s",
+                    launch.marker,
+                    launch.limit.as_secs()
+                ));
+                break;
+            }
+        }
+    }
+
+    // Teardown: a container or namespace whose init restarted ends by
+    // itself; a VM on an emulated host, or one still running, is stopped.
+    let grace = if launch.system.is_vm() {
+        Duration::from_millis(0)
+    } else {
+        Duration::from_secs(5)
+    };
+    let (mut rss, mut done) = reap(pid, grace);
+    if !done {
+        signal(pid, libc::SIGTERM);
+        (rss, done) = reap(pid, Duration::from_secs(10));
+    }
+    if !done {
+        // SAFETY: as in `signal`, to the child's process group.
+        unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+        (rss, _) = reap(pid, Duration::from_secs(10));
+    }
+    if let Some(prefix) = &launch.runc_id {
+        let _ = Command::new(&launch.argv[0])
+            .args(["delete", "--force", &format!("{prefix}-{id}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    drop(child);
+    sample.peak_rss_kib = rss;
+    let log = log.join().unwrap_or_default();
+    if launch.system == System::Vmm {
+        sample.phases = parse_phases(&log);
+    }
+    if sample.error.is_some() {
+        if let Some(last) = log.lines().rev().find(|l| !l.trim().is_empty()) {
+            let e = sample.error.take().unwrap_or_default();
+            sample.error = Some(format!("{e}; its log: {last}"));
+        }
+    }
+    Started { sample, stdout }
+}
+
+/// Starts `parallel` instances of `launch` at once and times each; each
+/// sample carries the batch time (spawn of the batch to its last ready).
+pub fn start_batch(launch: &Launch, parallel: usize, tag: &str) -> Vec<Started> {
+    let parallel = parallel.max(1);
+    let barrier = Arc::new(Barrier::new(parallel));
+    let batch_start = Instant::now();
+    let handles: Vec<_> = (0..parallel)
+        .map(|i| {
+            let launch = launch.clone();
+            let barrier = barrier.clone();
+            let id = format!("{tag}-{i}");
+            std::thread::spawn(move || {
+                barrier.wait();
+                let begun = Instant::now();
+                let mut started = start_once(&launch, &id);
+                // Ready relative to the batch start, for the batch time.
+                let offset = (begun - batch_start).as_secs_f64() * 1e3;
+                let end = started.sample.ready_ms.map(|r| r + offset);
+                started.sample.instance = i;
+                started.sample.parallel = parallel;
+                (started, end)
+            })
+        })
+        .collect();
+    let mut results: Vec<(Started, Option<f64>)> = handles
+        .into_iter()
+        .map(|h| h.join().expect("a bench thread panicked"))
+        .collect();
+    let batch = if results.iter().all(|(_, end)| end.is_some()) {
+        results
+            .iter()
+            .filter_map(|(_, e)| *e)
+            .fold(None, |m: Option<f64>, e| Some(m.map_or(e, |m| m.max(e))))
+    } else {
+        None
+    };
+    for (s, _) in &mut results {
+        s.sample.batch_ms = batch;
+    }
+    results.into_iter().map(|(s, _)| s).collect()
+}
+
+/// Finds `name` on PATH (and in the sbin directories, where runc lives).
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_and_versions_are_read_from_logs() {
+        let log = "[2026-11-23T06:00:00.001Z INFO ] phase vm_built at 12.345 ms\n\
+                   [2026-11-23T06:00:00.002Z INFO ] something else\n\
+                   [2026-11-23T06:00:00.003Z INFO ] phase first_kvm_run at 13.000 ms\n";
+        assert_eq!(
+            parse_phases(log),
+            vec![("vm_built".into(), 12.345), ("first_kvm_run".into(), 13.0)]
+        );
+        assert_eq!(
+            guest_kernel_version("[    0.000000] Linux version 6.12.57 (root@x) (gcc 12)"),
+            Some("6.12.57".into())
+        );
+        assert_eq!(guest_kernel_version("nothing"), None);
+    }
+
+    fn shell(system: System, script: &str, marker: &str, limit: u64) -> Launch {
+        Launch {
+            system,
+            argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            clear_env: true,
+            marker: marker.into(),
+            limit: Duration::from_secs(limit),
+            runc_id: None,
+        }
+    }
+
+    #[test]
+    fn a_start_is_timed_to_its_ready_line_and_reaped() {
+        let l = shell(
+            System::Unshare,
+            "echo booting; sleep 0.2; echo READY now; exit 0",
+            "READY",
+            10,
+        );
+        let s = start_once(&l, "t1");
+        assert_eq!(s.sample.error, None);
+        let ready = s.sample.ready_ms.unwrap();
+        let first = s.sample.first_output_ms.unwrap();
+        assert!(first < ready && ready >= 200.0, "{first} {ready}");
+        assert!(s.sample.peak_rss_kib.unwrap() > 0);
+        assert!(s.stdout.contains("booting"));
+    }
+
+    #[test]
+    fn a_start_that_never_gets_ready_fails_and_is_stopped() {
+        let t = Instant::now();
+        let s = start_once(
+            &shell(System::Vmm, "echo hi; exec sleep 60", "READY", 1),
+            "t2",
+        );
+        assert!(s.sample.ready_ms.is_none());
+        assert!(s.sample.error.as_deref().unwrap().contains("within 1 s"));
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "stopped, not waited for"
+        );
+        let s = start_once(&shell(System::Runc, "echo bye", "READY", 10), "t3");
+        assert!(
+            s.sample.error.as_deref().unwrap().contains("ended before"),
+            "{:?}",
+            s.sample.error
+        );
+    }
+
+    #[test]
+    fn a_batch_starts_together_and_carries_its_time() {
+        let l = shell(System::Unshare, "sleep 0.1; echo READY", "READY", 10);
+        let b = start_batch(&l, 3, "t4");
+        assert_eq!(b.len(), 3);
+        let batch = b[0].sample.batch_ms.unwrap();
+        for (i, s) in b.iter().enumerate() {
+            assert_eq!(s.sample.instance, i);
+            assert_eq!(s.sample.parallel, 3);
+            assert_eq!(s.sample.batch_ms, Some(batch));
+            assert!(s.sample.ready_ms.unwrap() <= batch + 1e-6);
+        }
+    }
+}
