@@ -59,6 +59,8 @@ fn a_short_container_run_writes_the_csv_report_and_chart() {
             "bench",
             "--iterations",
             "2",
+            "--parallel",
+            "2",
             "--systems",
             "runc,unshare",
             "--out",
@@ -75,24 +77,43 @@ fn a_short_container_run_writes_the_csv_report_and_chart() {
             .lines()
             .find(|l| l.starts_with(sys))
             .unwrap_or_else(|| panic!("{}", out.stdout));
-        assert_eq!(line.split_whitespace().nth(1), Some("2"), "{line}");
+        assert_eq!(line.split_whitespace().nth(1), Some("4"), "{line}");
     }
     let csv = read(&out_dir, "samples.csv");
     let rows = rows(&csv);
-    assert_eq!(rows.len(), 4, "{csv}");
+    assert_eq!(rows.len(), 8, "{csv}");
     for r in &rows {
         let ready: f64 = r["ready_ms"].parse().unwrap_or_else(|_| panic!("{csv}"));
         assert!(ready > 0.0 && ready < 60_000.0, "{csv}");
         let rss: u64 = r["peak_rss_kib"].parse().unwrap();
         assert!(rss > 0, "{csv}");
     }
-    // Interleaved: runc, unshare, runc, unshare.
+    // Interleaved, two at a time: runc x2, unshare x2, runc x2, unshare x2;
+    // each pair shares its batch time, which no instance's time exceeds.
     let order: Vec<&str> = rows.iter().map(|r| r["system"].as_str()).collect();
-    assert_eq!(order, ["runc", "unshare", "runc", "unshare"]);
+    assert_eq!(
+        order,
+        ["runc", "runc", "unshare", "unshare", "runc", "runc", "unshare", "unshare"]
+    );
+    for pair in rows.chunks(2) {
+        assert_eq!(pair[0]["batch_ms"], pair[1]["batch_ms"], "{csv}");
+        assert_eq!(
+            (pair[0]["instance"].as_str(), pair[1]["instance"].as_str()),
+            ("0", "1")
+        );
+        let batch: f64 = pair[0]["batch_ms"].parse().unwrap();
+        for r in pair {
+            assert!(
+                r["ready_ms"].parse::<f64>().unwrap() <= batch + 1.0,
+                "{csv}"
+            );
+        }
+    }
     let md = read(&out_dir, "report.md");
     let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     assert!(md.contains(&format!("Linux {}", host.trim())), "{md}");
-    assert!(md.contains("| runc | 2 |"), "{md}");
+    assert!(md.contains("| runc | 4 |"), "{md}");
+    assert!(md.contains("## 2 at once"), "{md}");
     let svg = read(&out_dir, "chart.svg");
     assert!(
         svg.contains(">runc</text>") && svg.contains(">unshare</text>"),
