@@ -174,9 +174,12 @@ fn slow_one_vm_boot_gives_its_phases_and_the_guest_kernel() {
         "{csv}"
     );
     assert!(
-        ms("first_console_output_ms") <= ms("ready_ms") + 50.0,
+        ms("first_console_output_ms") <= ms("kernel_runs_init_ms"),
         "{csv}"
     );
+    // The VMM stamps the kernel's init line as it passes, before the bench
+    // sees it (the two clocks start a few ms apart).
+    assert!(ms("kernel_runs_init_ms") <= ms("ready_ms") + 50.0, "{csv}");
     let md = read(&out_dir, "report.md");
     assert!(md.contains("its own kernel, Linux 6.12"), "{md}");
     assert!(md.contains("VMM: build the VM"), "{md}");

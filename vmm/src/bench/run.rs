@@ -176,10 +176,12 @@ pub fn start_once(launch: &Launch, id: &str) -> Started {
         launch.marker.clone(),
         tx,
     );
-    let stderr = child.stderr.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
     let log = std::thread::spawn(move || {
         let mut s = String::new();
-        let _ = stderr.take(MAX_STDOUT as u64).read_to_string(&mut s);
+        let _ = (&mut stderr).take(MAX_STDOUT as u64).read_to_string(&mut s);
+        // Drained to the end, so the process never blocks on its log.
+        let _ = std::io::copy(&mut stderr, &mut std::io::sink());
         s
     });
 
