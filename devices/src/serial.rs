@@ -26,7 +26,7 @@ impl Trigger for EventFdTrigger {
 impl EventFdTrigger {
     /// A new, non-blocking trigger.
     pub fn new() -> io::Result<Self> {
-        Ok(EventFdTrigger(EventFd::new(libc::EFD_NONBLOCK)?))
+        Ok(EventFdTrigger(EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?))
     }
 }
 
@@ -160,7 +160,7 @@ mod tests {
     fn device(out: Box<dyn Write + Send>) -> (SerialDevice, EventFd, EventFd) {
         let irq = EventFdTrigger::new().unwrap();
         let irq_probe = irq.0.try_clone().unwrap();
-        let ready = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let ready = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).unwrap();
         let ready_probe = ready.try_clone().unwrap();
         (SerialDevice::new(irq, ready, out), irq_probe, ready_probe)
     }

@@ -286,3 +286,160 @@ mod tests {
         );
     }
 }
+
+/// Soak runs: many create/boot/shutdown cycles of a tiny guest, in this
+/// process through the vmm library and as separate `vmm` processes, with
+/// the resources held at the start and the end.
+pub mod soak {
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use vmm::config::{BootProtocol, EmulatedHost, SerialOutput, VmConfig};
+    use vmm::host::{resources, Resources};
+
+    /// What a soak run saw.
+    #[derive(Debug, Clone)]
+    pub struct Report {
+        /// Cycles made.
+        pub cycles: usize,
+        /// Cycles whose guest did not end with exit 0.
+        pub failures: usize,
+        /// Resources after the first cycle (the process has warmed up).
+        pub start: Resources,
+        /// Resources after the last cycle.
+        pub end: Resources,
+        /// How long the cycles took.
+        pub took: Duration,
+    }
+
+    impl std::fmt::Display for Report {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(
+                f,
+                "{} cycles in {:.1} s ({} failed): open fds {} -> {}, RSS {} KiB -> {} KiB, peak RSS {} KiB -> {} KiB",
+                self.cycles,
+                self.took.as_secs_f64(),
+                self.failures,
+                self.start.fds,
+                self.end.fds,
+                self.start.rss_kib,
+                self.end.rss_kib,
+                self.start.peak_rss_kib,
+                self.end.peak_rss_kib
+            )
+        }
+    }
+
+    /// The tiny guest of a cycle: prints a line and resets the VM.
+    pub fn guest() -> Vec<u8> {
+        let mut code = super::asm::print(b"soak\n");
+        code.extend(super::asm::reset());
+        super::tiny_elf(&code)
+    }
+
+    fn config(kernel: &Path) -> VmConfig {
+        VmConfig {
+            kernel: kernel.to_path_buf(),
+            initrd: None,
+            cmdline: String::new(),
+            mem_mib: 16,
+            vcpus: 1,
+            smt: false,
+            serial: SerialOutput::None,
+            emulated_host: EmulatedHost::Auto,
+            boot_protocol: BootProtocol::Linux,
+            disks: Vec::new(),
+            nets: Vec::new(),
+        }
+    }
+
+    /// `cycles` VMs built, run to their end and dropped, one after another
+    /// in this process.
+    pub fn in_process(kernel: &Path, cycles: usize) -> Report {
+        let cfg = config(kernel);
+        let t = Instant::now();
+        let mut failures = 0;
+        let mut start = None;
+        for i in 0..cycles {
+            let ended = vmm::Vmm::build(&cfg, Instant::now()).and_then(vmm::Vmm::run);
+            if !matches!(&ended, Ok(end) if end.exit_code() == 0) {
+                failures += 1;
+            }
+            if i == 0 {
+                start = resources();
+            }
+        }
+        let end = resources().expect("/proc/self");
+        Report {
+            cycles,
+            failures,
+            start: start.unwrap_or(end),
+            end,
+            took: t.elapsed(),
+        }
+    }
+
+    /// The "resources at VM end" debug line of a `vmm` process.
+    pub fn parse_resources(log: &str) -> Option<Resources> {
+        let line = log.lines().find(|l| l.contains("resources at VM end: "))?;
+        let nums: Vec<u64> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().unwrap_or(0))
+            .collect();
+        // The log's timestamp comes first: the last three numbers.
+        let n = nums.len();
+        (n >= 3).then(|| Resources {
+            fds: nums[n - 3] as usize,
+            rss_kib: nums[n - 2],
+            peak_rss_kib: nums[n - 1],
+        })
+    }
+
+    /// `cycles` separate `vmm run` processes one after another; start and
+    /// end are what the first and the last process held at VM end.
+    pub fn processes(kernel: &Path, cycles: usize) -> Report {
+        let t = Instant::now();
+        let mut failures = 0;
+        let (mut start, mut end) = (None, None);
+        for i in 0..cycles {
+            let out = super::run_vmm(
+                &[
+                    "run",
+                    "--kernel",
+                    kernel.to_str().expect("UTF-8 path"),
+                    "--memory",
+                    "16M",
+                    "--cmdline",
+                    "",
+                    "--serial",
+                    "none",
+                    "--log-level",
+                    "debug",
+                ],
+                Duration::from_secs(60),
+                None,
+            );
+            if out.code != Some(0) {
+                failures += 1;
+            }
+            let r = parse_resources(&out.stderr);
+            if i == 0 {
+                start = r;
+            }
+            end = r.or(end);
+        }
+        let zero = Resources {
+            fds: 0,
+            rss_kib: 0,
+            peak_rss_kib: 0,
+        };
+        Report {
+            cycles,
+            failures,
+            start: start.unwrap_or(zero),
+            end: end.unwrap_or(zero),
+            took: t.elapsed(),
+        }
+    }
+}

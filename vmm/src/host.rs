@@ -131,9 +131,56 @@ fn parse_meminfo_available(text: &str) -> Option<u64> {
     Some(kib / 1024)
 }
 
+/// What the process holds now: open file descriptors, resident set and
+/// peak resident set (KiB), from /proc/self. For soak runs and the log at
+/// VM end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resources {
+    /// Open file descriptors.
+    pub fds: usize,
+    /// Resident set now, KiB (VmRSS).
+    pub rss_kib: u64,
+    /// Peak resident set, KiB (VmHWM).
+    pub peak_rss_kib: u64,
+}
+
+/// The process's `Resources`, or None where /proc cannot be read.
+pub fn resources() -> Option<Resources> {
+    let fds = std::fs::read_dir("/proc/self/fd").ok()?.count();
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    Some(Resources {
+        // read_dir's own descriptor is counted while it is open.
+        fds: fds.saturating_sub(1),
+        rss_kib: field("VmRSS:")?,
+        peak_rss_kib: field("VmHWM:")?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resources_follow_open_files_and_memory() {
+        let before = resources().unwrap();
+        let files: Vec<_> = (0..5)
+            .map(|_| std::fs::File::open("/proc/self/status").unwrap())
+            .collect();
+        let after = resources().unwrap();
+        assert_eq!(after.fds, before.fds + 5);
+        drop(files);
+        assert_eq!(resources().unwrap().fds, before.fds);
+        assert!(before.rss_kib > 0 && before.peak_rss_kib >= before.rss_kib);
+    }
 
     #[test]
     fn meminfo_parsing() {

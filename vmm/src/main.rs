@@ -185,6 +185,14 @@ fn run(args: RunArgs, started: Instant) -> i32 {
     let result = to_config(args.config, args.vm)
         .and_then(|cfg| Vmm::build(&cfg, started))
         .and_then(Vmm::run);
+    if let Some(r) = vmm::host::resources() {
+        log::debug!(
+            "resources at VM end: {} open fds, RSS {} KiB, peak RSS {} KiB",
+            r.fds,
+            r.rss_kib,
+            r.peak_rss_kib
+        );
+    }
     match result {
         Ok(end) => {
             let code = end.exit_code();

@@ -211,7 +211,7 @@ impl VmExitState {
     pub fn new(timeline: Arc<Timeline>) -> Result<Self> {
         Ok(VmExitState {
             end: Mutex::new(None),
-            evt: EventFd::new(libc::EFD_NONBLOCK).map_err(|source| Error::Io {
+            evt: EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(|source| Error::Io {
                 what: "cannot create the exit eventfd".into(),
                 source,
             })?,
