@@ -281,3 +281,84 @@ fn the_kernels_init_line_on_the_console_is_a_phase() {
         out.stderr
     );
 }
+
+/// VmRSS of a process, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// A guest that writes to the serial port without end, with the VMM's
+/// stdout closed or read slowly: the VMM's memory stays flat, and it still
+/// stops cleanly on SIGTERM.
+#[test]
+fn a_serial_flood_to_a_closed_or_slow_stdout_does_not_grow_memory() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    if !kvm_available() {
+        eprintln!("skipped: /dev/kvm not available");
+        return;
+    }
+    // mov dx, 0x3f8; l: mov al, 'x'; out dx, al; jmp l
+    let flood = [0x66, 0xba, 0xf8, 0x03, 0xb0, b'x', 0xee, 0xeb, 0xfb];
+    let dir = TempDir::new("flood");
+    let kernel = dir.write("flood.elf", &tiny_elf(&flood));
+    for slow in [false, true] {
+        let mut child = Command::new(vmm_tests::vmm_bin())
+            .args(["run", "--kernel", kernel.to_str().unwrap(), "--memory", "16M"])
+            .args(["--cmdline", "", "--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let reader = if slow {
+            // 1 KiB every 50 ms: far slower than the guest writes.
+            Some(std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                let mut total = 0usize;
+                while let Ok(n) = out.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    total += n;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                total
+            }))
+        } else {
+            drop(out); // closed: every write fails with EPIPE
+            None
+        };
+        std::thread::sleep(Duration::from_millis(1500));
+        let early = rss_kib(child.id());
+        std::thread::sleep(Duration::from_secs(4));
+        let late = rss_kib(child.id());
+        assert!(
+            late <= early + 512,
+            "slow={slow}: RSS grew from {early} KiB to {late} KiB"
+        );
+        // SAFETY: kill takes plain integers; the child is not reaped yet.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(143), "slow={slow}");
+        let mut log = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+        assert!(!log.contains("panicked"), "{log}");
+        if slow {
+            let got = reader.unwrap().join().unwrap();
+            assert!(got > 0, "the slow reader got the guest's output");
+        } else {
+            assert_eq!(
+                log.matches("serial: output failed").count(),
+                1,
+                "said once: {log}"
+            );
+        }
+    }
+}

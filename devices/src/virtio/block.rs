@@ -889,6 +889,69 @@ mod tests {
         assert_eq!(file_bytes(&mut dev), content);
     }
 
+    /// Host faults under a running disk: the guest gets IOERR, the device
+    /// keeps answering, nothing panics.
+    #[test]
+    fn a_full_host_disk_gives_the_guest_ioerr() {
+        // /dev/full: every write fails with ENOSPC, reads give zeros, and
+        // it cannot be synced.
+        let full = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let mut dev = Block::new(full, DISK_SECTORS * SECTOR_SIZE, false, "full");
+        let m = mem();
+        let data = desc(DATA, 4096, false);
+        let (hdr, st) = (desc(HDR, 16, false), desc(STATUS, 1, true));
+        header(&m, VIRTIO_BLK_T_OUT, 0);
+        assert_eq!(run(&mut dev, &m, &[hdr, data, st]).status, VIRTIO_BLK_S_IOERR);
+        header(&m, VIRTIO_BLK_T_FLUSH, 0);
+        let flushed = run(&mut dev, &m, &[hdr, st]).status;
+        assert!(matches!(flushed, VIRTIO_BLK_S_OK | VIRTIO_BLK_S_IOERR));
+        // Reads still work: the device goes on.
+        header(&m, VIRTIO_BLK_T_IN, 0);
+        m.write_slice(&[0x55; 4096], GuestAddress(DATA)).unwrap();
+        let r = run(&mut dev, &m, &[hdr, desc(DATA, 4096, true), st]);
+        assert_eq!(r.status, VIRTIO_BLK_S_OK);
+        let mut back = [0xffu8; 4096];
+        m.read_slice(&mut back, GuestAddress(DATA)).unwrap();
+        assert_eq!(back, [0u8; 4096]);
+        assert_eq!(dev.stats.failed, 1 + u64::from(flushed != VIRTIO_BLK_S_OK));
+    }
+
+    #[test]
+    fn a_disk_file_removed_or_shrunk_under_the_vm() {
+        let path = std::env::temp_dir().join(format!("vmm-blk-rm-{}", std::process::id()));
+        std::fs::write(&path, vec![7u8; (DISK_SECTORS * SECTOR_SIZE) as usize]).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let mut dev = Block::new(f, DISK_SECTORS * SECTOR_SIZE, false, "rm");
+        let m = mem();
+        let (hdr, st) = (desc(HDR, 16, false), desc(STATUS, 1, true));
+        // Removed: the open file lives on (Unix), the guest's I/O succeeds
+        // on it, and no other file is touched.
+        std::fs::remove_file(&path).unwrap();
+        header(&m, VIRTIO_BLK_T_OUT, 8);
+        m.write_slice(&[0xab; 512], GuestAddress(DATA)).unwrap();
+        let r = run(&mut dev, &m, &[hdr, desc(DATA, 512, false), st]);
+        assert_eq!(r.status, VIRTIO_BLK_S_OK);
+        assert!(!path.exists());
+        // Shrunk to nothing by someone else: reads past the new end are
+        // IOERR, not a crash, and writes still land.
+        dev.file.set_len(0).unwrap();
+        header(&m, VIRTIO_BLK_T_IN, 8);
+        let r = run(&mut dev, &m, &[hdr, desc(DATA, 512, true), st]);
+        assert_eq!(r.status, VIRTIO_BLK_S_IOERR);
+        header(&m, VIRTIO_BLK_T_OUT, 0);
+        let r = run(&mut dev, &m, &[hdr, desc(DATA, 512, false), st]);
+        assert_eq!(r.status, VIRTIO_BLK_S_OK);
+        assert_eq!(file_bytes(&mut dev).len(), 512);
+    }
+
     /// Each of these gets IOERR (or UNSUPP) and leaves the file untouched.
     #[test]
     fn rejected_requests_do_no_host_io() {
