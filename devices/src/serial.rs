@@ -26,7 +26,9 @@ impl Trigger for EventFdTrigger {
 impl EventFdTrigger {
     /// A new, non-blocking trigger.
     pub fn new() -> io::Result<Self> {
-        Ok(EventFdTrigger(EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?))
+        Ok(EventFdTrigger(EventFd::new(
+            libc::EFD_NONBLOCK | libc::EFD_CLOEXEC,
+        )?))
     }
 }
 

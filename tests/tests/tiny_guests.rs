@@ -309,7 +309,13 @@ fn a_serial_flood_to_a_closed_or_slow_stdout_does_not_grow_memory() {
     let kernel = dir.write("flood.elf", &tiny_elf(&flood));
     for slow in [false, true] {
         let mut child = Command::new(vmm_tests::vmm_bin())
-            .args(["run", "--kernel", kernel.to_str().unwrap(), "--memory", "16M"])
+            .args([
+                "run",
+                "--kernel",
+                kernel.to_str().unwrap(),
+                "--memory",
+                "16M",
+            ])
             .args(["--cmdline", "", "--log-level", "warn"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -348,7 +354,12 @@ fn a_serial_flood_to_a_closed_or_slow_stdout_does_not_grow_memory() {
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(143), "slow={slow}");
         let mut log = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut log)
+            .unwrap();
         assert!(!log.contains("panicked"), "{log}");
         if slow {
             let got = reader.unwrap().join().unwrap();

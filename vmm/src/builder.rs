@@ -526,7 +526,8 @@ fn install_stop_handler() -> Result<EventFd> {
     static ONCE: std::sync::OnceLock<std::result::Result<EventFd, String>> =
         std::sync::OnceLock::new();
     let global = ONCE.get_or_init(|| {
-        let evt = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(|e| e.to_string())?;
+        let evt =
+            EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(|e| e.to_string())?;
         STOP_FD.store(std::os::fd::AsRawFd::as_raw_fd(&evt), Ordering::SeqCst);
         for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
             register_signal_handler(sig, stop_handler).map_err(|e| e.to_string())?;

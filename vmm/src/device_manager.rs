@@ -85,8 +85,8 @@ pub fn create(
     let irq = EventFdTrigger::new().map_err(io_err("cannot create the serial IRQ eventfd"))?;
     vm.register_irqfd(&irq.0, SERIAL_IRQ)
         .map_err(Error::kvm("KVM_IRQFD (serial)"))?;
-    let serial_input_ready =
-        EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(io_err("cannot create an eventfd"))?;
+    let serial_input_ready = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
+        .map_err(io_err("cannot create an eventfd"))?;
     let serial = Arc::new(Mutex::new(SerialDevice::new(
         irq,
         serial_input_ready
@@ -96,7 +96,8 @@ pub fn create(
     )));
     pio.insert(serial.clone(), SERIAL_BASE, SERIAL_LEN)?;
 
-    let reset_evt = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(io_err("cannot create an eventfd"))?;
+    let reset_evt = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
+        .map_err(io_err("cannot create an eventfd"))?;
     let kbd_irq =
         EventFdTrigger::new().map_err(io_err("cannot create the keyboard IRQ eventfd"))?;
     vm.register_irqfd(&kbd_irq.0, KBD_IRQ)
@@ -164,7 +165,8 @@ pub fn add_virtio(
     device: Box<dyn VirtioDevice>,
 ) -> Result<VirtioSlot> {
     let base = virtio_mmio_base(index);
-    let irq_evt = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(io_err("cannot create an eventfd"))?;
+    let irq_evt = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
+        .map_err(io_err("cannot create an eventfd"))?;
     vm.register_irqfd(&irq_evt, virtio_irq(index))
         .map_err(Error::kvm("KVM_IRQFD (virtio)"))?;
     let queues = device.queue_max_sizes().len();
@@ -175,7 +177,8 @@ pub fn add_virtio(
     )));
     let mut queue_evts = Vec::with_capacity(queues);
     for q in 0..queues {
-        let evt = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(io_err("cannot create an eventfd"))?;
+        let evt = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
+            .map_err(io_err("cannot create an eventfd"))?;
         vm.register_ioevent(
             &evt,
             &IoEventAddress::Mmio(base + QUEUE_NOTIFY_OFFSET),

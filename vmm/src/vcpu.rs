@@ -211,9 +211,11 @@ impl VmExitState {
     pub fn new(timeline: Arc<Timeline>) -> Result<Self> {
         Ok(VmExitState {
             end: Mutex::new(None),
-            evt: EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(|source| Error::Io {
-                what: "cannot create the exit eventfd".into(),
-                source,
+            evt: EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(|source| {
+                Error::Io {
+                    what: "cannot create the exit eventfd".into(),
+                    source,
+                }
             })?,
             stop: AtomicBool::new(false),
             timeline,

@@ -889,6 +889,70 @@ mod tests {
         assert_eq!(file_bytes(&mut dev), content);
     }
 
+    /// The helper side of `an_acknowledged_flush_survives_kill_9`: a write
+    /// and a flush through the device, "acked" once both are answered OK,
+    /// then it waits to be killed.
+    fn flush_helper(path: &str) {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let mut dev = Block::new(f, DISK_SECTORS * SECTOR_SIZE, false, "kill");
+        let m = mem();
+        let (hdr, st) = (desc(HDR, 16, false), desc(STATUS, 1, true));
+        m.write_slice(&[0xab; 4096], GuestAddress(DATA)).unwrap();
+        header(&m, VIRTIO_BLK_T_OUT, 8);
+        assert_eq!(
+            run(&mut dev, &m, &[hdr, desc(DATA, 4096, false), st]).status,
+            VIRTIO_BLK_S_OK
+        );
+        header(&m, VIRTIO_BLK_T_FLUSH, 0);
+        assert_eq!(run(&mut dev, &m, &[hdr, st]).status, VIRTIO_BLK_S_OK);
+        println!("acked");
+        std::io::stdout().flush().unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(120));
+    }
+
+    /// A write the guest saw acknowledged by a flush is in the host file
+    /// after the VMM process is killed with SIGKILL. The device runs in a
+    /// child process (this test binary again, in helper mode).
+    #[test]
+    fn an_acknowledged_flush_survives_kill_9() {
+        if let Ok(path) = std::env::var("VMM_FLUSH_HELPER") {
+            flush_helper(&path);
+            return;
+        }
+        use std::io::BufRead;
+        let path = std::env::temp_dir().join(format!("vmm-blk-kill-{}", std::process::id()));
+        std::fs::write(&path, vec![0u8; (DISK_SECTORS * SECTOR_SIZE) as usize]).unwrap();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "virtio::block::tests::an_acknowledged_flush_survives_kill_9",
+            ])
+            .args(["--nocapture", "--test-threads=1"])
+            .env("VMM_FLUSH_HELPER", &path)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let acked = out
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains("acked"));
+        child.kill().unwrap(); // SIGKILL
+        let status = child.wait().unwrap();
+        assert!(acked, "the helper never acknowledged");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        let data = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(&data[8 * 512..8 * 512 + 4096], &[0xab; 4096][..]);
+        assert!(data[..8 * 512].iter().all(|&b| b == 0));
+    }
+
     /// Host faults under a running disk: the guest gets IOERR, the device
     /// keeps answering, nothing panics.
     #[test]
@@ -905,7 +969,10 @@ mod tests {
         let data = desc(DATA, 4096, false);
         let (hdr, st) = (desc(HDR, 16, false), desc(STATUS, 1, true));
         header(&m, VIRTIO_BLK_T_OUT, 0);
-        assert_eq!(run(&mut dev, &m, &[hdr, data, st]).status, VIRTIO_BLK_S_IOERR);
+        assert_eq!(
+            run(&mut dev, &m, &[hdr, data, st]).status,
+            VIRTIO_BLK_S_IOERR
+        );
         header(&m, VIRTIO_BLK_T_FLUSH, 0);
         let flushed = run(&mut dev, &m, &[hdr, st]).status;
         assert!(matches!(flushed, VIRTIO_BLK_S_OK | VIRTIO_BLK_S_IOERR));
