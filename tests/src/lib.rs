@@ -345,6 +345,9 @@ pub mod soak {
             mem_mib: 16,
             vcpus: 1,
             smt: false,
+            // Filters stay on the thread that runs a VM: the next cycle
+            // in this process could not build its own.
+            seccomp: false,
             serial: SerialOutput::None,
             emulated_host: EmulatedHost::Auto,
             boot_protocol: BootProtocol::Linux,

@@ -373,3 +373,70 @@ fn a_serial_flood_to_a_closed_or_slow_stdout_does_not_grow_memory() {
         }
     }
 }
+
+/// The seccomp mode of each thread of `pid` (2: filtered), by name.
+fn seccomp_modes(pid: u32) -> Vec<(String, String)> {
+    let mut v = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = t.unwrap().path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let mode = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Seccomp:"))
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        v.push((name.trim().to_string(), mode));
+    }
+    v
+}
+
+/// Every thread of a running VM has its filter (mode 2) by default, none
+/// with --seccomp off; a bad value is a usage error.
+#[test]
+fn every_thread_is_filtered_unless_seccomp_is_off() {
+    use std::process::{Command, Stdio};
+    if !kvm_available() {
+        eprintln!("skipped: /dev/kvm not available");
+        return;
+    }
+    // A guest that spins: jmp $.
+    let dir = TempDir::new("seccomp");
+    let kernel = dir.write("spin.elf", &tiny_elf(&[0xeb, 0xfe]));
+    for (extra, want) in [(None, "2"), (Some("off"), "0")] {
+        let mut cmd = Command::new(vmm_tests::vmm_bin());
+        cmd.args([
+            "run",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--memory",
+            "16M",
+        ])
+        .args(["--cmdline", "", "--vcpus", "2", "--serial", "none"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        if let Some(v) = extra {
+            cmd.args(["--seccomp", v]);
+        }
+        let mut child = cmd.spawn().unwrap();
+        // Wait for both vCPU threads to be up.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let modes = loop {
+            let m = seccomp_modes(child.id());
+            if m.iter().filter(|(n, _)| n.starts_with("vcpu")).count() == 2 {
+                std::thread::sleep(Duration::from_millis(300));
+                break seccomp_modes(child.id());
+            }
+            assert!(std::time::Instant::now() < deadline, "{m:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // SAFETY: kill takes plain integers; the child is not reaped yet.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        assert_eq!(child.wait().unwrap().code(), Some(143), "{extra:?}");
+        assert!(modes.iter().all(|(_, m)| m == want), "{extra:?}: {modes:?}");
+    }
+    let out = run_vmm(&["run", "--seccomp", "maybe"], LIMIT, None);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+}

@@ -39,6 +39,7 @@ pub struct Vmm {
     reset_evt: EventFd,
     exit: Arc<VmExitState>,
     serial_stdio: bool,
+    seccomp: bool,
     _vm: VmFd,
     _kvm: Kvm,
     _mem: GuestMemoryMmap,
@@ -410,6 +411,7 @@ impl Vmm {
             reset_evt,
             exit,
             serial_stdio: config.serial == SerialOutput::Stdio,
+            seccomp: config.seccomp,
             _vm: vm,
             _kvm: kvm,
             _mem: mem,
@@ -429,6 +431,7 @@ impl Vmm {
             reset_evt,
             exit,
             serial_stdio,
+            seccomp,
             _vm,
             _kvm,
             _mem,
@@ -470,9 +473,18 @@ impl Vmm {
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
         for vcpu in vcpus {
             let name = format!("vcpu{}", vcpu.id);
+            let thread_exit = exit.clone();
             let spawned = std::thread::Builder::new()
                 .name(name.clone())
-                .spawn(move || vcpu.run());
+                .spawn(move || {
+                    if seccomp {
+                        if let Err(e) = crate::seccomp::install(crate::seccomp::Thread::Vcpu) {
+                            thread_exit.finish(VmEnd::VmmError(e.to_string()));
+                            return;
+                        }
+                    }
+                    vcpu.run()
+                });
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(e) => {
@@ -482,6 +494,11 @@ impl Vmm {
             }
         }
 
+        if seccomp {
+            if let Err(e) = crate::seccomp::install(crate::seccomp::Thread::Main) {
+                exit.finish(VmEnd::VmmError(e.to_string()));
+            }
+        }
         let end = loop {
             if let Some(end) = exit.end() {
                 break end;
@@ -650,6 +667,7 @@ mod tests {
             mem_mib: 128,
             vcpus: 1,
             smt: false,
+            seccomp: true,
             serial: SerialOutput::None,
             emulated_host: EmulatedHost::Off,
             boot_protocol: BootProtocol::Linux,

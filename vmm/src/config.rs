@@ -306,6 +306,8 @@ pub struct VmConfig {
     /// Simultaneous multithreading: the vCPUs are presented as cores of two
     /// threads each.
     pub smt: bool,
+    /// Seccomp filters on the VMM's threads (see `seccomp`).
+    pub seccomp: bool,
     /// Serial console output.
     pub serial: SerialOutput,
     /// Emulated-host adaptation.
@@ -516,6 +518,7 @@ mod tests {
             mem_mib: 128,
             vcpus: 1,
             smt: false,
+            seccomp: true,
             serial: SerialOutput::Stdio,
             emulated_host: EmulatedHost::Auto,
             boot_protocol: BootProtocol::Linux,

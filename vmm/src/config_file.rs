@@ -173,6 +173,9 @@ pub struct Extensions {
     /// "linux" or "pvh" (--boot-protocol).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_protocol: Option<String>,
+    /// false turns the seccomp filters off (--seccomp off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<bool>,
 }
 
 /// Values given on the command line, which win over the file's. A list
@@ -192,6 +195,8 @@ pub struct Overrides {
     pub vcpus: Option<u32>,
     /// --smt
     pub smt: Option<bool>,
+    /// --seccomp
+    pub seccomp: Option<bool>,
     /// --serial
     pub serial: Option<SerialOutput>,
     /// --emulated-host
@@ -222,6 +227,7 @@ impl Overrides {
             mem_mib: config::DEFAULT_MEM_MIB,
             vcpus: 1,
             smt: false,
+            seccomp: true,
             serial: SerialOutput::Stdio,
             emulated_host: EmulatedHost::Auto,
             boot_protocol: BootProtocol::Linux,
@@ -244,7 +250,7 @@ impl Overrides {
                 $(if let Some(v) = self.$field { base.$target = v; })*
             };
         }
-        over!(cmdline => cmdline, mem_mib => mem_mib, vcpus => vcpus, smt => smt,
+        over!(cmdline => cmdline, mem_mib => mem_mib, vcpus => vcpus, smt => smt, seccomp => seccomp,
               serial => serial, emulated_host => emulated_host,
               boot_protocol => boot_protocol, disks => disks, nets => nets);
         base
@@ -444,6 +450,7 @@ impl ConfigFile {
             mem_mib,
             vcpus,
             smt,
+            seccomp: ext.seccomp.unwrap_or(true),
             serial,
             emulated_host,
             boot_protocol,
@@ -749,6 +756,7 @@ impl ConfigFile {
                 serial: Some(config.serial.to_string()),
                 emulated_host: Some(config.emulated_host.to_string()),
                 boot_protocol: Some(config.boot_protocol.to_string()),
+                seccomp: (!config.seccomp).then_some(false),
             }),
             ..ConfigFile::default()
         }
@@ -772,6 +780,7 @@ pub fn example() -> ConfigFile {
         mem_mib: config::DEFAULT_MEM_MIB,
         vcpus: 1,
         smt: false,
+        seccomp: true,
         serial: SerialOutput::Stdio,
         emulated_host: EmulatedHost::Auto,
         boot_protocol: BootProtocol::Linux,

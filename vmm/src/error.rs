@@ -30,6 +30,8 @@ pub mod exit_code {
     pub const FAIL_ENTRY: i32 = 9;
     /// A TAP device for a network interface cannot be opened or created.
     pub const NET: i32 = 10;
+    /// A VMM thread made a system call its seccomp filter forbids.
+    pub const SECCOMP: i32 = 11;
 }
 
 /// Everything that stops the VMM before or while it runs a guest.
@@ -197,6 +199,7 @@ mod tests {
             KVM_INTERNAL_ERROR,
             FAIL_ENTRY,
             NET,
+            SECCOMP,
         ];
         let set: std::collections::HashSet<_> = all.iter().collect();
         assert_eq!(set.len(), all.len());

@@ -11,6 +11,7 @@ pub mod device_manager;
 pub mod error;
 pub mod event_loop;
 pub mod host;
+pub mod seccomp;
 pub mod vcpu;
 
 pub use builder::Vmm;

@@ -70,7 +70,7 @@ enum ConfigCommand {
         /// The config file.
         file: PathBuf,
         #[command(flatten)]
-        vm: VmArgs,
+        vm: Box<VmArgs>,
     },
     /// Print a working config file for the default guest.
     Example,
@@ -126,6 +126,10 @@ struct VmArgs {
     /// CAP_NET_ADMIN). Without mac= the MAC is derived from the TAP name.
     #[arg(long, value_name = "NET")]
     net: Vec<NetConfig>,
+    /// Seccomp filters on the VMM's threads: on (default) or off, for
+    /// debugging.
+    #[arg(long, value_name = "on|off", value_parser = ["on", "off"])]
+    seccomp: Option<String>,
     /// How to enter the kernel: linux (64-bit boot protocol) or pvh.
     /// Default linux.
     #[arg(long, value_name = "PROTO")]
@@ -141,6 +145,7 @@ impl VmArgs {
             mem_mib: self.memory,
             vcpus: self.vcpus,
             smt: self.smt,
+            seccomp: self.seccomp.map(|s| s == "on"),
             serial: self.serial,
             emulated_host: self.emulated_host,
             boot_protocol: self.boot_protocol,
@@ -276,7 +281,7 @@ fn main() -> ExitCode {
     init_logging(&cli.log_level);
     let code = match cli.command {
         Command::Run(args) => run(args, started),
-        Command::Config(ConfigCommand::Check { file, vm }) => config_check(file, vm),
+        Command::Config(ConfigCommand::Check { file, vm }) => config_check(file, *vm),
         Command::Config(ConfigCommand::Example) => config_example(),
         Command::Bench(args) => bench(args),
     };

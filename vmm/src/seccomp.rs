@@ -1,0 +1,246 @@
+//! Seccomp filters per thread, installed before the guest runs: each thread
+//! may make only the system calls its work needs. A forbidden call stops
+//! the whole process at once with a message naming the call and
+//! `exit_code::SECCOMP`; `--seccomp off` leaves the filters out (for
+//! debugging).
+//!
+//! The vCPU threads run KVM_RUN and the device models the guest reaches by
+//! port and MMIO exits (serial output, virtio register writes). The main
+//! thread runs the event loop: virtio queues (disk and TAP I/O), stdin,
+//! signals, and the teardown. Neither opens files, creates sockets,
+//! starts processes or maps executable memory.
+
+use std::collections::BTreeMap;
+
+use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, SeccompRule, TargetArch};
+
+use crate::error::{exit_code, Error, Result};
+
+/// Which thread a filter is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Thread {
+    /// A vCPU thread.
+    Vcpu,
+    /// The main thread, once it runs the event loop.
+    Main,
+}
+
+/// What every thread of a running VM needs: memory, locks, signals, its own
+/// end, time, logging.
+const COMMON: &[i64] = &[
+    libc::SYS_read,
+    libc::SYS_write,
+    libc::SYS_readv,
+    libc::SYS_writev,
+    libc::SYS_close,
+    libc::SYS_futex,
+    libc::SYS_mmap,
+    libc::SYS_munmap,
+    libc::SYS_mremap,
+    libc::SYS_madvise,
+    libc::SYS_brk,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_sigaltstack,
+    libc::SYS_sched_yield,
+    libc::SYS_sched_getaffinity,
+    libc::SYS_clock_gettime,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_nanosleep,
+    libc::SYS_gettid,
+    libc::SYS_getpid,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+    libc::SYS_set_robust_list,
+    libc::SYS_rseq,
+    libc::SYS_fcntl,
+    libc::SYS_fstat,
+    libc::SYS_newfstatat,
+    libc::SYS_statx,
+    libc::SYS_lseek,
+    libc::SYS_getrandom,
+    // KVM_RUN and the other KVM calls; TUNSETOFFLOAD when the driver
+    // acknowledges features; the terminal's mode.
+    libc::SYS_ioctl,
+];
+
+/// The vCPU threads' additions: a queue notification that KVM's ioeventfd
+/// does not take (an odd width or value) reaches the device from here.
+const VCPU: &[i64] = &[libc::SYS_pread64, libc::SYS_pwrite64, libc::SYS_fdatasync];
+
+/// The main thread's additions: the event loop, virtio-blk, kicking and
+/// joining the vCPU threads, and reading its own resources at the end.
+const MAIN: &[i64] = &[
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_epoll_ctl,
+    libc::SYS_pread64,
+    libc::SYS_pwrite64,
+    libc::SYS_preadv,
+    libc::SYS_pwritev,
+    libc::SYS_fdatasync,
+    libc::SYS_fsync,
+    libc::SYS_tgkill,
+    libc::SYS_rt_sigaction,
+    libc::SYS_openat,
+    libc::SYS_getdents64,
+];
+
+/// The system calls `thread` may make.
+pub fn allowed(thread: Thread) -> Vec<i64> {
+    let extra = match thread {
+        Thread::Vcpu => VCPU,
+        Thread::Main => MAIN,
+    };
+    COMMON.iter().chain(extra).copied().collect()
+}
+
+/// The BPF program for `thread`: its calls allowed, any other one trapped
+/// (SIGSYS).
+pub fn program(thread: Thread) -> Result<BpfProgram> {
+    let rules: BTreeMap<i64, Vec<SeccompRule>> =
+        allowed(thread).into_iter().map(|nr| (nr, vec![])).collect();
+    let err = |e: String| Error::Io {
+        what: format!("cannot build the {thread:?} seccomp filter"),
+        source: std::io::Error::other(e),
+    };
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Trap,
+        SeccompAction::Allow,
+        TargetArch::x86_64,
+    )
+    .map_err(|e| err(e.to_string()))?;
+    filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| err(e.to_string()))
+}
+
+/// Installs `thread`'s filter on the calling thread (and the SIGSYS
+/// handler, once per process).
+pub fn install(thread: Thread) -> Result<()> {
+    install_sigsys_handler()?;
+    let prog = program(thread)?;
+    seccompiler::apply_filter(&prog).map_err(|e| Error::Io {
+        what: format!("cannot install the {thread:?} seccomp filter"),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
+fn install_sigsys_handler() -> Result<()> {
+    static ONCE: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        vmm_sys_util::signal::register_signal_handler(libc::SIGSYS, sigsys_handler)
+            .map_err(|e| e.to_string())
+    })
+    .clone()
+    .map_err(|e| Error::Io {
+        what: "cannot install the SIGSYS handler".into(),
+        source: std::io::Error::other(e),
+    })
+}
+
+/// Writes `n` in decimal into the end of `buf`; returns where it starts.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> usize {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return i;
+        }
+    }
+}
+
+/// The forbidden call's number in a SIGSYS siginfo: `si_syscall`, after
+/// si_signo, si_errno, si_code (and padding) and `si_call_addr`.
+const SI_SYSCALL_OFFSET: usize = 16 + 8;
+
+extern "C" fn sigsys_handler(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for SIGSYS, whose
+    // `_sigsys` member holds the call number at this offset (an int).
+    let nr = unsafe {
+        info.cast::<u8>()
+            .add(SI_SYSCALL_OFFSET)
+            .cast::<i32>()
+            .read_unaligned()
+    };
+    let mut buf = [0u8; 20];
+    let start = decimal(nr.max(0) as u64, &mut buf);
+    let parts: [&[u8]; 3] = [
+        b"vmm: seccomp: a VMM thread made system call ",
+        &buf[start..],
+        b", which its filter forbids; stopping (exit 11). --seccomp off runs without filters.\n",
+    ];
+    for p in parts {
+        // SAFETY: write(2) and _exit(2) are async-signal-safe; the buffers
+        // are live for the calls.
+        unsafe { libc::write(2, p.as_ptr().cast(), p.len()) };
+    }
+    // SAFETY: as above; nothing else runs after this.
+    unsafe { libc::_exit(exit_code::SECCOMP) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_build_and_differ_by_thread() {
+        let vcpu = allowed(Thread::Vcpu);
+        let main = allowed(Thread::Main);
+        assert!(vcpu.contains(&libc::SYS_ioctl));
+        assert!(
+            !vcpu.contains(&libc::SYS_epoll_wait),
+            "the event loop is the main thread's"
+        );
+        assert!(main.contains(&libc::SYS_epoll_wait));
+        for forbidden in [
+            libc::SYS_execve,
+            libc::SYS_socket,
+            libc::SYS_fork,
+            libc::SYS_ptrace,
+        ] {
+            assert!(!vcpu.contains(&forbidden) && !main.contains(&forbidden));
+        }
+        assert!(!program(Thread::Vcpu).unwrap().is_empty());
+        assert!(!program(Thread::Main).unwrap().is_empty());
+    }
+
+    #[test]
+    fn decimal_numbers() {
+        let mut b = [0u8; 20];
+        let s = decimal(41, &mut b);
+        assert_eq!(&b[s..], b"41");
+        let s = decimal(0, &mut b);
+        assert_eq!(&b[s..], b"0");
+    }
+
+    /// In a child process (this test binary again): the vCPU filter, then
+    /// a forbidden call. The child must end with the seccomp exit code and
+    /// the message.
+    #[test]
+    fn a_forbidden_call_ends_the_process_with_its_code_and_message() {
+        if std::env::var_os("VMM_SECCOMP_CHILD").is_some() {
+            install(Thread::Vcpu).unwrap();
+            // SAFETY: socket takes plain integers; it is the forbidden call.
+            unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+            unreachable!("the filter let socket(2) through");
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "seccomp::tests::a_forbidden_call_ends_the_process_with_its_code_and_message",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("VMM_SECCOMP_CHILD", "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(exit_code::SECCOMP), "{err}");
+        let socket = format!("system call {}, which its filter forbids", libc::SYS_socket);
+        assert!(err.contains(&socket), "{err}");
+    }
+}
