@@ -294,7 +294,7 @@ pub mod soak {
     use std::path::Path;
     use std::time::{Duration, Instant};
 
-    use vmm::config::{BootProtocol, EmulatedHost, SerialOutput, VmConfig};
+    use vmm::config::{SerialOutput, VmConfig};
     use vmm::host::{resources, Resources};
 
     /// What a soak run saw.
@@ -339,20 +339,13 @@ pub mod soak {
 
     fn config(kernel: &Path) -> VmConfig {
         VmConfig {
-            kernel: kernel.to_path_buf(),
-            initrd: None,
             cmdline: String::new(),
             mem_mib: 16,
-            vcpus: 1,
-            smt: false,
             // Filters stay on the thread that runs a VM: the next cycle
             // in this process could not build its own.
             seccomp: false,
             serial: SerialOutput::None,
-            emulated_host: EmulatedHost::Auto,
-            boot_protocol: BootProtocol::Linux,
-            disks: Vec::new(),
-            nets: Vec::new(),
+            ..VmConfig::with_defaults(kernel.to_path_buf(), None)
         }
     }
 

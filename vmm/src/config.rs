@@ -320,6 +320,28 @@ pub struct VmConfig {
     pub nets: Vec<NetConfig>,
 }
 
+impl VmConfig {
+    /// A VM booting `kernel` (and `initrd`) with every other value at its
+    /// default: the default command line, 128 MiB, 1 vCPU, serial on
+    /// stdio, no devices, seccomp on.
+    pub fn with_defaults(kernel: PathBuf, initrd: Option<PathBuf>) -> VmConfig {
+        VmConfig {
+            kernel,
+            initrd,
+            cmdline: DEFAULT_CMDLINE.to_string(),
+            mem_mib: DEFAULT_MEM_MIB,
+            vcpus: 1,
+            smt: false,
+            seccomp: true,
+            serial: SerialOutput::Stdio,
+            emulated_host: EmulatedHost::Auto,
+            boot_protocol: BootProtocol::Linux,
+            disks: Vec::new(),
+            nets: Vec::new(),
+        }
+    }
+}
+
 /// Parses a memory size: a number of MiB, or a number with a unit
 /// (K, M, G, T, optionally followed by "iB" or "B"; binary multiples).
 /// Returns the size in MiB; sizes that are not whole MiB are rejected.

@@ -220,20 +220,7 @@ impl Overrides {
                 (k, Some(self.initrd.clone().unwrap_or(i)))
             }
         };
-        let base = VmConfig {
-            kernel,
-            initrd,
-            cmdline: config::DEFAULT_CMDLINE.to_string(),
-            mem_mib: config::DEFAULT_MEM_MIB,
-            vcpus: 1,
-            smt: false,
-            seccomp: true,
-            serial: SerialOutput::Stdio,
-            emulated_host: EmulatedHost::Auto,
-            boot_protocol: BootProtocol::Linux,
-            disks: Vec::new(),
-            nets: Vec::new(),
-        };
+        let base = VmConfig::with_defaults(kernel, initrd);
         Ok(self.apply(base))
     }
 
@@ -773,20 +760,7 @@ impl ConfigFile {
 /// A working config for the default guest built by guest-kernels/build.sh.
 pub fn example() -> ConfigFile {
     let dir = config::default_guest_dir();
-    let config = VmConfig {
-        kernel: dir.join("vmlinux"),
-        initrd: Some(dir.join("initramfs.cpio")),
-        cmdline: config::DEFAULT_CMDLINE.to_string(),
-        mem_mib: config::DEFAULT_MEM_MIB,
-        vcpus: 1,
-        smt: false,
-        seccomp: true,
-        serial: SerialOutput::Stdio,
-        emulated_host: EmulatedHost::Auto,
-        boot_protocol: BootProtocol::Linux,
-        disks: Vec::new(),
-        nets: Vec::new(),
-    };
+    let config = VmConfig::with_defaults(dir.join("vmlinux"), Some(dir.join("initramfs.cpio")));
     ConfigFile::from_config(&config)
 }
 

@@ -226,18 +226,8 @@ fn launches(opts: &Options, emulated: bool, work: &Path) -> Result<(Vec<Launch>,
                 None => skipped.push((system, "qemu-system-x86_64 not installed".into())),
                 Some(qemu) => {
                     let vm = VmConfig {
-                        kernel: kernel.clone(),
-                        initrd: Some(initrd.clone()),
-                        cmdline: config::DEFAULT_CMDLINE.into(),
                         mem_mib: opts.mem_mib,
-                        vcpus: 1,
-                        smt: false,
-                        seccomp: true,
-                        serial: config::SerialOutput::Stdio,
-                        emulated_host: config::EmulatedHost::Auto,
-                        boot_protocol: config::BootProtocol::Linux,
-                        disks: Vec::new(),
-                        nets: Vec::new(),
+                        ..VmConfig::with_defaults(kernel.clone(), Some(initrd.clone()))
                     };
                     // The command line this VMM gives its guest, so that
                     // both kernels do the same work.
