@@ -285,11 +285,7 @@ fn the_kernels_init_line_on_the_console_is_a_phase() {
 /// VmRSS of a process, KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
+    vmm::host::proc_field(&status, "VmRSS:").unwrap()
 }
 
 /// A guest that writes to the serial port without end, with the VMM's

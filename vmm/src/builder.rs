@@ -661,18 +661,11 @@ mod tests {
 
     fn config(disks: Vec<DiskConfig>, cmdline: &str) -> VmConfig {
         VmConfig {
-            kernel: "k".into(),
-            initrd: None,
             cmdline: cmdline.into(),
-            mem_mib: 128,
-            vcpus: 1,
-            smt: false,
-            seccomp: true,
             serial: SerialOutput::None,
             emulated_host: EmulatedHost::Off,
-            boot_protocol: BootProtocol::Linux,
             disks,
-            nets: vec![],
+            ..VmConfig::with_defaults("k".into(), None)
         }
     }
 

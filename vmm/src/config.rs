@@ -533,20 +533,7 @@ mod tests {
     }
 
     fn config(kernel: &Path) -> VmConfig {
-        VmConfig {
-            kernel: kernel.to_path_buf(),
-            initrd: None,
-            cmdline: DEFAULT_CMDLINE.into(),
-            mem_mib: 128,
-            vcpus: 1,
-            smt: false,
-            seccomp: true,
-            serial: SerialOutput::Stdio,
-            emulated_host: EmulatedHost::Auto,
-            boot_protocol: BootProtocol::Linux,
-            disks: vec![],
-            nets: vec![],
-        }
+        VmConfig::with_defaults(kernel.to_path_buf(), None)
     }
 
     #[test]

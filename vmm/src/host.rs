@@ -118,16 +118,19 @@ pub fn available_mem_mib() -> Option<u64> {
     parse_meminfo_available(std::str::from_utf8(&buf[..n]).ok()?)
 }
 
+/// The number after `name` ("VmRSS:", "MemAvailable:") in a /proc text
+/// of "Name: value [unit]" lines (status, meminfo).
+pub fn proc_field(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.starts_with(name))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 fn parse_meminfo_available(text: &str) -> Option<u64> {
-    let field = |name: &str| -> Option<u64> {
-        text.lines()
-            .find(|l| l.starts_with(name))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
-    let kib = field("MemAvailable:")? + field("SwapFree:").unwrap_or(0);
+    let kib = proc_field(text, "MemAvailable:")? + proc_field(text, "SwapFree:").unwrap_or(0);
     Some(kib / 1024)
 }
 
@@ -148,20 +151,11 @@ pub struct Resources {
 pub fn resources() -> Option<Resources> {
     let fds = std::fs::read_dir("/proc/self/fd").ok()?.count();
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let field = |name: &str| -> Option<u64> {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
     Some(Resources {
         // read_dir's own descriptor is counted while it is open.
         fds: fds.saturating_sub(1),
-        rss_kib: field("VmRSS:")?,
-        peak_rss_kib: field("VmHWM:")?,
+        rss_kib: proc_field(&status, "VmRSS:")?,
+        peak_rss_kib: proc_field(&status, "VmHWM:")?,
     })
 }
 

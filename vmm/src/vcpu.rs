@@ -362,10 +362,10 @@ impl Vcpu {
 
     /// The vCPU thread's body: run until the VM ends or the VMM stops it.
     pub fn run(mut self) {
+        if self.id == 0 && !self.exit.stop.load(Ordering::Acquire) {
+            self.exit.timeline.mark(Phase::FirstRun);
+        }
         while !self.exit.stop.load(Ordering::Acquire) {
-            if self.id == 0 {
-                self.exit.timeline.mark(Phase::FirstRun);
-            }
             let action = match self.fd.run() {
                 Ok(exit) => handle_exit(exit, &self.pio, &self.mmio),
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {

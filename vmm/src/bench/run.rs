@@ -285,14 +285,12 @@ pub fn start_batch(launch: &Launch, parallel: usize, tag: &str) -> Vec<Started> 
         .into_iter()
         .map(|h| h.join().expect("a bench thread panicked"))
         .collect();
-    let batch = if results.iter().all(|(_, end)| end.is_some()) {
-        results
-            .iter()
-            .filter_map(|(_, e)| *e)
-            .fold(None, |m: Option<f64>, e| Some(m.map_or(e, |m| m.max(e))))
-    } else {
-        None
-    };
+    // The last instance's ready time, if every instance got ready.
+    let batch = results
+        .iter()
+        .map(|(_, end)| *end)
+        .collect::<Option<Vec<f64>>>()
+        .and_then(|ends| ends.into_iter().reduce(f64::max));
     for (s, _) in &mut results {
         s.sample.batch_ms = batch;
     }
