@@ -92,6 +92,119 @@ pub mod asm {
         c
     }
 
+    /// `mov rbx, imm`: the base of `store_rbx` and `load_rbx`.
+    pub fn mov_rbx(imm: u64) -> Vec<u8> {
+        let mut c = vec![0x48, 0xbb];
+        c.extend_from_slice(&imm.to_le_bytes());
+        c
+    }
+
+    /// `mov dword [rbx + disp], imm` (a 4-byte MMIO register write).
+    pub fn store_rbx(disp: u32, imm: u32) -> Vec<u8> {
+        let mut c = vec![0xc7, 0x83];
+        c.extend_from_slice(&disp.to_le_bytes());
+        c.extend_from_slice(&imm.to_le_bytes());
+        c
+    }
+
+    /// `mov eax, dword [rbx + disp]` (a 4-byte MMIO register read).
+    pub fn load_rbx(disp: u32) -> Vec<u8> {
+        let mut c = vec![0x8b, 0x83];
+        c.extend_from_slice(&disp.to_le_bytes());
+        c
+    }
+
+    /// `mov dword [addr], imm`, `addr` below 2 GiB.
+    pub fn store32(addr: u32, imm: u32) -> Vec<u8> {
+        let mut c = vec![0xc7, 0x04, 0x25];
+        c.extend_from_slice(&addr.to_le_bytes());
+        c.extend_from_slice(&imm.to_le_bytes());
+        c
+    }
+
+    /// `mov word [addr], imm`, `addr` below 2 GiB.
+    pub fn store16(addr: u32, imm: u16) -> Vec<u8> {
+        let mut c = vec![0x66, 0xc7, 0x04, 0x25];
+        c.extend_from_slice(&addr.to_le_bytes());
+        c.extend_from_slice(&imm.to_le_bytes());
+        c
+    }
+
+    /// `mov byte [addr], imm`, `addr` below 2 GiB.
+    pub fn store8(addr: u32, imm: u8) -> Vec<u8> {
+        let mut c = vec![0xc6, 0x04, 0x25];
+        c.extend_from_slice(&addr.to_le_bytes());
+        c.push(imm);
+        c
+    }
+
+    /// `movzx eax, word [addr]`, `addr` below 2 GiB.
+    pub fn load16(addr: u32) -> Vec<u8> {
+        let mut c = vec![0x0f, 0xb7, 0x04, 0x25];
+        c.extend_from_slice(&addr.to_le_bytes());
+        c
+    }
+
+    /// `movzx eax, byte [addr]`, `addr` below 2 GiB.
+    pub fn load8(addr: u32) -> Vec<u8> {
+        let mut c = vec![0x0f, 0xb6, 0x04, 0x25];
+        c.extend_from_slice(&addr.to_le_bytes());
+        c
+    }
+
+    /// `test eax, imm`.
+    pub fn test_eax(imm: u32) -> Vec<u8> {
+        let mut c = vec![0xa9];
+        c.extend_from_slice(&imm.to_le_bytes());
+        c
+    }
+
+    /// `cmp eax, imm`.
+    pub fn cmp_eax(imm: u32) -> Vec<u8> {
+        let mut c = vec![0x3d];
+        c.extend_from_slice(&imm.to_le_bytes());
+        c
+    }
+
+    /// Repeats `check` (code that sets the flags) until `jnz` (or `jz`
+    /// with `until_zero`) falls through: `check; j<cc> check`.
+    pub fn wait(check: &[u8], until_zero: bool) -> Vec<u8> {
+        let mut c = check.to_vec();
+        let back = -((check.len() + 2) as i64);
+        let back = i8::try_from(back).expect("wait: check too long for a short jump");
+        // Loop while the condition for leaving does not hold.
+        c.push(if until_zero { 0x75 } else { 0x74 });
+        c.push(back as u8);
+        c
+    }
+
+    /// Runs `body` only if the flags say not-zero: `jz over; body`.
+    pub fn if_nonzero(body: &[u8]) -> Vec<u8> {
+        let skip = u8::try_from(body.len()).expect("if_nonzero: body too long for a short jump");
+        assert!(skip < 0x80, "if_nonzero: body too long for a short jump");
+        let mut c = vec![0x74, skip];
+        c.extend_from_slice(body);
+        c
+    }
+
+    /// Runs `body` only if the flags say zero: `jnz over; body`.
+    pub fn if_zero(body: &[u8]) -> Vec<u8> {
+        let mut c = if_nonzero(body);
+        c[0] = 0x75;
+        c
+    }
+
+    /// Prints the `len` bytes of guest memory at `addr` on the serial port.
+    pub fn print_memory(addr: u32, len: u32) -> Vec<u8> {
+        let mut c = vec![0x66, 0xba, 0xf8, 0x03]; // mov dx, 0x3f8
+        for i in 0..len {
+            c.extend_from_slice(&[0x8a, 0x04, 0x25]); // mov al, [addr + i]
+            c.extend_from_slice(&(addr + i).to_le_bytes());
+            c.push(0xee); // out dx, al
+        }
+        c
+    }
+
     /// `popcnt rax, rbx`: runs on VT-x/AMD-V, stops KVM's emulator.
     pub const POPCNT: [u8; 5] = [0xf3, 0x48, 0x0f, 0xb8, 0xc3];
 }

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
+#[cfg(test)]
+use super::INTERRUPT_CONFIG;
 use super::{status, Interrupt, VirtioDevice, INTERRUPT_USED_RING, VIRTIO_F_VERSION_1};
 use crate::bus::BusDevice;
 
@@ -166,6 +168,43 @@ impl MmioTransport {
         Ok(())
     }
 
+    /// Whether the driver broke queue `index`'s available ring: its index
+    /// is more than a ring ahead of what the device has taken, which no
+    /// driver can have made available (virtio 1.2, 2.7.6: at most Queue
+    /// Size buffers are outstanding). The device cannot tell which entries
+    /// are real, so it stops using the queue until the driver resets it.
+    fn broken_avail_ring(&self, index: usize) -> Option<String> {
+        let queue = self.queues.get(index).filter(|q| q.ready())?;
+        let idx = match queue.avail_idx(&self.mem, std::sync::atomic::Ordering::Acquire) {
+            Ok(idx) => idx.0,
+            Err(e) => return Some(format!("queue {index}: cannot read the avail index: {e}")),
+        };
+        let next = queue.next_avail();
+        let ahead = idx.wrapping_sub(next);
+        (ahead > queue.size()).then(|| {
+            format!(
+                "queue {index}: the driver's avail index {idx} is {ahead} entries ahead of the device's {next}, more than the queue size {}",
+                queue.size()
+            )
+        })
+    }
+
+    /// Checks every ready queue's available ring before the device uses
+    /// them; a broken one marks the device as needing reset. Returns
+    /// whether the device may go on.
+    fn rings_intact(&mut self) -> bool {
+        for index in 0..self.queues.len() {
+            if let Some(why) = self.broken_avail_ring(index) {
+                self.mark_needs_reset(&why);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Marks the device as needing reset (virtio 1.2, 2.1.2: it entered an
+    /// error state), tells the driver with a configuration-change
+    /// interrupt, and stops serving its queues until the driver resets it.
     fn mark_needs_reset(&mut self, why: &str) {
         log::warn!(
             "virtio: device type {} needs reset: {why}",
@@ -248,6 +287,10 @@ impl MmioTransport {
             log::debug!("virtio: notification for queue {index}, which is not ready");
             return;
         }
+        if !self.rings_intact() {
+            return;
+        }
+        let queue = &mut self.queues[index];
         if !self.device.process_queue(&self.mem, index, queue) {
             return;
         }
@@ -283,7 +326,7 @@ impl MmioTransport {
     /// handles it if the driver has it running, and the guest is
     /// interrupted for the queues that changed.
     pub fn host_event(&mut self, index: usize) {
-        if !self.activated() {
+        if !self.activated() || !self.rings_intact() {
             return;
         }
         let changed = self.device.host_event(&self.mem, index, &mut self.queues);
@@ -646,6 +689,53 @@ mod tests {
         assert_eq!(r.rd(REG_INTERRUPT_STATUS), INTERRUPT_USED_RING);
         r.wr(REG_INTERRUPT_ACK, INTERRUPT_USED_RING);
         assert_eq!(r.rd(REG_INTERRUPT_STATUS), 0);
+    }
+
+    #[test]
+    fn a_broken_avail_ring_needs_reset_until_the_driver_resets() {
+        let mut r = rig();
+        r.negotiate(1);
+        let mem = r.mem.clone();
+        let vq = MockSplitQueue::create(&mem, GuestAddress(0x1000), 16);
+        let (d, a, u) = (vq.desc_table_addr().0, vq.avail_addr().0, vq.used_addr().0);
+        r.queue(16, d, a, u);
+        r.driver_ok();
+        // A whole ring available (the fake takes nothing): still sane.
+        vq.avail().idx().store(16);
+        r.wr(REG_QUEUE_NOTIFY, 0);
+        assert_eq!(r.c.processed.load(Ordering::SeqCst), 1);
+        assert_eq!(r.rd(REG_STATUS) & status::DEVICE_NEEDS_RESET, 0);
+        r.wr(REG_INTERRUPT_ACK, u32::MAX);
+        let _ = r.irq.read();
+        // One more than a ring: broken. The device does not touch it, says
+        // so in its status and interrupts for a configuration change.
+        vq.avail().idx().store(17);
+        r.wr(REG_QUEUE_NOTIFY, 0);
+        assert_eq!(r.c.processed.load(Ordering::SeqCst), 1);
+        let st = r.rd(REG_STATUS);
+        assert_ne!(st & status::DEVICE_NEEDS_RESET, 0, "status {st:#x}");
+        assert_ne!(st & status::DRIVER_OK, 0, "status {st:#x}");
+        assert_eq!(r.rd(REG_INTERRUPT_STATUS), INTERRUPT_CONFIG);
+        assert_eq!(r.irq.read().unwrap(), 1);
+        // Until a reset, the queue stays out of use, whatever the driver
+        // writes to the ring or the status.
+        vq.avail().idx().store(1);
+        r.wr(REG_QUEUE_NOTIFY, 0);
+        r.t.host_event(0);
+        r.driver_ok();
+        r.wr(REG_QUEUE_NOTIFY, 0);
+        assert_eq!(r.c.processed.load(Ordering::SeqCst), 1);
+        assert_ne!(r.rd(REG_STATUS) & status::DEVICE_NEEDS_RESET, 0);
+        // A reset clears it, and a driver that sets up again is served.
+        r.wr(REG_STATUS, 0);
+        assert_eq!(r.rd(REG_STATUS), 0);
+        assert_eq!(r.rd(REG_INTERRUPT_STATUS), 0);
+        r.negotiate(1);
+        r.queue(16, d, a, u);
+        r.driver_ok();
+        r.wr(REG_QUEUE_NOTIFY, 0);
+        assert_eq!(r.c.processed.load(Ordering::SeqCst), 2);
+        assert_eq!(r.rd(REG_STATUS) & status::DEVICE_NEEDS_RESET, 0);
     }
 
     #[test]
