@@ -29,3 +29,9 @@ if ! command -v cargo >/dev/null; then
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal \
         --component clippy,rustfmt >&2
 fi
+# cargo-fuzz for scripts/fuzz.sh (the fuzz targets build on this stable
+# toolchain with --sanitizer none).
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "setup: installing cargo-fuzz" >&2
+    cargo install --quiet --locked cargo-fuzz --version 0.13.2 >&2
+fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds the default guest
 # (cached outside the repository), checks formatting and lints, and runs
-# every test: unit, tiny-guest KVM tests and the end-to-end Linux boots.
+# every test: unit, tiny-guest KVM tests and the end-to-end Linux boots;
+# then each fuzz target for a bounded time ($FUZZ_SECONDS, 30 by default).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup.sh
@@ -11,3 +12,4 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --workspace --quiet
 cargo test --workspace -- --test-threads=2
+scripts/fuzz.sh

@@ -11,7 +11,7 @@ use linux_loader::loader::elf::start_info::{
     hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
 };
 use linux_loader::loader::{self, BzImage, Elf, KernelLoader, PvhBootCapability};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, ReadVolatile};
 
 use crate::layout::*;
 use crate::memory::{e820_map, low_ram_end};
@@ -43,9 +43,24 @@ pub enum Error {
         /// e_machine.
         machine: u16,
     },
+    /// The file ends inside the kernel's header.
+    #[error("the {format} kernel image is truncated: its header does not fit in its {len} bytes")]
+    Truncated {
+        /// "ELF" or "bzImage".
+        format: &'static str,
+        /// How many bytes the file has.
+        len: usize,
+    },
     /// The bzImage's boot protocol is too old for a 64-bit entry.
     #[error("bzImage boot protocol {0:#x} is older than 2.06, which 64-bit boot needs")]
     OldBootProtocol(u16),
+    /// The kernel's segments (with their zero-filled part) run past the
+    /// guest RAM they are loaded into.
+    #[error("the kernel image ends at {end:#x} in guest memory, past the RAM it is loaded into; give the VM more memory, or check the image's program headers")]
+    PastRam {
+        /// First byte after the kernel.
+        end: u64,
+    },
     /// PVH entry requested but the kernel has no PVH note.
     #[error("the kernel has no PVH entry point (XEN_ELFNOTE_PHYS32_ENTRY); build it with CONFIG_PVH or use the Linux boot protocol")]
     NoPvhEntry,
@@ -117,7 +132,11 @@ pub struct LoadedKernel {
     pub setup_header: Option<setup_header>,
 }
 
-fn read_head(file: &mut File) -> Result<Vec<u8>> {
+/// What a kernel image is read from: a file, or bytes in memory.
+pub trait KernelImage: Read + Seek + ReadVolatile {}
+impl<T: Read + Seek + ReadVolatile> KernelImage for T {}
+
+fn read_head(file: &mut impl KernelImage) -> Result<Vec<u8>> {
     let mut head = vec![0u8; 0x400];
     file.seek(SeekFrom::Start(0)).map_err(Error::ReadKernel)?;
     let mut n = 0;
@@ -133,7 +152,7 @@ fn read_head(file: &mut File) -> Result<Vec<u8>> {
 }
 
 /// Checks that `file` is a kernel this VMM boots, without loading it.
-pub fn probe_kernel(file: &mut File) -> Result<KernelFormat> {
+pub fn probe_kernel(file: &mut impl KernelImage) -> Result<KernelFormat> {
     let head = read_head(file)?;
     let format = detect_format(&head)?;
     match format {
@@ -149,7 +168,13 @@ pub fn probe_kernel(file: &mut File) -> Result<KernelFormat> {
             }
         }
         KernelFormat::BzImage => {
-            let version = u16::from_le_bytes([head[0x206], head[0x207]]);
+            let Some(&[lo, hi]) = head.get(0x206..0x208) else {
+                return Err(Error::Truncated {
+                    format: "bzImage",
+                    len: head.len(),
+                });
+            };
+            let version = u16::from_le_bytes([lo, hi]);
             if version < 0x0206 {
                 return Err(Error::OldBootProtocol(version));
             }
@@ -161,7 +186,11 @@ pub fn probe_kernel(file: &mut File) -> Result<KernelFormat> {
 /// Loads the kernel in `file`. With `want_pvh` an ELF kernel is entered
 /// through its PVH note (an error if it has none); otherwise through the
 /// Linux 64-bit boot protocol.
-pub fn load_kernel(mem: &GuestMemoryMmap, file: &mut File, want_pvh: bool) -> Result<LoadedKernel> {
+pub fn load_kernel(
+    mem: &GuestMemoryMmap,
+    file: &mut impl KernelImage,
+    want_pvh: bool,
+) -> Result<LoadedKernel> {
     let format = probe_kernel(file)?;
     let highmem = Some(GuestAddress(HIMEM_START));
     match format {
@@ -170,6 +199,7 @@ pub fn load_kernel(mem: &GuestMemoryMmap, file: &mut File, want_pvh: bool) -> Re
                 format: "ELF",
                 source,
             })?;
+            check_in_ram(mem, res.kernel_end)?;
             let (entry, mode) = if want_pvh {
                 match res.pvh_boot_cap {
                     PvhBootCapability::PvhEntryPresent(addr) => (addr, EntryMode::Pvh),
@@ -194,6 +224,7 @@ pub fn load_kernel(mem: &GuestMemoryMmap, file: &mut File, want_pvh: bool) -> Re
                 format: "bzImage",
                 source,
             })?;
+            check_in_ram(mem, res.kernel_end)?;
             Ok(LoadedKernel {
                 format,
                 entry: res.kernel_load.unchecked_add(BZIMAGE_64BIT_ENTRY_OFFSET),
@@ -202,6 +233,21 @@ pub fn load_kernel(mem: &GuestMemoryMmap, file: &mut File, want_pvh: bool) -> Re
                 setup_header: res.setup_header,
             })
         }
+    }
+}
+
+/// Checks that guest RAM holds the whole kernel, from `HIMEM_START` (below
+/// which linux-loader places nothing) to `end`: an ELF segment's size in
+/// memory can be larger than what the file holds, and a bzImage's end
+/// comes from its header's fields; nothing else bounds them.
+fn check_in_ram(mem: &GuestMemoryMmap, end: u64) -> Result<()> {
+    let len = end.saturating_sub(HIMEM_START);
+    let fits =
+        usize::try_from(len).is_ok_and(|len| mem.check_range(GuestAddress(HIMEM_START), len));
+    if fits {
+        Ok(())
+    } else {
+        Err(Error::PastRam { end })
     }
 }
 
@@ -438,6 +484,22 @@ mod tests {
         ));
     }
 
+    /// Found by the kernel_image fuzz target
+    /// (fuzz/regressions/kernel_image/bzimage-truncated-in-header): it
+    /// panicked reading the boot protocol version.
+    #[test]
+    fn a_bzimage_cut_inside_its_header_is_an_error() {
+        for len in [0x206, 0x207] {
+            let mut bz = vec![0u8; len];
+            bz[0x202..0x206].copy_from_slice(b"HdrS");
+            let err = probe_kernel(&mut std::io::Cursor::new(&bz)).unwrap_err();
+            assert!(
+                matches!(err, Error::Truncated { format: "bzImage", len: l } if l == len),
+                "{err}"
+            );
+        }
+    }
+
     #[test]
     fn garbage_kernel_is_rejected_before_loading() {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 64 << 20)]).unwrap();
@@ -474,6 +536,45 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    /// Found by the kernel_image fuzz target
+    /// (fuzz/regressions/kernel_image/elf-memsz-past-ram): one byte in the
+    /// file, 592 MiB in memory.
+    #[test]
+    fn an_elf_segment_larger_than_ram_is_an_error() {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 32 << 20)]).unwrap();
+        let mut elf = vec![0u8; 0x1000];
+        elf[..4].copy_from_slice(ELF_MAGIC);
+        elf[4] = 2; // ELFCLASS64
+        elf[5] = 1; // little-endian
+        elf[6] = 1;
+        elf[16] = 2; // ET_EXEC
+        elf[18] = 62; // EM_X86_64
+        elf[20] = 1;
+        elf[24..32].copy_from_slice(&0x20_0000u64.to_le_bytes()); // e_entry
+        elf[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+        elf[52] = 64; // e_ehsize
+        elf[54] = 56; // e_phentsize
+        elf[56] = 1; // e_phnum
+        let ph = 64;
+        elf[ph] = 1; // PT_LOAD
+        elf[ph + 4] = 5;
+        elf[ph + 8..ph + 16].copy_from_slice(&0x800u64.to_le_bytes()); // p_offset
+        elf[ph + 16..ph + 24].copy_from_slice(&0x20_0000u64.to_le_bytes()); // p_vaddr
+        elf[ph + 24..ph + 32].copy_from_slice(&0x20_0000u64.to_le_bytes()); // p_paddr
+        elf[ph + 32..ph + 40].copy_from_slice(&1u64.to_le_bytes()); // p_filesz
+        let memsz = 592u64 << 20;
+        elf[ph + 40..ph + 48].copy_from_slice(&memsz.to_le_bytes()); // p_memsz
+        let err = load_kernel(&mem, &mut std::io::Cursor::new(&elf), false).unwrap_err();
+        assert!(
+            matches!(err, Error::PastRam { end } if end == 0x20_0000 + memsz),
+            "{err}"
+        );
+        // The same segment with a size in memory that fits loads.
+        elf[ph + 40..ph + 48].copy_from_slice(&(1u64 << 20).to_le_bytes());
+        let loaded = load_kernel(&mem, &mut std::io::Cursor::new(&elf), false).unwrap();
+        assert_eq!(loaded.end, 0x30_0000);
     }
 
     #[test]

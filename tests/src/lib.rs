@@ -403,6 +403,8 @@ mod tests {
 /// Soak runs: many create/boot/shutdown cycles of a tiny guest, in this
 /// process through the vmm library and as separate `vmm` processes, with
 /// the resources held at the start and the end.
+pub mod fuzz;
+
 pub mod soak {
     use std::path::Path;
     use std::time::{Duration, Instant};

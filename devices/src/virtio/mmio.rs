@@ -235,6 +235,10 @@ impl MmioTransport {
             self.reset();
             return;
         }
+        // DEVICE_NEEDS_RESET is the device's to set (virtio 1.2, 2.1.2):
+        // a driver's write neither sets nor clears it.
+        let value =
+            (value & !status::DEVICE_NEEDS_RESET) | (self.status & status::DEVICE_NEEDS_RESET);
         let new_bits = value & !self.status;
         // Bits may only be added, never cleared, except by a reset.
         if value & self.status != self.status {
@@ -736,6 +740,28 @@ mod tests {
         r.wr(REG_QUEUE_NOTIFY, 0);
         assert_eq!(r.c.processed.load(Ordering::SeqCst), 2);
         assert_eq!(r.rd(REG_STATUS) & status::DEVICE_NEEDS_RESET, 0);
+    }
+
+    /// Found by the virtio_blk fuzz target
+    /// (fuzz/regressions/virtio_blk/driver-sets-needs-reset).
+    #[test]
+    fn the_driver_cannot_set_device_needs_reset() {
+        let mut r = rig();
+        r.wr(REG_STATUS, status::DEVICE_NEEDS_RESET | status::ACKNOWLEDGE);
+        assert_eq!(r.rd(REG_STATUS), status::ACKNOWLEDGE);
+        r.negotiate(1);
+        r.valid_queue();
+        r.wr(
+            REG_STATUS,
+            status::ACKNOWLEDGE
+                | status::DRIVER
+                | status::FEATURES_OK
+                | status::DRIVER_OK
+                | status::DEVICE_NEEDS_RESET,
+        );
+        assert_eq!(r.rd(REG_STATUS) & status::DEVICE_NEEDS_RESET, 0);
+        r.wr(REG_QUEUE_NOTIFY, 0);
+        assert_eq!(r.c.processed.load(Ordering::SeqCst), 1);
     }
 
     #[test]
