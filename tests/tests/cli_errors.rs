@@ -64,6 +64,26 @@ fn a_file_that_is_not_a_kernel_is_an_image_error() {
     assert_eq!(out.code, Some(5), "{}", out.stderr);
 }
 
+/// The kernels the fuzzer found (fuzz/regressions/kernel_image/): a
+/// bzImage cut inside its header (it panicked the VMM) and kernels that end
+/// past guest RAM are image errors (exit 5), never a panic.
+#[test]
+fn kernels_the_fuzzer_found_are_image_errors() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions/kernel_image");
+    for (name, says) in [
+        ("bzimage-truncated-in-header", "truncated"),
+        ("elf-memsz-past-ram", "past the RAM"),
+        ("bzimage-end-past-ram", "past the RAM"),
+    ] {
+        let k = dir.join(name);
+        let out = run(&["run", "--kernel", k.to_str().unwrap(), "--memory", "32M"]);
+        assert_eq!(out.code, Some(5), "{name}: {}", out.stderr);
+        assert!(out.stderr.contains(says), "{name}: {}", out.stderr);
+        assert!(!out.stderr.contains("panicked"), "{name}: {}", out.stderr);
+    }
+}
+
 #[test]
 fn a_32bit_elf_is_an_image_error() {
     let dir = TempDir::new("cli");
