@@ -2,7 +2,7 @@
 # Runs the cargo-fuzz targets (fuzz/), each for a bounded time, starting
 # from the corpus in the repository plus every recorded regression input.
 #
-#   scripts/fuzz.sh [--seconds N] [TARGET...]
+#   scripts/fuzz.sh [--seconds N] [--keep] [TARGET...]
 #
 # N defaults to $FUZZ_SECONDS, else 30. With no TARGET, all of them. The
 # machine's own toolchain (stable) builds them: cargo fuzz with
@@ -10,9 +10,10 @@
 # AddressSanitizer (the code under test has no unsafe memory handling of
 # its own beyond guest memory, which vm-memory bounds-checks).
 #
-# New inputs the fuzzer finds go to a scratch folder, not into the repo;
-# to keep them, minimize them into the corpus:
-#   cargo fuzz cmin --sanitizer none TARGET fuzz/corpus/TARGET
+# New inputs the fuzzer finds go to a scratch folder, not into the repo.
+# With --keep, those that reach code (edges) the corpus does not are
+# added to fuzz/corpus/TARGET (libFuzzer's -set_cover_merge, without hit
+# counts, which keeps the corpus small), to be committed.
 # A crash stops the run with exit code 1 and the input's path. Make it a
 # regression: copy it to fuzz/regressions/TARGET/<what-it-does>, mend the
 # bug, and add a focused unit test; tests/tests/fuzz_corpus.rs replays
@@ -22,11 +23,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [[ -f $HOME/.cargo/env ]] && . "$HOME/.cargo/env"
 
 seconds=${FUZZ_SECONDS:-30}
+keep=0
 targets=()
 while (($#)); do
     case $1 in
-        --seconds) seconds=$2; shift 2 ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        --seconds) seconds=${2-}; shift; (($#)) && shift ;;
+        --keep) keep=1; shift ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         -*) echo "fuzz: unknown option $1" >&2; exit 2 ;;
         *) targets+=("$1"); shift ;;
     esac
@@ -76,6 +79,11 @@ for t in "${targets[@]}"; do
         result="FAILED (exit $rc): inputs kept in $kept"
     fi
     printf '%-14s %8s %10s %8s %9s  %s\n' "$t" "$seconds" "${runs:-?}" "${speed:-?}" "${cov:-?}" "$result"
+    if ((rc == 0 && keep)); then
+        "$bin/$t" -set_cover_merge=1 -use_counters=0 -max_len=4096 -timeout=10 \
+            fuzz/corpus/"$t" "$scratch/$t" >"$scratch/$t.merge" 2>&1
+        grep -o 'MERGE-OUTER: [0-9]* new files' "$scratch/$t.merge" | sed "s|^|$t: |" >&2
+    fi
     if ((rc != 0)); then
         grep -E "panicked at|assertion|ERROR: libFuzzer|SUMMARY" -A3 "$log" | head -20 >&2
     fi
