@@ -55,30 +55,14 @@ pub const DISK_BYTES: u64 = 4096;
 
 /// Register offsets of the virtio-mmio transport (virtio 1.2, 4.2.2).
 pub mod reg {
-    /// DeviceFeaturesSel.
-    pub const DEVICE_FEATURES_SEL: u64 = 0x014;
-    /// DriverFeatures.
-    pub const DRIVER_FEATURES: u64 = 0x020;
-    /// DriverFeaturesSel.
-    pub const DRIVER_FEATURES_SEL: u64 = 0x024;
-    /// QueueSel.
-    pub const QUEUE_SEL: u64 = 0x030;
-    /// QueueNum.
-    pub const QUEUE_NUM: u64 = 0x038;
-    /// QueueReady.
-    pub const QUEUE_READY: u64 = 0x044;
-    /// QueueNotify.
-    pub const QUEUE_NOTIFY: u64 = 0x050;
-    /// InterruptACK.
-    pub const INTERRUPT_ACK: u64 = 0x064;
-    /// Status.
-    pub const STATUS: u64 = 0x070;
-    /// QueueDescLow.
-    pub const QUEUE_DESC_LOW: u64 = 0x080;
-    /// QueueDriverLow.
-    pub const QUEUE_DRIVER_LOW: u64 = 0x090;
-    /// QueueDeviceLow.
-    pub const QUEUE_DEVICE_LOW: u64 = 0x0a0;
+    pub use devices::virtio::mmio::{
+        REG_DEVICE_FEATURES_SEL as DEVICE_FEATURES_SEL, REG_DRIVER_FEATURES as DRIVER_FEATURES,
+        REG_DRIVER_FEATURES_SEL as DRIVER_FEATURES_SEL, REG_INTERRUPT_ACK as INTERRUPT_ACK,
+        REG_QUEUE_DESC_LOW as QUEUE_DESC_LOW, REG_QUEUE_DEVICE_LOW as QUEUE_DEVICE_LOW,
+        REG_QUEUE_DRIVER_LOW as QUEUE_DRIVER_LOW, REG_QUEUE_NOTIFY as QUEUE_NOTIFY,
+        REG_QUEUE_NUM as QUEUE_NUM, REG_QUEUE_READY as QUEUE_READY, REG_QUEUE_SEL as QUEUE_SEL,
+        REG_STATUS as STATUS,
+    };
 }
 
 /// One operation of a virtio target's input. Encoded as an opcode byte

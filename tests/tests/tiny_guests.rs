@@ -455,26 +455,30 @@ fn a_broken_virtio_ring_needs_reset_and_a_reset_brings_the_device_back() {
     const DATA: u32 = 0x30_4000;
     const STATUS: u32 = 0x30_5000;
     const QUEUE_SIZE: u32 = 8;
-    // Register offsets and status bits (virtio 1.2, 4.2.2).
-    let (reg_status, reg_notify, reg_irq_status) = (0x70, 0x50, 0x60);
+    use devices::virtio::mmio::*;
+    let (reg_status, reg_notify, reg_irq_status) = (
+        REG_STATUS as u32,
+        REG_QUEUE_NOTIFY as u32,
+        REG_INTERRUPT_STATUS as u32,
+    );
     let set_up = || {
         let mut c = Vec::new();
         for (reg, v) in [
             (reg_status, 0), // reset
             (reg_status, 1),
             (reg_status, 3),
-            (0x24, 1), // DriverFeaturesSel: bits 32..63
-            (0x20, 1), // VIRTIO_F_VERSION_1
+            (REG_DRIVER_FEATURES_SEL as u32, 1), // bits 32..63
+            (REG_DRIVER_FEATURES as u32, 1),     // VIRTIO_F_VERSION_1
             (reg_status, 0xb),
-            (0x30, 0), // QueueSel
-            (0x38, QUEUE_SIZE),
-            (0x80, DESC),
-            (0x84, 0),
-            (0x90, AVAIL),
-            (0x94, 0),
-            (0xa0, USED),
-            (0xa4, 0),
-            (0x44, 1), // QueueReady
+            (REG_QUEUE_SEL as u32, 0),
+            (REG_QUEUE_NUM as u32, QUEUE_SIZE),
+            (REG_QUEUE_DESC_LOW as u32, DESC),
+            (REG_QUEUE_DESC_HIGH as u32, 0),
+            (REG_QUEUE_DRIVER_LOW as u32, AVAIL),
+            (REG_QUEUE_DRIVER_HIGH as u32, 0),
+            (REG_QUEUE_DEVICE_LOW as u32, USED),
+            (REG_QUEUE_DEVICE_HIGH as u32, 0),
+            (REG_QUEUE_READY as u32, 1),
             (reg_status, 0xf),
         ] {
             c.extend(asm::store_rbx(reg, v));
