@@ -135,3 +135,35 @@ fn the_kernel_and_config_seeds_are_valid() {
         }
     }
 }
+
+/// scripts/fuzz.sh refuses bad options with exit code 2 and a message,
+/// before it builds anything.
+#[test]
+fn the_fuzz_script_refuses_bad_options() {
+    let script = fuzz_dir().join("../scripts/fuzz.sh");
+    for (args, says) in [
+        (
+            &["--seconds", "x"][..],
+            "--seconds takes a positive whole number",
+        ),
+        (
+            &["--seconds", "0"][..],
+            "--seconds takes a positive whole number",
+        ),
+        (
+            &["--seconds"][..],
+            "--seconds takes a positive whole number",
+        ),
+        (&["--bogus"][..], "unknown option --bogus"),
+        (&["no_such_target"][..], "no target 'no_such_target'"),
+    ] {
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
