@@ -570,9 +570,6 @@ pub fn kernel_image(data: &[u8]) {
     use arch::boot;
     let mem = kernel_memory();
     let mem_size = 32u64 << 20;
-    if boot::probe_kernel(&mut Cursor::new(data)).is_err() {
-        return;
-    }
     for want_pvh in [false, true] {
         let Ok(loaded) = boot::load_kernel(mem, &mut Cursor::new(data), want_pvh) else {
             continue;

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
-#[cfg(test)]
-use super::INTERRUPT_CONFIG;
-use super::{status, Interrupt, VirtioDevice, INTERRUPT_USED_RING, VIRTIO_F_VERSION_1};
+use super::{
+    status, Interrupt, VirtioDevice, INTERRUPT_CONFIG, INTERRUPT_USED_RING, VIRTIO_F_VERSION_1,
+};
 use crate::bus::BusDevice;
 
 /// Size of a device's register window.
@@ -190,11 +190,11 @@ impl MmioTransport {
         })
     }
 
-    /// Checks every ready queue's available ring before the device uses
-    /// them; a broken one marks the device as needing reset. Returns
-    /// whether the device may go on.
-    fn rings_intact(&mut self) -> bool {
-        for index in 0..self.queues.len() {
+    /// Checks the available rings of the ready queues in `indices` before
+    /// the device uses them; a broken one marks the device as needing
+    /// reset. Returns whether the device may go on.
+    fn rings_intact(&mut self, indices: std::ops::Range<usize>) -> bool {
+        for index in indices {
             if let Some(why) = self.broken_avail_ring(index) {
                 self.mark_needs_reset(&why);
                 return false;
@@ -213,7 +213,7 @@ impl MmioTransport {
         );
         if self.status & status::DRIVER_OK != 0 {
             self.status |= status::DEVICE_NEEDS_RESET;
-            self.interrupt.signal(super::INTERRUPT_CONFIG);
+            self.interrupt.signal(INTERRUPT_CONFIG);
         }
     }
 
@@ -292,7 +292,8 @@ impl MmioTransport {
             log::debug!("virtio: notification for queue {index}, which is not ready");
             return;
         }
-        if !self.rings_intact() {
+        // Only this queue: the device touches no other for it.
+        if !self.rings_intact(index..index + 1) {
             return;
         }
         let queue = &mut self.queues[index];
@@ -331,7 +332,8 @@ impl MmioTransport {
     /// handles it if the driver has it running, and the guest is
     /// interrupted for the queues that changed.
     pub fn host_event(&mut self, index: usize) {
-        if !self.activated() || !self.rings_intact() {
+        // The device may touch any of its queues for a host event.
+        if !self.activated() || !self.rings_intact(0..self.queues.len()) {
             return;
         }
         let changed = self.device.host_event(&self.mem, index, &mut self.queues);
