@@ -155,24 +155,24 @@ fn read_head(file: &mut impl KernelImage) -> Result<Vec<u8>> {
 pub fn probe_kernel(file: &mut impl KernelImage) -> Result<KernelFormat> {
     let head = read_head(file)?;
     let format = detect_format(&head)?;
+    let truncated = |format| Error::Truncated {
+        format,
+        len: head.len(),
+    };
     match format {
         KernelFormat::Elf => {
             // e_ident[EI_CLASS] == ELFCLASS64, e_machine == EM_X86_64.
-            let class = head.get(4).copied().unwrap_or(0);
-            let machine = head
-                .get(18..20)
-                .map(|b| u16::from_le_bytes([b[0], b[1]]))
-                .unwrap_or(0);
+            let (Some(&class), Some(&[lo, hi])) = (head.get(4), head.get(18..20)) else {
+                return Err(truncated("ELF"));
+            };
+            let machine = u16::from_le_bytes([lo, hi]);
             if class != 2 || machine != 62 {
                 return Err(Error::WrongElfArch { class, machine });
             }
         }
         KernelFormat::BzImage => {
             let Some(&[lo, hi]) = head.get(0x206..0x208) else {
-                return Err(Error::Truncated {
-                    format: "bzImage",
-                    len: head.len(),
-                });
+                return Err(truncated("bzImage"));
             };
             let version = u16::from_le_bytes([lo, hi]);
             if version < 0x0206 {
@@ -498,6 +498,18 @@ mod tests {
                 "{err}"
             );
         }
+        // Its ELF twin: the magic, then the end before e_machine.
+        let err = probe_kernel(&mut std::io::Cursor::new(b"\x7fELF\x02\x01")).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Truncated {
+                    format: "ELF",
+                    len: 6
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
