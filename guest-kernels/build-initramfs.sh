@@ -3,7 +3,10 @@
 #   init             freestanding init that greets and ends the VM (init.c)
 #   idle             freestanding init that never ends and makes no system
 #                    call (idle.c), for guests that must stay up
-#   initramfs.cpio   uncompressed initramfs holding both, as /init and /idle
+#   disktest         freestanding init for the root-disk tests (disktest.c),
+#                    on the root image only
+#   initramfs.cpio   uncompressed initramfs holding init and idle, as /init
+#                    and /idle
 # with the gen_init_cpio of the kernel directory given as $1. Cached under
 # ${VMM_GUEST_CACHE:-$HOME/.cache/vmm-guest}/initramfs-<hash of this script,
 # the sources, the list and the compiler version>/. Prints INITRAMFS_DIR=PATH.
@@ -16,7 +19,7 @@ log() { echo "guest-kernels: $*" >&2; }
 
 key=$( {
     cd "$here"
-    for f in build-initramfs.sh init.c idle.c initramfs.list; do
+    for f in build-initramfs.sh sys.h init.c idle.c disktest.c initramfs.list; do
         echo "file $f"
         cat "$f"
     done
@@ -27,15 +30,15 @@ out=$cache_root/initramfs-$key
 if [[ ! -f $out/initramfs.cpio ]]; then
     work=$(mktemp -d "$cache_root/initramfs-build.XXXXXX")
     trap 'rm -rf "$work"' EXIT
-    for prog in init idle; do
-        gcc -static -nostdlib -O2 -fno-stack-protector -fno-pie -no-pie \
+    for prog in init idle disktest; do
+        gcc -static -nostdlib -ffreestanding -O2 -fno-stack-protector -fno-pie -no-pie \
             -Wl,--build-id=none -o "$work/$prog" "$here/$prog.c"
     done
     sed -e "s#@INIT@#$work/init#" -e "s#@IDLE@#$work/idle#" \
         "$here/initramfs.list" > "$work/initramfs.list"
     "$kernel_dir/gen_init_cpio" "$work/initramfs.list" > "$work/initramfs.cpio"
     mkdir -p "$out.tmp"
-    mv "$work/init" "$work/idle" "$work/initramfs.cpio" "$out.tmp/"
+    mv "$work/init" "$work/idle" "$work/disktest" "$work/initramfs.cpio" "$out.tmp/"
     rm -rf "$out"
     mv "$out.tmp" "$out"
     log "built initramfs: $out"

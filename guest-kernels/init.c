@@ -13,39 +13,10 @@
  * request, made only as PID 1 of its own PID namespace, ends that
  * namespace, not the host.
  */
-#define SYS_write 1
-#define SYS_getpid 39
-#define SYS_sync 162
-#define SYS_reboot 169
-#define SYS_ioperm 173
-
-#define LINUX_REBOOT_MAGIC1 0xfee1deadL
-#define LINUX_REBOOT_MAGIC2 672274793L
-#define LINUX_REBOOT_CMD_RESTART 0x01234567L
+#include "sys.h"
 
 /* The boot timer's value (devices/src/boot_timer.rs). */
 #define BOOT_TIMER_MAGIC 123
-
-static long syscall3(long nr, long a, long b, long c)
-{
-	long ret;
-	__asm__ volatile("syscall"
-			 : "=a"(ret)
-			 : "a"(nr), "D"(a), "S"(b), "d"(c)
-			 : "rcx", "r11", "memory");
-	return ret;
-}
-
-static long syscall4(long nr, long a, long b, long c, long d)
-{
-	long ret;
-	register long r10 __asm__("r10") = d;
-	__asm__ volatile("syscall"
-			 : "=a"(ret)
-			 : "a"(nr), "D"(a), "S"(b), "d"(c), "r"(r10)
-			 : "rcx", "r11", "memory");
-	return ret;
-}
 
 static const char greeting[] =
 	"Hello from the guest: init is running in user space on its own kernel.\n";
@@ -102,17 +73,9 @@ void start_c(long *stack)
 	syscall3(SYS_write, 1, (long)greeting, sizeof(greeting) - 1);
 	syscall3(SYS_sync, 0, 0, 0);
 	if (syscall3(SYS_getpid, 0, 0, 0) == 1)
-		syscall4(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2,
-			 LINUX_REBOOT_CMD_RESTART, 0);
+		restart();
 	for (;;)
 		__asm__ volatile("pause");
 }
 
-/* The entry point: hands the initial stack pointer to start_c, with the
- * stack aligned as the ABI wants for a call. */
-__asm__(".globl _start\n"
-	"_start:\n"
-	"	mov %rsp, %rdi\n"
-	"	and $-16, %rsp\n"
-	"	call start_c\n"
-	"	hlt\n");
+GUEST_ENTRY;

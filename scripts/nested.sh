@@ -87,19 +87,24 @@ else
     clock=()
     ((smp == 1)) || accel=tcg,thread=multi
 fi
-# Output ports: ttyS1 is the command's stdout, ttyS2 its stderr, opened in
-# append mode so that a file the caller redirected to is not truncated.
-# QEMU's own stderr goes to a log, so it gets them as fds 3 and 4.
-exec 3>&1 4>&2
-out=/proc/self/fd/3
-err=/proc/self/fd/4
+# Output ports: ttyS1 is the command's stdout, ttyS2 its stderr. QEMU
+# writes them into FIFOs that cat copies to this script's own stdout and
+# stderr, so they land as any child's output would (QEMU reopening the
+# caller's file would write at its own offset, over the caller's).
+out=$ctl/stdout
+err=$ctl/stderr
+mkfifo "$out" "$err"
+cat "$out" &
+out_copy=$!
+cat "$err" >&2 &
+err_copy=$!
 qemu=(qemu-system-x86_64 -accel "$accel" -cpu max -smp "$smp" -m "$memory" -M pc
       -nodefaults -no-user-config -display none -no-reboot
       -kernel "$l1/vmlinuz" -initrd "$l1/initramfs.cpio"
       -append "console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off VMM_NESTED_CTL=$ctl"
       -chardev "file,id=con,path=$ctl/console.log" -serial chardev:con
-      -chardev "file,id=out,path=$out,append=on" -serial chardev:out
-      -chardev "file,id=err,path=$err,append=on" -serial chardev:err
+      -chardev "file,id=out,path=$out" -serial chardev:out
+      -chardev "file,id=err,path=$err" -serial chardev:err
       "${share[@]}" "${clock[@]}")
 rc=0
 if ((timeout)); then
@@ -107,6 +112,12 @@ if ((timeout)); then
 else
     "${qemu[@]}" 2>"$ctl/qemu.log" || rc=$?
 fi
+# QEMU has closed the FIFOs (or never opened them): the copies end.
+for pair in "$out_copy:$out" "$err_copy:$err"; do
+    # A copy still waiting for a writer (QEMU never started) gets one.
+    [[ -e /proc/${pair%%:*} ]] && timeout 2 bash -c ': > "$1"' _ "${pair#*:}" 2>/dev/null
+done
+wait "$out_copy" "$err_copy" 2>/dev/null || true
 [[ -n $console ]] && cp "$ctl/console.log" "$console"
 if [[ -f $ctl/status ]]; then
     exit "$(cat "$ctl/status")"

@@ -74,6 +74,57 @@ pub fn adjust_entry(entry: &mut kvm_cpuid_entry2, id: u8, count: u8, threads: u8
     }
 }
 
+/// KVM's hypervisor leaves: the signature leaf (EAX: the highest
+/// hypervisor leaf) and the timing leaf this VMM adds.
+const LEAF_HYPERVISOR: u32 = 0x4000_0000;
+const LEAF_HYPERVISOR_TIMING: u32 = 0x4000_0010;
+/// "KVMKVMKVM\0\0\0" in EBX, ECX, EDX of the signature leaf.
+const KVM_SIGNATURE: [u32; 3] = [0x4b4d_564b, 0x564b_4d56, 0x0000_004d];
+/// KVM's local APIC timer runs at 1 GHz.
+const KVM_APIC_BUS_KHZ: u32 = 1_000_000;
+
+/// Adds the hypervisor timing leaf 0x40000010 (EAX: TSC frequency in kHz,
+/// EBX: APIC bus frequency in kHz), as VMware defined it and Cloud
+/// Hypervisor and QEMU give it, so a guest can know its TSC frequency
+/// without calibrating it against a timer. Only under KVM's signature;
+/// raises the signature leaf's highest-leaf value to reach it. Returns
+/// whether the leaf was added.
+pub fn add_tsc_leaf(cpuid: &mut CpuId, tsc_khz: u32) -> bool {
+    if tsc_khz == 0 {
+        return false;
+    }
+    let Some(sig) = cpuid
+        .as_mut_slice()
+        .iter_mut()
+        .find(|e| e.function == LEAF_HYPERVISOR)
+    else {
+        return false;
+    };
+    if [sig.ebx, sig.ecx, sig.edx] != KVM_SIGNATURE {
+        return false;
+    }
+    sig.eax = sig.eax.max(LEAF_HYPERVISOR_TIMING);
+    let timing = kvm_cpuid_entry2 {
+        function: LEAF_HYPERVISOR_TIMING,
+        eax: tsc_khz,
+        ebx: KVM_APIC_BUS_KHZ,
+        ..Default::default()
+    };
+    match cpuid
+        .as_mut_slice()
+        .iter_mut()
+        .find(|e| e.function == LEAF_HYPERVISOR_TIMING)
+    {
+        Some(e) => *e = timing,
+        None => {
+            if cpuid.push(timing).is_err() {
+                return false;
+            }
+        }
+    }
+    true
+}
+
 /// The VM's CPU topology: one socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Topology {
@@ -160,6 +211,59 @@ mod tests {
         let mut one = entry(0xb, 0);
         adjust_entry(&mut one, 0, 1, 2);
         assert_eq!((one.eax, one.ebx), (0, 1));
+    }
+
+    fn kvm_cpuid(entries: &[kvm_cpuid_entry2]) -> CpuId {
+        CpuId::from_entries(entries).unwrap()
+    }
+
+    fn kvm_signature(eax: u32) -> kvm_cpuid_entry2 {
+        kvm_cpuid_entry2 {
+            function: LEAF_HYPERVISOR,
+            eax,
+            ebx: KVM_SIGNATURE[0],
+            ecx: KVM_SIGNATURE[1],
+            edx: KVM_SIGNATURE[2],
+            ..Default::default()
+        }
+    }
+
+    fn leaf(cpuid: &CpuId, function: u32) -> Option<kvm_cpuid_entry2> {
+        cpuid
+            .as_slice()
+            .iter()
+            .find(|e| e.function == function)
+            .copied()
+    }
+
+    #[test]
+    fn the_timing_leaf_carries_the_tsc_frequency() {
+        let mut c = kvm_cpuid(&[entry(1, 0), kvm_signature(0x4000_0001)]);
+        assert!(add_tsc_leaf(&mut c, 2_495_312));
+        assert_eq!(leaf(&c, LEAF_HYPERVISOR).unwrap().eax, 0x4000_0010);
+        let t = leaf(&c, LEAF_HYPERVISOR_TIMING).unwrap();
+        assert_eq!((t.eax, t.ebx), (2_495_312, 1_000_000));
+        // Again: replaced, not added twice; a higher max leaf is kept.
+        c.as_mut_slice()[1].eax = 0x4000_0020;
+        assert!(add_tsc_leaf(&mut c, 3_000_000));
+        assert_eq!(c.as_slice().len(), 3);
+        assert_eq!(leaf(&c, LEAF_HYPERVISOR).unwrap().eax, 0x4000_0020);
+        assert_eq!(leaf(&c, LEAF_HYPERVISOR_TIMING).unwrap().eax, 3_000_000);
+    }
+
+    #[test]
+    fn no_timing_leaf_without_kvm_or_a_frequency() {
+        let mut c = kvm_cpuid(&[entry(1, 0)]);
+        assert!(!add_tsc_leaf(&mut c, 2_000_000));
+        assert_eq!(c.as_slice().len(), 1);
+        let mut other = kvm_signature(0x4000_0001);
+        other.ebx = 0x1234;
+        let mut c = kvm_cpuid(&[other]);
+        assert!(!add_tsc_leaf(&mut c, 2_000_000));
+        assert!(leaf(&c, LEAF_HYPERVISOR_TIMING).is_none());
+        let mut c = kvm_cpuid(&[kvm_signature(0x4000_0001)]);
+        assert!(!add_tsc_leaf(&mut c, 0));
+        assert_eq!(leaf(&c, LEAF_HYPERVISOR).unwrap().eax, 0x4000_0001);
     }
 
     #[test]

@@ -57,9 +57,18 @@ if [ -f "$r$ctl/results" ]; then
 fi
 
 # The command's output ports carry bytes as they are: no newline translation.
+# The command writes to pipes, as under a caller that captures its output
+# (not to the serial ports themselves, which are terminals); the copies end,
+# and the ports drain, when the command and what it left running close them.
 stty -F /dev/ttyS1 raw -echo
 stty -F /dev/ttyS2 raw -echo
+mkfifo /tmp/stdout /tmp/stderr
+cat /tmp/stdout > /dev/ttyS1 &
+out=$!
+cat /tmp/stderr > /dev/ttyS2 &
+err=$!
 say ready
-chroot $r /bin/bash "$ctl/run.sh" < /dev/null > /dev/ttyS1 2> /dev/ttyS2
+chroot $r /bin/bash "$ctl/run.sh" < /dev/null > /tmp/stdout 2> /tmp/stderr
 echo $? > "$r$ctl/status"
+wait $out $err
 stop

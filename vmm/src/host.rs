@@ -31,7 +31,10 @@ pub const LIST_PARAMS: &[&str] = &["clearcpuid"];
 
 /// Parameters added to the guest command line on an emulated KVM: the CPUID
 /// list above, no delay-loop calibration or timer checks (slow, busy CPL-0
-/// work), and the three opt-in switches of this project's guest kernel
+/// work), `nopv` (the guest sees the host's own KVM signature through the
+/// unmaskable CPUID, and its KVM paravirt features, kvm-clock and the PV
+/// spinlock kick hypercall among them, stall there; `nopv` turns them all
+/// off, so the guest runs as on bare metal), and the three opt-in switches of this project's guest kernel
 /// patches (skip the INT3 self-test, the AMD FXSAVE-leak workaround and the
 /// FWAIT in fpu__drop, all of which run instructions the emulator stops on). Unknown to other kernels, which
 /// pass them to init harmlessly.
@@ -41,6 +44,7 @@ pub fn emulated_host_params() -> Vec<(&'static str, Option<&'static str>)> {
         ("lpj", Some("5000000")),
         ("tsc", Some("reliable")),
         ("no_timer_check", None),
+        ("nopv", None),
         ("no_int3_selftest", None),
         ("no_fxsave_leak_workaround", None),
         ("no_fpu_drop_fwait", None),

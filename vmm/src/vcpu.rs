@@ -255,6 +255,16 @@ pub fn configure(
 ) -> Result<()> {
     let mut cpuid = base_cpuid.clone();
     arch::cpuid::for_vcpu(&mut cpuid, id, topology);
+    // The TSC frequency KVM runs this vCPU's TSC at (KVM_GET_TSC_KHZ), for
+    // the hypervisor timing leaf; a KVM without it leaves the leaf out.
+    match fd.get_tsc_khz() {
+        Ok(khz) => {
+            if arch::cpuid::add_tsc_leaf(&mut cpuid, khz) && id == 0 {
+                log::debug!("CPUID 0x40000010: TSC at {khz} kHz");
+            }
+        }
+        Err(e) => log::debug!("vCPU {id}: no TSC frequency from KVM ({e})"),
+    }
     fd.set_cpuid2(&cpuid)
         .map_err(Error::kvm("KVM_SET_CPUID2"))?;
 

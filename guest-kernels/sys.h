@@ -1,0 +1,56 @@
+/*
+ * System calls for the freestanding guest programs (built with gcc -static
+ * -nostdlib, no libc): the x86-64 numbers they use and the call itself.
+ */
+#ifndef VMM_GUEST_SYS_H
+#define VMM_GUEST_SYS_H
+
+#define SYS_write 1
+#define SYS_open 2
+#define SYS_close 3
+#define SYS_pwrite64 18
+#define SYS_getpid 39
+#define SYS_fsync 74
+#define SYS_sync 162
+#define SYS_reboot 169
+#define SYS_ioperm 173
+
+#define LINUX_REBOOT_MAGIC1 0xfee1deadL
+#define LINUX_REBOOT_MAGIC2 672274793L
+#define LINUX_REBOOT_CMD_RESTART 0x01234567L
+
+static inline long syscall4(long nr, long a, long b, long c, long d)
+{
+	long ret;
+	register long r10 __asm__("r10") = d;
+	__asm__ volatile("syscall"
+			 : "=a"(ret)
+			 : "a"(nr), "D"(a), "S"(b), "d"(c), "r"(r10)
+			 : "rcx", "r11", "memory");
+	return ret;
+}
+
+static inline long syscall3(long nr, long a, long b, long c)
+{
+	return syscall4(nr, a, b, c, 0);
+}
+
+/* Ends the VM: a restart, which the kernel performs with an i8042 reset
+ * (reboot=k) and the VMM turns into its own exit with status 0. */
+static inline void restart(void)
+{
+	syscall4(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2,
+		 LINUX_REBOOT_CMD_RESTART, 0);
+}
+
+/* The entry point: hands the initial stack (argc, argv..., 0, envp..., 0)
+ * to start_c, with the stack aligned as the ABI wants for a call. */
+#define GUEST_ENTRY                                                            \
+	__asm__(".globl _start\n"                                              \
+		"_start:\n"                                                    \
+		"	mov %rsp, %rdi\n"                                      \
+		"	and $-16, %rsp\n"                                      \
+		"	call start_c\n"                                        \
+		"	hlt\n")
+
+#endif
