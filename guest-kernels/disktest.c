@@ -3,7 +3,9 @@
  * writes a file of known content on its root file system, fsyncs it and
  * ends the VM. With the argument "raw" (init=/sbin/disktest -- raw) it also
  * tries to write the first sector of the raw root device, /dev/vda: for a
- * read-only disk, where both must fail. Each step's result goes to the
+ * read-only disk, where both must fail. Before the restart it remounts the
+ * root read-only, as a shutdown does, so the file system is left clean.
+ * Each step's result goes to the
  * console as a line "disktest: ...", errors as "error N" (the errno).
  *
  * Freestanding like init.c: gcc -static -nostdlib.
@@ -13,6 +15,8 @@
 #define O_WRONLY 01
 #define O_CREAT 0100
 #define O_TRUNC 01000
+#define MS_RDONLY 1
+#define MS_REMOUNT 32
 
 static const char path[] = "/written-by-guest.txt";
 static const char content[] =
@@ -75,6 +79,8 @@ void start_c(long *stack)
 		}
 	}
 	syscall3(SYS_sync, 0, 0, 0);
+	result("remount / read-only",
+	       syscall5(SYS_mount, 0, (long)"/", 0, MS_REMOUNT | MS_RDONLY, 0));
 	print("disktest: done\n");
 	restart();
 	for (;;)

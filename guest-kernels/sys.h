@@ -11,6 +11,7 @@
 #define SYS_pwrite64 18
 #define SYS_getpid 39
 #define SYS_fsync 74
+#define SYS_mount 165
 #define SYS_sync 162
 #define SYS_reboot 169
 #define SYS_ioperm 173
@@ -19,15 +20,21 @@
 #define LINUX_REBOOT_MAGIC2 672274793L
 #define LINUX_REBOOT_CMD_RESTART 0x01234567L
 
-static inline long syscall4(long nr, long a, long b, long c, long d)
+static inline long syscall5(long nr, long a, long b, long c, long d, long e)
 {
 	long ret;
 	register long r10 __asm__("r10") = d;
+	register long r8 __asm__("r8") = e;
 	__asm__ volatile("syscall"
 			 : "=a"(ret)
-			 : "a"(nr), "D"(a), "S"(b), "d"(c), "r"(r10)
+			 : "a"(nr), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8)
 			 : "rcx", "r11", "memory");
 	return ret;
+}
+
+static inline long syscall4(long nr, long a, long b, long c, long d)
+{
+	return syscall5(nr, a, b, c, d, 0);
 }
 
 static inline long syscall3(long nr, long a, long b, long c)

@@ -207,6 +207,31 @@ pub mod asm {
 
     /// `popcnt rax, rbx`: runs on VT-x/AMD-V, stops KVM's emulator.
     pub const POPCNT: [u8; 5] = [0xf3, 0x48, 0x0f, 0xb8, 0xc3];
+
+    /// Whether CPUID leaf 0xD follows the guest's XCR0, as on hardware:
+    /// sets CR4.OSXSAVE, enables every XSAVE feature CPUID offers with
+    /// XSETBV, then compares CPUID(0xD, 0).EBX (the XSAVE area size for
+    /// the features enabled in XCR0, which KVM updates when it sees the
+    /// XSETBV) with ECX (the size for all of them). Leaves ZF set when they
+    /// agree.
+    pub fn xsave_size_follows_xcr0() -> Vec<u8> {
+        vec![
+            0x0f, 0x20, 0xe0, // mov rax, cr4
+            0x48, 0x0f, 0xba, 0xe8, 0x12, // bts rax, 18 (OSXSAVE)
+            0x0f, 0x22, 0xe0, // mov cr4, rax
+            0xb8, 0x0d, 0x00, 0x00, 0x00, // mov eax, 0xd
+            0x31, 0xc9, // xor ecx, ecx
+            0x0f, 0xa2, // cpuid: eax = XCR0 bits offered, ecx = size for all
+            0x89, 0xce, // mov esi, ecx
+            0x31, 0xd2, // xor edx, edx
+            0x31, 0xc9, // xor ecx, ecx (XCR0)
+            0x0f, 0x01, 0xd1, // xsetbv
+            0xb8, 0x0d, 0x00, 0x00, 0x00, // mov eax, 0xd
+            0x31, 0xc9, // xor ecx, ecx
+            0x0f, 0xa2, // cpuid: ebx = size for what XCR0 now enables
+            0x39, 0xf3, // cmp ebx, esi
+        ]
+    }
 }
 
 /// A temporary directory removed on drop.
@@ -346,6 +371,43 @@ pub fn kvm_available() -> bool {
         .write(true)
         .open("/dev/kvm")
         .is_ok()
+}
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+        .to_path_buf()
+}
+
+/// Firecracker's documented config file (tests/data/firecracker-vm_config.json,
+/// its tests/framework/vm_config.json) with only its paths changed: the
+/// default guest's kernel in `guest`, `rootfs` (a copy of its root image)
+/// and its initramfs (null in the original), so that the guest reaches an
+/// init it can run.
+pub fn firecracker_config(guest: &Path, rootfs: &Path) -> String {
+    let original =
+        std::fs::read_to_string(repo_root().join("tests/data/firecracker-vm_config.json"))
+            .expect("tests/data/firecracker-vm_config.json");
+    let text = original
+        .replace(
+            "\"vmlinux.bin\"",
+            &format!("\"{}\"", guest.join("vmlinux").display()),
+        )
+        .replace(
+            "\"bionic.rootfs.ext4\"",
+            &format!("\"{}\"", rootfs.display()),
+        )
+        .replace(
+            "\"initrd_path\": null",
+            &format!(
+                "\"initrd_path\": \"{}\"",
+                guest.join("initramfs.cpio").display()
+            ),
+        );
+    assert_ne!(text, original, "the Firecracker config's paths changed");
+    text
 }
 
 /// The default guest directory (as `vmm run` finds it), if it is built.

@@ -3,20 +3,15 @@
 //! class of error exits with its code before a VM is created, and a file in
 //! Firecracker's documented layout boots the Linux guest to its init.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use vmm::config::{DiskConfig, SerialOutput, VmConfig};
 use vmm::config_file::{self, Overrides};
-use vmm_tests::{default_guest_or_skip, run_until, run_vmm, vmm_bin, Outcome, TempDir};
+use vmm_tests::{default_guest_or_skip, repo_root, run_until, run_vmm, vmm_bin, Outcome, TempDir};
 
 const LIMIT: Duration = Duration::from_secs(30);
-const BOOT_LIMIT: Duration = Duration::from_secs(900);
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// `vmm` with `args`, run from the repository root (the examples' paths
 /// are relative to it).
@@ -206,77 +201,5 @@ fn each_error_class_has_its_message_and_exit_code_before_any_vm() {
             .contains("config file '/nonexistent/vm.json': No such file"),
         "{}",
         out.stderr
-    );
-}
-
-/// Firecracker's documented config (tests/data/firecracker-vm_config.json,
-/// its tests/framework/vm_config.json), with only the paths changed: the
-/// guest's kernel and a copy of its root image, and its initramfs (null in
-/// the original) so that the guest reaches an init it can run here. It runs
-/// in a network namespace of its own, where the VMM creates tap0.
-#[test]
-fn a_firecracker_config_file_boots_the_guest_to_init() {
-    let Some(dir) = default_guest_or_skip(&["rootfs.ext4"]) else {
-        return;
-    };
-    let tmp = TempDir::new("cfg-firecracker");
-    let rootfs = tmp.join("bionic.rootfs.ext4");
-    std::fs::copy(dir.join("rootfs.ext4"), &rootfs).unwrap();
-    let original =
-        std::fs::read_to_string(repo_root().join("tests/data/firecracker-vm_config.json")).unwrap();
-    let text = original
-        .replace(
-            "\"vmlinux.bin\"",
-            &format!("\"{}\"", dir.join("vmlinux").display()),
-        )
-        .replace(
-            "\"bionic.rootfs.ext4\"",
-            &format!("\"{}\"", rootfs.display()),
-        )
-        .replace(
-            "\"initrd_path\": null",
-            &format!(
-                "\"initrd_path\": \"{}\"",
-                dir.join("initramfs.cpio").display()
-            ),
-        );
-    assert_ne!(text, original);
-    let file = tmp.write("vm_config.json", text.as_bytes());
-    let mut cmd = Command::new("unshare");
-    cmd.arg("--net")
-        .arg(vmm_bin())
-        .args(["run", "--config-file"])
-        .arg(&file);
-    let marker = "Run /init as init process";
-    let out = run_until(cmd, BOOT_LIMIT, |stdout, _| stdout.contains(marker));
-    assert!(!out.timed_out, "{}\n{}", out.stdout, out.stderr);
-    assert!(
-        out.stdout.contains(marker),
-        "{}\n{}",
-        out.stdout,
-        out.stderr
-    );
-    // What the file asked for reached the guest.
-    assert!(
-        out.stdout.contains("smpboot: Allowing 2 CPUs")
-            || out.stdout.contains("Brought up 1 node, 2 CPUs"),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        out.stdout.contains("virtio_blk virtio0: [vda]"),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        out.stderr.contains("with MAC 06:00:ac:10:00:02"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stdout
-            .contains("console=ttyS0 reboot=k panic=1 pci=off"),
-        "{}",
-        out.stdout
     );
 }

@@ -1,0 +1,549 @@
+//! Layer 3 on hardware virtualization: a nested AMD-V host (scripts/nested.sh:
+//! Debian's kernel with kvm_amd under QEMU TCG -cpu max) runs `vmm` on the
+//! real KVM path, where the default guest's user space runs. One nested host
+//! (two CPUs) boots once for every scenario below; each test checks its own
+//! scenario's console output, log and exit code, and the disk tests the
+//! image files that come back.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use vmm_tests::{
+    asm, default_guest, firecracker_config, repo_root, run_until, tiny_elf, vmm_bin, TempDir,
+};
+
+/// The whole nested run: the L1's boot (about 10 s) and every scenario
+/// (about 5 to 20 s each under TCG).
+const LIMIT: Duration = Duration::from_secs(1500);
+/// One scenario inside the L1.
+const SCENARIO_LIMIT_S: u32 = 300;
+
+const GREETING: &str = "Hello from the guest: init is running in user space on its own kernel.";
+const DISKTEST_FILE: &str = "/written-by-guest.txt";
+const DISKTEST_CONTENT: &str = "This file was written by the guest's init through virtio-blk.\n";
+
+/// What one scenario left: the VMM's stdout (the guest console), stderr
+/// (its log) and exit code.
+#[derive(Debug)]
+struct Ran {
+    stdout: String,
+    stderr: String,
+    code: Option<i32>,
+}
+
+struct Nested {
+    /// Holds the disk images the guests wrote; removed at the end.
+    dir: TempDir,
+    guest: PathBuf,
+}
+
+impl Nested {
+    fn results(&self) -> PathBuf {
+        self.dir.join("results")
+    }
+
+    fn scenario(&self, name: &str) -> Ran {
+        let read = |ext: &str| {
+            std::fs::read_to_string(self.results().join(format!("{name}.{ext}")))
+                .unwrap_or_default()
+        };
+        Ran {
+            // The guest's console turns each newline into CR LF.
+            stdout: read("out").replace("\r\n", "\n"),
+            stderr: read("err"),
+            code: read("rc").trim().parse().ok(),
+        }
+    }
+}
+
+/// The newest `tiny_guests` test binary beside this one.
+fn tiny_guests_bin() -> Option<PathBuf> {
+    let deps = std::env::current_exe().ok()?.parent()?.to_path_buf();
+    std::fs::read_dir(deps)
+        .ok()?
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with("tiny_guests-") && !n.contains('.')
+        })
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .map(|e| e.path())
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Whether this machine can boot the nested host; says why not. Under CI
+/// a missing piece is a failure: .ci/run installs and builds them all.
+fn possible() -> bool {
+    let missing: Vec<&str> = [
+        ("qemu-system-x86_64", "QEMU (qemu-system-x86)"),
+        ("debugfs", "debugfs (e2fsprogs)"),
+    ]
+    .into_iter()
+    .filter(|(p, _)| !have(p))
+    .map(|(_, what)| what)
+    .chain(default_guest().is_none().then_some("the default guest"))
+    .chain(
+        tiny_guests_bin()
+            .is_none()
+            .then_some("the tiny_guests test binary"),
+    )
+    .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!(
+        "nested tests need {} (scripts/setup.sh, guest-kernels/build.sh, cargo test --no-run)",
+        missing.join(", ")
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("skipped: {why}");
+    false
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Boots the nested host once and runs every scenario in it.
+fn run_all() -> Nested {
+    let guest = default_guest().unwrap();
+    let dir = TempDir::new("nested");
+    let results = dir.join("results");
+    std::fs::create_dir_all(&results).unwrap();
+    let g = |f: &str| guest.join(f).display().to_string();
+    let r = |f: &str| results.join(f).display().to_string();
+
+    // Root images the guests write to (or must not).
+    for name in ["rw.ext4", "ro.ext4"] {
+        std::fs::copy(guest.join("rootfs.ext4"), results.join(name)).unwrap();
+    }
+    let mut probe = asm::xsave_size_follows_xcr0();
+    probe.extend(asm::if_zero(&asm::print(b"xsave size follows XCR0\n")));
+    probe.extend(asm::if_nonzero(&asm::print(b"xsave size stale\n")));
+    probe.extend(asm::reset());
+    let probe = dir.write("xsave-probe.elf", &tiny_elf(&probe));
+
+    let vmm = vmm_bin().display().to_string();
+    let fc_rootfs = results.join("firecracker.rootfs.ext4");
+    std::fs::copy(guest.join("rootfs.ext4"), &fc_rootfs).unwrap();
+    let fc_config = dir.write(
+        "vm_config.json",
+        firecracker_config(&guest, &fc_rootfs).as_bytes(),
+    );
+    let run = |args: &[&str]| -> Vec<String> {
+        [vmm.as_str(), "run"]
+            .iter()
+            .chain(args)
+            .map(|a| a.to_string())
+            .collect()
+    };
+    let disk_cmdline = "console=ttyS0 reboot=k panic=-1 init=/sbin/disktest";
+    let rw_disk = format!("{},root", r("rw.ext4"));
+    let ro_disk = format!("{},ro,root", r("ro.ext4"));
+    let ro_cmdline = format!("{disk_cmdline} -- raw");
+    let probe = probe.display().to_string();
+    let scenarios: Vec<(&str, Vec<String>)> = vec![
+        ("default-1", run(&["--vcpus", "1", "--memory", "128M"])),
+        ("default-2", run(&["--vcpus", "2", "--memory", "128M"])),
+        (
+            "bzimage",
+            run(&[
+                "--kernel",
+                &g("bzImage"),
+                "--initrd",
+                &g("initramfs.cpio"),
+                "--cmdline",
+                "earlyprintk=ttyS0 console=ttyS0 reboot=k panic=-1",
+            ]),
+        ),
+        ("pvh", run(&["--boot-protocol", "pvh"])),
+        (
+            "disk-rw",
+            run(&[
+                "--kernel",
+                &g("vmlinux"),
+                "--disk",
+                &rw_disk,
+                "--cmdline",
+                disk_cmdline,
+            ]),
+        ),
+        (
+            "disk-ro",
+            run(&[
+                "--kernel",
+                &g("vmlinux"),
+                "--disk",
+                &ro_disk,
+                "--cmdline",
+                &ro_cmdline,
+            ]),
+        ),
+        (
+            "xsave-probe",
+            run(&["--kernel", &probe, "--memory", "16M", "--cmdline", ""]),
+        ),
+        // Firecracker's own config file, in a network namespace of its
+        // own where the VMM creates its tap0.
+        (
+            "firecracker-config",
+            ["unshare", "--net", vmm.as_str(), "run", "--config-file"]
+                .iter()
+                .map(|a| a.to_string())
+                .chain([fc_config.display().to_string()])
+                .collect(),
+        ),
+        // The tiny-guest KVM tests, unchanged, on the real KVM path.
+        (
+            "tiny-guests",
+            vec![
+                "env".into(),
+                format!("VMM_BIN={vmm}"),
+                tiny_guests_bin().unwrap().display().to_string(),
+                "--test-threads=1".into(),
+            ],
+        ),
+    ];
+    let mut script = String::from("set -u\n");
+    for (name, argv) in &scenarios {
+        let argv: Vec<String> = argv.iter().map(|a| quote(a)).collect();
+        script += &format!(
+            "timeout {SCENARIO_LIMIT_S} {} > {} 2> {}; echo $? > {}\n",
+            argv.join(" "),
+            quote(&r(&format!("{name}.out"))),
+            quote(&r(&format!("{name}.err"))),
+            quote(&r(&format!("{name}.rc"))),
+        );
+    }
+    let script = dir.write("scenarios.sh", script.as_bytes());
+
+    let mut cmd = Command::new(repo_root().join("scripts/nested.sh"));
+    cmd.args(["--smp", "2", "--memory", "2G", "--results"])
+        .arg(&results)
+        .args(["--timeout", &LIMIT.as_secs().to_string(), "--", "bash"])
+        .arg(&script);
+    let out = run_until(cmd, LIMIT + Duration::from_secs(60), |_, _| false);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "the nested host did not run the scenarios:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    Nested { dir, guest }
+}
+
+/// The nested run, made by the first test that asks; None: skip.
+fn nested() -> Option<&'static Nested> {
+    static RUN: OnceLock<Option<Nested>> = OnceLock::new();
+    RUN.get_or_init(|| possible().then(run_all)).as_ref()
+}
+
+/// Whether the nested host's KVM keeps CPUID 0xD's XSAVE size in step with
+/// the guest's XCR0 (the xsave-probe tiny guest).
+fn xsave_size_follows_xcr0(n: &Nested) -> bool {
+    let probe = n.scenario("xsave-probe");
+    assert_eq!(probe.code, Some(0), "{probe:?}");
+    match probe.stdout.as_str() {
+        "xsave size follows XCR0\n" => true,
+        "xsave size stale\n" => false,
+        other => panic!("xsave probe printed {other:?}"),
+    }
+}
+
+/// The lines of a guest boot log that report a kernel problem: WARNING,
+/// BUG, Oops or a call trace. With `xsave_stale`, the one warning that
+/// follows from the nested host's stale CPUID 0xD (see
+/// `the_xsave_warning_comes_from_the_emulated_cpu`) is left out, from its
+/// first line to the end of its trace, and only it.
+fn boot_log_problems(log: &str, xsave_stale: bool) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut in_xsave_warning = false;
+    for line in log.lines() {
+        if xsave_stale && line.contains("XSAVE consistency problem: size ") {
+            in_xsave_warning = true;
+            continue;
+        }
+        if in_xsave_warning {
+            in_xsave_warning = !line.contains("---[ end trace");
+            continue;
+        }
+        if ["WARNING:", "BUG:", "Oops", "Call Trace", "---[ end trace"]
+            .iter()
+            .any(|p| line.contains(p))
+        {
+            problems.push(line.to_string());
+        }
+    }
+    problems
+}
+
+/// A default-guest boot reached user space and ended cleanly, on a good
+/// clocksource, with no kernel problem in its log.
+fn assert_boot_to_user_space(n: &Nested, name: &str) -> Ran {
+    let ran = n.scenario(name);
+    let all = format!("{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(0), "{name}: {all}");
+    assert!(ran.stdout.contains("Linux version 6.12"), "{name}: {all}");
+    assert!(ran.stdout.contains(GREETING), "{name}: {all}");
+    assert!(
+        ran.stderr.contains("phase init_reached at"),
+        "{name}: {all}"
+    );
+    assert!(
+        ran.stderr.contains("guest reset the VM (i8042"),
+        "{name}: {all}"
+    );
+    assert!(
+        !ran.stderr.contains("emulated KVM detected"),
+        "{name}: the nested host is not an emulated KVM: {all}"
+    );
+    let problems = boot_log_problems(&ran.stdout, !xsave_size_follows_xcr0(n));
+    assert!(problems.is_empty(), "{name}: {problems:?}\n{all}");
+    assert!(
+        ran.stdout
+            .contains("clocksource: Switched to clocksource kvm-clock")
+            || ran
+                .stdout
+                .contains("clocksource: Switched to clocksource tsc"),
+        "{name}: no kvm-clock or tsc clocksource: {all}"
+    );
+    assert!(
+        !ran.stdout.contains("Unable to calibrate against PIT"),
+        "{name}: {all}"
+    );
+    // The TSC is never found unstable but for one reason: with two vCPUs
+    // the guest's cross-CPU TSC warp check can fail on the nested host,
+    // whose two emulated CPUs are two host threads of the emulator (the
+    // guest stays on kvm-clock all the same).
+    for line in ran.stdout.lines() {
+        assert!(
+            !line.contains("Marking TSC unstable")
+                || line.contains("Marking TSC unstable due to TSCs unsynchronized"),
+            "{name}: {line}: {all}"
+        );
+    }
+    ran
+}
+
+#[test]
+fn default_guest_reaches_user_space_with_one_vcpu() {
+    let Some(n) = nested() else { return };
+    let ran = assert_boot_to_user_space(n, "default-1");
+    assert!(
+        ran.stdout.contains("smp: Brought up 1 node, 1 CPU"),
+        "{}",
+        ran.stdout
+    );
+}
+
+#[test]
+fn default_guest_reaches_user_space_with_two_vcpus() {
+    let Some(n) = nested() else { return };
+    let ran = assert_boot_to_user_space(n, "default-2");
+    assert!(
+        ran.stdout.contains("smp: Brought up 1 node, 2 CPUs"),
+        "{}",
+        ran.stdout
+    );
+}
+
+#[test]
+fn the_bzimage_boots_to_user_space() {
+    let Some(n) = nested() else { return };
+    let ran = assert_boot_to_user_space(n, "bzimage");
+    assert!(
+        ran.stderr.contains("(BzImage, entry 0x100200"),
+        "{}",
+        ran.stderr
+    );
+    // Its decompressor ran (announced on the early console) before the
+    // kernel it unpacked.
+    let decompressing = ran.stdout.find("Decompressing Linux");
+    assert!(decompressing.is_some(), "{}", ran.stdout);
+    assert!(
+        decompressing < ran.stdout.find("Linux version 6.12"),
+        "{}",
+        ran.stdout
+    );
+}
+
+#[test]
+fn the_pvh_entry_boots_to_user_space() {
+    let Some(n) = nested() else { return };
+    let ran = assert_boot_to_user_space(n, "pvh");
+    assert!(ran.stderr.contains(", Pvh)"), "{}", ran.stderr);
+}
+
+fn debugfs_cat(image: &Path, file: &str) -> String {
+    let out = Command::new("debugfs")
+        .args(["-R", &format!("cat {file}")])
+        .arg(image)
+        .output()
+        .expect("debugfs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn e2fsck_clean(image: &Path) -> (bool, String) {
+    let out = Command::new("e2fsck")
+        .args(["-f", "-n"])
+        .arg(image)
+        .output()
+        .expect("e2fsck");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn the_guests_fsynced_file_is_in_the_host_image() {
+    let Some(n) = nested() else { return };
+    let ran = n.scenario("disk-rw");
+    let all = format!("{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(0), "{all}");
+    assert!(
+        ran.stdout
+            .contains("VFS: Mounted root (ext4 filesystem) on device"),
+        "{all}"
+    );
+    let wrote = format!("disktest: write: ok {}\n", DISKTEST_CONTENT.len());
+    for line in [
+        "disktest: open /written-by-guest.txt: ok ",
+        wrote.as_str(),
+        "disktest: fsync: ok 0\n",
+        "disktest: remount / read-only: ok 0\n",
+        "disktest: done\n",
+    ] {
+        assert!(ran.stdout.contains(line), "{line:?} missing: {all}");
+    }
+    let image = n.results().join("rw.ext4");
+    assert_eq!(debugfs_cat(&image, DISKTEST_FILE), DISKTEST_CONTENT);
+    // The guest remounted its root read-only before its restart, as a
+    // shutdown does: nothing for e2fsck to mend, not even a count.
+    let (clean, report) = e2fsck_clean(&image);
+    assert!(clean && !report.contains("wrong"), "e2fsck: {report}");
+}
+
+#[test]
+fn a_read_only_disk_refuses_the_guests_writes_and_stays_identical() {
+    let Some(n) = nested() else { return };
+    let ran = n.scenario("disk-ro");
+    let all = format!("{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(0), "{all}");
+    assert!(
+        ran.stdout
+            .contains("Mounted root (ext4 filesystem) readonly"),
+        "{all}"
+    );
+    // EROFS for the file; the raw device is refused at open (EACCES) or at
+    // the write (EPERM), never written.
+    assert!(
+        ran.stdout
+            .contains("disktest: open /written-by-guest.txt: error 30\n"),
+        "{all}"
+    );
+    assert!(
+        ran.stdout
+            .contains("disktest: open /dev/vda for writing: error ")
+            || ran.stdout.contains("disktest: write /dev/vda: error "),
+        "{all}"
+    );
+    assert!(ran.stdout.contains("disktest: done\n"), "{all}");
+    assert!(
+        !ran.stderr.contains(" written,") || ran.stderr.contains(" 0 written,"),
+        "a write request reached the device: {all}"
+    );
+    let image = std::fs::read(n.results().join("ro.ext4")).unwrap();
+    let pristine = std::fs::read(n.guest.join("rootfs.ext4")).unwrap();
+    assert!(image == pristine, "the read-only image changed");
+}
+
+#[test]
+fn the_tiny_guest_tests_pass_on_hardware_virtualization() {
+    let Some(n) = nested() else { return };
+    let ran = n.scenario("tiny-guests");
+    let all = format!("{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(0), "{all}");
+    // Among them the popcnt guest, which stops the vCPU on an emulated KVM
+    // and runs here, the triple fault (exit 7) and the hostile guest that
+    // breaks its virtio ring; none skipped for want of /dev/kvm.
+    for name in [
+        "an_instruction_the_host_cannot_emulate",
+        "a_triple_fault_is_a_guest_crash",
+        "a_broken_virtio_ring_needs_reset_and_a_reset_brings_the_device_back",
+        "prints_on_the_serial_port_then_resets",
+    ] {
+        assert!(
+            ran.stdout.contains(&format!("test {name} ... ok")),
+            "{name}: {all}"
+        );
+    }
+    assert!(!ran.stderr.contains("skipped"), "{all}");
+    assert!(ran.stdout.contains("test result: ok."), "{all}");
+}
+
+/// The guest's "XSAVE consistency problem" warning on the nested host: the
+/// guest sizes its XSAVE area from CPUID 0xD, whose EBX KVM updates when it
+/// intercepts the guest's XSETBV. The probe guest enables every offered
+/// feature and reads EBX back: on the nested host it is still the size for
+/// x87 and SSE alone, so KVM never saw the XSETBV: QEMU's TCG does not
+/// intercept XSETBV for its SVM guest. This VMM passes KVM's leaf 0xD
+/// through untouched, so there is nothing of ours to fix; the boot tests
+/// tolerate that one warning only while the probe shows the stale size.
+#[test]
+fn the_xsave_warning_comes_from_the_emulated_cpu() {
+    let Some(n) = nested() else { return };
+    let stale = !xsave_size_follows_xcr0(n);
+    let boot = n.scenario("default-1");
+    let warned = boot.stdout.contains("XSAVE consistency problem");
+    // The warning appears exactly when the CPUID size is stale.
+    assert_eq!(warned, stale, "{}", boot.stdout);
+}
+
+#[test]
+fn only_the_xsave_warning_is_tolerated() {
+    let log = "[ 1] XSAVE consistency problem: size 2696 != kernel_size 576\n\
+               [ 2] WARNING: CPU: 0 PID: 0 at arch/x86/kernel/fpu/xstate.c:605\n\
+               [ 3] Call Trace:\n[ 4] ---[ end trace 0000000000000000 ]---\n\
+               [ 5] ok\n";
+    assert!(boot_log_problems(log, true).is_empty());
+    assert_eq!(boot_log_problems(log, false).len(), 3);
+    let other = format!("{log}[ 6] WARNING: CPU: 0 PID: 1 at mm/x.c:1\n[ 7] BUG: oops\n");
+    assert_eq!(boot_log_problems(&other, true).len(), 2);
+}
+
+/// Firecracker's documented config file boots the guest to its user space
+/// with what the file asks for: 2 vCPUs, the root drive, the network
+/// interface's MAC and the boot arguments (formerly a kvm_pvm boot in
+/// config_file.rs).
+#[test]
+fn a_firecracker_config_file_boots_the_guest_to_user_space() {
+    let Some(n) = nested() else { return };
+    let ran = n.scenario("firecracker-config");
+    let all = format!("{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(0), "{all}");
+    assert!(ran.stdout.contains(GREETING), "{all}");
+    for want in [
+        "smp: Brought up 1 node, 2 CPUs",
+        "virtio_blk virtio0: [vda]",
+        "console=ttyS0 reboot=k panic=1 pci=off",
+    ] {
+        assert!(ran.stdout.contains(want), "{want}: {all}");
+    }
+    assert!(ran.stderr.contains("with MAC 06:00:ac:10:00:02"), "{all}");
+}
