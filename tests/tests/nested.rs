@@ -17,8 +17,16 @@ use vmm_tests::{
 /// The whole nested run: the L1's boot (about 10 s) and every scenario
 /// (about 5 to 20 s each under TCG).
 const LIMIT: Duration = Duration::from_secs(1500);
-/// One scenario inside the L1.
-const SCENARIO_LIMIT_S: u32 = 300;
+/// One scenario inside the L1 (each takes 5 to 30 s).
+const SCENARIO_LIMIT_S: u32 = 150;
+/// The tiny-guest tests run on the nested host, by name.
+const TINY_GUEST_TESTS: [&str; 5] = [
+    "an_instruction_the_host_cannot_emulate",
+    "a_triple_fault_is_a_guest_crash",
+    "a_broken_virtio_ring_needs_reset_and_a_reset_brings_the_device_back",
+    "prints_on_the_serial_port_then_resets",
+    "two_vcpus_boot_and_the_bsp_resets",
+];
 
 const GREETING: &str = "Hello from the guest: init is running in user space on its own kernel.";
 const DISKTEST_FILE: &str = "/written-by-guest.txt";
@@ -211,18 +219,29 @@ fn run_all() -> Nested {
                 format!("VMM_BIN={vmm}"),
                 tiny_guests_bin().unwrap().display().to_string(),
                 "--test-threads=1".into(),
-            ],
+                "--exact".into(),
+            ]
+            .into_iter()
+            .chain(TINY_GUEST_TESTS.iter().map(|t| t.to_string()))
+            .collect(),
         ),
     ];
+    // A scenario that runs out of time is run once more, and the stall is
+    // said on stderr: runs without icount on the nested host have been
+    // seen to stall now and then (see the README), a bug still to find.
     let mut script = String::from("set -u\n");
     for (name, argv) in &scenarios {
         let argv: Vec<String> = argv.iter().map(|a| quote(a)).collect();
-        script += &format!(
-            "timeout {SCENARIO_LIMIT_S} {} > {} 2> {}; echo $? > {}\n",
-            argv.join(" "),
+        let (out, err, rc) = (
             quote(&r(&format!("{name}.out"))),
             quote(&r(&format!("{name}.err"))),
             quote(&r(&format!("{name}.rc"))),
+        );
+        script += &format!(
+            "for try in 1 2; do timeout {SCENARIO_LIMIT_S} {} > {out} 2> {err}; rc=$?; \
+             [ $rc = 124 ] || break; echo \"nested: scenario {name} stalled, try $try\" >&2; done; \
+             echo $rc > {rc}\n",
+            argv.join(" "),
         );
     }
     let script = dir.write("scenarios.sh", script.as_bytes());
@@ -479,22 +498,23 @@ fn the_tiny_guest_tests_pass_on_hardware_virtualization() {
     let ran = n.scenario("tiny-guests");
     let all = format!("{}\n{}", ran.stdout, ran.stderr);
     assert_eq!(ran.code, Some(0), "{all}");
-    // Among them the popcnt guest, which stops the vCPU on an emulated KVM
-    // and runs here, the triple fault (exit 7) and the hostile guest that
-    // breaks its virtio ring; none skipped for want of /dev/kvm.
-    for name in [
-        "an_instruction_the_host_cannot_emulate",
-        "a_triple_fault_is_a_guest_crash",
-        "a_broken_virtio_ring_needs_reset_and_a_reset_brings_the_device_back",
-        "prints_on_the_serial_port_then_resets",
-    ] {
+    // The popcnt guest, which stops the vCPU on an emulated KVM and runs
+    // here, the triple fault (exit 7), the hostile guest that breaks its
+    // virtio ring, two vCPUs; none skipped for want of /dev/kvm.
+    for name in TINY_GUEST_TESTS {
         assert!(
             ran.stdout.contains(&format!("test {name} ... ok")),
             "{name}: {all}"
         );
     }
     assert!(!ran.stderr.contains("skipped"), "{all}");
-    assert!(ran.stdout.contains("test result: ok."), "{all}");
+    assert!(
+        ran.stdout.contains(&format!(
+            "test result: ok. {} passed",
+            TINY_GUEST_TESTS.len()
+        )),
+        "{all}"
+    );
 }
 
 /// The guest's "XSAVE consistency problem" warning on the nested host: the
