@@ -80,8 +80,9 @@ pub enum VmEnd {
     TripleFault {
         /// vCPU index.
         vcpu: u8,
-        /// Guest RIP at the fault.
-        rip: u64,
+        /// Guest RIP at the fault; None where KVM reset the vCPU before
+        /// reporting it (AMD: the VMCB is undefined after a shutdown).
+        rip: Option<u64>,
     },
     /// The guest reported a crash to KVM.
     Crash(u8),
@@ -139,9 +140,16 @@ impl VmEnd {
             VmEnd::Reset(how) => format!("guest reset the VM ({how})"),
             VmEnd::PowerOff => "guest powered off".into(),
             VmEnd::Halted(v) => format!("vCPU {v} halted"),
-            VmEnd::TripleFault { vcpu, rip } => {
+            VmEnd::TripleFault {
+                vcpu,
+                rip: Some(rip),
+            } => {
                 format!("guest crashed: triple fault on vCPU {vcpu} at RIP {rip:#x}")
             }
+            VmEnd::TripleFault { vcpu, rip: None } => format!(
+                "guest crashed: triple fault on vCPU {vcpu} (RIP unknown: KVM put the vCPU \
+                 in its reset state before reporting the shutdown, as it does on AMD)"
+            ),
             VmEnd::Crash(v) => format!("guest crashed: crash event from vCPU {v}"),
             VmEnd::Signal(sig) => format!("stopped by signal {sig}; VM torn down"),
             VmEnd::InternalError {
@@ -174,11 +182,20 @@ impl VmEnd {
 
 /// A triple fault is a requested reset when the guest first loaded an empty
 /// IDT, as Linux does for reboot=t (`idt_invalidate()` then `int3`).
+///
+/// On AMD, KVM puts the vCPU in its reset state (IDT limit 0xffff, RIP
+/// 0xfff0) before it reports the shutdown, so neither the IDT nor the RIP
+/// of the fault can be read: that is a crash whose RIP is unknown.
 pub fn classify_shutdown(idt: kvm_dtable, vcpu: u8, rip: u64) -> VmEnd {
     if idt.limit == 0 && idt.base == 0 {
         VmEnd::Reset("triple fault with an empty IDT, as reboot=t does")
+    } else if idt.base == 0 && idt.limit == 0xffff && rip == 0xfff0 {
+        VmEnd::TripleFault { vcpu, rip: None }
     } else {
-        VmEnd::TripleFault { vcpu, rip }
+        VmEnd::TripleFault {
+            vcpu,
+            rip: Some(rip),
+        }
     }
 }
 
@@ -531,11 +548,21 @@ mod tests {
             end,
             VmEnd::TripleFault {
                 vcpu: 1,
-                rip: 0xffff_ffff_8100_0000
+                rip: Some(0xffff_ffff_8100_0000)
             }
         );
         assert_eq!(end.exit_code(), exit_code::GUEST_CRASH);
         assert!(end.describe().contains("triple fault"));
+        assert!(end.describe().contains("0xffffffff81000000"));
+        // AMD: the vCPU was put in its reset state before the exit.
+        let reset = kvm_dtable {
+            limit: 0xffff,
+            ..Default::default()
+        };
+        let end = classify_shutdown(reset, 0, 0xfff0);
+        assert_eq!(end, VmEnd::TripleFault { vcpu: 0, rip: None });
+        assert_eq!(end.exit_code(), exit_code::GUEST_CRASH);
+        assert!(end.describe().contains("RIP unknown"), "{}", end.describe());
     }
 
     #[test]
