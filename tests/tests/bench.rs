@@ -59,6 +59,8 @@ fn a_short_container_run_writes_the_csv_report_and_chart() {
             "bench",
             "--iterations",
             "2",
+            "--warmup",
+            "1",
             "--parallel",
             "2",
             "--systems",
@@ -81,7 +83,15 @@ fn a_short_container_run_writes_the_csv_report_and_chart() {
     }
     let csv = read(&out_dir, "samples.csv");
     let rows = rows(&csv);
+    // Two counted rounds of two starts per system; the warm-up round's
+    // starts are not among them.
     assert_eq!(rows.len(), 8, "{csv}");
+    let iterations: Vec<&str> = rows.iter().map(|r| r["iteration"].as_str()).collect();
+    assert_eq!(
+        iterations,
+        ["0", "0", "0", "0", "1", "1", "1", "1"],
+        "{csv}"
+    );
     for r in &rows {
         let ready: f64 = r["ready_ms"].parse().unwrap_or_else(|_| panic!("{csv}"));
         assert!(ready > 0.0 && ready < 60_000.0, "{csv}");
@@ -113,6 +123,10 @@ fn a_short_container_run_writes_the_csv_report_and_chart() {
     let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     assert!(md.contains(&format!("Linux {}", host.trim())), "{md}");
     assert!(md.contains("| runc | 4 |"), "{md}");
+    assert!(
+        md.contains("2 iteration(s) after 1 warm-up round(s) not counted"),
+        "{md}"
+    );
     assert!(md.contains("## 2 at once"), "{md}");
     let svg = read(&out_dir, "chart.svg");
     assert!(
@@ -133,6 +147,8 @@ fn bad_bench_options_are_usage_errors() {
     for args in [
         &["bench", "--iterations", "0"][..],
         &["bench", "--parallel", "0"][..],
+        &["bench", "--warmup", "101"][..],
+        &["bench", "--warmup", "-1"][..],
         &["bench", "--systems", "vmm,docker"][..],
     ] {
         let out = run_vmm(args, Duration::from_secs(30), None);
@@ -154,6 +170,8 @@ fn slow_one_vm_boot_gives_its_phases_and_the_guest_kernel() {
             "bench",
             "--iterations",
             "1",
+            "--warmup",
+            "0",
             "--systems",
             "vmm",
             "--out",

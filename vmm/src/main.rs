@@ -42,6 +42,10 @@ struct BenchArgs {
     /// Rounds; each starts every system once (or --parallel times).
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     iterations: u32,
+    /// Rounds run first and not counted (they warm the page cache with
+    /// every system's files).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=100))]
+    warmup: u32,
     /// Starts at once, per system and round: per-instance times and starts
     /// per second.
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -236,6 +240,7 @@ fn bench(args: BenchArgs) -> i32 {
     systems.dedup();
     let opts = vmm::bench::Options {
         iterations: args.iterations as usize,
+        warmup: args.warmup as usize,
         parallel: args.parallel as usize,
         out: args.out,
         systems: systems.clone(),

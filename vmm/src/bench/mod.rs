@@ -150,6 +150,10 @@ use run::Launch;
 pub struct Options {
     /// Rounds; each starts every system (`parallel` at a time).
     pub iterations: usize,
+    /// Rounds run first and not counted: they fill the page cache with
+    /// each system's program, kernel and files, which a first start reads
+    /// from disk (or, on the nested host, through 9p).
+    pub warmup: usize,
     /// Starts at once.
     pub parallel: usize,
     /// Where the CSV, report and chart go.
@@ -370,7 +374,7 @@ pub fn bench(opts: &Options) -> Result<Vec<Sample>> {
             "bench: KVM is emulated here (kvm_pvm): each VM boot takes a minute or two, and the VMs are ready at the kernel's {VM_MARKER_EMULATED:?} line"
         );
     }
-    let total = (opts.iterations * launches.len()) as u64;
+    let total = ((opts.warmup + opts.iterations) * launches.len()) as u64;
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
@@ -379,17 +383,23 @@ pub fn bench(opts: &Options) -> Result<Vec<Sample>> {
     );
     let mut samples = Vec::new();
     let mut guest_kernel = None;
-    for it in 0..opts.iterations {
+    for round in 0..opts.warmup + opts.iterations {
+        // Warm-up rounds first, then the counted iterations from 0.
+        let (what, it) = match round.checked_sub(opts.warmup) {
+            Some(it) => ("iteration", it),
+            None => ("warm-up", round),
+        };
         for l in &launches {
-            bar.set_message(format!("{} (iteration {})", l.system.name(), it + 1));
-            let tag = format!("{it}");
+            bar.set_message(format!("{} ({what} {})", l.system.name(), it + 1));
+            let tag = format!("{round}");
             for started in run::start_batch(l, opts.parallel, &tag) {
                 let mut s = started.sample;
                 s.iteration = it;
                 if let Some(e) = &s.error {
-                    bar.suspend(|| {
-                        log::warn!("bench: {} iteration {}: {e}", l.system.name(), it + 1)
-                    });
+                    bar.suspend(|| log::warn!("bench: {} {what} {}: {e}", l.system.name(), it + 1));
+                }
+                if round < opts.warmup {
+                    continue;
                 }
                 if l.system.is_vm() && guest_kernel.is_none() {
                     guest_kernel = run::guest_kernel_version(&started.stdout);
@@ -407,6 +417,7 @@ pub fn bench(opts: &Options) -> Result<Vec<Sample>> {
         guest_kernel,
         emulated,
         iterations: opts.iterations,
+        warmup: opts.warmup,
         parallel: opts.parallel,
         vm_marker: format!(
             "{:?} on the console",

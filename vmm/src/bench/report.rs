@@ -22,6 +22,8 @@ pub struct RunInfo {
     pub emulated: bool,
     /// Iterations asked for.
     pub iterations: usize,
+    /// Warm-up rounds run first, not counted.
+    pub warmup: usize,
     /// Starts at once.
     pub parallel: usize,
     /// The VMs' ready line.
@@ -211,8 +213,8 @@ pub fn markdown(info: &RunInfo, samples: &[Sample]) -> String {
     };
     let _ = writeln!(
         r,
-        "Run {} on {}, host kernel Linux {}; KVM: {kvm}. {} iteration(s), {} start(s) at a time, the systems interleaved.\n",
-        info.date, info.cpu, info.host_kernel, info.iterations, info.parallel
+        "Run {} on {}, host kernel Linux {}; KVM: {kvm}. {} iteration(s) after {} warm-up round(s) not counted, {} start(s) at a time, the systems interleaved.\n",
+        info.date, info.cpu, info.host_kernel, info.iterations, info.warmup, info.parallel
     );
     let ran_vm = systems_in(samples).iter().any(|s| s.is_vm());
     if ran_vm {
@@ -552,6 +554,7 @@ mod tests {
             guest_kernel: Some("6.12.57".into()),
             emulated: true,
             iterations: 3,
+            warmup: 1,
             parallel: 1,
             vm_marker: "\"Run /init as init process\"".into(),
             container_marker: "its first line".into(),
@@ -559,6 +562,10 @@ mod tests {
         };
         let md = markdown(&info, &fixed());
         assert!(md.contains("Linux 6.12.57"), "{md}");
+        assert!(
+            md.contains("3 iteration(s) after 1 warm-up round(s) not counted"),
+            "{md}"
+        );
         assert!(md.contains("host's kernel, Linux 6.1.0-test"), "{md}");
         assert!(
             md.contains("| vmm | 3 | 1100 ms | 1020 ms | 1180 ms | 10.0 MiB | 0 |"),
