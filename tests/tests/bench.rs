@@ -202,3 +202,38 @@ fn slow_one_vm_boot_gives_its_phases_and_the_guest_kernel() {
     assert!(md.contains("its own kernel, Linux 6.12"), "{md}");
     assert!(md.contains("VMM: build the VM"), "{md}");
 }
+
+/// `vmm bench` runs the `vmm-bench` binary beside `vmm`; without it, a
+/// clear error and exit code 4 (a file missing), and `vmm-bench` itself
+/// measures the `vmm` named by --vmm.
+#[test]
+fn vmm_bench_is_found_beside_vmm() {
+    let tmp = TempDir::new("bench-alone");
+    let lone = tmp.join("vmm");
+    std::fs::copy(vmm_tests::vmm_bin(), &lone).unwrap();
+    let out = std::process::Command::new(&lone)
+        .args(["bench", "--iterations", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} not found", tmp.join("vmm-bench").display())),
+        "{stderr}"
+    );
+    // vmm-bench with a --vmm that does not exist: the VM's start fails
+    // and the run says the system was never ready (exit 1).
+    if default_guest_or_skip(&[]).is_none() {
+        return;
+    }
+    let bench = vmm_tests::vmm_bin().with_file_name("vmm-bench");
+    let out = std::process::Command::new(&bench)
+        .args(["--iterations", "1", "--warmup", "0", "--systems", "vmm"])
+        .arg("--vmm")
+        .arg(tmp.join("no-such-vmm"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("never ready: vmm"), "{stderr}");
+}

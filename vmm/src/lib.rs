@@ -2,7 +2,6 @@
 //! memory, vCPUs and devices. `VmConfig` says what to build, `Vmm::build`
 //! builds it and `Vmm::run` runs it until the guest ends.
 
-pub mod bench;
 pub mod builder;
 pub mod cmdline;
 pub mod config;

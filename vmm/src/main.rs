@@ -37,33 +37,17 @@ enum Command {
     Bench(BenchArgs),
 }
 
+/// `vmm bench`'s arguments, handed to `vmm-bench` as they are.
 #[derive(Args)]
+#[command(disable_help_flag = true)]
 struct BenchArgs {
-    /// Rounds; each starts every system once (or --parallel times).
-    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    iterations: u32,
-    /// Rounds run first and not counted (they warm the page cache with
-    /// every system's files).
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=100))]
-    warmup: u32,
-    /// Starts at once, per system and round: per-instance times and starts
-    /// per second.
-    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
-    parallel: u32,
-    /// Where to write samples.csv, report.md and chart.svg.
-    #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
-    /// Which systems, comma-separated: vmm, qemu, runc, unshare.
-    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "vmm,qemu,runc,unshare", value_parser = parse_system)]
-    systems: Vec<vmm::bench::System>,
-    /// Seconds one start may take to be ready.
-    #[arg(long, value_name = "SECS", default_value_t = 900)]
-    limit: u64,
-}
-
-fn parse_system(s: &str) -> Result<vmm::bench::System, String> {
-    vmm::bench::System::parse(s)
-        .ok_or_else(|| format!("unknown system '{s}': expected vmm, qemu, runc or unshare"))
+    /// vmm-bench's options (`vmm bench --help` lists them).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    args: Vec<std::ffi::OsString>,
 }
 
 #[derive(Subcommand)]
@@ -234,40 +218,32 @@ fn config_check(file: PathBuf, vm: VmArgs) -> i32 {
     }
 }
 
-/// `vmm bench`.
-fn bench(args: BenchArgs) -> i32 {
-    let mut systems = args.systems;
-    systems.dedup();
-    let opts = vmm::bench::Options {
-        iterations: args.iterations as usize,
-        warmup: args.warmup as usize,
-        parallel: args.parallel as usize,
-        out: args.out,
-        systems: systems.clone(),
-        limit: std::time::Duration::from_secs(args.limit),
-        mem_mib: config::DEFAULT_MEM_MIB,
+/// `vmm bench`: runs `vmm-bench`, the benchmark's own binary beside this
+/// one (kept apart so that its report and progress code are not mapped into
+/// every VMM process), with this binary as the VMM to measure.
+fn bench(args: BenchArgs, log_level: &str) -> i32 {
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else {
+        log::error!("bench: cannot find this program's own path");
+        return exit_code::VMM_ERROR;
     };
-    match vmm::bench::bench(&opts) {
-        Ok(samples) => {
-            let never: Vec<&str> = systems
-                .iter()
-                .filter(|&&s| samples.iter().any(|x| x.system == Some(s)))
-                .filter(|&&s| {
-                    !samples
-                        .iter()
-                        .any(|x| x.system == Some(s) && x.ready_ms.is_some())
-                })
-                .map(|s| s.name())
-                .collect();
-            if never.is_empty() {
-                exit_code::OK
-            } else {
-                log::error!("bench: never ready: {}", never.join(", "));
-                exit_code::VMM_ERROR
-            }
-        }
-        Err(e) => fail(e),
+    let bench = exe.with_file_name("vmm-bench");
+    if !bench.is_file() {
+        log::error!(
+            "bench: {} not found: build it with `cargo build --release -p vmm-bench` (or --workspace)",
+            bench.display()
+        );
+        return exit_code::FILE;
     }
+    let err = std::process::Command::new(&bench)
+        .arg("--log-level")
+        .arg(log_level)
+        .arg("--vmm")
+        .arg(&exe)
+        .args(args.args)
+        .exec();
+    log::error!("bench: cannot run {}: {err}", bench.display());
+    exit_code::VMM_ERROR
 }
 
 /// `vmm config example`.
@@ -288,7 +264,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args, started),
         Command::Config(ConfigCommand::Check { file, vm }) => config_check(file, *vm),
         Command::Config(ConfigCommand::Example) => config_example(),
-        Command::Bench(args) => bench(args),
+        Command::Bench(args) => bench(args, &cli.log_level),
     };
     ExitCode::from(code as u8)
 }

@@ -140,10 +140,10 @@ pub const PHASE_CONTAINER: &str = "start to first output";
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{self, VmConfig};
-use crate::error::{Error, Result};
 use report::RunInfo;
 use run::Launch;
+use vmm::config::{self, VmConfig};
+use vmm::error::{Error, Result};
 
 /// What `vmm bench` was asked to do.
 #[derive(Debug, Clone)]
@@ -164,6 +164,8 @@ pub struct Options {
     pub limit: Duration,
     /// Guest RAM of the VMs, MiB.
     pub mem_mib: u64,
+    /// The `vmm` binary whose VMs are measured.
+    pub vmm: PathBuf,
 }
 
 /// The ready line of the VMs: on an emulated KVM, where the guest's init
@@ -192,10 +194,7 @@ fn launches(opts: &Options, emulated: bool, work: &Path) -> Result<(Vec<Launch>,
     } else {
         INIT_GREETING
     };
-    let exe = std::env::current_exe().map_err(|source| Error::Io {
-        what: "cannot find the vmm binary".into(),
-        source,
-    })?;
+    let exe = &opts.vmm;
     let s = |p: &Path| p.display().to_string();
     let mut launches = Vec::new();
     let mut skipped = Vec::new();
@@ -211,7 +210,7 @@ fn launches(opts: &Options, emulated: bool, work: &Path) -> Result<(Vec<Launch>,
         match system {
             System::Vmm => launches.push(launch(
                 vec![
-                    s(&exe),
+                    s(exe),
                     "run".into(),
                     "--kernel".into(),
                     s(&kernel),
@@ -235,7 +234,7 @@ fn launches(opts: &Options, emulated: bool, work: &Path) -> Result<(Vec<Launch>,
                     };
                     // The command line this VMM gives its guest, so that
                     // both kernels do the same work.
-                    let cmdline = crate::builder::guest_cmdline(&vm, emulated);
+                    let cmdline = vmm::builder::guest_cmdline(&vm, emulated);
                     launches.push(launch(
                         vec![
                             s(&qemu),
@@ -356,7 +355,7 @@ fn utc_now() -> String {
 /// Runs the benchmark, prints the table, writes the files; returns the
 /// samples.
 pub fn bench(opts: &Options) -> Result<Vec<Sample>> {
-    let emulated = crate::host::kvm_is_emulated();
+    let emulated = vmm::host::kvm_is_emulated();
     let work = match &opts.out {
         Some(dir) => dir.clone(),
         None => std::env::temp_dir().join(format!("vmm-bench-{}", std::process::id())),

@@ -438,9 +438,23 @@ pub fn svg(samples: &[Sample]) -> String {
     s
 }
 
+/// The largest power of ten not above `x` (x > 0), by multiplying and
+/// dividing rather than with `log10` and `powf`: those are libm's, and
+/// libm would be one more library mapped into every VMM process.
+fn power_of_ten_below(x: f64) -> f64 {
+    let mut p = 1.0;
+    while p * 10.0 <= x {
+        p *= 10.0;
+    }
+    while p > x {
+        p /= 10.0;
+    }
+    p
+}
+
 /// A round axis step (1, 2 or 5 times a power of ten) near `raw`.
 fn nice_step(raw: f64) -> f64 {
-    let p = 10f64.powf(raw.max(1e-9).log10().floor());
+    let p = power_of_ten_below(raw.clamp(1e-9, 1e12));
     let m = raw / p;
     let k = if m <= 1.0 {
         1.0
@@ -457,6 +471,28 @@ fn nice_step(raw: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn axis_steps_are_one_two_or_five_times_a_power_of_ten() {
+        for (raw, step) in [
+            (0.003, 0.005),
+            (0.7, 1.0),
+            (1.0, 1.0),
+            (1.5, 2.0),
+            (3.0, 5.0),
+            (7.0, 10.0),
+            (10.0, 10.0),
+            (180.0, 200.0),
+            (4200.0, 5000.0),
+            (99_999.0, 100_000.0),
+        ] {
+            let got = nice_step(raw);
+            assert!((got - step).abs() < step * 1e-9, "{raw}: {got} != {step}");
+        }
+        assert_eq!(power_of_ten_below(1.0), 1.0);
+        assert_eq!(power_of_ten_below(999.0), 100.0);
+        assert!((power_of_ten_below(0.05) - 0.01).abs() < 1e-12);
+    }
 
     fn sample(system: System, iteration: usize, ready: f64) -> Sample {
         Sample {
