@@ -1,38 +1,89 @@
 /*
- * The default guest's /init: tells the VMM it is running, greets on the
- * console and ends the VM.
+ * The default guest's /init (and the root disk's /sbin/init).
  *
- * Freestanding (no libc): built with gcc -static -nostdlib, so the initramfs
- * needs nothing else. A microVM has no ACPI, so the VM is ended the way
- * Firecracker guests end it: a restart, which the kernel performs with an
- * i8042 reset (reboot=k) and the VMM turns into its own exit with status 0.
+ * As PID 1 of a VM it tells the VMM it is running (the boot timer), mounts
+ * /proc, /sys, /dev (devtmpfs) and /tmp, sets the hostname, greets on the
+ * console, and then:
+ *   - with a command from the VMM (`vmm run -- COMMAND`, the VMM_CMD
+ *     parameter), runs it with the console as its stdin, stdout and stderr,
+ *     waits for it, and reports its exit status (or 128 + the signal that
+ *     killed it; 127 if it cannot be found, 126 if it cannot be run) on the
+ *     VMM's exit device, which ends the VM with that status;
+ *   - without one, ends the VM at once (a restart, exit code 0).
+ * The VMM passes its ports and the command as KEY=VALUE kernel parameters,
+ * which the kernel hands to init as environment variables:
+ *   VMM_BOOT_TIMER=0x440  the boot timer (devices/src/boot_timer.rs)
+ *   VMM_EXIT_PORT=0x444   the exit device (devices/src/exit_device.rs)
+ *   VMM_CMD=...           the command: each argument followed by a NUL
+ *                         byte, in unpadded URL-safe base64
+ *
+ * Freestanding (no libc): built with gcc -static -nostdlib, so the
+ * initramfs needs nothing else for it. A microVM has no ACPI, so the VM is
+ * ended the way Firecracker guests end it: a restart, which the kernel
+ * performs with an i8042 reset (reboot=k) and the VMM turns into its own
+ * exit with status 0, unless a command's status was reported first.
  *
  * The same binary is the container's init in `vmm bench`. There, without
- * the VMM's VMM_BOOT_TIMER parameter (and a hypervisor's CPUID bit), it
- * touches no port, and its restart
- * request, made only as PID 1 of its own PID namespace, ends that
- * namespace, not the host.
+ * the VMM's parameters (and a hypervisor's CPUID bit), it touches no port
+ * and mounts nothing, and its restart request, made only as PID 1 of its
+ * own PID namespace, ends that namespace, not the host.
  */
 #include "sys.h"
 
 /* The boot timer's value (devices/src/boot_timer.rs). */
 #define BOOT_TIMER_MAGIC 123
+/* The exit device's report: this | status (devices/src/exit_device.rs). */
+#define EXIT_MAGIC 0x564d5800u
+
+#define MAX_ARGS 256
+#define CMD_BYTES 2048
 
 static const char greeting[] =
 	"Hello from the guest: init is running in user space on its own kernel.\n";
+static const char hostname[] = "vmm-guest";
 
-/* The port in "VMM_BOOT_TIMER=0x440", or 0 if `env` is something else. */
-static unsigned long boot_timer_port(const char *env)
+static char *const command_env[] = {
+	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+	"HOME=/root",
+	"TERM=linux",
+	0,
+};
+
+static unsigned long len(const char *s)
 {
-	static const char key[] = "VMM_BOOT_TIMER=0x";
-	unsigned long port = 0;
-	unsigned i;
+	unsigned long n = 0;
+	while (s[n])
+		n++;
+	return n;
+}
 
-	for (i = 0; key[i]; i++)
-		if (env[i] != key[i])
-			return 0;
-	for (env += i; *env; env++) {
-		char c = *env;
+static void print(const char *s)
+{
+	syscall3(SYS_write, 2, (long)s, len(s));
+}
+
+/* The value of `key` ("KEY=") in envp, or 0. */
+static const char *env_get(char **envp, const char *key)
+{
+	for (; *envp; envp++) {
+		const char *e = *envp, *k = key;
+		while (*k && *e == *k)
+			e++, k++;
+		if (!*k)
+			return e;
+	}
+	return 0;
+}
+
+/* A port written as "0x..." (at most 0xffff), or 0. */
+static unsigned long parse_port(const char *s)
+{
+	unsigned long port = 0;
+
+	if (!s || s[0] != '0' || s[1] != 'x' || !s[2])
+		return 0;
+	for (s += 2; *s; s++) {
+		char c = *s;
 		unsigned d;
 		if (c >= '0' && c <= '9')
 			d = c - '0';
@@ -56,23 +107,167 @@ static int under_hypervisor(void)
 	return (c >> 31) & 1;
 }
 
+static int b64(char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '-')
+		return 62;
+	if (c == '_')
+		return 63;
+	return -1;
+}
+
+/* Decodes unpadded URL-safe base64 into out; the length, or -1. */
+static long b64_decode(const char *s, char *out, long cap)
+{
+	unsigned long acc = 0;
+	int bits = 0;
+	long n = 0;
+
+	for (; *s; s++) {
+		int v = b64(*s);
+		if (v < 0)
+			return -1;
+		acc = (acc << 6) | (unsigned)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			if (n >= cap)
+				return -1;
+			out[n++] = (char)(acc >> bits);
+			acc &= (1ul << bits) - 1;
+		}
+	}
+	return n;
+}
+
+static void report(unsigned long port, unsigned status)
+{
+	unsigned v = EXIT_MAGIC | (status & 0xff);
+	if (syscall3(SYS_ioperm, port, 4, 1) == 0)
+		__asm__ volatile("outl %0, %w1" : : "a"(v), "Nd"((unsigned short)port));
+}
+
+/* Runs argv[0] as execvp does: a name without '/' is looked up in PATH.
+ * Returns only on failure, with the errno of the most telling attempt. */
+static long exec_command(char **argv)
+{
+	static const char *const dirs[] = { "/usr/local/sbin", "/usr/local/bin", "/usr/sbin",
+					    "/usr/bin", "/sbin", "/bin", 0 };
+	char path[512];
+	const char *name = argv[0];
+	long err = -ENOENT;
+	int i;
+
+	for (i = 0; name[i]; i++)
+		if (name[i] == '/')
+			return syscall3(SYS_execve, (long)name, (long)argv, (long)command_env);
+	for (i = 0; dirs[i]; i++) {
+		unsigned long d = len(dirs[i]), n = len(name);
+		long r;
+		if (d + 1 + n + 1 > sizeof(path))
+			return -ENAMETOOLONG;
+		for (unsigned long k = 0; k < d; k++)
+			path[k] = dirs[i][k];
+		path[d] = '/';
+		for (unsigned long k = 0; k <= n; k++)
+			path[d + 1 + k] = name[k];
+		r = syscall3(SYS_execve, (long)path, (long)argv, (long)command_env);
+		if (r != -ENOENT && r != -ENOTDIR)
+			err = r;
+	}
+	return err;
+}
+
+/* Runs the command and returns its status as a shell gives it. */
+static unsigned run_command(char **argv)
+{
+	long pid = syscall5(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+	int status = 0;
+
+	if (pid == 0) {
+		long err = exec_command(argv);
+		print("init: ");
+		print(argv[0]);
+		print(err == -ENOENT ? ": command not found\n" : ": cannot run it\n");
+		syscall3(SYS_exit, err == -ENOENT ? 127 : 126, 0, 0);
+	}
+	if (pid < 0) {
+		print("init: cannot start the command\n");
+		return 126;
+	}
+	/* Orphans become init's children: reap them until the command ends. */
+	for (;;) {
+		long r = syscall4(SYS_wait4, -1, (long)&status, 0, 0);
+		if (r == pid)
+			break;
+		if (r < 0 && r != -EINTR)
+			return 126;
+	}
+	if ((status & 0x7f) == 0)
+		return (status >> 8) & 0xff;
+	return 128 + (status & 0x7f);
+}
+
+static void mount_basics(void)
+{
+	syscall5(SYS_mount, (long)"proc", (long)"/proc", (long)"proc", 0, 0);
+	syscall5(SYS_mount, (long)"sysfs", (long)"/sys", (long)"sysfs", 0, 0);
+	syscall5(SYS_mount, (long)"devtmpfs", (long)"/dev", (long)"devtmpfs", 0, 0);
+	syscall5(SYS_mount, (long)"tmpfs", (long)"/tmp", (long)"tmpfs", 0, (long)"mode=1777");
+	syscall3(SYS_sethostname, (long)hostname, sizeof(hostname) - 1, 0);
+}
+
 /* Called from _start with the initial stack: argc, argv..., 0, envp..., 0. */
 void start_c(long *stack)
 {
+	static char cmd[CMD_BYTES];
+	static char *argv[MAX_ARGS + 1];
 	long argc = stack[0];
 	char **envp = (char **)(stack + 1 + argc + 1);
-	unsigned long port = 0;
+	unsigned long timer = parse_port(env_get(envp, "VMM_BOOT_TIMER="));
+	unsigned long exit_port = parse_port(env_get(envp, "VMM_EXIT_PORT="));
+	const char *encoded = env_get(envp, "VMM_CMD=");
+	int pid1 = syscall3(SYS_getpid, 0, 0, 0) == 1;
+	int in_vm = pid1 && (timer || exit_port) && under_hypervisor();
 
-	for (; *envp && !port; envp++)
-		port = boot_timer_port(*envp);
 	/* Mark "init reached" first thing: the VMM's boot timer. */
-	if (port && under_hypervisor() && syscall3(SYS_ioperm, port, 1, 1) == 0) {
+	if (in_vm && timer && syscall3(SYS_ioperm, timer, 1, 1) == 0) {
 		unsigned char v = BOOT_TIMER_MAGIC;
-		__asm__ volatile("outb %0, %w1" : : "a"(v), "Nd"((unsigned short)port));
+		__asm__ volatile("outb %0, %w1" : : "a"(v), "Nd"((unsigned short)timer));
 	}
 	syscall3(SYS_write, 1, (long)greeting, sizeof(greeting) - 1);
+	if (in_vm)
+		mount_basics();
+	if (in_vm && encoded) {
+		long n = b64_decode(encoded, cmd, sizeof(cmd));
+		int argn = 0;
+		unsigned status;
+
+		for (long i = 0; n > 0 && i < n && argn < MAX_ARGS; argn++) {
+			argv[argn] = cmd + i;
+			while (i < n && cmd[i])
+				i++;
+			i++;
+		}
+		argv[argn] = 0;
+		if (n <= 0 || cmd[n - 1] != 0 || argn == 0 || argn == MAX_ARGS) {
+			print("init: VMM_CMD is not a command this init can read\n");
+			status = 126;
+		} else {
+			status = run_command(argv);
+		}
+		syscall3(SYS_sync, 0, 0, 0);
+		if (exit_port)
+			report(exit_port, status);
+	}
 	syscall3(SYS_sync, 0, 0, 0);
-	if (syscall3(SYS_getpid, 0, 0, 0) == 1)
+	if (pid1)
 		restart();
 	for (;;)
 		__asm__ volatile("pause");

@@ -10,11 +10,22 @@
 #define SYS_close 3
 #define SYS_pwrite64 18
 #define SYS_getpid 39
+#define SYS_clone 56
+#define SYS_execve 59
+#define SYS_exit 60
+#define SYS_wait4 61
 #define SYS_fsync 74
 #define SYS_mount 165
 #define SYS_sync 162
 #define SYS_reboot 169
+#define SYS_sethostname 170
 #define SYS_ioperm 173
+
+#define ENOENT 2
+#define EINTR 4
+#define ENOTDIR 20
+#define ENAMETOOLONG 36
+#define SIGCHLD 17
 
 #define LINUX_REBOOT_MAGIC1 0xfee1deadL
 #define LINUX_REBOOT_MAGIC2 672274793L

@@ -287,3 +287,25 @@ fn a_tap_that_cannot_be_opened_is_a_network_error_before_kvm() {
         out.stderr
     );
 }
+
+/// The command after `--` travels on the guest's command line: one too
+/// long for it is a configuration error naming the command, before any VM.
+#[test]
+fn a_command_too_long_for_the_kernel_command_line_is_a_config_error() {
+    let dir = TempDir::new("cli");
+    let k = dir.write("k.elf", &tiny_elf(&[0xf4]));
+    let long = "x".repeat(1800);
+    let out = run(&["run", "--kernel", k.to_str().unwrap(), "--", "echo", &long]);
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("invalid command 'echo xxx"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("too long: encoded it takes 2408 of"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("KVM_CREATE_VM"), "{}", out.stderr);
+}

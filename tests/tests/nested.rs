@@ -28,6 +28,14 @@ const TINY_GUEST_TESTS: [&str; 5] = [
     "two_vcpus_boot_and_the_bsp_resets",
 ];
 
+/// Arguments that a command line splitting on spaces, or a shell, would
+/// mangle; the guest's command gets them as they are.
+const ARGV: [&str; 5] = ["a b", "c'd", "ünï\tcode", "", "x\"y $HOME"];
+/// The read-only data disk's first bytes.
+const RO_DISK_CONTENT: &[u8] = b"PRISTINE read-only data disk\n";
+/// What the guest writes, fdatasyncs and then loses its VMM to SIGKILL.
+const SYNC_CONTENT: &str = "synced-block-0123456789";
+
 const GREETING: &str = "Hello from the guest: init is running in user space on its own kernel.";
 const DISKTEST_FILE: &str = "/written-by-guest.txt";
 const DISKTEST_CONTENT: &str = "This file was written by the guest's init through virtio-blk.\n";
@@ -132,7 +140,7 @@ fn run_all() -> Nested {
     let r = |f: &str| results.join(f).display().to_string();
 
     // Root images the guests write to (or must not).
-    for name in ["rw.ext4", "ro.ext4"] {
+    for name in ["rw.ext4", "ro.ext4", "cmd-root.ext4", "disk64-root.ext4"] {
         std::fs::copy(guest.join("rootfs.ext4"), results.join(name)).unwrap();
     }
     let mut probe = asm::xsave_size_follows_xcr0();
@@ -160,7 +168,85 @@ fn run_all() -> Nested {
     let ro_disk = format!("{},ro,root", r("ro.ext4"));
     let ro_cmdline = format!("{disk_cmdline} -- raw");
     let probe = probe.display().to_string();
+    // Disks for the guest's user space: 64 MiB written and read back, a
+    // read-only one, one synced before the VMM is killed.
+    for (name, mib) in [("data.img", 80), ("data-ro.img", 8), ("sync.img", 8)] {
+        let path = results.join(name);
+        if name == "data-ro.img" {
+            std::fs::write(&path, RO_DISK_CONTENT).unwrap();
+        }
+        let f = std::fs::OpenOptions::new().write(true).create(true).open(path).unwrap();
+        f.set_len(mib << 20).unwrap();
+    }
+    let data_disk = r("data.img");
+    let ro_data_disk = format!("{},ro", r("data-ro.img"));
+    let sync_script = format!(
+        "{vmm} run --disk {} -- sh -c 'echo {SYNC_CONTENT} | dd of=/dev/vda bs=4096 conv=sync,fdatasync; \
+         echo synced; sleep 600' > {} 2>&1 & pid=$!; \
+         for i in $(seq 1200); do grep -q '^synced' {} && break; sleep 0.1; done; \
+         kill -9 $pid; wait $pid; echo \"vmm ended with $?\"",
+        quote(&r("sync.img")),
+        quote(&r("sync.log")),
+        quote(&r("sync.log")),
+    );
     let scenarios: Vec<(&str, Vec<String>)> = vec![
+        // `vmm run -- COMMAND`: the command's output on the console and
+        // its exit status as the VMM's.
+        (
+            "cmd-status",
+            run(&["--", "sh", "-c", "echo to-stdout; echo to-stderr >&2; exit 3"]),
+        ),
+        ("cmd-argv", run(&["--", "printf", "[%s]", ARGV[0], ARGV[1], ARGV[2], ARGV[3], ARGV[4]])),
+        ("cmd-missing", run(&["--", "no-such-command", "x"])),
+        ("cmd-signal", run(&["--", "sh", "-c", "kill -9 $$"])),
+        // A root disk and no --kernel: the default kernel without its
+        // initramfs, the disk's init running the command.
+        (
+            "root-disk-cmd",
+            run(&["--disk", &format!("{},root", r("cmd-root.ext4")), "--", "mount"]),
+        ),
+        (
+            "disk-64m",
+            run(&[
+                "--memory",
+                "256M",
+                "--disk",
+                &format!("{},root", r("disk64-root.ext4")),
+                "--disk",
+                &data_disk,
+                "--",
+                "sh",
+                "-c",
+                "head -c 67108864 /dev/urandom | tee /dev/vdb | sha256sum; sync; \
+                 echo 3 > /proc/sys/vm/drop_caches; head -c 67108864 /dev/vdb | sha256sum",
+            ]),
+        ),
+        (
+            "disk-ro-write",
+            run(&[
+                "--disk",
+                &ro_data_disk,
+                "--",
+                "sh",
+                "-c",
+                "head -c 5 /dev/vda; echo; echo x | dd of=/dev/vda bs=512 count=1 conv=fsync; \
+                 echo dd-status=$?",
+            ]),
+        ),
+        ("disk-fdatasync-kill", vec!["bash".into(), "-c".into(), sync_script]),
+        (
+            "two-vcpus-work",
+            run(&[
+                "--vcpus",
+                "2",
+                "--",
+                "sh",
+                "-c",
+                "echo cpus=$(grep -c ^processor /proc/cpuinfo); \
+                 for c in 0 1; do taskset -c $c sh -c 'i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; \
+                 echo worker$0 ran on cpu $(cut -d\" \" -f39 /proc/self/stat)' $c & done; wait",
+            ]),
+        ),
         ("default-1", run(&["--vcpus", "1", "--memory", "128M"])),
         ("default-2", run(&["--vcpus", "2", "--memory", "128M"])),
         (
@@ -330,6 +416,7 @@ fn assert_boot_to_user_space(n: &Nested, name: &str) -> Ran {
     assert_eq!(ran.code, Some(0), "{name}: {all}");
     assert!(ran.stdout.contains("Linux version 6.12"), "{name}: {all}");
     assert!(ran.stdout.contains(GREETING), "{name}: {all}");
+    assert!(ran.stderr.contains("INFO ] initrd "), "{name}: {all}");
     assert!(
         ran.stderr.contains("phase init_reached at"),
         "{name}: {all}"
@@ -629,4 +716,149 @@ fn nested_sh_refuses_bad_options_with_exit_code_2() {
         assert!(stderr.contains(said), "{args:?}: {stderr}");
         assert!(out.stdout.is_empty(), "{args:?}");
     }
+}
+
+/// The scenario's console output after init's greeting: what the guest's
+/// command printed.
+fn command_output(ran: &Ran) -> &str {
+    ran.stdout
+        .split_once(GREETING)
+        .map_or("", |(_, after)| after.trim_start_matches('\n'))
+}
+
+#[test]
+fn a_guest_command_prints_on_the_console_and_its_status_is_the_exit_code() {
+    let Some(n) = nested() else { return };
+    let ran = n.scenario("cmd-status");
+    let all = format!("{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(3), "{all}");
+    let out = command_output(&ran);
+    assert!(out.contains("to-stdout\n"), "{all}");
+    assert!(out.contains("to-stderr\n"), "{all}");
+    assert!(
+        ran.stderr
+            .contains("the guest's command exited with status 3"),
+        "{all}"
+    );
+    // Reported, not a crash or a reset: no VMM error.
+    assert!(!ran.stderr.contains("ERROR"), "{all}");
+}
+
+#[test]
+fn the_guest_command_gets_its_arguments_as_they_were_given() {
+    let Some(n) = nested() else { return };
+    let ran = n.scenario("cmd-argv");
+    let all = format!("{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(0), "{all}");
+    let want: String = ARGV.iter().map(|a| format!("[{a}]")).collect();
+    assert!(command_output(&ran).starts_with(&want), "{want}: {all}");
+}
+
+#[test]
+fn a_missing_or_killed_guest_command_gives_the_shells_statuses() {
+    let Some(n) = nested() else { return };
+    let ran = n.scenario("cmd-missing");
+    let all = format!("{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(127), "{all}");
+    assert!(
+        ran.stdout
+            .contains("init: no-such-command: command not found"),
+        "{all}"
+    );
+    let ran = n.scenario("cmd-signal");
+    let all = format!("{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(128 + 9), "{all}");
+}
+
+#[test]
+fn a_root_disk_without_kernel_boots_the_default_kernel_without_its_initramfs() {
+    let Some(n) = nested() else { return };
+    let ran = n.scenario("root-disk-cmd");
+    let all = format!("{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(0), "{all}");
+    assert!(ran.stdout.contains("VFS: Mounted root (ext4"), "{all}");
+    assert!(
+        command_output(&ran).contains("/dev/root on / type ext4 (rw"),
+        "{all}"
+    );
+    assert!(!ran.stdout.contains("Unpacking initramfs"), "{all}");
+    // The VMM loaded no initrd (it logs the one it loads).
+    assert!(!ran.stderr.contains("INFO ] initrd "), "{all}");
+}
+
+/// The sha256 digests (64 hex digits) in `text`, in order.
+fn digests(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .filter(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn the_guest_writes_64_mib_to_a_second_disk_and_the_host_file_holds_them() {
+    let Some(n) = nested() else { return };
+    let ran = n.scenario("disk-64m");
+    let all = format!("{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(0), "{all}");
+    let sums = digests(command_output(&ran));
+    assert_eq!(sums.len(), 2, "{all}");
+    assert_eq!(sums[0], sums[1], "read back differs from written: {all}");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c 67108864 {} | sha256sum",
+            n.results().join("data.img").display()
+        ))
+        .output()
+        .unwrap();
+    let host = digests(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(host, vec![sums[0].clone()], "{all}");
+}
+
+#[test]
+fn a_read_only_data_disk_refuses_the_guests_write() {
+    let Some(n) = nested() else { return };
+    let ran = n.scenario("disk-ro-write");
+    let all = format!("{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(0), "{all}");
+    let out = command_output(&ran);
+    // The guest reads it...
+    assert!(out.starts_with("PRIST"), "{all}");
+    // ...and cannot write it.
+    assert!(out.contains("dd-status=1"), "{all}");
+    assert!(
+        out.contains("Read-only file system") || out.contains("Input/output error"),
+        "{all}"
+    );
+    let image = std::fs::read(n.results().join("data-ro.img")).unwrap();
+    assert!(image.starts_with(RO_DISK_CONTENT), "the read-only disk changed");
+    assert!(image[RO_DISK_CONTENT.len()..].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn what_the_guest_fdatasyncs_is_in_the_host_file_after_the_vmm_is_killed() {
+    let Some(n) = nested() else { return };
+    let ran = n.scenario("disk-fdatasync-kill");
+    let log = std::fs::read_to_string(n.results().join("sync.log")).unwrap_or_default();
+    let all = format!("{}\n{}\n{log}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(0), "{all}");
+    assert!(log.contains("\nsynced"), "{all}");
+    assert!(ran.stdout.contains("vmm ended with 137"), "{all}");
+    let image = std::fs::read(n.results().join("sync.img")).unwrap();
+    assert!(
+        image.starts_with(format!("{SYNC_CONTENT}\n").as_bytes()),
+        "{all}"
+    );
+}
+
+#[test]
+fn two_vcpus_are_seen_and_both_run_work() {
+    let Some(n) = nested() else { return };
+    let ran = n.scenario("two-vcpus-work");
+    let all = format!("{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(0), "{all}");
+    let out = command_output(&ran);
+    assert!(out.contains("cpus=2\n"), "{all}");
+    assert!(out.contains("worker0 ran on cpu 0\n"), "{all}");
+    assert!(out.contains("worker1 ran on cpu 1\n"), "{all}");
 }

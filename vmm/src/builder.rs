@@ -25,6 +25,7 @@ use crate::event_loop::{ExitHandler, StdinHandler, VirtioHandler};
 use crate::host;
 use crate::vcpu::{self, Vcpu, VmEnd, VmExitState};
 use devices::boot_timer::{Phase, Timeline};
+use devices::exit_device::{self, ExitDevice};
 use devices::serial::SerialDevice;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -114,6 +115,19 @@ pub fn guest_cmdline(config: &VmConfig, emulated: bool) -> String {
         devices::boot_timer::CMDLINE_PARAM,
         Some(&format!("{:#x}", devices::boot_timer::PORT)),
     );
+    // Where init reports its command's exit status, and the command.
+    crate::cmdline::add_param(
+        &mut cmdline,
+        devices::exit_device::CMDLINE_PARAM,
+        Some(&format!("{:#x}", devices::exit_device::PORT)),
+    );
+    if let Some(command) = &config.command {
+        crate::cmdline::add_param(
+            &mut cmdline,
+            crate::cmdline::COMMAND_PARAM,
+            Some(&crate::cmdline::encode_command(command)),
+        );
+    }
     if emulated {
         for (key, value) in host::emulated_host_params() {
             match value {
@@ -176,8 +190,28 @@ impl Vmm {
 
         let emulated = config.emulated_host.applies();
         let cmdline_text = guest_cmdline(config, emulated);
-        let cmdline = arch::boot::make_cmdline(&cmdline_text)
-            .map_err(|e| Error::config("cmdline", &config.cmdline, e.to_string()))?;
+        let cmdline =
+            arch::boot::make_cmdline(&cmdline_text).map_err(|e| match &config.command {
+                // The command travels on the command line (VMM_CMD=...).
+                Some(command) if cmdline_text.len() >= arch::layout::CMDLINE_MAX_SIZE => {
+                    Error::config(
+                        "command",
+                        command
+                            .iter()
+                            .map(|a| a.to_string_lossy())
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        format!(
+                            "too long: encoded it takes {} of the kernel command line's {} bytes, \
+                         {} with the rest",
+                            crate::cmdline::encode_command(command).len(),
+                            arch::layout::CMDLINE_MAX_SIZE - 1,
+                            cmdline_text.len()
+                        ),
+                    )
+                }
+                _ => Error::config("cmdline", &config.cmdline, e.to_string()),
+            })?;
         if emulated {
             let why = match config.emulated_host {
                 EmulatedHost::On => {
@@ -283,14 +317,13 @@ impl Vmm {
         let initrd = match &config.initrd {
             Some(path) => {
                 let mut f = open_image("initrd", path)?;
-                Some(
-                    arch::boot::load_initrd(&mem, mem_bytes, loaded.end, &mut f).map_err(
-                        |source| Error::Initrd {
-                            path: path.clone(),
-                            source,
-                        },
-                    )?,
-                )
+                let (at, size) = arch::boot::load_initrd(&mem, mem_bytes, loaded.end, &mut f)
+                    .map_err(|source| Error::Initrd {
+                        path: path.clone(),
+                        source,
+                    })?;
+                log::info!("initrd {} ({size} bytes) at {at:#x}", path.display());
+                Some((at, size))
             }
             None => None,
         };
@@ -329,8 +362,9 @@ impl Vmm {
             cmdline_text
         );
 
+        let exit = Arc::new(VmExitState::new(timeline.clone())?);
         let LegacyDevices {
-            pio,
+            mut pio,
             mmio,
             serial,
             serial_input_ready,
@@ -339,6 +373,16 @@ impl Vmm {
             &vm,
             device_manager::serial_writer(&config.serial)?,
             &timeline,
+        )?;
+        // The guest's init reports its command's exit status here; the
+        // first report ends the VM with that status.
+        let reported = exit.clone();
+        pio.insert(
+            Arc::new(Mutex::new(ExitDevice::new(Box::new(move |status| {
+                reported.finish(VmEnd::CommandExited(status))
+            })))),
+            u64::from(exit_device::PORT),
+            exit_device::LEN,
         )?;
         let mut mmio = mmio;
         let mut virtio = Vec::with_capacity(config.disks.len());
@@ -372,7 +416,6 @@ impl Vmm {
             );
         }
         let (pio, mmio) = (Arc::new(pio), Arc::new(mmio));
-        let exit = Arc::new(VmExitState::new(timeline.clone())?);
         let base_cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))?;

@@ -1,6 +1,25 @@
 //! Assembling the guest command line: the user's (or the default) first,
 //! then what the VMM manages, without overriding anything the user set.
 
+/// The kernel parameter that carries `vmm run -- COMMAND` to the guest's
+/// init (an environment variable for it, as every unknown KEY=VALUE is).
+pub const COMMAND_PARAM: &str = "VMM_CMD";
+
+/// The command's argv as the value of `COMMAND_PARAM`: the arguments'
+/// bytes each followed by a NUL, in unpadded URL-safe base64 (RFC 4648
+/// section 5), so that spaces, quotes, newlines and any other bytes reach
+/// init as they were given, through a command line that splits on spaces.
+pub fn encode_command(argv: &[std::ffi::OsString]) -> String {
+    use base64::Engine;
+    use std::os::unix::ffi::OsStrExt;
+    let mut raw = Vec::new();
+    for arg in argv {
+        raw.extend_from_slice(arg.as_bytes());
+        raw.push(0);
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
 /// The key of a command-line word: `key` in `key=value`, or the word.
 fn key_of(word: &str) -> &str {
     word.split_once('=').map_or(word, |(k, _)| k)
@@ -73,6 +92,33 @@ pub fn merge_list_param(cmdline: &mut String, key: &str, items: &str) -> Vec<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_command_travels_as_nul_terminated_arguments_in_base64url() {
+        use base64::Engine;
+        let argv: Vec<std::ffi::OsString> = ["sh", "-c", "echo 'a b' \"$X\"\n", "ünï", ""]
+            .iter()
+            .map(Into::into)
+            .collect();
+        let enc = encode_command(&argv);
+        // Nothing the kernel's command-line parser would split or unquote.
+        assert!(enc
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&enc)
+            .unwrap();
+        let mut want = Vec::new();
+        for a in ["sh", "-c", "echo 'a b' \"$X\"\n", "ünï", ""] {
+            want.extend_from_slice(a.as_bytes());
+            want.push(0);
+        }
+        assert_eq!(raw, want);
+        // Bytes that are not UTF-8 too.
+        use std::os::unix::ffi::OsStringExt;
+        let odd = encode_command(&[std::ffi::OsString::from_vec(vec![0xff, 0xfe])]);
+        assert_eq!(odd, "__4A");
+    }
 
     #[test]
     fn adds_params_the_user_did_not_set() {

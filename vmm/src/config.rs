@@ -318,6 +318,9 @@ pub struct VmConfig {
     pub disks: Vec<DiskConfig>,
     /// Network interfaces, in the order the guest sees them (eth0, ...).
     pub nets: Vec<NetConfig>,
+    /// The command the guest's init runs (`vmm run -- COMMAND`), whose exit
+    /// status becomes the VMM's; None: init does what it does by default.
+    pub command: Option<Vec<std::ffi::OsString>>,
 }
 
 impl VmConfig {
@@ -338,6 +341,7 @@ impl VmConfig {
             boot_protocol: BootProtocol::Linux,
             disks: Vec::new(),
             nets: Vec::new(),
+            command: None,
         }
     }
 }

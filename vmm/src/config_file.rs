@@ -207,6 +207,23 @@ pub struct Overrides {
     pub disks: Option<Vec<DiskConfig>>,
     /// --net, all of them
     pub nets: Option<Vec<NetConfig>>,
+    /// The command after `--`
+    pub command: Option<Vec<std::ffi::OsString>>,
+}
+
+/// The initrd of a VM booting the default kernel: the one given, else none
+/// when a disk is the root (the default initramfs would run its own init
+/// instead of the disk's), else the default guest's initramfs.
+fn default_guest_initrd(
+    given: Option<PathBuf>,
+    root_disk: bool,
+    default: PathBuf,
+) -> Option<PathBuf> {
+    match (given, root_disk) {
+        (Some(given), _) => Some(given),
+        (None, true) => None,
+        (None, false) => Some(default),
+    }
 }
 
 impl Overrides {
@@ -217,7 +234,8 @@ impl Overrides {
             Some(k) => (k, self.initrd.clone()),
             None => {
                 let (k, i) = config::default_guest()?;
-                (k, Some(self.initrd.clone().unwrap_or(i)))
+                let root_disk = self.disks.iter().flatten().any(|d| d.root);
+                (k, default_guest_initrd(self.initrd.clone(), root_disk, i))
             }
         };
         let base = VmConfig::with_defaults(kernel, initrd);
@@ -240,6 +258,9 @@ impl Overrides {
         over!(cmdline => cmdline, mem_mib => mem_mib, vcpus => vcpus, smt => smt, seccomp => seccomp,
               serial => serial, emulated_host => emulated_host,
               boot_protocol => boot_protocol, disks => disks, nets => nets);
+        if self.command.is_some() {
+            base.command = self.command;
+        }
         base
     }
 }
@@ -443,6 +464,7 @@ impl ConfigFile {
             boot_protocol,
             disks,
             nets,
+            command: None,
         };
         Ok(overrides.apply(base))
     }
@@ -767,6 +789,22 @@ pub fn example() -> ConfigFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_root_disk_boots_the_default_kernel_without_its_initramfs() {
+        let d = || PathBuf::from("/guest/initramfs.cpio");
+        let given = PathBuf::from("/mine.cpio");
+        assert_eq!(default_guest_initrd(None, false, d()), Some(d()));
+        assert_eq!(default_guest_initrd(None, true, d()), None);
+        assert_eq!(
+            default_guest_initrd(Some(given.clone()), true, d()),
+            Some(given.clone())
+        );
+        assert_eq!(
+            default_guest_initrd(Some(given.clone()), false, d()),
+            Some(given)
+        );
+    }
 
     /// A readable regular file to stand for kernels and disk images (only
     /// their existence is checked here).

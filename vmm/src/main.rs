@@ -28,7 +28,7 @@ struct Cli {
 enum Command {
     /// Boot a VM. With no --kernel and no --config, boots the default guest
     /// built by guest-kernels/build.sh.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check or write VM config files (Firecracker's --config-file layout).
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -122,6 +122,11 @@ struct VmArgs {
     /// Default linux.
     #[arg(long, value_name = "PROTO")]
     boot_protocol: Option<BootProtocol>,
+    /// After `--`: a command for the guest's init to run (the default
+    /// guest's init, or one that follows the same protocol); its exit
+    /// status becomes the VMM's exit code.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<std::ffi::OsString>,
 }
 
 impl VmArgs {
@@ -137,6 +142,7 @@ impl VmArgs {
             serial: self.serial,
             emulated_host: self.emulated_host,
             boot_protocol: self.boot_protocol,
+            command: (!self.command.is_empty()).then_some(self.command),
             disks: (!self.disk.is_empty()).then_some(self.disk),
             nets: (!self.net.is_empty()).then_some(self.net),
         }
@@ -189,7 +195,9 @@ fn run(args: RunArgs, started: Instant) -> i32 {
     match result {
         Ok(end) => {
             let code = end.exit_code();
-            if code == exit_code::OK || matches!(end, vmm::VmEnd::Signal(_)) {
+            if code == exit_code::OK
+                || matches!(end, vmm::VmEnd::Signal(_) | vmm::VmEnd::CommandExited(_))
+            {
                 log::info!("{}", end.describe());
             } else {
                 log::error!("{}", end.describe());
@@ -261,7 +269,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level);
     let code = match cli.command {
-        Command::Run(args) => run(args, started),
+        Command::Run(args) => run(*args, started),
         Command::Config(ConfigCommand::Check { file, vm }) => config_check(file, *vm),
         Command::Config(ConfigCommand::Example) => config_example(),
         Command::Bench(args) => bench(args, &cli.log_level),

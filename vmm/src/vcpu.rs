@@ -74,6 +74,9 @@ pub enum VmEnd {
     Reset(&'static str),
     /// The guest powered off (KVM shutdown event).
     PowerOff,
+    /// The guest's init reported the exit status of the command it ran
+    /// (`vmm run -- COMMAND`) on the exit device: the VMM exits with it.
+    CommandExited(u8),
     /// A vCPU halted for good (no in-kernel LAPIC).
     Halted(u8),
     /// A triple fault the guest did not ask for.
@@ -119,6 +122,7 @@ impl VmEnd {
     pub fn exit_code(&self) -> i32 {
         match self {
             VmEnd::Reset(_) | VmEnd::PowerOff | VmEnd::Halted(_) => exit_code::OK,
+            VmEnd::CommandExited(status) => i32::from(*status),
             VmEnd::TripleFault { .. } | VmEnd::Crash(_) => exit_code::GUEST_CRASH,
             VmEnd::InternalError { .. } => exit_code::KVM_INTERNAL_ERROR,
             VmEnd::FailEntry { .. } => exit_code::FAIL_ENTRY,
@@ -139,6 +143,9 @@ impl VmEnd {
         match self {
             VmEnd::Reset(how) => format!("guest reset the VM ({how})"),
             VmEnd::PowerOff => "guest powered off".into(),
+            VmEnd::CommandExited(status) => {
+                format!("the guest's command exited with status {status}")
+            }
             VmEnd::Halted(v) => format!("vCPU {v} halted"),
             VmEnd::TripleFault {
                 vcpu,
@@ -563,6 +570,15 @@ mod tests {
         assert_eq!(end, VmEnd::TripleFault { vcpu: 0, rip: None });
         assert_eq!(end.exit_code(), exit_code::GUEST_CRASH);
         assert!(end.describe().contains("RIP unknown"), "{}", end.describe());
+    }
+
+    #[test]
+    fn a_reported_command_status_is_the_exit_code() {
+        for status in [0u8, 3, 126, 127, 137, 255] {
+            let end = VmEnd::CommandExited(status);
+            assert_eq!(end.exit_code(), i32::from(status));
+            assert!(end.describe().contains(&format!("status {status}")));
+        }
     }
 
     #[test]
