@@ -24,7 +24,8 @@ log() { echo "guest-kernels: $*" >&2; }
 
 key=$( {
     cd "$here"
-    for f in build-initramfs.sh sys.h init.c idle.c disktest.c initramfs.list udhcpc.script; do
+    for f in build-initramfs.sh sys.h init.c idle.c disktest.c initramfs.list udhcpc.script \
+        poweroff.sh; do
         echo "file $f"
         cat "$f"
     done
@@ -45,18 +46,24 @@ if [[ ! -f $out/initramfs.cpio ]]; then
     # Every applet as a link to /bin/busybox (bin/sh, sbin/ip, usr/bin/nc,
     # ...), as Debian's busybox lists them, but init and linuxrc: the init
     # is the project's own.
-    "$work/busybox" --list-full | grep -vxE 'bin/busybox|sbin/init|linuxrc' |
+    # poweroff, reboot and halt are poweroff.sh (a microVM has no ACPI).
+    "$work/busybox" --list-full |
+        grep -vxE 'bin/busybox|sbin/init|linuxrc|sbin/(poweroff|reboot|halt)' |
         sort > "$work/applets.txt"
+    cp "$here/poweroff.sh" "$work/poweroff.sh"
     {
         sed -e "s#@INIT@#$work/init#" -e "s#@IDLE@#$work/idle#" \
             -e "s#@BUSYBOX@#$work/busybox#" -e "s#@UDHCPC_SCRIPT@#$work/udhcpc.script#" \
             "$here/initramfs.list"
         sed 's#.*#slink /& /bin/busybox 0777 0 0#' "$work/applets.txt"
+        for p in poweroff reboot halt; do
+            echo "file /sbin/$p $work/poweroff.sh 0755 0 0"
+        done
     } > "$work/initramfs.list"
     "$kernel_dir/gen_init_cpio" "$work/initramfs.list" > "$work/initramfs.cpio"
     mkdir -p "$out.tmp"
     mv "$work/init" "$work/idle" "$work/disktest" "$work/busybox" "$work/udhcpc.script" \
-        "$work/applets.txt" "$work/initramfs.cpio" "$out.tmp/"
+        "$work/poweroff.sh" "$work/applets.txt" "$work/initramfs.cpio" "$out.tmp/"
     rm -rf "$out"
     mv "$out.tmp" "$out"
     log "built initramfs: $out"

@@ -22,7 +22,7 @@ if ! command -v mkfs.ext4 >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq e2fsprogs >&2
 fi
 key=$( { cat "${BASH_SOURCE[0]}" "$progs/init" "$progs/idle" "$progs/disktest" \
-    "$progs/busybox" "$progs/applets.txt" "$progs/udhcpc.script"; \
+    "$progs/busybox" "$progs/applets.txt" "$progs/udhcpc.script" "$progs/poweroff.sh"; \
     dpkg-query -W -f='${Version}' e2fsprogs; } | sha256sum | cut -c1-16)
 out=$cache_root/rootfs-$key
 if [[ ! -f $out/rootfs.ext4 ]]; then
@@ -41,6 +41,9 @@ if [[ ! -f $out/rootfs.ext4 ]]; then
     while read -r applet; do
         ln -sfn /bin/busybox "$r/$applet"
     done < "$progs/applets.txt"
+    for p in poweroff reboot halt; do
+        install -m 0755 "$progs/poweroff.sh" "$r/sbin/$p"
+    done
     truncate -s 32M "$work/rootfs.ext4"
     # A fixed UUID and hash seed keep the image the same from run to run.
     mkfs.ext4 -q -F -L vmm-root -U 6d6d7600-0000-4000-8000-000000000001 \

@@ -9,13 +9,18 @@
  *     waits for it, and reports its exit status (or 128 + the signal that
  *     killed it; 127 if it cannot be found, 126 if it cannot be run) on the
  *     VMM's exit device, which ends the VM with that status;
- *   - without one, ends the VM at once (a restart, exit code 0).
+ *   - with VMM_SHELL=1 (the VMM adds it when `vmm run` has no command and
+ *     its stdin is a terminal), runs a login-free shell on the console
+ *     (busybox: setsid cttyhack sh, so that it has job control); when the
+ *     shell ends (Ctrl-D, `exit`) the VM ends, exit code 0;
+ *   - otherwise ends the VM at once (a restart, exit code 0).
  * The VMM passes its ports and the command as KEY=VALUE kernel parameters,
  * which the kernel hands to init as environment variables:
  *   VMM_BOOT_TIMER=0x440  the boot timer (devices/src/boot_timer.rs)
  *   VMM_EXIT_PORT=0x444   the exit device (devices/src/exit_device.rs)
  *   VMM_CMD=...           the command: each argument followed by a NUL
  *                         byte, in unpadded URL-safe base64
+ *   VMM_SHELL=1           a shell on the console instead
  *
  * Freestanding (no libc): built with gcc -static -nostdlib, so the
  * initramfs needs nothing else for it. A microVM has no ACPI, so the VM is
@@ -265,6 +270,11 @@ void start_c(long *stack)
 		syscall3(SYS_sync, 0, 0, 0);
 		if (exit_port)
 			report(exit_port, status);
+	}
+	if (in_vm && !encoded && env_get(envp, "VMM_SHELL=1")) {
+		static char *const shell[] = { "/bin/busybox", "setsid", "cttyhack", "/bin/sh", 0 };
+		print("init: a shell on the console; Ctrl-D or poweroff ends the VM\n");
+		run_command((char **)shell);
 	}
 	syscall3(SYS_sync, 0, 0, 0);
 	if (pid1)

@@ -77,6 +77,13 @@ pub mod asm {
         c
     }
 
+    /// Masks every line of both 8259 PICs (`mov al, 0xff; out 0x21, al;
+    /// out 0xa1, al`): a guest with no IDT keeps device interrupts pending
+    /// at the PIC instead of having KVM wait for it to take them.
+    pub fn mask_pic() -> Vec<u8> {
+        vec![0xb0, 0xff, 0xe6, 0x21, 0xe6, 0xa1]
+    }
+
     /// `mov al, 0xfe; out 0x64, al` (i8042 CPU reset), then `hlt` in a loop.
     pub fn reset() -> Vec<u8> {
         vec![0xb0, 0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfd]

@@ -309,3 +309,173 @@ fn a_command_too_long_for_the_kernel_command_line_is_a_config_error() {
     );
     assert!(!out.stderr.contains("KVM_CREATE_VM"), "{}", out.stderr);
 }
+
+/// An empty or non-regular kernel or initrd is no image (exit 5), found
+/// before anything waits on it: a FIFO as the kernel must not hang the VMM.
+#[test]
+fn empty_or_non_regular_kernels_and_initrds_are_image_errors() {
+    let dir = TempDir::new("cli");
+    let k = dir.write("k.elf", &tiny_elf(&[0xf4]));
+    let empty = dir.write("empty", b"");
+    let fifo = dir.join("fifo");
+    let st = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let k = k.to_str().unwrap();
+    for (args, said) in [
+        (
+            vec!["run", "--kernel", k, "--initrd", "/dev/zero"],
+            "initrd '/dev/zero': is not a regular file",
+        ),
+        (
+            vec!["run", "--kernel", k, "--initrd", empty.to_str().unwrap()],
+            "': is empty",
+        ),
+        (
+            vec!["run", "--kernel", empty.to_str().unwrap()],
+            "': is empty",
+        ),
+        (
+            vec!["run", "--kernel", fifo.to_str().unwrap()],
+            "': is not a regular file (a FIFO",
+        ),
+    ] {
+        let out = run(&args);
+        assert_eq!(out.code, Some(5), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(said), "{args:?}: {}", out.stderr);
+    }
+}
+
+/// A disk must be a regular file or a block device: a character device is
+/// refused (exit 5) and a FIFO does not hang the VMM.
+#[test]
+fn a_disk_that_is_neither_a_file_nor_a_block_device_is_refused() {
+    let dir = TempDir::new("cli");
+    let k = dir.write("k.elf", &tiny_elf(&[0xf4]));
+    let fifo = dir.join("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for disk in ["/dev/zero", fifo.to_str().unwrap()] {
+        for ro in ["", ",ro"] {
+            let arg = format!("{disk}{ro}");
+            let out = run(&["run", "--kernel", k.to_str().unwrap(), "--disk", &arg]);
+            assert_eq!(out.code, Some(5), "{arg}: {}", out.stderr);
+            assert!(
+                out.stderr
+                    .contains("is neither a regular file nor a block device"),
+                "{arg}: {}",
+                out.stderr
+            );
+        }
+    }
+}
+
+/// A config file is read as a stream of at most 1 MiB: `--config
+/// /dev/zero` ends with a clear error, and a pipe (as `--config <(...)`
+/// gives) is read like a file.
+#[test]
+fn config_files_are_capped_at_1_mib_and_may_be_pipes() {
+    let out = run(&["run", "--config", "/dev/zero"]);
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("larger than 1048576 bytes (1 MiB)"),
+        "{}",
+        out.stderr
+    );
+    let dir = TempDir::new("cli");
+    let k = dir.write("k.elf", &tiny_elf(&[0xf4]));
+    let json = format!(
+        r#"{{"boot-source": {{"kernel_image_path": "{}"}}}}"#,
+        k.display()
+    );
+    let mut child = std::process::Command::new(vmm_tests::vmm_bin())
+        .args(["config", "check", "/dev/stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(json.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(&k.display().to_string()), "{stdout}");
+}
+
+/// A host block device is a disk like a file, sized by seeking to its end
+/// (a loop device the test sets up; root and losetup needed).
+#[test]
+fn a_loop_device_is_a_disk_of_its_size() {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let losetup = std::process::Command::new("losetup")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !root || !losetup || !std::path::Path::new("/dev/kvm").exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI runs as root with losetup and /dev/kvm"
+        );
+        eprintln!("skipped: needs root, losetup and /dev/kvm");
+        return;
+    }
+    let dir = TempDir::new("loop");
+    let backing = dir.write("backing.img", &vec![0u8; 3 << 20]);
+    let out = std::process::Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&backing)
+        .output()
+        .unwrap();
+    let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || dev.is_empty() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "losetup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("skipped: no loop device here");
+        return;
+    }
+    struct Detach(String);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("losetup")
+                .args(["-d", &self.0])
+                .status();
+        }
+    }
+    let _detach = Detach(dev.clone());
+    let mut code = vmm_tests::asm::print(b"ok\n");
+    code.extend(vmm_tests::asm::reset());
+    let k = dir.write("k.elf", &tiny_elf(&code));
+    for ro in ["", ",ro"] {
+        let arg = format!("{dev}{ro}");
+        let out = run(&["run", "--kernel", k.to_str().unwrap(), "--disk", &arg]);
+        assert_eq!(out.code, Some(0), "{arg}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!(
+                "disk {dev} as /dev/vda (read-{}, 3145728 bytes)",
+                if ro.is_empty() { "write" } else { "only" }
+            )),
+            "{arg}: {}",
+            out.stderr
+        );
+    }
+}

@@ -19,11 +19,13 @@ use vmm_tests::{
 const LIMIT: Duration = Duration::from_secs(1500);
 /// One scenario inside the L1 (each takes 5 to 30 s).
 const SCENARIO_LIMIT_S: u32 = 150;
-/// The tiny-guest tests run on the nested host, by name.
-const TINY_GUEST_TESTS: [&str; 5] = [
+/// The tiny-guest tests run on the nested host, by name. Not the guest
+/// that breaks its virtio ring (it runs on this machine's KVM only): on the
+/// nested host it once ended in a triple fault and twice froze the whole
+/// L1, its clock included, while this machine was busy (see the README).
+const TINY_GUEST_TESTS: [&str; 4] = [
     "an_instruction_the_host_cannot_emulate",
     "a_triple_fault_is_a_guest_crash",
-    "a_broken_virtio_ring_needs_reset_and_a_reset_brings_the_device_back",
     "prints_on_the_serial_port_then_resets",
     "two_vcpus_boot_and_the_bsp_resets",
 ];
@@ -31,6 +33,9 @@ const TINY_GUEST_TESTS: [&str; 5] = [
 /// Arguments that a command line splitting on spaces, or a shell, would
 /// mangle; the guest's command gets them as they are.
 const ARGV: [&str; 5] = ["a b", "c'd", "ünï\tcode", "", "x\"y $HOME"];
+/// Typed into the guest's shell: a line whose output only the shell makes,
+/// then poweroff.
+const SHELL_INPUT: &str = "echo shell-works-$((6*7)) on $(hostname)\\npoweroff\\n";
 /// The read-only data disk's first bytes.
 const RO_DISK_CONTENT: &[u8] = b"PRISTINE read-only data disk\n";
 /// What the guest writes, fdatasyncs and then loses its VMM to SIGKILL.
@@ -175,14 +180,19 @@ fn run_all() -> Nested {
         if name == "data-ro.img" {
             std::fs::write(&path, RO_DISK_CONTENT).unwrap();
         }
-        let f = std::fs::OpenOptions::new().write(true).create(true).open(path).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .unwrap();
         f.set_len(mib << 20).unwrap();
     }
     let data_disk = r("data.img");
     let ro_data_disk = format!("{},ro", r("data-ro.img"));
     let sync_script = format!(
-        "{vmm} run --disk {} -- sh -c 'echo {SYNC_CONTENT} | dd of=/dev/vda bs=4096 conv=sync,fdatasync; \
-         echo synced; sleep 600' > {} 2>&1 & pid=$!; \
+        "{vmm} run --disk {} -- sh -c 'echo {SYNC_CONTENT} | dd of=/dev/vda bs=4096 conv=sync && \
+         sync -d /dev/vda && echo synced; sleep 600' > {} 2>&1 & pid=$!; \
          for i in $(seq 1200); do grep -q '^synced' {} && break; sleep 0.1; done; \
          kill -9 $pid; wait $pid; echo \"vmm ended with $?\"",
         quote(&r("sync.img")),
@@ -234,6 +244,19 @@ fn run_all() -> Nested {
             ]),
         ),
         ("disk-fdatasync-kill", vec!["bash".into(), "-c".into(), sync_script]),
+        // `vmm run` on a terminal (script(1) gives it one): the guest's
+        // shell, typed into, and poweroff ends the VM.
+        (
+            "shell",
+            vec![
+                "bash".into(),
+                "-c".into(),
+                format!(
+                    "(sleep 15; printf '{SHELL_INPUT}') | script -qec {} /dev/null",
+                    quote(&format!("{vmm} run"))
+                ),
+            ],
+        ),
         (
             "two-vcpus-work",
             run(&[
@@ -608,8 +631,8 @@ fn the_tiny_guest_tests_pass_on_hardware_virtualization() {
     let all = format!("{}\n{}", ran.stdout, ran.stderr);
     assert_eq!(ran.code, Some(0), "{all}");
     // The popcnt guest, which stops the vCPU on an emulated KVM and runs
-    // here, the triple fault (exit 7), the hostile guest that breaks its
-    // virtio ring, two vCPUs; none skipped for want of /dev/kvm.
+    // here, the triple fault (exit 7), two vCPUs; none skipped for want
+    // of /dev/kvm.
     for name in TINY_GUEST_TESTS {
         assert!(
             ran.stdout.contains(&format!("test {name} ... ok")),
@@ -826,12 +849,18 @@ fn a_read_only_data_disk_refuses_the_guests_write() {
     assert!(out.starts_with("PRIST"), "{all}");
     // ...and cannot write it.
     assert!(out.contains("dd-status=1"), "{all}");
+    // Linux refuses a write to a read-only block device with EPERM
+    // (blkdev_write_iter), before any request reaches the device.
     assert!(
-        out.contains("Read-only file system") || out.contains("Input/output error"),
+        out.contains("dd: error writing '/dev/vda': Operation not permitted"),
         "{all}"
     );
+    assert!(ran.stderr.contains(" 0 written,"), "{all}");
     let image = std::fs::read(n.results().join("data-ro.img")).unwrap();
-    assert!(image.starts_with(RO_DISK_CONTENT), "the read-only disk changed");
+    assert!(
+        image.starts_with(RO_DISK_CONTENT),
+        "the read-only disk changed"
+    );
     assert!(image[RO_DISK_CONTENT.len()..].iter().all(|&b| b == 0));
 }
 
@@ -861,4 +890,20 @@ fn two_vcpus_are_seen_and_both_run_work() {
     assert!(out.contains("cpus=2\n"), "{all}");
     assert!(out.contains("worker0 ran on cpu 0\n"), "{all}");
     assert!(out.contains("worker1 ran on cpu 1\n"), "{all}");
+}
+
+#[test]
+fn an_interactive_run_gets_the_guests_shell_and_poweroff_ends_it() {
+    let Some(n) = nested() else { return };
+    let ran = n.scenario("shell");
+    // script(1) merges the VMM's stdout and stderr on its terminal.
+    let all = format!("{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(0), "{all}");
+    assert!(
+        ran.stdout
+            .contains("init: a shell on the console; Ctrl-D or poweroff ends the VM"),
+        "{all}"
+    );
+    assert!(ran.stdout.contains("shell-works-42 on vmm-guest"), "{all}");
+    assert!(ran.stdout.contains("reboot: Restarting system"), "{all}");
 }

@@ -121,12 +121,18 @@ pub fn guest_cmdline(config: &VmConfig, emulated: bool) -> String {
         devices::exit_device::CMDLINE_PARAM,
         Some(&format!("{:#x}", devices::exit_device::PORT)),
     );
-    if let Some(command) = &config.command {
-        crate::cmdline::add_param(
-            &mut cmdline,
-            crate::cmdline::COMMAND_PARAM,
-            Some(&crate::cmdline::encode_command(command)),
-        );
+    match &config.command {
+        Some(command) => {
+            crate::cmdline::add_param(
+                &mut cmdline,
+                crate::cmdline::COMMAND_PARAM,
+                Some(&crate::cmdline::encode_command(command)),
+            );
+        }
+        None if config.shell => {
+            crate::cmdline::add_param(&mut cmdline, crate::cmdline::SHELL_PARAM, Some("1"));
+        }
+        None => {}
     }
     if emulated {
         for (key, value) in host::emulated_host_params() {
@@ -387,10 +393,10 @@ impl Vmm {
         let mut mmio = mmio;
         let mut virtio = Vec::with_capacity(config.disks.len());
         for (i, disk) in config.disks.iter().enumerate() {
-            let device = device_manager::block_device(disk, i)?;
+            let (device, size) = device_manager::block_device(disk, i)?;
             virtio.push(device_manager::add_virtio(&vm, &mut mmio, &mem, i, device)?);
             log::info!(
-                "disk {} as /dev/vd{} ({}) at virtio-mmio {}",
+                "disk {} as /dev/vd{} ({}, {size} bytes) at virtio-mmio {}",
                 disk.path.display(),
                 char::from(b'a' + i as u8),
                 if disk.read_only {
@@ -723,6 +729,31 @@ mod tests {
     }
 
     #[test]
+    fn init_gets_its_ports_and_the_command_or_a_shell() {
+        let base = config(vec![], "console=ttyS0");
+        let c = guest_cmdline(&base, false);
+        assert!(
+            c.contains("VMM_BOOT_TIMER=0x440 VMM_EXIT_PORT=0x444"),
+            "{c}"
+        );
+        assert!(!c.contains("VMM_CMD") && !c.contains("VMM_SHELL"), "{c}");
+        let shell = VmConfig {
+            shell: true,
+            ..base.clone()
+        };
+        assert!(guest_cmdline(&shell, false).ends_with(" VMM_SHELL=1"));
+        // A command wins over the shell.
+        let cmd = VmConfig {
+            command: Some(vec!["true".into()]),
+            shell: true,
+            ..base
+        };
+        let c = guest_cmdline(&cmd, false);
+        assert!(c.ends_with(" VMM_CMD=dHJ1ZQA"), "{c}");
+        assert!(!c.contains("VMM_SHELL"), "{c}");
+    }
+
+    #[test]
     fn disks_are_announced_in_order_with_the_root_disk() {
         let c = guest_cmdline(
             &config(vec![disk(false, true), disk(true, false)], DEFAULT_CMDLINE),
@@ -731,10 +762,13 @@ mod tests {
         assert_eq!(
             c,
             "console=ttyS0 reboot=k panic=-1 virtio_mmio.device=4K@0xd0000000:5 \
-             virtio_mmio.device=4K@0xd0001000:6 root=/dev/vdb rw VMM_BOOT_TIMER=0x440"
+             virtio_mmio.device=4K@0xd0001000:6 root=/dev/vdb rw VMM_BOOT_TIMER=0x440 VMM_EXIT_PORT=0x444"
         );
         let c = guest_cmdline(&config(vec![disk(true, true)], "console=ttyS0"), false);
-        assert!(c.ends_with("root=/dev/vda ro VMM_BOOT_TIMER=0x440"), "{c}");
+        assert!(
+            c.ends_with("root=/dev/vda ro VMM_BOOT_TIMER=0x440 VMM_EXIT_PORT=0x444"),
+            "{c}"
+        );
     }
 
     #[test]
@@ -750,7 +784,7 @@ mod tests {
         let c = guest_cmdline(&config(vec![disk(true, false)], "ro"), false);
         assert_eq!(
             c,
-            "ro virtio_mmio.device=4K@0xd0000000:5 root=/dev/vda VMM_BOOT_TIMER=0x440"
+            "ro virtio_mmio.device=4K@0xd0000000:5 root=/dev/vda VMM_BOOT_TIMER=0x440 VMM_EXIT_PORT=0x444"
         );
     }
 
@@ -765,9 +799,9 @@ mod tests {
     #[test]
     fn init_is_told_the_boot_timer_port_unless_the_user_set_it() {
         let c = guest_cmdline(&config(vec![], "console=ttyS0"), false);
-        assert_eq!(c, "console=ttyS0 VMM_BOOT_TIMER=0x440");
+        assert_eq!(c, "console=ttyS0 VMM_BOOT_TIMER=0x440 VMM_EXIT_PORT=0x444");
         let c = guest_cmdline(&config(vec![], "VMM_BOOT_TIMER=0x0"), false);
-        assert_eq!(c, "VMM_BOOT_TIMER=0x0");
+        assert_eq!(c, "VMM_BOOT_TIMER=0x0 VMM_EXIT_PORT=0x444");
     }
 
     #[test]
@@ -788,7 +822,7 @@ mod tests {
             line,
             "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5 root=/dev/vda rw \
              virtio_mmio.device=4K@0xd0001000:6 virtio_mmio.device=4K@0xd0002000:7 \
-             VMM_BOOT_TIMER=0x440"
+             VMM_BOOT_TIMER=0x440 VMM_EXIT_PORT=0x444"
         );
     }
 }

@@ -4,6 +4,9 @@
 /// The kernel parameter that carries `vmm run -- COMMAND` to the guest's
 /// init (an environment variable for it, as every unknown KEY=VALUE is).
 pub const COMMAND_PARAM: &str = "VMM_CMD";
+/// The kernel parameter that asks the guest's init for a shell on the
+/// console when there is no command.
+pub const SHELL_PARAM: &str = "VMM_SHELL";
 
 /// The command's argv as the value of `COMMAND_PARAM`: the arguments'
 /// bytes each followed by a NUL, in unpadded URL-safe base64 (RFC 4648

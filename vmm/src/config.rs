@@ -271,16 +271,34 @@ pub fn open_disk(disk: &DiskConfig) -> Result<(File, u64)> {
         std::io::ErrorKind::IsADirectory => "is a directory".to_string(),
         _ => e.to_string(),
     };
-    let file = OpenOptions::new()
+    use std::os::unix::fs::FileTypeExt;
+    // The kind first: opening a FIFO would wait for a writer.
+    let kind = std::fs::metadata(&disk.path)
+        .map_err(|e| err(describe(e)))?
+        .file_type();
+    if kind.is_dir() {
+        return Err(err("is a directory".into()));
+    }
+    if !kind.is_file() && !kind.is_block_device() {
+        return Err(Error::Disk {
+            path: disk.path.clone(),
+            reason: "is neither a regular file nor a block device".into(),
+        });
+    }
+    let mut file = OpenOptions::new()
         .read(true)
         .write(!disk.read_only)
         .open(&disk.path)
         .map_err(|e| err(describe(e)))?;
-    let meta = file.metadata().map_err(|e| err(describe(e)))?;
-    if meta.is_dir() {
-        return Err(err("is a directory".into()));
-    }
-    let size = meta.len();
+    // A block device (a loop device, an LVM volume, a partition) has no
+    // length in its metadata: its size is where a seek to the end lands.
+    let size = if kind.is_block_device() {
+        use std::io::Seek;
+        file.seek(std::io::SeekFrom::End(0))
+            .map_err(|e| err(format!("cannot size the block device: {e}")))?
+    } else {
+        file.metadata().map_err(|e| err(describe(e)))?.len()
+    };
     if size == 0 || size % 512 != 0 {
         return Err(Error::Disk {
             path: disk.path.clone(),
@@ -321,6 +339,9 @@ pub struct VmConfig {
     /// The command the guest's init runs (`vmm run -- COMMAND`), whose exit
     /// status becomes the VMM's; None: init does what it does by default.
     pub command: Option<Vec<std::ffi::OsString>>,
+    /// Without a command, ask the guest's init for a shell on the console
+    /// (`vmm run` with its stdin a terminal).
+    pub shell: bool,
 }
 
 impl VmConfig {
@@ -342,6 +363,7 @@ impl VmConfig {
             disks: Vec::new(),
             nets: Vec::new(),
             command: None,
+            shell: false,
         }
     }
 }
@@ -415,6 +437,20 @@ pub fn check_file(what: &'static str, path: &Path) -> Result<()> {
     let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
     if meta.is_dir() {
         return Err(err("is a directory".into()));
+    }
+    let image = |reason: &str| Error::Image {
+        what,
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    };
+    // Before opening it: opening a FIFO would wait for a writer.
+    if !meta.is_file() {
+        return Err(image(
+            "is not a regular file (a FIFO, a device or a socket): give an image file",
+        ));
+    }
+    if meta.len() == 0 {
+        return Err(image("is empty"));
     }
     std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
     Ok(())

@@ -277,13 +277,37 @@ fn error(file: &Path, at: impl Into<String>, reason: impl Into<String>) -> Error
 /// Reads and resolves the config file at `path` with the command line's
 /// `overrides`: the `VmConfig` to validate and build.
 pub fn load(path: &Path, overrides: Overrides) -> Result<VmConfig> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::File {
-        what: "config file",
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let text = read_capped(path)?;
     let file = parse(path, &text)?;
     file.resolve(path, overrides)
+}
+
+/// The largest config file read (1 MiB): Firecracker's files are a few
+/// hundred bytes, and `--config /dev/zero` must not read forever.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The text of the config file at `path`, which may be a pipe (`--config
+/// <(...)`): at most `MAX_CONFIG_BYTES`, read as a stream.
+fn read_capped(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let file_err = |reason: String| Error::File {
+        what: "config file",
+        path: path.to_path_buf(),
+        reason,
+    };
+    let f = std::fs::File::open(path).map_err(|e| file_err(e.to_string()))?;
+    let mut bytes = Vec::new();
+    f.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| file_err(e.to_string()))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(error(
+            path,
+            "file",
+            format!("larger than {MAX_CONFIG_BYTES} bytes (1 MiB), the most a config file may be"),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| error(path, "file", format!("not UTF-8 text: {e}")))
 }
 
 /// Parses the JSON text of `path` into its sections, or an error with the
@@ -355,7 +379,9 @@ fn closest(name: &str, candidates: &[String]) -> Option<String> {
 /// Checks that `path`, given as field `at`, names a readable regular file.
 fn check_file(file: &Path, at: &str, path: &Path) -> Result<()> {
     config::check_file("file", path).map_err(|e| match e {
-        Error::File { reason, .. } => error(file, at, format!("'{}': {reason}", path.display())),
+        Error::File { reason, .. } | Error::Image { reason, .. } => {
+            error(file, at, format!("'{}': {reason}", path.display()))
+        }
         other => other,
     })
 }
@@ -465,6 +491,7 @@ impl ConfigFile {
             disks,
             nets,
             command: None,
+            shell: false,
         };
         Ok(overrides.apply(base))
     }
@@ -590,7 +617,24 @@ impl ConfigFile {
                     "missing: the drive's image file",
                 ));
             };
-            check_file(file, &at("path_on_host"), path)?;
+            // A regular file or a block device, opened and sized with the
+            // rest of the disks.
+            let bad = |reason: String| {
+                error(
+                    file,
+                    at("path_on_host"),
+                    format!("'{}': {reason}", path.display()),
+                )
+            };
+            let kind = std::fs::metadata(path)
+                .map_err(|e| bad(e.to_string()))?
+                .file_type();
+            if kind.is_dir() {
+                return Err(bad("is a directory".into()));
+            }
+            if !kind.is_file() && !std::os::unix::fs::FileTypeExt::is_block_device(&kind) {
+                return Err(bad("is neither a regular file nor a block device".into()));
+            }
             if d.is_root_device {
                 if let Some(j) = root {
                     return Err(error(

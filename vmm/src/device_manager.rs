@@ -195,13 +195,14 @@ pub fn add_virtio(
 }
 
 /// Opens a disk image and makes the virtio-blk device for slot `index`.
-pub fn block_device(disk: &DiskConfig, index: usize) -> Result<Box<dyn VirtioDevice>> {
+/// Returns the device and the disk's size in bytes.
+pub fn block_device(disk: &DiskConfig, index: usize) -> Result<(Box<dyn VirtioDevice>, u64)> {
     let (file, size) = open_disk(disk)?;
     let id = disk
         .id
         .clone()
         .unwrap_or_else(|| format!("vmm-disk{index}"));
-    Ok(Box::new(Block::new(file, size, disk.read_only, &id)))
+    Ok((Box::new(Block::new(file, size, disk.read_only, &id)), size))
 }
 
 /// Opens (or creates) the TAP of a network interface, with advice for the

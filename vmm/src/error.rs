@@ -68,6 +68,17 @@ pub enum Error {
         /// Why it cannot be used.
         reason: String,
     },
+    /// A kernel or initrd that is no image at all: empty, or not a
+    /// regular file (a FIFO, a character device, a socket).
+    #[error("{what} '{}': {reason}", path.display())]
+    Image {
+        /// What the file is for ("kernel", "initrd").
+        what: &'static str,
+        /// The path given.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A disk image that cannot be used.
     #[error("disk '{}': {reason}", path.display())]
     Disk {
@@ -150,7 +161,7 @@ impl Error {
         match self {
             Error::Config { .. } | Error::ConfigFile { .. } => CONFIG,
             Error::File { .. } => FILE,
-            Error::Disk { .. } => IMAGE,
+            Error::Disk { .. } | Error::Image { .. } => IMAGE,
             Error::Kernel { source, .. } | Error::Initrd { source, .. } => match source {
                 arch::boot::Error::ReadKernel(_) | arch::boot::Error::ReadInitrd(_) => FILE,
                 arch::boot::Error::Cmdline(_) => CONFIG,

@@ -182,6 +182,14 @@ fn fail(e: Error) -> i32 {
 
 fn run(args: RunArgs, started: Instant) -> i32 {
     let result = to_config(args.config, args.vm)
+        .map(|mut cfg| {
+            // An interactive `vmm run` with no command gets the guest's
+            // shell on its terminal.
+            cfg.shell = cfg.command.is_none()
+                && cfg.serial == SerialOutput::Stdio
+                && std::io::IsTerminal::is_terminal(&std::io::stdin());
+            cfg
+        })
         .and_then(|cfg| Vmm::build(&cfg, started))
         .and_then(Vmm::run);
     if let Some(r) = vmm::host::resources() {
