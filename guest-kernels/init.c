@@ -219,6 +219,29 @@ static unsigned run_command(char **argv)
 	return 128 + (status & 0x7f);
 }
 
+/* busybox's halt, poweroff and reboot (run as applets by its shell) ask
+ * PID 1 with SIGUSR1, SIGUSR2 and SIGTERM: each ends the VM as init does,
+ * a microVM having no ACPI to power off with. */
+static void on_end_signal(int sig)
+{
+	(void)sig;
+	syscall3(SYS_sync, 0, 0, 0);
+	restart();
+	for (;;)
+		__asm__ volatile("pause");
+}
+
+static void catch_end_signals(void)
+{
+	/* struct kernel_sigaction: handler, flags, restorer, mask. The handler
+	 * never returns, so no restorer is needed. */
+	static const int sigs[] = { SIGUSR1, SIGUSR2, SIGTERM };
+	for (unsigned i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		unsigned long act[4] = { (unsigned long)on_end_signal, 0, 0, 0 };
+		syscall4(SYS_rt_sigaction, sigs[i], (long)act, 0, 8);
+	}
+}
+
 static void mount_basics(void)
 {
 	syscall5(SYS_mount, (long)"proc", (long)"/proc", (long)"proc", 0, 0);
@@ -274,6 +297,7 @@ void start_c(long *stack)
 	if (in_vm && !encoded && env_get(envp, "VMM_SHELL=1")) {
 		static char *const shell[] = { "/bin/busybox", "setsid", "cttyhack", "/bin/sh", 0 };
 		print("init: a shell on the console; Ctrl-D or poweroff ends the VM\n");
+		catch_end_signals();
 		run_command((char **)shell);
 	}
 	syscall3(SYS_sync, 0, 0, 0);

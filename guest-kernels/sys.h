@@ -5,6 +5,7 @@
 #ifndef VMM_GUEST_SYS_H
 #define VMM_GUEST_SYS_H
 
+#define SYS_rt_sigaction 13
 #define SYS_write 1
 #define SYS_open 2
 #define SYS_close 3
@@ -25,6 +26,9 @@
 #define EINTR 4
 #define ENOTDIR 20
 #define ENAMETOOLONG 36
+#define SIGUSR1 10
+#define SIGUSR2 12
+#define SIGTERM 15
 #define SIGCHLD 17
 
 #define LINUX_REBOOT_MAGIC1 0xfee1deadL
