@@ -367,6 +367,20 @@ pub fn run_until(
     }
 }
 
+/// Runs `bash script args` and checks that it refuses them as a usage
+/// error: exit code 2, `says` on stderr, nothing on stdout.
+pub fn assert_script_refuses(script: &Path, args: &[&str], says: &str) {
+    let out = Command::new("bash")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(stderr.contains(says), "{args:?}: {stderr}");
+    assert!(out.stdout.is_empty(), "{args:?}");
+}
+
 pub fn kvm_is_emulated() -> bool {
     Path::new("/sys/module/kvm_pvm").exists()
 }

@@ -157,13 +157,6 @@ fn the_fuzz_script_refuses_bad_options() {
         (&["--bogus"][..], "unknown option --bogus"),
         (&["no_such_target"][..], "no target 'no_such_target'"),
     ] {
-        let out = std::process::Command::new("bash")
-            .arg(&script)
-            .args(args)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        vmm_tests::assert_script_refuses(&script, args, says);
     }
 }

@@ -818,15 +818,7 @@ fn nested_sh_refuses_bad_options_with_exit_code_2() {
             "--icount needs --smp 1",
         ),
     ] {
-        let out = Command::new("bash")
-            .arg(&script)
-            .args(args)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(said), "{args:?}: {stderr}");
-        assert!(out.stdout.is_empty(), "{args:?}");
+        vmm_tests::assert_script_refuses(&script, args, said);
     }
 }
 

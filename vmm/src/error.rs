@@ -155,6 +155,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// Logs this error with its causes, one line ("what: cause: cause"),
+    /// and returns its exit code: how the front ends end on an error.
+    pub fn report(&self) -> i32 {
+        let mut msg = self.to_string();
+        let mut src = std::error::Error::source(self);
+        while let Some(s) = src {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            src = s.source();
+        }
+        log::error!("{msg}");
+        self.exit_code()
+    }
+
     /// The exit code for this error.
     pub fn exit_code(&self) -> i32 {
         use exit_code::*;

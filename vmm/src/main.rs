@@ -159,27 +159,6 @@ fn to_config(config: Option<PathBuf>, vm: VmArgs) -> Result<VmConfig, Error> {
     }
 }
 
-fn init_logging(level: &str) {
-    let env = env_logger::Env::default().default_filter_or(level);
-    env_logger::Builder::from_env(env)
-        .format_timestamp_millis()
-        .format_target(false)
-        .init();
-}
-
-/// Logs `e` with its causes and returns its exit code.
-fn fail(e: Error) -> i32 {
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    log::error!("{msg}");
-    e.exit_code()
-}
-
 fn run(args: RunArgs, started: Instant) -> i32 {
     let result = to_config(args.config, args.vm)
         .map(|mut cfg| {
@@ -212,7 +191,7 @@ fn run(args: RunArgs, started: Instant) -> i32 {
             }
             code
         }
-        Err(e) => fail(e),
+        Err(e) => e.report(),
     }
 }
 
@@ -230,7 +209,7 @@ fn config_check(file: PathBuf, vm: VmArgs) -> i32 {
             );
             exit_code::OK
         }
-        Err(e) => fail(e),
+        Err(e) => e.report(),
     }
 }
 
@@ -275,7 +254,7 @@ fn config_example() -> i32 {
 fn main() -> ExitCode {
     let started = Instant::now();
     let cli = Cli::parse();
-    init_logging(&cli.log_level);
+    vmm::logging::init(&cli.log_level);
     let code = match cli.command {
         Command::Run(args) => run(*args, started),
         Command::Config(ConfigCommand::Check { file, vm }) => config_check(file, *vm),

@@ -49,19 +49,6 @@ fn parse_system(s: &str) -> Result<System, String> {
         .ok_or_else(|| format!("unknown system '{s}': expected vmm, qemu, runc or unshare"))
 }
 
-/// Logs `e` with its causes and returns its exit code.
-fn fail(e: vmm::Error) -> i32 {
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    log::error!("{msg}");
-    e.exit_code()
-}
-
 /// The `vmm` binary beside this one.
 fn vmm_beside() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
@@ -105,16 +92,12 @@ fn bench(args: BenchArgs) -> i32 {
                 exit_code::VMM_ERROR
             }
         }
-        Err(e) => fail(e),
+        Err(e) => e.report(),
     }
 }
 
 fn main() -> ExitCode {
     let args = BenchArgs::parse();
-    let env = env_logger::Env::default().default_filter_or(&args.log_level);
-    env_logger::Builder::from_env(env)
-        .format_timestamp_millis()
-        .format_target(false)
-        .init();
+    vmm::logging::init(&args.log_level);
     ExitCode::from(bench(args) as u8)
 }
