@@ -22,17 +22,9 @@ static const char path[] = "/written-by-guest.txt";
 static const char content[] =
 	"This file was written by the guest's init through virtio-blk.\n";
 
-static unsigned long len(const char *s)
-{
-	unsigned long n = 0;
-	while (s[n])
-		n++;
-	return n;
-}
-
 static void print(const char *s)
 {
-	syscall3(SYS_write, 1, (long)s, len(s));
+	write_str(1, s);
 }
 
 /* Prints "what: ok N" or "what: error N" for a system call's result. */
@@ -62,7 +54,7 @@ void start_c(long *stack)
 	fd = syscall3(SYS_open, (long)path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	result("open /written-by-guest.txt", fd);
 	if (fd >= 0) {
-		result("write", syscall3(SYS_write, fd, (long)content, len(content)));
+		result("write", syscall3(SYS_write, fd, (long)content, str_len(content)));
 		result("fsync", syscall3(SYS_fsync, fd, 0, 0));
 		syscall3(SYS_close, fd, 0, 0);
 	}

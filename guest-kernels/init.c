@@ -54,17 +54,9 @@ static char *const command_env[] = {
 	0,
 };
 
-static unsigned long len(const char *s)
-{
-	unsigned long n = 0;
-	while (s[n])
-		n++;
-	return n;
-}
-
 static void print(const char *s)
 {
-	syscall3(SYS_write, 2, (long)s, len(s));
+	write_str(2, s);
 }
 
 /* The value of `key` ("KEY=") in envp, or 0. */
@@ -173,7 +165,7 @@ static long exec_command(char **argv)
 		if (name[i] == '/')
 			return syscall3(SYS_execve, (long)name, (long)argv, (long)command_env);
 	for (i = 0; dirs[i]; i++) {
-		unsigned long d = len(dirs[i]), n = len(name);
+		unsigned long d = str_len(dirs[i]), n = str_len(name);
 		long r;
 		if (d + 1 + n + 1 > sizeof(path))
 			return -ENAMETOOLONG;

@@ -57,6 +57,21 @@ static inline long syscall3(long nr, long a, long b, long c)
 	return syscall4(nr, a, b, c, 0);
 }
 
+/* The length of a NUL-terminated string. */
+static inline unsigned long str_len(const char *s)
+{
+	unsigned long n = 0;
+	while (s[n])
+		n++;
+	return n;
+}
+
+/* Writes a NUL-terminated string to file descriptor fd. */
+static inline void write_str(int fd, const char *s)
+{
+	syscall3(SYS_write, fd, (long)s, str_len(s));
+}
+
 /* Ends the VM: a restart, which the kernel performs with an i8042 reset
  * (reboot=k) and the VMM turns into its own exit with status 0. */
 static inline void restart(void)
