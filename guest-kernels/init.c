@@ -283,6 +283,10 @@ void start_c(long *stack)
 			status = run_command(argv);
 		}
 		syscall3(SYS_sync, 0, 0, 0);
+		/* Let the console send what the command wrote (tcdrain): the
+		 * report ends the VM at once, and output still queued in the
+		 * guest's tty would be lost. */
+		syscall3(SYS_ioctl, 1, TCSBRK, 1);
 		if (exit_port)
 			report(exit_port, status);
 	}

@@ -7,6 +7,7 @@
 
 #define SYS_rt_sigaction 13
 #define SYS_write 1
+#define SYS_ioctl 16
 #define SYS_open 2
 #define SYS_close 3
 #define SYS_pwrite64 18
@@ -21,6 +22,8 @@
 #define SYS_reboot 169
 #define SYS_sethostname 170
 #define SYS_ioperm 173
+
+#define TCSBRK 0x5409
 
 #define ENOENT 2
 #define EINTR 4
