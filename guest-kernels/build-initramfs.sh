@@ -7,10 +7,12 @@
 #                    call (idle.c), for guests that must stay up
 #   disktest         freestanding init for the root-disk tests (disktest.c),
 #                    on the root image only
+#   guestbench       freestanding disk and network benchmark run from the
+#                    guest's user space (guestbench.c), for bench-guest.py
 #   busybox          Debian's busybox-static, with a link for each applet
 #                    (applets.txt) and udhcpc's lease script
 #   initramfs.cpio   uncompressed initramfs holding all of that: /init,
-#                    /idle, /bin/busybox and the applet links
+#                    /idle, /usr/bin/guestbench, /bin/busybox and the applet links
 # with the gen_init_cpio of the kernel directory given as $1. Cached under
 # ${VMM_GUEST_CACHE:-$HOME/.cache/vmm-guest}/initramfs-<hash of this script,
 # the sources, the list, busybox's version and the compiler version>/.
@@ -24,7 +26,7 @@ log() { echo "guest-kernels: $*" >&2; }
 
 key=$( {
     cd "$here"
-    for f in build-initramfs.sh sys.h init.c idle.c disktest.c initramfs.list udhcpc.script \
+    for f in build-initramfs.sh sys.h init.c idle.c disktest.c guestbench.c initramfs.list udhcpc.script \
         poweroff.sh; do
         echo "file $f"
         cat "$f"
@@ -37,7 +39,7 @@ out=$cache_root/initramfs-$key
 if [[ ! -f $out/initramfs.cpio ]]; then
     work=$(mktemp -d "$cache_root/initramfs-build.XXXXXX")
     trap 'rm -rf "$work"' EXIT
-    for prog in init idle disktest; do
+    for prog in init idle disktest guestbench; do
         gcc -static -nostdlib -ffreestanding -O2 -fno-stack-protector -fno-pie -no-pie \
             -Wl,--build-id=none -o "$work/$prog" "$here/$prog.c"
     done
@@ -53,7 +55,7 @@ if [[ ! -f $out/initramfs.cpio ]]; then
     cp "$here/poweroff.sh" "$work/poweroff.sh"
     {
         sed -e "s#@INIT@#$work/init#" -e "s#@IDLE@#$work/idle#" \
-            -e "s#@BUSYBOX@#$work/busybox#" -e "s#@UDHCPC_SCRIPT@#$work/udhcpc.script#" \
+            -e "s#@BUSYBOX@#$work/busybox#" -e "s#@GUESTBENCH@#$work/guestbench#" -e "s#@UDHCPC_SCRIPT@#$work/udhcpc.script#" \
             "$here/initramfs.list"
         sed 's#.*#slink /& /bin/busybox 0777 0 0#' "$work/applets.txt"
         for p in poweroff reboot halt; do
@@ -62,7 +64,7 @@ if [[ ! -f $out/initramfs.cpio ]]; then
     } > "$work/initramfs.list"
     "$kernel_dir/gen_init_cpio" "$work/initramfs.list" > "$work/initramfs.cpio"
     mkdir -p "$out.tmp"
-    mv "$work/init" "$work/idle" "$work/disktest" "$work/busybox" "$work/udhcpc.script" \
+    mv "$work/init" "$work/idle" "$work/disktest" "$work/guestbench" "$work/busybox" "$work/udhcpc.script" \
         "$work/poweroff.sh" "$work/applets.txt" "$work/initramfs.cpio" "$out.tmp/"
     rm -rf "$out"
     mv "$out.tmp" "$out"

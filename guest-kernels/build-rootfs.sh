@@ -22,7 +22,7 @@ if ! command -v mkfs.ext4 >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq e2fsprogs >&2
 fi
 key=$( { cat "${BASH_SOURCE[0]}" "$progs/init" "$progs/idle" "$progs/disktest" \
-    "$progs/busybox" "$progs/applets.txt" "$progs/udhcpc.script" "$progs/poweroff.sh"; \
+    "$progs/guestbench" "$progs/busybox" "$progs/applets.txt" "$progs/udhcpc.script" "$progs/poweroff.sh"; \
     dpkg-query -W -f='${Version}' e2fsprogs; } | sha256sum | cut -c1-16)
 out=$cache_root/rootfs-$key
 if [[ ! -f $out/rootfs.ext4 ]]; then
@@ -36,6 +36,7 @@ if [[ ! -f $out/rootfs.ext4 ]]; then
     install -m 0755 "$progs/init" "$r/sbin/init"
     install -m 0755 "$progs/idle" "$r/sbin/idle"
     install -m 0755 "$progs/disktest" "$r/sbin/disktest"
+    install -m 0755 "$progs/guestbench" "$r/usr/bin/guestbench"
     install -m 0755 "$progs/busybox" "$r/bin/busybox"
     install -m 0755 "$progs/udhcpc.script" "$r/usr/share/udhcpc/default.script"
     while read -r applet; do

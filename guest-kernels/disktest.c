@@ -12,7 +12,6 @@
  */
 #include "sys.h"
 
-#define O_WRONLY 01
 #define O_CREAT 0100
 #define O_TRUNC 01000
 #define MS_RDONLY 1

@@ -21,6 +21,12 @@
  *   VMM_CMD=...           the command: each argument followed by a NUL
  *                         byte, in unpadded URL-safe base64
  *   VMM_SHELL=1           a shell on the console instead
+ *   VMM_DHCP=1            configure eth0 by DHCP (busybox udhcpc and its
+ *                         lease script, which says the address on the
+ *                         console) before the command or the shell; an
+ *                         address from the kernel's own ip= parameter
+ *                         needs nothing from init
+ * The loopback interface is brought up in every case.
  *
  * Freestanding (no libc): built with gcc -static -nostdlib, so the
  * initramfs needs nothing else for it. A microVM has no ACPI, so the VM is
@@ -181,14 +187,23 @@ static long exec_command(char **argv)
 	return err;
 }
 
-/* Runs the command and returns its status as a shell gives it. */
-static unsigned run_command(char **argv)
+/* Runs the command and returns its status as a shell gives it; `quiet`:
+ * with its stdout and stderr on /dev/null instead of the console. */
+static unsigned run_command(char **argv, int quiet)
 {
 	long pid = syscall5(SYS_clone, SIGCHLD, 0, 0, 0, 0);
 	int status = 0;
 
 	if (pid == 0) {
-		long err = exec_command(argv);
+		long err;
+		if (quiet) {
+			long null = syscall3(SYS_open, (long)"/dev/null", O_WRONLY, 0);
+			if (null >= 0) {
+				syscall3(SYS_dup2, null, 1, 0);
+				syscall3(SYS_dup2, null, 2, 0);
+			}
+		}
+		err = exec_command(argv);
 		print("init: ");
 		print(argv[0]);
 		print(err == -ENOENT ? ": command not found\n" : ": cannot run it\n");
@@ -234,6 +249,36 @@ static void catch_end_signals(void)
 	}
 }
 
+/* Brings the loopback interface up, as every system's init does. */
+static void loopback_up(void)
+{
+	/* struct ifreq: the name (16 bytes), then the flags (a short). */
+	union {
+		char name[16];
+		short raw[20];
+	} ifr = { .name = "lo" };
+	long s = syscall3(SYS_socket, AF_INET, SOCK_DGRAM, 0);
+
+	if (s < 0)
+		return;
+	if (syscall3(SYS_ioctl, s, SIOCGIFFLAGS, (long)&ifr) == 0) {
+		ifr.raw[8] |= IFF_UP;
+		syscall3(SYS_ioctl, s, SIOCSIFFLAGS, (long)&ifr);
+	}
+	syscall3(SYS_close, s, 0, 0);
+}
+
+/* eth0 by DHCP: busybox udhcpc, until it has a lease or gives up (about
+ * 10 s); its lease script applies the lease and says it on the console. */
+static void dhcp(void)
+{
+	static char *const udhcpc[] = { "/bin/busybox", "udhcpc", "-i", "eth0", "-f", "-q", "-n",
+					"-t", "5", "-T", "2", "-s",
+					"/usr/share/udhcpc/default.script", 0 };
+	if (run_command((char **)udhcpc, 1) != 0)
+		print("init: eth0 got no address by DHCP (udhcpc failed); going on without it\n");
+}
+
 static void mount_basics(void)
 {
 	syscall5(SYS_mount, (long)"proc", (long)"/proc", (long)"proc", 0, 0);
@@ -262,8 +307,12 @@ void start_c(long *stack)
 		__asm__ volatile("outb %0, %w1" : : "a"(v), "Nd"((unsigned short)timer));
 	}
 	syscall3(SYS_write, 1, (long)greeting, sizeof(greeting) - 1);
-	if (in_vm)
+	if (in_vm) {
 		mount_basics();
+		loopback_up();
+		if (env_get(envp, "VMM_DHCP=1"))
+			dhcp();
+	}
 	if (in_vm && encoded) {
 		long n = b64_decode(encoded, cmd, sizeof(cmd));
 		int argn = 0;
@@ -280,7 +329,7 @@ void start_c(long *stack)
 			print("init: VMM_CMD is not a command this init can read\n");
 			status = 126;
 		} else {
-			status = run_command(argv);
+			status = run_command(argv, 0);
 		}
 		syscall3(SYS_sync, 0, 0, 0);
 		/* Let the console send what the command wrote (tcdrain): the
@@ -294,7 +343,7 @@ void start_c(long *stack)
 		static char *const shell[] = { "/bin/busybox", "setsid", "cttyhack", "/bin/sh", 0 };
 		print("init: a shell on the console; Ctrl-D or poweroff ends the VM\n");
 		catch_end_signals();
-		run_command((char **)shell);
+		run_command((char **)shell, 0);
 	}
 	syscall3(SYS_sync, 0, 0, 0);
 	if (pid1)

@@ -10,6 +10,8 @@
 #define SYS_ioctl 16
 #define SYS_open 2
 #define SYS_close 3
+#define SYS_dup2 33
+#define SYS_socket 41
 #define SYS_pwrite64 18
 #define SYS_getpid 39
 #define SYS_clone 56
@@ -24,6 +26,12 @@
 #define SYS_ioperm 173
 
 #define TCSBRK 0x5409
+#define SIOCGIFFLAGS 0x8913
+#define SIOCSIFFLAGS 0x8914
+#define IFF_UP 0x1
+#define AF_INET 2
+#define SOCK_DGRAM 2
+#define O_WRONLY 01
 
 #define ENOENT 2
 #define EINTR 4

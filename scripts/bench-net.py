@@ -42,25 +42,7 @@ MAC = "02:76:6d:6d:00:02"
 MARKER = b"Run /idle as init process"
 
 
-def sh(*cmd, check=True):
-    return subprocess.run(cmd, check=check, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-class Netns:
-    def __init__(self, name):
-        self.name = name
-        sh("ip", "netns", "del", name, check=False)
-        sh("ip", "netns", "add", name)
-        sh("ip", "-n", name, "link", "set", "lo", "up")
-        sh("ip", "-n", name, "tuntap", "add", "dev", "tap0", "mode", "tap")
-        sh("ip", "-n", name, "addr", "add", f"{HOST_IP}/24", "dev", "tap0")
-        sh("ip", "-n", name, "link", "set", "tap0", "up")
-
-    def cmd(self, *args):
-        return ["ip", "netns", "exec", self.name, *args]
-
-    def close(self):
-        sh("ip", "netns", "del", self.name, check=False)
+sh = benchlib.sh
 
 
 def guest_cmdline(vmm, kernel, initrd):
@@ -193,7 +175,7 @@ def main():
     results = {"vmm": [], "qemu": []}
     for run in range(args.runs):
         for name in ("vmm", "qemu"):
-            ns = Netns(f"vmmbench-{os.getpid()}")
+            ns = benchlib.Netns(f"vmmbench-{os.getpid()}", HOST_IP)
             try:
                 r = one_run(name, cmds[name], ns, args)
             finally:

@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts (bench-boot.py, bench-net.py)."""
+"""Helpers shared by the benchmark scripts (bench-boot.py, bench-net.py,
+bench-guest.py)."""
 import os
 import re
 import subprocess
@@ -17,11 +18,12 @@ def guest_dir(arg):
     return os.path.join(root, "current")
 
 
-def vmm_guest_cmdline(vmm, run_args):
+def vmm_guest_cmdline(vmm, run_args, wrap=()):
     """The command line this VMM gives the guest for `vmm run RUN_ARGS` (with
     its emulated-host additions), read from its log, so that QEMU's guest
-    gets exactly the same. The VM is killed as soon as the line is read."""
-    p = subprocess.Popen([vmm, "run", "--serial", "none", *run_args],
+    gets exactly the same. The VM is killed as soon as the line is read.
+    `wrap`: a command prefix (ip netns exec NAME) for a VM with a TAP."""
+    p = subprocess.Popen([*wrap, vmm, "run", "--serial", "none", *run_args],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     line = b""
     for line in p.stderr:
@@ -54,3 +56,28 @@ def wait_for_marker(p, marker, limit):
 
     threading.Thread(target=reader, daemon=True).start()
     return found.wait(limit)
+
+
+def sh(*cmd, check=True):
+    return subprocess.run(cmd, check=check, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+
+
+class Netns:
+    """A network namespace with a TAP `tap0` at HOST_IP/24, for one boot;
+    close() removes it (and the TAP with it)."""
+
+    def __init__(self, name, host_ip):
+        self.name = name
+        sh("ip", "netns", "del", name, check=False)
+        sh("ip", "netns", "add", name)
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+        sh("ip", "-n", name, "tuntap", "add", "dev", "tap0", "mode", "tap")
+        sh("ip", "-n", name, "addr", "add", f"{host_ip}/24", "dev", "tap0")
+        sh("ip", "-n", name, "link", "set", "tap0", "up")
+
+    def cmd(self, *args):
+        return ["ip", "netns", "exec", self.name, *args]
+
+    def close(self):
+        sh("ip", "netns", "del", self.name, check=False)

@@ -32,9 +32,16 @@ const TINY_GUEST_TESTS: [&str; 4] = [
 /// Arguments that a command line splitting on spaces, or a shell, would
 /// mangle; the guest's command gets them as they are.
 const ARGV: [&str; 5] = ["a b", "c'd", "ünï\tcode", "", "x\"y $HOME"];
-/// Typed into the guest's shell: a line whose output only the shell makes,
-/// then poweroff.
-const SHELL_INPUT: &str = "echo shell-works-$((6*7)) on $(hostname)\\npoweroff\\n";
+/// Typed into the guest's shell: the kernel's release, lines whose output
+/// only the shell makes, then poweroff (or exit, SHELL_EXIT_INPUT).
+const SHELL_INPUT: &str =
+    "uname -r\\necho $((6*7))\\necho shell-works on $(hostname)\\npoweroff\\n";
+const SHELL_EXIT_INPUT: &str = "echo $((6*7))\\nexit\\n";
+/// The host side of the network test, in the test's network namespace in
+/// the L1, and the guest's side (DHCP, then TAP at NET_HOST).
+const NET_HOST: &str = "172.31.0.1";
+/// Bytes sent over TCP each way.
+const NET_BYTES: u64 = 32 << 20;
 /// The read-only data disk's first bytes.
 const RO_DISK_CONTENT: &[u8] = b"PRISTINE read-only data disk\n";
 /// What the guest writes, fdatasyncs and then loses its VMM to SIGKILL.
@@ -282,6 +289,49 @@ fn try_run_all() -> Result<Nested, String> {
         quote(&r("sync.log")),
         quote(&r("sync.log")),
     );
+    // Each shell scenario types its input once the prompt is there (what
+    // comes earlier may be flushed by the shell setting up its terminal),
+    // under script(1), which gives `vmm run` a terminal.
+    let shell = |name: &str, input: &str| -> Vec<String> {
+        vec![
+            "bash".into(),
+            "-c".into(),
+            format!(
+                "(for i in $(seq 1200); do grep -q '/ # ' {tty} && break; sleep 0.2; done; \
+                 sleep 1; printf '{input}') | script -qfec {} {tty}",
+                quote(&format!("{vmm} run")),
+                tty = quote(&r(&format!("{name}.tty"))),
+            ),
+        ]
+    };
+    // The network: in a network namespace of its own, a TAP with the host
+    // side's address, dnsmasq serving DHCP on it and tcp_peer.py sending
+    // and taking NET_BYTES; the guest gets its address by DHCP (--dhcp),
+    // pings the host side and sends and takes the bytes with busybox nc,
+    // printing their digests.
+    let guest_net = format!(
+        "ping -c 3 {NET_HOST} || exit 10; head -c {NET_BYTES} /dev/urandom > /tmp/up; \
+         echo up $(wc -c < /tmp/up) $(sha256sum < /tmp/up); \
+         nc {NET_HOST} 5001 < /tmp/up || exit 11; rm /tmp/up; \
+         nc {NET_HOST} 5002 > /tmp/down || exit 12; \
+         echo down $(wc -c < /tmp/down) $(sha256sum < /tmp/down)"
+    );
+    let net_script = format!(
+        "trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT; set -e; \
+         ip link set lo up; ip tuntap add dev tap0 mode tap; \
+         ip addr add {NET_HOST}/24 dev tap0; ip link set tap0 up; \
+         dnsmasq --no-daemon --conf-file=/dev/null --user=root --group=root --interface=tap0 \
+           --bind-interfaces --except-interface=lo --port=0 --dhcp-range=172.31.0.10,172.31.0.20,1h \
+           --dhcp-leasefile={leases} --pid-file= 2> {dnsmasq} & \
+         python3 {peer} {NET_HOST} {NET_BYTES} {peer_out} & peer=$!; \
+         set +e; {vmm} run --memory 256M --net tap=tap0 --dhcp -- sh -c {guest}; rc=$?; \
+         wait $peer; echo \"peer ended with $?\" >&2; exit $rc",
+        leases = quote(&r("net.leases")),
+        dnsmasq = quote(&r("net.dnsmasq.log")),
+        peer = quote(&repo_root().join("tests/data/tcp_peer.py").display().to_string()),
+        peer_out = quote(&r("net.peer")),
+        guest = quote(&guest_net),
+    );
     let scenarios: Vec<(&str, Vec<String>)> = vec![
         // `vmm run -- COMMAND`: the command's output on the console and
         // its exit status as the VMM's.
@@ -329,22 +379,13 @@ fn try_run_all() -> Result<Nested, String> {
             ]),
         ),
         ("disk-fdatasync-kill", vec!["bash".into(), "-c".into(), sync_script]),
-        // `vmm run` on a terminal (script(1) gives it one): the guest's
-        // shell, typed into, and poweroff ends the VM.
+        // `vmm run` on a terminal: the guest's shell, typed into, and
+        // poweroff or exit ends the VM.
+        ("shell", shell("shell", SHELL_INPUT)),
+        ("shell-exit", shell("shell-exit", SHELL_EXIT_INPUT)),
         (
-            "shell",
-            vec![
-                "bash".into(),
-                "-c".into(),
-                // Typed once the prompt is there (what comes earlier may
-                // be flushed by the shell setting up its terminal).
-                format!(
-                    "(for i in $(seq 1200); do grep -q '/ # ' {tty} && break; sleep 0.2; done; \
-                     sleep 1; printf '{SHELL_INPUT}') | script -qfec {} {tty}",
-                    quote(&format!("{vmm} run")),
-                    tty = quote(&r("shell.tty")),
-                ),
-            ],
+            "net",
+            vec!["unshare".into(), "--net".into(), "bash".into(), "-c".into(), net_script],
         ),
         (
             "two-vcpus-work",
@@ -985,7 +1026,27 @@ fn an_interactive_run_gets_the_guests_shell_and_poweroff_ends_it() {
             .contains("init: a shell on the console; Ctrl-D or poweroff ends the VM"),
         "{all}"
     );
-    assert!(ran.stdout.contains("shell-works-42 on vmm-guest"), "{all}");
+    // `uname -r` says the guest's own kernel, the one that booted, not the
+    // host's.
+    let release = ran
+        .stdout
+        .split("Linux version ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no kernel version on the console: {all}"));
+    let lines: Vec<&str> = ran
+        .stdout
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .collect();
+    assert!(
+        lines.contains(&release),
+        "uname -r did not print {release}: {all}"
+    );
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_ne!(release, host.trim(), "{all}");
+    assert!(lines.contains(&"42"), "{all}");
+    assert!(lines.contains(&"shell-works on vmm-guest"), "{all}");
     // poweroff restarted the VM, which the VMM ended with 0 (its log is on
     // the same terminal).
     assert!(
@@ -993,4 +1054,78 @@ fn an_interactive_run_gets_the_guests_shell_and_poweroff_ends_it() {
             .contains("guest reset the VM (i8042 CPU reset, as reboot=k does)"),
         "{all}"
     );
+}
+
+#[test]
+fn exit_in_the_guests_shell_ends_the_vm_with_0() {
+    let Some(n) = nested() else { return };
+    let ran = n.scenario("shell-exit");
+    let all = format!("{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(0), "{all}");
+    let lines: Vec<&str> = ran
+        .stdout
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .collect();
+    assert!(lines.contains(&"42"), "{all}");
+    assert!(
+        ran.stdout
+            .contains("guest reset the VM (i8042 CPU reset, as reboot=k does)"),
+        "{all}"
+    );
+}
+
+/// The guest's "WORD BYTES DIGEST -" line (busybox `sha256sum < FILE`).
+fn guest_digest<'a>(out: &'a str, word: &str) -> Option<(u64, &'a str)> {
+    let line = out.lines().find(|l| l.starts_with(&format!("{word} ")))?;
+    let mut f = line.split_whitespace().skip(1);
+    Some((f.next()?.parse().ok()?, f.next()?))
+}
+
+#[test]
+fn the_guest_gets_its_address_by_dhcp_pings_and_moves_32_mib_each_way_over_tcp() {
+    let Some(n) = nested() else { return };
+    let ran = n.scenario("net");
+    let peer = std::fs::read_to_string(n.results().join("net.peer")).unwrap_or_default();
+    let leases = std::fs::read_to_string(n.results().join("net.leases")).unwrap_or_default();
+    let all = format!(
+        "{}\n{}\npeer: {peer}\nleases: {leases}",
+        ran.stdout, ran.stderr
+    );
+    assert_eq!(ran.code, Some(0), "{all}");
+    // The address from dnsmasq, applied by udhcpc's lease script.
+    let addr = ran
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("eth0: "))
+        .and_then(|l| l.split('/').next())
+        .unwrap_or_else(|| panic!("no DHCP lease on the console: {all}"));
+    assert!(addr.starts_with("172.31.0."), "{all}");
+    assert!(
+        leases.split_whitespace().any(|w| w == addr),
+        "dnsmasq did not lease {addr}: {all}"
+    );
+    assert!(
+        ran.stdout
+            .contains("3 packets transmitted, 3 packets received"),
+        "{all}"
+    );
+    // Guest to host: what the guest sent is what the host got.
+    let (up_len, up) = guest_digest(&ran.stdout, "up").expect("the guest's digest of what it sent");
+    assert_eq!(up_len, NET_BYTES, "{all}");
+    assert!(
+        peer.lines()
+            .any(|l| l == format!("received {NET_BYTES} {up}")),
+        "{all}"
+    );
+    // Host to guest.
+    let (down_len, down) =
+        guest_digest(&ran.stdout, "down").expect("the guest's digest of what it got");
+    assert_eq!(down_len, NET_BYTES, "{all}");
+    assert!(
+        peer.lines()
+            .any(|l| l == format!("sent {NET_BYTES} {down}")),
+        "{all}"
+    );
+    assert_ne!(up, down, "{all}");
 }

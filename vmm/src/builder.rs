@@ -134,6 +134,9 @@ pub fn guest_cmdline(config: &VmConfig, emulated: bool) -> String {
         }
         None => {}
     }
+    if config.dhcp {
+        crate::cmdline::add_param(&mut cmdline, crate::cmdline::DHCP_PARAM, Some("1"));
+    }
     if emulated {
         for (key, value) in host::emulated_host_params() {
             match value {
@@ -750,7 +753,10 @@ mod tests {
         };
         let c = guest_cmdline(&cmd, false);
         assert!(c.ends_with(" VMM_CMD=dHJ1ZQA"), "{c}");
-        assert!(!c.contains("VMM_SHELL"), "{c}");
+        assert!(!c.contains("VMM_SHELL") && !c.contains("VMM_DHCP"), "{c}");
+        let dhcp = VmConfig { dhcp: true, ..cmd };
+        let c = guest_cmdline(&dhcp, false);
+        assert!(c.ends_with(" VMM_CMD=dHJ1ZQA VMM_DHCP=1"), "{c}");
     }
 
     #[test]

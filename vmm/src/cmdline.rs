@@ -7,6 +7,9 @@ pub const COMMAND_PARAM: &str = "VMM_CMD";
 /// The kernel parameter that asks the guest's init for a shell on the
 /// console when there is no command.
 pub const SHELL_PARAM: &str = "VMM_SHELL";
+/// The kernel parameter that asks the guest's init to configure eth0 by
+/// DHCP (`vmm run --dhcp`).
+pub const DHCP_PARAM: &str = "VMM_DHCP";
 
 /// The command's argv as the value of `COMMAND_PARAM`: the arguments'
 /// bytes each followed by a NUL, in unpadded URL-safe base64 (RFC 4648

@@ -342,6 +342,9 @@ pub struct VmConfig {
     /// Without a command, ask the guest's init for a shell on the console
     /// (`vmm run` with its stdin a terminal).
     pub shell: bool,
+    /// Ask the guest's init to configure eth0 by DHCP (`--dhcp`) before
+    /// the command or the shell.
+    pub dhcp: bool,
 }
 
 impl VmConfig {
@@ -364,6 +367,7 @@ impl VmConfig {
             nets: Vec::new(),
             command: None,
             shell: false,
+            dhcp: false,
         }
     }
 }
@@ -496,6 +500,13 @@ impl VmConfig {
                 "disk",
                 "root",
                 "only one disk can be the root disk",
+            ));
+        }
+        if self.dhcp && self.nets.is_empty() {
+            return Err(Error::config(
+                "dhcp",
+                "true",
+                "there is no network interface for the guest to configure: add --net tap=NAME",
             ));
         }
         if self.disks.len() + self.nets.len() > MAX_VIRTIO_DEVICES {
@@ -644,6 +655,21 @@ mod tests {
             crate::exit_code::CONFIG
         );
         c.nets = vec!["tap=a".parse().unwrap(), "tap=b".parse().unwrap()];
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn dhcp_needs_a_network_interface() {
+        let exe = std::env::current_exe().unwrap();
+        let mut c = config(&exe);
+        c.dhcp = true;
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.exit_code(), crate::exit_code::CONFIG);
+        assert!(
+            e.to_string().contains("dhcp") && e.to_string().contains("--net"),
+            "{e}"
+        );
+        c.nets = vec!["tap=a".parse().unwrap()];
         c.validate().unwrap();
     }
 

@@ -209,6 +209,8 @@ pub struct Overrides {
     pub nets: Option<Vec<NetConfig>>,
     /// The command after `--`
     pub command: Option<Vec<std::ffi::OsString>>,
+    /// --dhcp
+    pub dhcp: Option<bool>,
 }
 
 /// The initrd of a VM booting the default kernel: the one given, else none
@@ -257,7 +259,7 @@ impl Overrides {
         }
         over!(cmdline => cmdline, mem_mib => mem_mib, vcpus => vcpus, smt => smt, seccomp => seccomp,
               serial => serial, emulated_host => emulated_host,
-              boot_protocol => boot_protocol, disks => disks, nets => nets);
+              boot_protocol => boot_protocol, disks => disks, nets => nets, dhcp => dhcp);
         if self.command.is_some() {
             base.command = self.command;
         }
@@ -492,6 +494,7 @@ impl ConfigFile {
             nets,
             command: None,
             shell: false,
+            dhcp: false,
         };
         Ok(overrides.apply(base))
     }
@@ -759,6 +762,10 @@ impl ConfigFile {
         }
         if let SerialOutput::File(p) = &config.serial {
             config.serial = SerialOutput::File(abs(p));
+        }
+        // --dhcp has no field in the file: it is the init's parameter.
+        if config.dhcp {
+            crate::cmdline::add_param(&mut config.cmdline, crate::cmdline::DHCP_PARAM, Some("1"));
         }
         ConfigFile {
             boot_source: Some(BootSource {
@@ -1372,6 +1379,16 @@ mod tests {
         let mut expected = c.clone();
         expected.nets[1].mac = Some(c.nets[1].mac_for(1));
         assert_eq!(back, expected, "{printed}");
+    }
+
+    #[test]
+    fn dhcp_is_printed_as_the_inits_parameter() {
+        let f = some_file();
+        let mut c = load_str(&firecracker_doc(&f, &f), Overrides::default()).unwrap();
+        c.dhcp = true;
+        let back = load_str(&ConfigFile::from_config(&c).to_json(), Overrides::default()).unwrap();
+        assert!(!back.dhcp);
+        assert_eq!(back.cmdline, format!("{} VMM_DHCP=1", c.cmdline));
     }
 
     #[test]

@@ -122,6 +122,10 @@ struct VmArgs {
     /// Default linux.
     #[arg(long, value_name = "PROTO")]
     boot_protocol: Option<BootProtocol>,
+    /// Have the default guest's init configure eth0 by DHCP (busybox
+    /// udhcpc) before the command or the shell; needs a --net interface.
+    #[arg(long)]
+    dhcp: bool,
     /// After `--`: a command for the guest's init to run (the default
     /// guest's init, or one that follows the same protocol); its exit
     /// status becomes the VMM's exit code.
@@ -145,6 +149,7 @@ impl VmArgs {
             command: (!self.command.is_empty()).then_some(self.command),
             disks: (!self.disk.is_empty()).then_some(self.disk),
             nets: (!self.net.is_empty()).then_some(self.net),
+            dhcp: self.dhcp.then_some(true),
         }
     }
 }
