@@ -387,6 +387,28 @@ fn try_run_all() -> Result<Nested, String> {
             "net",
             vec!["unshare".into(), "--net".into(), "bash".into(), "-c".into(), net_script],
         ),
+        // `vmm bench` on hardware virtualization: the VM is ready at the
+        // command's output, the container runs the same command.
+        (
+            "bench",
+            vec![
+                vmm.clone(),
+                "bench".into(),
+                "--iterations".into(),
+                "1".into(),
+                "--warmup".into(),
+                "0".into(),
+                "--systems".into(),
+                "vmm,runc".into(),
+                "--limit".into(),
+                "200".into(),
+                "--out".into(),
+                r("bench-out"),
+                "--".into(),
+                "uname".into(),
+                "-r".into(),
+            ],
+        ),
         (
             "two-vcpus-work",
             run(&[
@@ -1128,4 +1150,40 @@ fn the_guest_gets_its_address_by_dhcp_pings_and_moves_32_mib_each_way_over_tcp()
         "{all}"
     );
     assert_ne!(up, down, "{all}");
+}
+
+#[test]
+fn vmm_bench_times_the_same_command_in_the_vm_and_the_container() {
+    let Some(n) = nested() else { return };
+    let ran = n.scenario("bench");
+    let out = n.results().join("bench-out");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap_or_default();
+    let csv = std::fs::read_to_string(out.join("samples.csv")).unwrap_or_default();
+    let all = format!("{}\n{}\n{report}\n{csv}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(0), "{all}");
+    // One start of each, both ready, none failed.
+    for sys in ["vmm", "runc"] {
+        let row = csv
+            .lines()
+            .find(|l| l.starts_with(&format!("{sys},")))
+            .unwrap_or_else(|| panic!("no {sys} sample: {all}"));
+        let fields: Vec<&str> = row.split(',').collect();
+        assert!(fields[4].parse::<f64>().is_ok(), "{sys} not ready: {all}");
+        assert_eq!(fields.last(), Some(&"\"\""), "{sys} failed: {all}");
+    }
+    assert!(
+        report.contains("whose init runs `uname -r`; ready at its first output after the line \"Hello from the guest\""),
+        "{all}"
+    );
+    assert!(report.contains("a runc container runs `uname -r`"), "{all}");
+    // The VM's time splits at the boot timer: the kernel's part, then
+    // init and the command's.
+    assert!(
+        report.contains("| vmm | kernel: console to init |"),
+        "{all}"
+    );
+    assert!(
+        report.contains("| vmm | init: to the command's output |"),
+        "{all}"
+    );
 }

@@ -1,32 +1,43 @@
 //! The OCI bundle for the runc container of `vmm bench`: a busybox root file
-//! system with the default guest's init as /init, and a runtime config that
-//! runs it in its own namespaces. The init may restart "its machine"
-//! (CAP_SYS_BOOT), which in a PID namespace ends that namespace: the
-//! container ends itself as the VM does.
+//! system (busybox and a link for each of its applets, as in the default
+//! guest), and a runtime config that runs the benchmark's command in its own
+//! namespaces, with the PATH and the capabilities a container gets from
+//! Docker. The container ends when the command does.
 
 use std::io;
 use std::path::Path;
 
 use serde_json::json;
 
-/// Busybox applets linked in /bin besides busybox itself.
-const APPLETS: &[&str] = &["sh", "ls", "cat", "echo", "mount", "ps"];
+/// The command's environment: the PATH the default guest's init gives.
+pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The runtime config (config.json) of the bundle, for runc.
-pub fn config(hostname: &str) -> serde_json::Value {
+pub fn config(hostname: &str, command: &[String]) -> serde_json::Value {
+    // Docker's default set.
     let caps = [
-        "CAP_SYS_BOOT",
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FSETID",
+        "CAP_FOWNER",
+        "CAP_MKNOD",
+        "CAP_NET_RAW",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETFCAP",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_SYS_CHROOT",
         "CAP_KILL",
         "CAP_AUDIT_WRITE",
-        "CAP_NET_BIND_SERVICE",
     ];
     json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
             "user": {"uid": 0, "gid": 0},
-            "args": ["/init"],
-            "env": ["PATH=/bin"],
+            "args": command,
+            "env": [format!("PATH={PATH}")],
             "cwd": "/",
             "capabilities": {
                 "bounding": caps,
@@ -57,31 +68,52 @@ pub fn config(hostname: &str) -> serde_json::Value {
     })
 }
 
+/// The applets of `busybox` as paths from the root (bin/sh, usr/bin/nc,
+/// ...), from its own list.
+pub fn applets(busybox: &Path) -> io::Result<Vec<String>> {
+    let out = std::process::Command::new(busybox)
+        .arg("--list-full")
+        .output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "{} --list-full failed",
+            busybox.display()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().trim_start_matches('/').to_string())
+        .filter(|l| !l.is_empty() && l != "bin/busybox" && !l.contains(".."))
+        .collect())
+}
+
 /// Writes the bundle into `dir` (made if missing, its rootfs replaced):
-/// rootfs/ with /init (a copy of `init`), /bin/busybox (a copy of
-/// `busybox`, which must be static) and its applet links, the mount
-/// points, and config.json.
-pub fn build(dir: &Path, init: &Path, busybox: &Path) -> io::Result<()> {
+/// rootfs/ with /bin/busybox (a copy of `busybox`, which must be static)
+/// and a link to it at each of `applets`, the mount points, and
+/// config.json running `command`.
+pub fn build(dir: &Path, busybox: &Path, applets: &[String], command: &[String]) -> io::Result<()> {
     use std::os::unix::fs::{symlink, PermissionsExt};
     let rootfs = dir.join("rootfs");
     if rootfs.exists() {
         std::fs::remove_dir_all(&rootfs)?;
     }
-    for d in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
+    for d in ["bin", "proc", "dev", "sys", "tmp", "etc", "root"] {
         std::fs::create_dir_all(rootfs.join(d))?;
     }
-    std::fs::copy(init, rootfs.join("init"))?;
-    std::fs::set_permissions(rootfs.join("init"), std::fs::Permissions::from_mode(0o755))?;
     std::fs::copy(busybox, rootfs.join("bin/busybox"))?;
     std::fs::set_permissions(
         rootfs.join("bin/busybox"),
         std::fs::Permissions::from_mode(0o755),
     )?;
-    for applet in APPLETS {
-        symlink("busybox", rootfs.join("bin").join(applet))?;
+    for applet in applets {
+        let link = rootfs.join(applet);
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        symlink("/bin/busybox", link)?;
     }
     std::fs::write(rootfs.join("etc/hostname"), "bench\n")?;
-    let text = serde_json::to_string_pretty(&config("bench")).map_err(io::Error::other)?;
+    let text = serde_json::to_string_pretty(&config("bench", command)).map_err(io::Error::other)?;
     std::fs::write(dir.join("config.json"), text)
 }
 
@@ -90,27 +122,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_bundle_holds_init_busybox_and_a_config_runc_reads() {
+    fn the_bundle_holds_busybox_its_applets_and_a_config_runc_reads() {
         let dir = std::env::temp_dir().join(format!("vmm-bundle-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let exe = std::env::current_exe().unwrap();
-        // Any two files stand for init and busybox here.
-        build(&dir, &exe, &exe).unwrap();
+        // Any file stands for busybox here.
+        let applets = vec!["bin/sh".to_string(), "usr/sbin/nc".to_string()];
+        let command = vec!["echo".to_string(), "a b".to_string()];
+        build(&dir, &exe, &applets, &command).unwrap();
         // Built twice: the second replaces the first.
-        build(&dir, &exe, &exe).unwrap();
+        build(&dir, &exe, &applets, &command).unwrap();
         let root = dir.join("rootfs");
         let size = std::fs::metadata(&exe).unwrap().len();
-        assert_eq!(std::fs::metadata(root.join("init")).unwrap().len(), size);
         assert_eq!(
-            std::fs::read_link(root.join("bin/sh")).unwrap(),
-            Path::new("busybox")
+            std::fs::metadata(root.join("bin/busybox")).unwrap().len(),
+            size
         );
+        for a in ["bin/sh", "usr/sbin/nc"] {
+            assert_eq!(
+                std::fs::read_link(root.join(a)).unwrap(),
+                Path::new("/bin/busybox")
+            );
+        }
         for d in ["proc", "dev", "sys", "tmp"] {
             assert!(root.join(d).is_dir(), "{d}");
         }
         let config: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
-        assert_eq!(config["process"]["args"], json!(["/init"]));
+        assert_eq!(config["process"]["args"], json!(["echo", "a b"]));
+        assert_eq!(config["process"]["env"], json!([format!("PATH={PATH}")]));
         assert_eq!(config["root"]["path"], "rootfs");
         let namespaces: Vec<&str> = config["linux"]["namespaces"]
             .as_array()
@@ -118,14 +158,32 @@ mod tests {
             .iter()
             .map(|n| n["type"].as_str().unwrap())
             .collect();
-        assert!(
-            namespaces.contains(&"pid"),
-            "init's restart must end only its namespace"
-        );
+        for ns in ["pid", "network", "mount"] {
+            assert!(namespaces.contains(&ns), "{ns}");
+        }
         let caps = config["process"]["capabilities"]["bounding"]
             .as_array()
             .unwrap();
-        assert!(caps.contains(&json!("CAP_SYS_BOOT")));
+        assert!(caps.contains(&json!("CAP_NET_RAW")));
+        assert!(!caps.contains(&json!("CAP_SYS_ADMIN")));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod applet_tests {
+    use super::*;
+
+    #[test]
+    fn busyboxs_own_list_gives_the_applets() {
+        let Some(busybox) = crate::run::which("busybox") else {
+            eprintln!("skipped: no busybox");
+            return;
+        };
+        let list = applets(&busybox).unwrap();
+        assert!(list.contains(&"bin/sh".to_string()), "{list:?}");
+        assert!(list.iter().any(|a| a.ends_with("/echo")), "{list:?}");
+        assert!(!list.contains(&"bin/busybox".to_string()));
+        assert!(applets(Path::new("/bin/false")).is_err());
     }
 }

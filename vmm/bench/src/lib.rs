@@ -2,13 +2,18 @@
 //! a container sharing the host's kernel, measured the same way in one run,
 //! and where the time goes.
 //!
-//! Four systems, interleaved iteration by iteration: this VMM booting the
-//! default guest to its init; QEMU microvm booting the same kernel and
-//! initramfs with the same command line; a runc container running the same
-//! init on a busybox root file system; the same init in fresh namespaces
-//! (unshare), the floor. Each start is timed from the spawn of its process
-//! to its "ready" line on stdout, and its peak RSS read from the kernel when
-//! it is reaped. This VMM's own phases come from its log.
+//! Four systems run the same command (`echo ready` unless told otherwise),
+//! interleaved iteration by iteration: this VMM booting the default guest,
+//! whose init runs it (`vmm run -- COMMAND`); QEMU microvm booting the same
+//! kernel and initramfs with the same command line, so the same init runs
+//! it; a runc container running it on a busybox root file system; the same
+//! in fresh namespaces (unshare), the floor. Each start is timed from the
+//! spawn of its process to the command's first output (for the VMs: the
+//! first after init's greeting, which comes before the command runs), and
+//! its peak RSS read from the kernel when it is reaped. On an emulated KVM,
+//! where guest user space cannot make system calls, the VMs are ready at
+//! the kernel's line before it starts init instead. This VMM's own phases
+//! come from its log.
 
 pub mod bundle;
 pub mod report;
@@ -64,8 +69,10 @@ pub struct Sample {
     pub instance: usize,
     /// How many were started at once.
     pub parallel: usize,
-    /// Spawn to the ready line, in ms; None if the start failed.
+    /// Spawn to the ready point, in ms; None if the start failed.
     pub ready_ms: Option<f64>,
+    /// Ready at the command's output (not at a line of the kernel's).
+    pub ready_at_command: bool,
     /// Spawn to the first byte on stdout, in ms.
     pub first_output_ms: Option<f64>,
     /// Spawn of the batch to its last instance ready, in ms.
@@ -103,13 +110,25 @@ impl Sample {
                 if let Some(v) = self.first_output_ms {
                     b.push((PHASE_TO_CONSOLE, v));
                 }
-                b.push((PHASE_TO_INIT, ready));
+                // The boot timer, which init writes first thing, splits
+                // the kernel's part from the command's.
+                match self.phase("init_reached") {
+                    Some(v) if self.ready_at_command => {
+                        b.push((PHASE_TO_INIT, v));
+                        b.push((PHASE_TO_COMMAND, ready));
+                    }
+                    _ => b.push((PHASE_TO_INIT, ready)),
+                }
             }
             Some(System::Qemu) => {
                 if let Some(v) = self.first_output_ms {
                     b.push((PHASE_QEMU_TO_CONSOLE, v));
                 }
-                b.push((PHASE_TO_INIT, ready));
+                if self.ready_at_command {
+                    b.push((PHASE_TO_INIT_AND_COMMAND, ready));
+                } else {
+                    b.push((PHASE_TO_INIT, ready));
+                }
             }
             _ => b.push((PHASE_CONTAINER, ready)),
         }
@@ -134,14 +153,18 @@ pub const PHASE_TO_CONSOLE: &str = "kernel: to first console output";
 pub const PHASE_QEMU_TO_CONSOLE: &str = "QEMU and kernel: to first console output";
 /// Guest kernel: first console output to init.
 pub const PHASE_TO_INIT: &str = "kernel: console to init";
-/// Containers: start to their first line of output.
-pub const PHASE_CONTAINER: &str = "start to first output";
+/// Guest init: its start to the command's first output.
+pub const PHASE_TO_COMMAND: &str = "init: to the command's output";
+/// Guest kernel and init, where init's start is not seen (QEMU).
+pub const PHASE_TO_INIT_AND_COMMAND: &str = "kernel and init: console to the command's output";
+/// Containers: start to the command's first output.
+pub const PHASE_CONTAINER: &str = "start to the command's output";
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use report::RunInfo;
-use run::Launch;
+use run::{Launch, Ready};
 use vmm::config::{self, VmConfig};
 use vmm::error::{Error, Result};
 
@@ -166,14 +189,30 @@ pub struct Options {
     pub mem_mib: u64,
     /// The `vmm` binary whose VMs are measured.
     pub vmm: PathBuf,
+    /// The command every system runs: the VMs' init, the containers'
+    /// process.
+    pub command: Vec<String>,
 }
 
-/// The ready line of the VMs: on an emulated KVM, where the guest's init
-/// cannot make its first system call, the kernel's line before it starts
-/// init; elsewhere init's own first line (after it wrote the boot timer).
+/// The command run when none is given.
+pub const DEFAULT_COMMAND: [&str; 2] = ["echo", "ready"];
+
+/// The ready line of the VMs on an emulated KVM, where the guest's init
+/// cannot make its first system call: the kernel's line before it starts
+/// init.
 pub const VM_MARKER_EMULATED: &str = "Run /init as init process";
-/// The default init's first line, the containers' ready line everywhere.
+/// The default init's greeting, printed before it runs the command:
+/// elsewhere the VMs are ready at the first output after it.
 pub const INIT_GREETING: &str = "Hello from the guest";
+
+/// When the VMs are ready.
+pub fn vm_ready(emulated: bool) -> Ready {
+    if emulated {
+        Ready::Line(VM_MARKER_EMULATED.into())
+    } else {
+        Ready::OutputAfter(INIT_GREETING.into())
+    }
+}
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no arguments and cannot fail.
@@ -187,23 +226,33 @@ type Skipped = Vec<(System, String)>;
 /// with why.
 fn launches(opts: &Options, emulated: bool, work: &Path) -> Result<(Vec<Launch>, Skipped)> {
     let (kernel, initrd) = config::default_guest()?;
-    let guest_dir = config::default_guest_dir();
-    let init = guest_dir.join("init");
-    let vm_marker = if emulated {
-        VM_MARKER_EMULATED
-    } else {
-        INIT_GREETING
-    };
+    let vm_ready = vm_ready(emulated);
     let exe = &opts.vmm;
+    // The containers' root file system (busybox), made once for both.
+    let mut rootfs: Option<std::result::Result<PathBuf, String>> = None;
+    let mut container_root = || -> std::result::Result<PathBuf, String> {
+        rootfs
+            .get_or_insert_with(|| {
+                let busybox = run::which("busybox").ok_or("busybox not installed")?;
+                let bundle = work.join("bundle");
+                let applets = bundle::applets(&busybox)
+                    .map_err(|e| format!("cannot list busybox's applets: {e}"))?;
+                bundle::build(&bundle, &busybox, &applets, &opts.command).map_err(|e| {
+                    format!("cannot build the OCI bundle in {}: {e}", bundle.display())
+                })?;
+                Ok(bundle)
+            })
+            .clone()
+    };
     let s = |p: &Path| p.display().to_string();
     let mut launches = Vec::new();
     let mut skipped = Vec::new();
     for &system in &opts.systems {
-        let launch = |argv: Vec<String>, marker: &str| Launch {
+        let launch = |argv: Vec<String>, ready: &Ready| Launch {
             system,
             argv,
             clear_env: !system.is_vm(),
-            marker: marker.to_string(),
+            ready: ready.clone(),
             limit: opts.limit,
             runc_id: None,
         };
@@ -222,14 +271,19 @@ fn launches(opts: &Options, emulated: bool, work: &Path) -> Result<(Vec<Launch>,
                     "stdio".into(),
                     "--log-level".into(),
                     "info".into(),
-                ],
-                vm_marker,
+                    "--".into(),
+                ]
+                .into_iter()
+                .chain(opts.command.iter().cloned())
+                .collect(),
+                &vm_ready,
             )),
             System::Qemu => match run::which("qemu-system-x86_64") {
                 None => skipped.push((system, "qemu-system-x86_64 not installed".into())),
                 Some(qemu) => {
                     let vm = VmConfig {
                         mem_mib: opts.mem_mib,
+                        command: Some(opts.command.iter().map(Into::into).collect()),
                         ..VmConfig::with_defaults(kernel.clone(), Some(initrd.clone()))
                     };
                     // The command line this VMM gives its guest, so that
@@ -257,59 +311,72 @@ fn launches(opts: &Options, emulated: bool, work: &Path) -> Result<(Vec<Launch>,
                             "stdio".into(),
                             "-no-reboot".into(),
                         ],
-                        vm_marker,
+                        &vm_ready,
                     ))
                 }
             },
-            System::Runc => {
-                let runc = run::which("runc");
-                let busybox = run::which("busybox");
-                match (runc, busybox) {
-                    _ if !is_root() => skipped.push((system, "needs root".into())),
-                    (None, _) => skipped.push((system, "runc not installed".into())),
-                    (_, None) => skipped.push((system, "busybox not installed".into())),
-                    _ if !init.is_file() => {
-                        skipped.push((system, format!("{} missing", init.display())))
-                    }
-                    (Some(runc), Some(busybox)) => {
-                        let bundle = work.join("bundle");
-                        bundle::build(&bundle, &init, &busybox).map_err(|source| Error::Io {
-                            what: format!("cannot build the OCI bundle in {}", bundle.display()),
-                            source,
-                        })?;
+            System::Runc => match run::which("runc") {
+                _ if !is_root() => skipped.push((system, "needs root".into())),
+                None => skipped.push((system, "runc not installed".into())),
+                Some(runc) => match container_root() {
+                    Err(why) => skipped.push((system, why)),
+                    Ok(bundle) => {
                         let mut l = launch(
                             vec![s(&runc), "run".into(), "--bundle".into(), s(&bundle)],
-                            INIT_GREETING,
+                            &Ready::FirstOutput,
                         );
                         l.runc_id = Some(format!("vmm-bench-{}", std::process::id()));
                         launches.push(l);
                     }
-                }
-            }
+                },
+            },
+            // The same root file system and command in fresh namespaces,
+            // with the PATH runc gives.
             System::Unshare => match run::which("unshare") {
                 _ if !is_root() => skipped.push((system, "needs root".into())),
                 None => skipped.push((system, "unshare not installed".into())),
-                _ if !init.is_file() => {
-                    skipped.push((system, format!("{} missing", init.display())))
-                }
-                Some(unshare) => launches.push(launch(
-                    vec![
-                        s(&unshare),
-                        "--fork".into(),
-                        "--pid".into(),
-                        "--mount".into(),
-                        "--net".into(),
-                        "--uts".into(),
-                        "--ipc".into(),
-                        "--".into(),
-                        s(&init),
-                    ],
-                    INIT_GREETING,
-                )),
+                Some(unshare) => match container_root() {
+                    Err(why) => skipped.push((system, why)),
+                    Ok(bundle) => launches.push(launch(
+                        [
+                            s(&unshare),
+                            "--fork".into(),
+                            "--pid".into(),
+                            "--mount".into(),
+                            "--net".into(),
+                            "--uts".into(),
+                            "--ipc".into(),
+                            format!("--root={}", s(&bundle.join("rootfs"))),
+                            "--".into(),
+                        ]
+                        .into_iter()
+                        .chain(opts.command.iter().cloned())
+                        .collect(),
+                        &Ready::FirstOutput,
+                    )),
+                },
             },
         }
     }
     Ok((launches, skipped))
+}
+
+/// `argv` as a shell would take it back: words with anything but
+/// letters, digits and `-_./=:,+@%` in single quotes.
+pub fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+            if plain {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn host_kernel() -> String {
@@ -418,15 +485,9 @@ pub fn bench(opts: &Options) -> Result<Vec<Sample>> {
         iterations: opts.iterations,
         warmup: opts.warmup,
         parallel: opts.parallel,
-        vm_marker: format!(
-            "{:?} on the console",
-            if emulated {
-                VM_MARKER_EMULATED
-            } else {
-                INIT_GREETING
-            }
-        ),
-        container_marker: format!("its init's first line ({INIT_GREETING:?} ...)"),
+        command: shell_words(&opts.command),
+        vm_marker: format!("{} on the console", vm_ready(emulated)),
+        container_marker: Ready::FirstOutput.to_string(),
         skipped,
     };
     print!("{}", report::terminal_table(&samples));
@@ -454,6 +515,16 @@ pub fn bench(opts: &Options) -> Result<Vec<Sample>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commands_are_shown_as_a_shell_takes_them_back() {
+        let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(shell_words(&argv(&["echo", "ready"])), "echo ready");
+        assert_eq!(
+            shell_words(&argv(&["sh", "-c", "echo $(uname -r)", "it's", ""])),
+            "sh -c 'echo $(uname -r)' 'it'\\''s' ''"
+        );
+    }
 
     #[test]
     fn dates_are_civil() {

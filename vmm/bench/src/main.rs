@@ -42,6 +42,11 @@ struct BenchArgs {
     /// Log level: error, warn, info, debug or trace (RUST_LOG overrides).
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// After `--`: the command every system runs, in the VMs by the
+    /// default guest's init, in the containers as their process (busybox
+    /// applets and static programs). Default: echo ready.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
 }
 
 fn parse_system(s: &str) -> Result<System, String> {
@@ -72,6 +77,11 @@ fn bench(args: BenchArgs) -> i32 {
         limit: std::time::Duration::from_secs(args.limit),
         mem_mib: config::DEFAULT_MEM_MIB,
         vmm,
+        command: if args.command.is_empty() {
+            vmm_bench::DEFAULT_COMMAND.map(String::from).to_vec()
+        } else {
+            args.command
+        },
     };
     match vmm_bench::bench(&opts) {
         Ok(samples) => {

@@ -26,9 +26,11 @@ pub struct RunInfo {
     pub warmup: usize,
     /// Starts at once.
     pub parallel: usize,
-    /// The VMs' ready line.
+    /// The command every system runs.
+    pub command: String,
+    /// When the VMs are ready.
     pub vm_marker: String,
-    /// The containers' ready line.
+    /// When the containers are ready.
     pub container_marker: String,
     /// Systems left out, with why.
     pub skipped: Vec<(System, String)>,
@@ -191,15 +193,15 @@ fn describe(sys: System, info: &RunInfo) -> String {
         .map_or("the guest kernel".to_string(), |v| format!("Linux {v}"));
     match sys {
         System::Vmm => format!(
-            "this VMM boots the default guest: its own kernel ({guest}) and initramfs, to {}",
-            info.vm_marker
+            "this VMM boots the default guest, its own kernel ({guest}) and initramfs, whose init runs `{}`; ready at {}",
+            info.command, info.vm_marker
         ),
-        System::Qemu => "QEMU microvm (Debian's qemu-system-x86) boots the same kernel and initramfs with the same command line, to the same line".to_string(),
+        System::Qemu => "QEMU microvm (Debian's qemu-system-x86) boots the same kernel and initramfs with the same command line, so the same init runs the same command; ready at the same point".to_string(),
         System::Runc => format!(
-            "a runc container runs the same init on a busybox root file system, on the host's kernel (Linux {}), to {}, and is torn down",
-            info.host_kernel, info.container_marker
+            "a runc container runs `{}` on a busybox root file system, on the host's kernel (Linux {}); ready at {}, then torn down",
+            info.command, info.host_kernel, info.container_marker
         ),
-        System::Unshare => "the same init in fresh PID, mount, network, UTS and IPC namespaces (unshare), on the host's kernel: the floor, what a process in namespaces costs".to_string(),
+        System::Unshare => "the same command on the same root file system in fresh PID, mount, network, UTS and IPC namespaces (unshare), on the host's kernel: the floor, what a process in namespaces costs".to_string(),
     }
 }
 
@@ -244,7 +246,7 @@ pub fn markdown(info: &RunInfo, samples: &[Sample]) -> String {
         let _ = writeln!(r, "- **{}**: not run ({why}).", sys.name());
     }
     r.push_str(
-        "\nTime to ready runs from the spawn of the system's process to its ready line on stdout; \
+        "\nTime to ready runs from the spawn of the system's process to its ready point on stdout; \
          peak RSS is the largest resident set in the process tree, read when it is reaped (for a VM it \
          includes the guest memory the guest touched).\n\n## Time to ready\n\n\
          | system | n | median | p10 | p90 | peak RSS (median) | failed |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
@@ -323,8 +325,9 @@ pub fn markdown(info: &RunInfo, samples: &[Sample]) -> String {
              but guest kernel code is interpreted by KVM's instruction emulator, about a thousand times slower than \
              on VT-x/AMD-V. A kernel boot is almost all kernel code, so the VMs take tens of seconds where they take \
              a fraction of a second on hardware, while the containers, which boot no kernel, are unaffected. Guest \
-             user space cannot make system calls here, so the VMs' ready line is the kernel's \"Run /init as init \
-             process\"; on hardware it is the init's own first line, after it has written the boot timer.\n",
+             user space cannot make system calls here, so the VMs are ready at the kernel's \"Run /init as init \
+             process\" line, before init runs the command; on hardware they are ready at the command's first \
+             output, as the containers are.\n",
         );
     }
     r.push_str("\nThe chart (`chart.svg`) stacks the phases of each system; `samples.csv` holds every start.\n");
@@ -337,7 +340,8 @@ fn colour(label: &str) -> &'static str {
         super::PHASE_BUILD => "#4e79a7",
         super::PHASE_FIRST_RUN => "#a0cbe8",
         super::PHASE_TO_CONSOLE | super::PHASE_QEMU_TO_CONSOLE => "#f28e2b",
-        super::PHASE_TO_INIT => "#e15759",
+        super::PHASE_TO_INIT | super::PHASE_TO_INIT_AND_COMMAND => "#e15759",
+        super::PHASE_TO_COMMAND => "#b07aa1",
         _ => "#59a14f",
     }
 }
@@ -582,6 +586,33 @@ mod tests {
     }
 
     #[test]
+    fn at_the_commands_output_the_boot_timer_splits_kernel_from_init() {
+        use super::super::{PHASE_TO_COMMAND, PHASE_TO_INIT, PHASE_TO_INIT_AND_COMMAND};
+        let mut s = sample(System::Vmm, 0, 1000.0);
+        s.phases = vec![("init_reached".into(), 900.0)];
+        let labels = |s: &Sample| {
+            s.boundaries()
+                .iter()
+                .map(|(l, v)| (*l, *v))
+                .collect::<Vec<_>>()
+        };
+        // Ready at the kernel's line: no command phase.
+        assert_eq!(labels(&s).last(), Some(&(PHASE_TO_INIT, 1000.0)));
+        s.ready_at_command = true;
+        let b = labels(&s);
+        assert_eq!(
+            b[b.len() - 2..],
+            [(PHASE_TO_INIT, 900.0), (PHASE_TO_COMMAND, 1000.0)]
+        );
+        let mut q = sample(System::Qemu, 0, 1500.0);
+        q.ready_at_command = true;
+        assert_eq!(
+            labels(&q).last(),
+            Some(&(PHASE_TO_INIT_AND_COMMAND, 1500.0))
+        );
+    }
+
+    #[test]
     fn the_report_says_what_differs_and_gives_the_ratio() {
         let info = RunInfo {
             date: "2026-11-23 06:00".into(),
@@ -592,8 +623,9 @@ mod tests {
             iterations: 3,
             warmup: 1,
             parallel: 1,
+            command: "echo ready".into(),
             vm_marker: "\"Run /init as init process\"".into(),
-            container_marker: "its first line".into(),
+            container_marker: "its first output".into(),
             skipped: vec![(System::Unshare, "not root".into())],
         };
         let md = markdown(&info, &fixed());

@@ -11,6 +11,46 @@ use std::time::{Duration, Instant};
 
 use super::{Sample, System};
 
+/// When a start is ready, from what it writes on stdout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ready {
+    /// At its first byte: a container running the command itself.
+    FirstOutput,
+    /// At the first byte after the line holding this text: a VM whose
+    /// init greets and then runs the command.
+    OutputAfter(String),
+    /// At the line holding this text (the kernel's line before init, on
+    /// an emulated KVM where init cannot run the command).
+    Line(String),
+}
+
+impl std::fmt::Display for Ready {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ready::FirstOutput => write!(f, "its first output"),
+            Ready::OutputAfter(s) => write!(f, "its first output after the line {s:?}"),
+            Ready::Line(s) => write!(f, "the line {s:?}"),
+        }
+    }
+}
+
+impl Ready {
+    /// Whether `text`, all of stdout so far, shows the start ready.
+    pub fn is_ready(&self, text: &[u8]) -> bool {
+        let find = |s: &str| text.windows(s.len().max(1)).position(|w| w == s.as_bytes());
+        match self {
+            Ready::FirstOutput => !text.is_empty(),
+            Ready::Line(s) => find(s).is_some(),
+            Ready::OutputAfter(s) => find(s).is_some_and(|at| {
+                text[at..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .is_some_and(|nl| at + nl + 1 < text.len())
+            }),
+        }
+    }
+}
+
 /// How one system is started and when it is ready.
 #[derive(Debug, Clone)]
 pub struct Launch {
@@ -18,10 +58,11 @@ pub struct Launch {
     pub system: System,
     /// The program and its arguments.
     pub argv: Vec<String>,
-    /// Run with an empty environment (the init must not see the host's).
+    /// Run with an empty environment but the PATH of the guest's init (the
+    /// command must not see the host's).
     pub clear_env: bool,
-    /// The line on stdout that means ready.
-    pub marker: String,
+    /// What on stdout means ready.
+    pub ready: Ready,
     /// How long to wait for it.
     pub limit: Duration,
     /// For runc: the container id prefix, to delete what is left after.
@@ -46,8 +87,8 @@ enum Event {
     Eof(String),
 }
 
-/// Reads `out` until EOF, reporting the first byte and the ready line.
-fn watch(mut out: impl Read + Send + 'static, marker: String, tx: mpsc::Sender<Event>) {
+/// Reads `out` until EOF, reporting the first byte and the ready point.
+fn watch(mut out: impl Read + Send + 'static, ready_at: Ready, tx: mpsc::Sender<Event>) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 8192];
         let mut text: Vec<u8> = Vec::new();
@@ -68,10 +109,7 @@ fn watch(mut out: impl Read + Send + 'static, marker: String, tx: mpsc::Sender<E
                     if text.len() < MAX_STDOUT {
                         text.extend_from_slice(&buf[..n]);
                     }
-                    // Only the new bytes and a marker's length before them
-                    // can hold a new match.
-                    let from = text.len().saturating_sub(n + marker.len());
-                    if String::from_utf8_lossy(&text[from..]).contains(&marker) {
+                    if ready_at.is_ready(&text) {
                         ready = true;
                         let _ = tx.send(Event::Ready(
                             now,
@@ -145,7 +183,7 @@ fn spawn(launch: &Launch, id: &str) -> std::io::Result<Child> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if launch.clear_env {
-        cmd.env_clear();
+        cmd.env_clear().env("PATH", crate::bundle::PATH);
     }
     // Its own process group, so a teardown reaches what it started.
     cmd.process_group(0);
@@ -156,6 +194,7 @@ fn spawn(launch: &Launch, id: &str) -> std::io::Result<Child> {
 pub fn start_once(launch: &Launch, id: &str) -> Started {
     let mut sample = Sample {
         system: Some(launch.system),
+        ready_at_command: !matches!(launch.ready, Ready::Line(_)),
         ..Sample::default()
     };
     let spawned = Instant::now();
@@ -173,7 +212,7 @@ pub fn start_once(launch: &Launch, id: &str) -> Started {
     let (tx, rx) = mpsc::channel();
     watch(
         child.stdout.take().expect("piped"),
-        launch.marker.clone(),
+        launch.ready.clone(),
         tx,
     );
     let mut stderr = child.stderr.take().expect("piped");
@@ -200,8 +239,8 @@ pub fn start_once(launch: &Launch, id: &str) -> Started {
             }
             Ok(Event::Eof(text)) => {
                 sample.error = Some(format!(
-                    "ended before its ready line ({:?}); last output: {}",
-                    launch.marker,
+                    "ended before it was ready ({}); last output: {}",
+                    launch.ready,
                     text.lines().last().unwrap_or("none")
                 ));
                 stdout = text;
@@ -209,8 +248,8 @@ pub fn start_once(launch: &Launch, id: &str) -> Started {
             }
             Err(_) => {
                 sample.error = Some(format!(
-                    "no ready line ({:?}) within {} s",
-                    launch.marker,
+                    "not ready ({}) within {} s",
+                    launch.ready,
                     launch.limit.as_secs()
                 ));
                 break;
@@ -326,12 +365,30 @@ mod tests {
         assert_eq!(guest_kernel_version("nothing"), None);
     }
 
+    #[test]
+    fn ready_points() {
+        let greeting = Ready::OutputAfter("Hello".into());
+        assert!(!greeting.is_ready(b"[kernel] boot\nHello from the guest"));
+        assert!(!greeting.is_ready(b"[kernel] boot\nHello from the guest\n"));
+        assert!(greeting.is_ready(b"[kernel] boot\nHello from the guest\nr"));
+        assert!(!greeting.is_ready(b"ready\n"), "output before the greeting");
+        assert!(!Ready::FirstOutput.is_ready(b""));
+        assert!(Ready::FirstOutput.is_ready(b"r"));
+        let line = Ready::Line("Run /init".into());
+        assert!(!line.is_ready(b"Run /ini"));
+        assert!(line.is_ready(b"x Run /init as init process"));
+        assert_eq!(
+            greeting.to_string(),
+            "its first output after the line \"Hello\""
+        );
+    }
+
     fn shell(system: System, script: &str, marker: &str, limit: u64) -> Launch {
         Launch {
             system,
             argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
             clear_env: true,
-            marker: marker.into(),
+            ready: Ready::Line(marker.into()),
             limit: Duration::from_secs(limit),
             runc_id: None,
         }
