@@ -27,8 +27,13 @@ under icount, where the clock is virtual and the same from run to run:
 Needs root (a network namespace and a TAP per boot) and qemu-system-x86_64.
 The disk image is a file in --work (default /tmp), made anew for each boot.
 
+With --exits, also what each boot cost the host kernel, from KVM's
+tracepoints (perf stat over the VMM's process): exits, exits to the VMM's
+user space, MMIO accesses, interrupt lines set and interrupts injected.
+
 Usage: scripts/bench-guest.py [--vmm PATH] [--guest-dir DIR] [--runs N]
                               [--disk-mib N] [--ops N] [--net-mib N] [--rtt N]
+                              [--only disk|net] [--exits]
 """
 import argparse
 import os
@@ -56,6 +61,13 @@ METRICS = [
     ("tcp-receive", "TCP host to guest", "MiB/s", True),
     ("tcp-rtt", "TCP round trip, 1 byte", "us", False),
 ]
+
+
+def metrics(args):
+    """The METRICS this run measures (--only)."""
+    if args.only is None:
+        return METRICS
+    return [m for m in METRICS if m[0].startswith("tcp-") == (args.only == "net")]
 
 
 def peer(address, net_mib):
@@ -102,11 +114,36 @@ def peer(address, net_mib):
 
 
 def guest_command(args):
+    steps = []
+    if args.only in (None, "disk"):
+        steps.append(f"guestbench disk /dev/vda {args.disk_mib} {args.ops}")
+    if args.only in (None, "net"):
+        steps.append(f"guestbench net {HOST_IP} {args.net_mib} {args.rtt}")
     return ["sh", "-c",
             "echo clocksource $(cat /sys/devices/system/clocksource/clocksource0/"
-            "current_clocksource); "
-            f"guestbench disk /dev/vda {args.disk_mib} {args.ops} && "
-            f"guestbench net {HOST_IP} {args.net_mib} {args.rtt}"]
+            "current_clocksource); " + " && ".join(steps)]
+
+
+# KVM tracepoints counted over a whole boot with --exits: what each VMM
+# makes the guest and the host kernel do.
+EXIT_EVENTS = {"exits": "kvm:kvm_exit", "to user space": "kvm:kvm_userspace_exit",
+               "mmio": "kvm:kvm_mmio", "irq lines set": "kvm:kvm_set_irq",
+               "interrupts injected": "kvm:kvm_inj_virq"}
+
+
+def count_exits(cmd):
+    """`cmd` under perf stat, counting EXIT_EVENTS in it and its children."""
+    return ["perf", "stat", "-x", ",", "-e", ",".join(EXIT_EVENTS.values()), "--", *cmd]
+
+
+def parse_exits(stderr):
+    counts = {}
+    for line in stderr.splitlines():
+        f = line.split(",")
+        for key, ev in EXIT_EVENTS.items():
+            if len(f) > 2 and f[2] == ev and f[0].isdigit():
+                counts[key] = int(f[0])
+    return counts
 
 
 def commands(args, kernel, initrd, image):
@@ -127,7 +164,7 @@ def commands(args, kernel, initrd, image):
     finally:
         ns.close()
     qemu_cmdline = " ".join(w for w in cmdline.split() if not w.startswith("virtio_mmio.device="))
-    vmm = [args.vmm, "run", "--log-level", "warn", *run_args]
+    vmm = [args.vmm, "run", "--log-level", "info", *run_args]
     qemu = ["qemu-system-x86_64", "-M", "microvm,acpi=off", "-enable-kvm", "-m", mem,
             "-smp", "1", "-kernel", kernel, "-initrd", initrd, "-append", qemu_cmdline,
             "-nographic", "-nodefaults", "-serial", "stdio", "-no-reboot",
@@ -149,6 +186,8 @@ def one_run(name, cmd, args, image):
         if peer_proc.stdout.readline().strip() != "peer ready":
             print(f"  {name}: the TCP peer did not start", flush=True)
             return None
+        if args.exits:
+            cmd = count_exits(cmd)
         try:
             out = subprocess.run(ns.cmd(*cmd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, timeout=args.limit)
@@ -160,7 +199,12 @@ def one_run(name, cmd, args, image):
                   for m in re.finditer(r"^guestbench: (\S+) ([\d.]+) ", text, re.M)}
         clock = re.search(r"^clocksource (\S+)", text, re.M)
         result["clocksource"] = clock.group(1) if clock else "?"
-        missing = [k for k, *_ in METRICS if k not in result]
+        # This VMM's device counters at the VM's end (frames, requests,
+        # notifications and interrupts per queue).
+        result["devices"] = re.findall(r"\] (virtio-(?:net|blk) .*)$",
+                                       out.stderr.decode(errors="replace"), re.M)
+        result["exits"] = parse_exits(out.stderr.decode(errors="replace"))
+        missing = [k for k, *_ in metrics(args) if k not in result]
         if missing:
             tail = "\n    ".join(text.splitlines()[-8:] + out.stderr.decode(errors="replace")
                                  .splitlines()[-4:])
@@ -188,6 +232,10 @@ def main():
     ap.add_argument("--memory", type=int, default=256, help="MiB")
     ap.add_argument("--limit", type=float, default=900, help="seconds per boot")
     ap.add_argument("--work", default="/tmp", help="where the disk image is made")
+    ap.add_argument("--only", choices=["disk", "net"], help="only the disk or the network")
+    ap.add_argument("--exits", action="store_true",
+                    help="count KVM exits, MMIO accesses and interrupts over each boot "
+                         "(perf and KVM's tracepoints)")
     ap.add_argument("--peer", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.peer:
@@ -198,7 +246,7 @@ def main():
     if os.path.exists("/sys/module/kvm_pvm"):
         sys.exit("bench: /dev/kvm is kvm_pvm, where guest user space cannot make system "
                  "calls; run it on VT-x/AMD-V or the nested host (see --help)")
-    for tool in ("ip", "qemu-system-x86_64"):
+    for tool in ("ip", "qemu-system-x86_64") + (("perf",) if args.exits else ()):
         if not shutil.which(tool):
             sys.exit(f"bench: {tool} not found (scripts/setup.sh installs it)")
     if not os.path.exists(args.vmm):
@@ -208,6 +256,10 @@ def main():
     for f in (kernel, initrd):
         if not os.path.exists(f):
             sys.exit(f"bench: {f} missing: run guest-kernels/build.sh")
+    if args.exits and not os.path.exists("/sys/kernel/tracing/events/kvm"):
+        # perf reads the tracepoints from tracefs (a bare host, such as the
+        # nested one, may not have it mounted).
+        benchlib.sh("mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing", check=False)
     image = os.path.join(args.work, f"vmm-bench-guest-{os.getpid()}.img")
 
     cmdline, cmds = commands(args, kernel, initrd, image)
@@ -220,7 +272,12 @@ def main():
                 if r:
                     results[name].append(r)
                     print(f"run {run + 1}/{args.runs} {name} ({r['clocksource']}): "
-                          + ", ".join(f"{k} {r[k]:g}" for k, *_ in METRICS), flush=True)
+                          + ", ".join(f"{k} {r[k]:g}" for k, *_ in metrics(args)), flush=True)
+                    if r["exits"]:
+                        print("  KVM over the boot: " + ", ".join(
+                            f"{k} {v}" for k, v in r["exits"].items()), flush=True)
+                    for line in r["devices"]:
+                        print(f"  {line}", flush=True)
     finally:
         if os.path.exists(image):
             os.unlink(image)
@@ -231,7 +288,7 @@ def main():
 
     print(f"\n{'metric':32} {'unit':>6} {'vmm':>10} {'qemu microvm':>13} {'vmm/qemu':>9}"
           f"  (n = {len(results['vmm'])}, {len(results['qemu'])})")
-    for key, label, unit, higher in METRICS:
+    for key, label, unit, higher in metrics(args):
         a, b = med("vmm", key), med("qemu", key)
         fa = "n/a" if a is None else f"{a:.1f}"
         fb = "n/a" if b is None else f"{b:.1f}"

@@ -108,7 +108,9 @@ qemu=(qemu-system-x86_64 -accel "$accel" -cpu max -smp "$smp" -m "$memory" -M pc
       "${share[@]}" "${clock[@]}")
 rc=0
 if ((timeout)); then
-    timeout --kill-after=10 "$timeout" "${qemu[@]}" 2>"$ctl/qemu.log" || rc=$?
+    # --foreground: QEMU stays in this script's process group, so that a
+    # caller who kills the group (the nested tests' watchdog) stops it too.
+    timeout --foreground --kill-after=10 "$timeout" "${qemu[@]}" 2>"$ctl/qemu.log" || rc=$?
 else
     "${qemu[@]}" 2>"$ctl/qemu.log" || rc=$?
 fi

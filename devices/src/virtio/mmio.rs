@@ -85,6 +85,8 @@ pub struct MmioTransport {
     driver_features: u64,
     status: u32,
     config_generation: u32,
+    /// Per queue: notifications taken, used-ring interrupts sent.
+    counts: Vec<(u64, u64)>,
 }
 
 impl MmioTransport {
@@ -101,6 +103,7 @@ impl MmioTransport {
             .filter_map(|max| Queue::new(*max).ok())
             .collect();
         let requested = vec![QueueRequest::default(); device.queue_max_sizes().len()];
+        let counts = vec![(0, 0); requested.len()];
         MmioTransport {
             device,
             mem,
@@ -113,6 +116,7 @@ impl MmioTransport {
             driver_features: 0,
             status: 0,
             config_generation: 0,
+            counts,
         }
     }
 
@@ -296,6 +300,7 @@ impl MmioTransport {
         if !self.rings_intact(index..index + 1) {
             return;
         }
+        self.counts[index].0 += 1;
         let queue = &mut self.queues[index];
         if !self.device.process_queue(&self.mem, index, queue) {
             return;
@@ -309,7 +314,10 @@ impl MmioTransport {
             return;
         };
         match queue.needs_notification(&self.mem) {
-            Ok(true) => self.interrupt.signal(INTERRUPT_USED_RING),
+            Ok(true) => {
+                self.counts[index].1 += 1;
+                self.interrupt.signal(INTERRUPT_USED_RING);
+            }
             Ok(false) => {}
             Err(e) => {
                 let why = format!("queue {index}: {e}");
@@ -318,9 +326,18 @@ impl MmioTransport {
         }
     }
 
-    /// What the device did (see `VirtioDevice::stats`).
+    /// What the device did (see `VirtioDevice::stats`), and per queue the
+    /// driver's notifications and the used-ring interrupts: how much work
+    /// each exit and each interrupt carried.
     pub fn device_stats(&self) -> Option<String> {
-        self.device.stats()
+        let stats = self.device.stats()?;
+        let queues: Vec<String> = self
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(i, (n, irq))| format!("queue {i}: {n} notifications, {irq} interrupts"))
+            .collect();
+        Some(format!("{stats}; {}", queues.join("; ")))
     }
 
     /// The device's host file descriptors (see `VirtioDevice::host_fds`).
@@ -532,6 +549,9 @@ mod tests {
         fn reset(&mut self) {
             self.0.resets.fetch_add(1, Ordering::SeqCst);
         }
+        fn stats(&self) -> Option<String> {
+            Some("fake".into())
+        }
     }
 
     struct Rig {
@@ -696,6 +716,10 @@ mod tests {
         assert_eq!(r.rd(REG_INTERRUPT_STATUS), INTERRUPT_USED_RING);
         r.wr(REG_INTERRUPT_ACK, INTERRUPT_USED_RING);
         assert_eq!(r.rd(REG_INTERRUPT_STATUS), 0);
+        assert_eq!(
+            r.t.device_stats().as_deref(),
+            Some("fake; queue 0: 1 notifications, 1 interrupts")
+        );
     }
 
     #[test]
