@@ -16,8 +16,9 @@ use super::{Sample, System};
 pub enum Ready {
     /// At its first byte: a container running the command itself.
     FirstOutput,
-    /// At the first byte after the line holding this text: a VM whose
-    /// init greets and then runs the command.
+    /// At the first byte after the line holding this text, kernel log
+    /// lines ("[    1.234567] ...") aside: a VM whose init greets and then
+    /// runs the command, while its kernel may still print on the console.
     OutputAfter(String),
     /// At the line holding this text (the kernel's line before init, on
     /// an emulated KVM where init cannot run the command).
@@ -42,13 +43,47 @@ impl Ready {
             Ready::FirstOutput => !text.is_empty(),
             Ready::Line(s) => find(s).is_some(),
             Ready::OutputAfter(s) => find(s).is_some_and(|at| {
-                text[at..]
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .is_some_and(|nl| at + nl + 1 < text.len())
+                let Some(nl) = text[at..].iter().position(|&b| b == b'\n') else {
+                    return false;
+                };
+                let mut rest = &text[at + nl + 1..];
+                loop {
+                    match rest.first() {
+                        None => return false,
+                        Some(b'\r' | b'\n') => rest = &rest[1..],
+                        // Perhaps the kernel's: known once its line ends.
+                        Some(b'[') => match rest.iter().position(|&b| b == b'\n') {
+                            None => return false,
+                            Some(end) if is_kernel_log_line(&rest[..end]) => {
+                                rest = &rest[end + 1..]
+                            }
+                            Some(_) => return true,
+                        },
+                        Some(_) => return true,
+                    }
+                }
             }),
         }
     }
+}
+
+/// Whether `line` is a kernel log line on the console: "[" spaces,
+/// seconds "." microseconds "]".
+pub fn is_kernel_log_line(line: &[u8]) -> bool {
+    let Some(rest) = line.strip_prefix(b"[") else {
+        return false;
+    };
+    let Some(close) = rest.iter().position(|&b| b == b']') else {
+        return false;
+    };
+    let stamp = String::from_utf8_lossy(&rest[..close]);
+    let Some((secs, micros)) = stamp.trim_start().split_once('.') else {
+        return false;
+    };
+    !secs.is_empty()
+        && !micros.is_empty()
+        && secs.bytes().all(|b| b.is_ascii_digit())
+        && micros.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// How one system is started and when it is ready.
@@ -372,6 +407,19 @@ mod tests {
         assert!(!greeting.is_ready(b"[kernel] boot\nHello from the guest\n"));
         assert!(greeting.is_ready(b"[kernel] boot\nHello from the guest\nr"));
         assert!(!greeting.is_ready(b"ready\n"), "output before the greeting");
+        // The kernel's lines after the greeting are not the command's.
+        let kernel = b"Hello\r\n[   10.526980] clocksource: Long readout\r\n";
+        assert!(!greeting.is_ready(kernel));
+        assert!(!greeting.is_ready(&[&kernel[..], b"[  1"].concat()));
+        assert!(greeting.is_ready(&[&kernel[..], b"PRIST"].concat()));
+        assert!(greeting.is_ready(b"Hello\n[not the kernel]\n"));
+        assert!(
+            !greeting.is_ready(b"Hello\n[a"),
+            "undecided until the line ends"
+        );
+        assert!(is_kernel_log_line(b"[    0.000000] Linux version"));
+        assert!(!is_kernel_log_line(b"[x.1] y"));
+        assert!(!is_kernel_log_line(b"[ 1.] y"));
         assert!(!Ready::FirstOutput.is_ready(b""));
         assert!(Ready::FirstOutput.is_ready(b"r"));
         let line = Ready::Line("Run /init".into());
