@@ -13,7 +13,7 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryMmap};
 
 use super::{VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
-use crate::tap::{offload, NetBackend};
+use crate::tap::{offload, GuestSlice, NetBackend};
 
 /// Virtio device id of a network card.
 pub const DEVICE_TYPE_NET: u32 = 1;
@@ -326,17 +326,37 @@ impl Net {
     fn transmit_pass(&mut self, mem: &GuestMemoryMmap, queue: &mut Queue) -> (bool, bool) {
         let size = usize::from(queue.size());
         let mut done: Vec<u16> = Vec::new();
+        // A frame's pieces where they are in guest memory, written in one
+        // go; copied into tx_buf only when a piece crosses from one memory
+        // region into another.
+        let mut parts: Vec<GuestSlice<'_>> = Vec::new();
         match queue.iter(mem) {
             Ok(iter) => {
                 for chain in iter.take(size) {
                     let head = chain.head_index();
                     self.tx_buf.clear();
+                    parts.clear();
                     let mut ok = true;
+                    let mut copying = false;
+                    let mut total = 0usize;
                     for d in chain {
                         let len = d.len() as usize;
-                        if d.is_write_only() || self.tx_buf.len() + len > MAX_FRAME_LEN {
+                        if d.is_write_only() || total + len > MAX_FRAME_LEN {
                             ok = false;
                             break;
+                        }
+                        total += len;
+                        if !copying {
+                            if let Ok(s) = mem.get_slice(d.addr(), len) {
+                                parts.push(s);
+                                continue;
+                            }
+                            copying = true;
+                            for p in parts.drain(..) {
+                                let at = self.tx_buf.len();
+                                self.tx_buf.resize(at + p.len(), 0);
+                                p.copy_to(&mut self.tx_buf[at..]);
+                            }
                         }
                         let at = self.tx_buf.len();
                         self.tx_buf.resize(at + len, 0);
@@ -345,11 +365,13 @@ impl Net {
                             break;
                         }
                     }
-                    if !ok || self.tx_buf.len() < VNET_HDR_LEN {
+                    if !ok || total < VNET_HDR_LEN {
                         log::debug!("virtio-net: dropping malformed TX chain {head}");
                         self.stats.tx_dropped += 1;
+                    } else if copying {
+                        self.send(None, total);
                     } else {
-                        self.send();
+                        self.send(Some(&parts), total);
                     }
                     done.push(head);
                 }
@@ -368,12 +390,18 @@ impl Net {
         (progress, used)
     }
 
-    fn send(&mut self) {
+    /// Writes a frame of `len` bytes to the backend: `parts` of guest
+    /// memory, or without them the copy in tx_buf.
+    fn send(&mut self, parts: Option<&[GuestSlice<'_>]>, len: usize) {
         loop {
-            match self.backend.write_frame(&self.tx_buf) {
+            let written = match parts {
+                Some(parts) => self.backend.write_gathered(parts),
+                None => self.backend.write_frame(&self.tx_buf),
+            };
+            match written {
                 Ok(_) => {
                     self.stats.tx_frames += 1;
-                    self.stats.tx_bytes += self.tx_buf.len() as u64;
+                    self.stats.tx_bytes += len as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
