@@ -11,4 +11,7 @@ pub mod sink;
 pub mod tap;
 pub mod virtio;
 
+/// A piece of guest memory, as vm-memory hands it out.
+pub type GuestSlice<'m> = vm_memory::VolatileSlice<'m, vm_memory::bitmap::BS<'m, ()>>;
+
 pub use bus::{Bus, BusDevice, SharedDevice};

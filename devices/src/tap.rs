@@ -157,19 +157,24 @@ pub trait NetBackend: Send + AsRawFd {
     /// memory, in order. By default they are copied into one buffer for
     /// `write_frame`; a TAP writes them where they are, in one writev.
     fn write_gathered(&mut self, parts: &[GuestSlice<'_>]) -> io::Result<usize> {
-        let mut frame = vec![0u8; parts.iter().map(|p| p.len()).sum()];
-        let mut at = 0;
-        for p in parts {
-            at += p.copy_to(&mut frame[at..]);
-        }
-        self.write_frame(&frame[..at])
+        self.write_frame(&gathered(parts))
     }
     /// Sets which offloads (`offload::*`) frames read may use.
     fn set_offload(&mut self, flags: u32) -> io::Result<()>;
 }
 
-/// A piece of guest memory.
-pub type GuestSlice<'m> = vm_memory::VolatileSlice<'m, vm_memory::bitmap::BS<'m, ()>>;
+pub use crate::GuestSlice;
+
+/// `parts` copied, in order, into one buffer.
+fn gathered(parts: &[GuestSlice<'_>]) -> Vec<u8> {
+    let mut frame = vec![0u8; parts.iter().map(|p| p.len()).sum()];
+    let mut at = 0;
+    for p in parts {
+        at += p.copy_to(&mut frame[at..]);
+    }
+    frame.truncate(at);
+    frame
+}
 
 /// Most pieces in one gathered write: a chain of a full 256-descriptor
 /// ring.
@@ -186,12 +191,7 @@ impl NetBackend for Tap {
 
     fn write_gathered(&mut self, parts: &[GuestSlice<'_>]) -> io::Result<usize> {
         if parts.len() > MAX_PARTS {
-            let mut frame = vec![0u8; parts.iter().map(|p| p.len()).sum()];
-            let mut at = 0;
-            for p in parts {
-                at += p.copy_to(&mut frame[at..]);
-            }
-            return self.file.write(&frame[..at]);
+            return self.file.write(&gathered(parts));
         }
         let guards: [Option<_>; MAX_PARTS] =
             std::array::from_fn(|i| parts.get(i).map(|p| p.ptr_guard()));
@@ -351,6 +351,25 @@ mod tests {
         panic!("no frame within a second");
     }
 
+    /// The next frame of ours (eth_frame's EtherType, from `src`) that the
+    /// packet socket `pkt` sees, skipping the host's own.
+    fn host_sees(pkt: &std::os::fd::OwnedFd, src: u8) -> Vec<u8> {
+        loop {
+            let f = wait_read(|b| {
+                // SAFETY: recv writes at most b.len() bytes into b.
+                let n = unsafe { libc::recv(pkt.as_raw_fd(), b.as_mut_ptr().cast(), b.len(), 0) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            if f.get(12..14) == Some(&[0x88, 0xb5][..]) && f.get(11) == Some(&src) {
+                return f;
+            }
+        }
+    }
+
     /// An Ethernet frame from `src` to broadcast with an unused EtherType.
     fn eth_frame(src: u8, len: usize) -> Vec<u8> {
         let mut f = vec![0xffu8; 6];
@@ -375,21 +394,7 @@ mod tests {
             let mut with_hdr = vec![0u8; crate::virtio::net::VNET_HDR_LEN];
             with_hdr.extend_from_slice(&out);
             assert_eq!(tap.write_frame(&with_hdr).unwrap(), with_hdr.len());
-            let seen = loop {
-                let f = wait_read(|b| {
-                    // SAFETY: recv writes at most b.len() bytes into b.
-                    let n =
-                        unsafe { libc::recv(pkt.as_raw_fd(), b.as_mut_ptr().cast(), b.len(), 0) };
-                    if n < 0 {
-                        Err(io::Error::last_os_error())
-                    } else {
-                        Ok(n as usize)
-                    }
-                });
-                if f.get(12..14) == Some(&[0x88, 0xb5][..]) {
-                    break f;
-                }
-            };
+            let seen = host_sees(&pkt, 1);
             assert_eq!(seen, out);
             // The same from three pieces of guest memory, out of order
             // there: one writev, one frame.
@@ -412,21 +417,7 @@ mod tests {
                 .map(|(addr, r)| mem.get_slice(GuestAddress(*addr), r.len()).unwrap())
                 .collect();
             assert_eq!(tap.write_gathered(&parts).unwrap(), whole.len());
-            let seen = loop {
-                let f = wait_read(|b| {
-                    // SAFETY: recv writes at most b.len() bytes into b.
-                    let n =
-                        unsafe { libc::recv(pkt.as_raw_fd(), b.as_mut_ptr().cast(), b.len(), 0) };
-                    if n < 0 {
-                        Err(io::Error::last_os_error())
-                    } else {
-                        Ok(n as usize)
-                    }
-                });
-                if f.get(12..14) == Some(&[0x88, 0xb5][..]) && f[11] == 3 {
-                    break f;
-                }
-            };
+            let seen = host_sees(&pkt, 3);
             assert_eq!(seen, out2);
             // Host to guest: the frame arrives behind a 12-byte header.
             let inbound = eth_frame(2, 100);

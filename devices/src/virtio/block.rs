@@ -116,8 +116,7 @@ struct Request<'m> {
     data_len: u64,
 }
 
-/// A piece of guest memory.
-type GuestSlice<'m> = vm_memory::VolatileSlice<'m, vm_memory::bitmap::BS<'m, ()>>;
+use crate::GuestSlice;
 
 /// The request type and first sector of a little-endian request header.
 fn split_header(hdr: &[u8; HEADER_LEN as usize]) -> (u32, u64) {
