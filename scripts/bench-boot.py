@@ -19,7 +19,6 @@ Usage: scripts/bench-boot.py [--vmm PATH] [--guest-dir DIR] [--boot-runs N]
 """
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -136,15 +135,8 @@ def main():
     ap.add_argument("--limit", type=float, default=900, help="seconds per boot")
     args = ap.parse_args()
 
-    for tool in ("gcc", "qemu-system-x86_64"):
-        if not shutil.which(tool):
-            sys.exit(f"bench: {tool} not found (scripts/setup.sh installs it)")
-    if not os.path.exists(args.vmm):
-        sys.exit(f"bench: {args.vmm} not found: cargo build --release -p vmm")
-    g = benchlib.guest_dir(args.guest_dir)
+    g = benchlib.require(args, ("gcc", "qemu-system-x86_64"))
     kernel, initrd = os.path.join(g, "vmlinux"), os.path.join(g, "initramfs.cpio")
-    if not (os.path.isfile(kernel) and os.path.isfile(initrd)):
-        sys.exit(f"bench: no default guest in {g}: run guest-kernels/build.sh")
 
     cmdline = final_cmdline(args.vmm, kernel, initrd, args.memory)
     cmds = commands(args, kernel, initrd, cmdline)

@@ -38,7 +38,6 @@ Usage: scripts/bench-guest.py [--vmm PATH] [--guest-dir DIR] [--runs N]
 import argparse
 import os
 import re
-import shutil
 import socket
 import statistics
 import subprocess
@@ -246,16 +245,8 @@ def main():
     if os.path.exists("/sys/module/kvm_pvm"):
         sys.exit("bench: /dev/kvm is kvm_pvm, where guest user space cannot make system "
                  "calls; run it on VT-x/AMD-V or the nested host (see --help)")
-    for tool in ("ip", "qemu-system-x86_64") + (("perf",) if args.exits else ()):
-        if not shutil.which(tool):
-            sys.exit(f"bench: {tool} not found (scripts/setup.sh installs it)")
-    if not os.path.exists(args.vmm):
-        sys.exit(f"bench: {args.vmm} not built: cargo build --release -p vmm")
-    d = benchlib.guest_dir(args.guest_dir)
+    d = benchlib.require(args, ("ip", "qemu-system-x86_64") + (("perf",) if args.exits else ()))
     kernel, initrd = os.path.join(d, "vmlinux"), os.path.join(d, "initramfs.cpio")
-    for f in (kernel, initrd):
-        if not os.path.exists(f):
-            sys.exit(f"bench: {f} missing: run guest-kernels/build.sh")
     if args.exits and not os.path.exists("/sys/kernel/tracing/events/kvm"):
         # perf reads the tracepoints from tracefs (a bare host, such as the
         # nested one, may not have it mounted).

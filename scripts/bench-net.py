@@ -27,7 +27,6 @@ Usage: scripts/bench-net.py [--vmm PATH] [--guest-dir DIR] [--runs N]
 import argparse
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -158,16 +157,9 @@ def main():
 
     if os.geteuid() != 0:
         sys.exit("bench: needs root (network namespaces, TAP devices, ping -f)")
-    for tool in ("ip", "ping", "qemu-system-x86_64"):
-        if not shutil.which(tool):
-            sys.exit(f"bench: {tool} not found (scripts/setup.sh installs it)")
-    if not os.path.exists(args.vmm):
-        sys.exit(f"bench: {args.vmm} not built: cargo build --release -p vmm")
-    d = benchlib.guest_dir(args.guest_dir)
+    d = benchlib.require(args, ("ip", "ping", "qemu-system-x86_64"),
+                         ("vmlinux", "initramfs.cpio", "idle"))
     kernel, initrd = os.path.join(d, "vmlinux"), os.path.join(d, "initramfs.cpio")
-    for f in (kernel, initrd, os.path.join(d, "idle")):
-        if not os.path.exists(f):
-            sys.exit(f"bench: {f} missing: run guest-kernels/build.sh")
 
     cmdline = guest_cmdline(args.vmm, kernel, initrd)
     cmds = commands(args, kernel, initrd, cmdline)

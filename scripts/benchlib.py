@@ -2,6 +2,7 @@
 bench-guest.py)."""
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -16,6 +17,23 @@ def guest_dir(arg):
         return os.environ["VMM_GUEST_DIR"]
     root = os.environ.get("VMM_GUEST_CACHE", os.path.expanduser("~/.cache/vmm-guest"))
     return os.path.join(root, "current")
+
+
+def require(args, tools, guest_files=("vmlinux", "initramfs.cpio")):
+    """Exits saying what is missing: one of `tools`, the vmm binary
+    (args.vmm), one of the default guest's `guest_files`. Returns the
+    guest's directory."""
+    for tool in tools:
+        if not shutil.which(tool):
+            sys.exit(f"bench: {tool} not found (scripts/setup.sh installs it)")
+    if not os.path.exists(args.vmm):
+        sys.exit(f"bench: {args.vmm} not built: cargo build --release -p vmm")
+    d = guest_dir(args.guest_dir)
+    for f in guest_files:
+        path = os.path.join(d, f)
+        if not os.path.isfile(path):
+            sys.exit(f"bench: {path} missing: run guest-kernels/build.sh")
+    return d
 
 
 def vmm_guest_cmdline(vmm, run_args, wrap=()):
