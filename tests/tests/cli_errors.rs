@@ -263,6 +263,19 @@ fn duplicate_macs_are_config_errors() {
 }
 
 #[test]
+fn dhcp_without_a_network_interface_is_a_config_error() {
+    let dir = TempDir::new("cli");
+    let k = dir.write("k.elf", &tiny_elf(&[0xf4]));
+    let out = run(&["run", "--kernel", k.to_str().unwrap(), "--dhcp"]);
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("dhcp") && out.stderr.contains("--net tap=NAME"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn a_tap_that_cannot_be_opened_is_a_network_error_before_kvm() {
     let dir = TempDir::new("cli");
     let k = dir.write("k.elf", &tiny_elf(&[0xf4]));
