@@ -5,13 +5,16 @@
 # path of KVM, whatever this machine's own /dev/kvm is.
 #
 #   scripts/nested.sh [--smp N] [--memory SIZE] [--icount] [--results DIR]
-#                     [--timeout SECS] [--console FILE] -- COMMAND [ARGS...]
+#                     [--timeout SECS] [--console FILE] [--monitor SOCKET]
+#                     -- COMMAND [ARGS...]
 #
 # This machine's files are the L1's, at the same paths, read-only under an
 # overlay whose writes are thrown away at the end: a nested run never changes
 # them. --results DIR (made if missing) is shared writable instead, for files
 # to come back. COMMAND runs from the repository root with this shell's
 # environment; its stdout and stderr come back on this script's.
+# --monitor SOCKET puts QEMU's human monitor on that Unix socket (`info
+# registers` there shows where the L1's CPU is, when it seems stuck).
 #
 # Exit code: COMMAND's, or
 #   2    bad options
@@ -25,7 +28,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '7,9p' "${BASH_SOURCE[0]}" | sed 's/^# *//' >&2
+    sed -n '7,10p' "${BASH_SOURCE[0]}" | sed 's/^# *//' >&2
     exit 2
 }
 bad() { echo "nested: $*" >&2; exit 2; }
@@ -37,6 +40,7 @@ icount=0
 results=
 timeout=0
 console=
+monitor=()
 while (($#)); do
     case $1 in
         --smp) [[ ${2:-} =~ ^[1-8]$ ]] || bad "--smp takes 1 to 8, not '${2:-}'"; smp=$2; shift 2 ;;
@@ -45,6 +49,7 @@ while (($#)); do
         --results) [[ -n ${2:-} ]] || bad "--results takes a directory"; results=$2; shift 2 ;;
         --timeout) [[ ${2:-} =~ ^[0-9]+$ ]] || bad "--timeout takes seconds, not '${2:-}'"; timeout=$2; shift 2 ;;
         --console) [[ -n ${2:-} ]] || bad "--console takes a file"; console=$2; shift 2 ;;
+        --monitor) [[ -n ${2:-} && ${2:-} != *,* ]] || bad "--monitor takes a socket path without commas"; monitor=(-monitor "unix:$2,server=on,wait=off"); shift 2 ;;
         --) shift; break ;;
         -h | --help) usage ;;
         *) bad "unknown option '$1' (the command goes after --)" ;;
@@ -105,7 +110,7 @@ qemu=(qemu-system-x86_64 -accel "$accel" -cpu max -smp "$smp" -m "$memory" -M pc
       -chardev "file,id=con,path=$ctl/console.log" -serial chardev:con
       -chardev "file,id=out,path=$out" -serial chardev:out
       -chardev "file,id=err,path=$err" -serial chardev:err
-      "${share[@]}" "${clock[@]}")
+      "${share[@]}" "${clock[@]}" "${monitor[@]}")
 rc=0
 if ((timeout)); then
     # --foreground: QEMU stays in this script's process group, so that a
