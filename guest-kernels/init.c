@@ -26,7 +26,12 @@
  *                         console) before the command or the shell; an
  *                         address from the kernel's own ip= parameter
  *                         needs nothing from init
- * The loopback interface is brought up in every case.
+ * The loopback interface is brought up in every case. Once the basics are
+ * mounted, the console's log level becomes 4 (errors and worse), as a
+ * distribution sets it after boot (kernel.printk) and as the kernel's
+ * `quiet` does, so that the kernel's informational lines do not cut
+ * through what the command or the shell prints; a command line that sets
+ * the level itself (loglevel=, debug, ignore_loglevel) keeps it.
  *
  * Freestanding (no libc): built with gcc -static -nostdlib, so the
  * initramfs needs nothing else for it. A microVM has no ACPI, so the VM is
@@ -99,6 +104,44 @@ static unsigned long parse_port(const char *s)
 			return 0;
 	}
 	return port;
+}
+
+/* Whether `word` is one of the space-separated words of `line`, or the
+ * start of one when it ends with '='. */
+static int has_word(const char *line, const char *word)
+{
+	for (const char *at = line; *at;) {
+		const char *w = word, *l = at;
+		while (*w && *l == *w)
+			w++, l++;
+		if (!*w && (w[-1] == '=' || *l == ' ' || *l == '\n' || !*l))
+			return 1;
+		while (*at && *at != ' ')
+			at++;
+		while (*at == ' ')
+			at++;
+	}
+	return 0;
+}
+
+/* The console's log level to errors and worse (4, `quiet`'s), unless the
+ * kernel's command line chose one (read from /proc, mounted by now). */
+static void quiet_console(void)
+{
+	static char line[4096];
+	long fd = syscall3(SYS_open, (long)"/proc/cmdline", O_RDONLY, 0);
+	long n = fd < 0 ? -1 : syscall3(SYS_read, fd, (long)line, sizeof(line) - 1);
+
+	if (fd >= 0)
+		syscall3(SYS_close, fd, 0, 0);
+	if (n < 0)
+		return;
+	line[n] = 0;
+	if (has_word(line, "loglevel=") || has_word(line, "debug") ||
+	    has_word(line, "ignore_loglevel"))
+		return;
+	/* SYSLOG_ACTION_CONSOLE_LEVEL */
+	syscall3(SYS_syslog, 8, 0, 4);
 }
 
 /* Whether CPUID says we run under a hypervisor (leaf 1, ECX bit 31): a
@@ -309,6 +352,7 @@ void start_c(long *stack)
 	syscall3(SYS_write, 1, (long)greeting, sizeof(greeting) - 1);
 	if (in_vm) {
 		mount_basics();
+		quiet_console();
 		loopback_up();
 		if (env_get(envp, "VMM_DHCP=1"))
 			dhcp();

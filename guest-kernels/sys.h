@@ -6,6 +6,7 @@
 #define VMM_GUEST_SYS_H
 
 #define SYS_rt_sigaction 13
+#define SYS_read 0
 #define SYS_write 1
 #define SYS_ioctl 16
 #define SYS_open 2
@@ -24,6 +25,7 @@
 #define SYS_reboot 169
 #define SYS_sethostname 170
 #define SYS_ioperm 173
+#define SYS_syslog 103
 
 #define TCSBRK 0x5409
 #define SIOCGIFFLAGS 0x8913
@@ -31,6 +33,7 @@
 #define IFF_UP 0x1
 #define AF_INET 2
 #define SOCK_DGRAM 2
+#define O_RDONLY 0
 #define O_WRONLY 01
 
 #define ENOENT 2

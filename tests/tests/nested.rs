@@ -42,6 +42,9 @@ const SHELL_EXIT_INPUT: &str = "echo $((6*7))\\nexit\\n";
 const NET_HOST: &str = "172.31.0.1";
 /// Bytes sent over TCP each way.
 const NET_BYTES: u64 = 32 << 20;
+/// Logs a line at the kernel's information level and one at its error
+/// level, from the guest's command.
+const KMSG_SCRIPT: &str = "echo '<6>kmsg-info-line' > /dev/kmsg; echo '<3>kmsg-error-line' > /dev/kmsg";
 /// The read-only data disk's first bytes.
 const RO_DISK_CONTENT: &[u8] = b"PRISTINE read-only data disk\n";
 /// What the guest writes, fdatasyncs and then loses its VMM to SIGKILL.
@@ -141,6 +144,13 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// Writes to stderr past the test harness's capture, which shows a test's
+/// output only when it fails: a freeze is worth seeing in every run.
+fn say(what: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{what}");
+}
+
 /// How many L1s the scenarios may take: a new one when one froze, which
 /// runs only the scenarios the frozen one did not finish.
 const L1_BOOTS: usize = 3;
@@ -148,7 +158,7 @@ const L1_BOOTS: usize = 3;
 /// Boots the nested host and runs every scenario in it; when the L1
 /// froze (see the README), a new one runs the scenarios left over, each
 /// with fresh disk images.
-fn run_all() -> Nested {
+fn run_all() -> Result<Nested, String> {
     let n = Nested {
         dir: TempDir::new("nested"),
         guest: default_guest().unwrap(),
@@ -161,21 +171,22 @@ fn run_all() -> Nested {
         match run_l1(&n, &script, LIMIT.saturating_sub(started.elapsed())) {
             Ok(()) => {
                 if !freezes.is_empty() {
-                    eprintln!(
+                    say(&format!(
                         "nested: {} L1s froze before one ran the rest:\n{}",
                         freezes.len(),
                         freezes.join("\n")
-                    );
+                    ));
                 }
-                return n;
+                return Ok(n);
             }
-            Err(why) => {
-                eprintln!("nested: {why}; a new L1 runs the scenarios left over");
+            Err(L1Failed::Froze(why)) => {
+                say(&format!("nested: {why}; a new L1 runs the scenarios left over"));
                 freezes.push(why);
             }
+            Err(L1Failed::Ended(why)) => return Err(why),
         }
     }
-    panic!("nested: {L1_BOOTS} L1s froze:\n{}", freezes.join("\n"))
+    Err(format!("nested: {L1_BOOTS} L1s froze:\n{}", freezes.join("\n")))
 }
 
 /// How long the results directory may see no write before the L1 counts
@@ -445,6 +456,20 @@ fn write_scenarios(n: &Nested) -> PathBuf {
         ),
         ("cmd-argv", run(&["--", "printf", "[%s]", ARGV[0], ARGV[1], ARGV[2], ARGV[3], ARGV[4]])),
         ("cmd-missing", run(&["--", "no-such-command", "x"])),
+        // The console's log level once init runs: errors, not information,
+        // unless the command line asks for a level.
+        ("kmsg-quiet", run(&["--", "sh", "-c", KMSG_SCRIPT])),
+        (
+            "kmsg-loglevel",
+            run(&[
+                "--cmdline",
+                "console=ttyS0 reboot=k panic=-1 loglevel=7",
+                "--",
+                "sh",
+                "-c",
+                KMSG_SCRIPT,
+            ]),
+        ),
         ("cmd-signal", run(&["--", "sh", "-c", "kill -9 $$"])),
         // A root disk and no --kernel: the default kernel without its
         // initramfs, the disk's init running the command.
@@ -622,9 +647,16 @@ fn write_scenarios(n: &Nested) -> PathBuf {
     dir.write("scenarios.sh", script.as_bytes())
 }
 
-/// One L1 runs the scenarios script, for at most `limit`; Err says how it
-/// froze, with where its CPU stood.
-fn run_l1(n: &Nested, script: &Path, limit: Duration) -> Result<(), String> {
+/// Why an L1 did not run the scenarios to their end.
+enum L1Failed {
+    /// It froze (see the README): how, with where its CPU stood.
+    Froze(String),
+    /// It ended, but not with the script's success: its output.
+    Ended(String),
+}
+
+/// One L1 runs the scenarios script, for at most `limit`.
+fn run_l1(n: &Nested, script: &Path, limit: Duration) -> Result<(), L1Failed> {
     let results = n.results();
     let monitor = n.dir.join("monitor.sock");
     let _ = std::fs::remove_file(&monitor);
@@ -635,21 +667,40 @@ fn run_l1(n: &Nested, script: &Path, limit: Duration) -> Result<(), String> {
         .arg(&monitor)
         .args(["--timeout", &limit.as_secs().max(1).to_string(), "--", "bash"])
         .arg(script);
-    let out = run_watched(cmd, &results, &monitor)?;
-    assert_eq!(
-        out.code,
-        Some(0),
-        "the nested host did not run the scenarios:\n{}\n{}",
-        out.stdout,
-        out.stderr
-    );
+    let out = run_watched(cmd, &results, &monitor).map_err(L1Failed::Froze)?;
+    if out.code != Some(0) {
+        return Err(L1Failed::Ended(format!(
+            "the nested host did not run the scenarios (exit {:?}):\n{}\n{}",
+            out.code, out.stdout, out.stderr
+        )));
+    }
     Ok(())
 }
 
-/// The nested run, made by the first test that asks; None: skip.
+/// The nested run: None when skipped, Err when no L1 ran the scenarios.
+static RUN: OnceLock<Option<Result<Nested, String>>> = OnceLock::new();
+
+/// Removes the nested run's directory (its disk images, about 225 MB) when
+/// the test process exits: a static is never dropped.
+extern "C" fn remove_nested_dir() {
+    if let Some(Some(Ok(n))) = RUN.get() {
+        let _ = std::fs::remove_dir_all(&n.dir.0);
+    }
+}
+
+/// The nested run, made by the first test that asks (every test fails with
+/// its error if it failed); None: skip.
 fn nested() -> Option<&'static Nested> {
-    static RUN: OnceLock<Option<Nested>> = OnceLock::new();
-    RUN.get_or_init(|| possible().then(run_all)).as_ref()
+    let run = RUN.get_or_init(|| {
+        // SAFETY: atexit only records a pointer to a function that takes
+        // nothing and cannot unwind (it ignores every error).
+        if unsafe { libc::atexit(remove_nested_dir) } != 0 {
+            eprintln!("nested: the run's directory will be left in the temp dir");
+        }
+        possible().then(run_all)
+    });
+    run.as_ref()
+        .map(|r| r.as_ref().unwrap_or_else(|why| panic!("{why}")))
 }
 
 /// Whether the nested host's KVM keeps CPUID 0xD's XSAVE size in step with
@@ -1041,6 +1092,21 @@ fn the_guest_command_gets_its_arguments_as_they_were_given() {
     assert_eq!(ran.code, Some(0), "{all}");
     let want: String = ARGV.iter().map(|a| format!("[{a}]")).collect();
     assert!(command_output(&ran).starts_with(&want), "{want}: {all}");
+}
+
+#[test]
+fn the_kernels_information_lines_stay_off_the_console_unless_a_loglevel_is_given() {
+    let Some(n) = nested() else { return };
+    let quiet = n.scenario("kmsg-quiet");
+    let all = format!("{}\n{}", quiet.stdout, quiet.stderr);
+    assert_eq!(quiet.code, Some(0), "{all}");
+    assert!(quiet.stdout.contains("kmsg-error-line"), "{all}");
+    assert!(!quiet.stdout.contains("kmsg-info-line"), "{all}");
+    let verbose = n.scenario("kmsg-loglevel");
+    let all = format!("{}\n{}", verbose.stdout, verbose.stderr);
+    assert_eq!(verbose.code, Some(0), "{all}");
+    assert!(verbose.stdout.contains("kmsg-error-line"), "{all}");
+    assert!(verbose.stdout.contains("kmsg-info-line"), "{all}");
 }
 
 #[test]
