@@ -218,7 +218,8 @@ fn l1_cpu_state(monitor: &Path) -> String {
         let mut answer = Vec::new();
         let _ = sock.read_to_end(&mut answer);
         let answer = String::from_utf8_lossy(&answer);
-        Ok(answer[answer.find("CPU#").unwrap_or(0)..].to_string())
+        let registers = &answer[answer.find("CPU#").unwrap_or(0)..];
+        Ok(format!("{}\n", registers.trim_end().trim_end_matches("(qemu)").trim_end()))
     };
     let mut state = String::new();
     for round in 0..2 {
