@@ -42,7 +42,7 @@ def commands(args, kernel, initrd, cmdline):
     vmm = [args.vmm, "run", "--kernel", kernel, "--initrd", initrd, "--memory", mem,
            "--vcpus", cpus, "--cmdline", cmdline, "--emulated-host", "off",
            "--log-level", "warn"]
-    qemu = ["qemu-system-x86_64", "-M", "microvm,acpi=off", "-enable-kvm", "-m", mem,
+    qemu = ["qemu-system-x86_64", "-M", "microvm,acpi=off", "-enable-kvm", "-cpu", "host", "-m", mem,
             "-smp", cpus, "-kernel", kernel, "-initrd", initrd, "-append", cmdline,
             "-nographic", "-nodefaults", "-serial", "stdio", "-no-reboot"]
     return {"vmm": vmm, "qemu": qemu}

@@ -164,7 +164,7 @@ def commands(args, kernel, initrd, image):
         ns.close()
     qemu_cmdline = " ".join(w for w in cmdline.split() if not w.startswith("virtio_mmio.device="))
     vmm = [args.vmm, "run", "--log-level", "info", *run_args]
-    qemu = ["qemu-system-x86_64", "-M", "microvm,acpi=off", "-enable-kvm", "-m", mem,
+    qemu = ["qemu-system-x86_64", "-M", "microvm,acpi=off", "-enable-kvm", "-cpu", "host", "-m", mem,
             "-smp", "1", "-kernel", kernel, "-initrd", initrd, "-append", qemu_cmdline,
             "-nographic", "-nodefaults", "-serial", "stdio", "-no-reboot",
             "-drive", f"id=d0,file={image},format=raw,if=none",

@@ -58,7 +58,7 @@ def commands(args, kernel, initrd, cmdline):
     vmm = [args.vmm, "run", "--kernel", kernel, "--initrd", initrd, "--memory", mem,
            "--cmdline", cmdline, "--emulated-host", "off", "--log-level", "warn",
            "--net", f"tap=tap0,mac={MAC}"]
-    qemu = ["qemu-system-x86_64", "-M", "microvm,acpi=off", "-enable-kvm", "-m", mem,
+    qemu = ["qemu-system-x86_64", "-M", "microvm,acpi=off", "-enable-kvm", "-cpu", "host", "-m", mem,
             "-kernel", kernel, "-initrd", initrd, "-append", cmdline,
             "-nographic", "-nodefaults", "-serial", "stdio", "-no-reboot",
             "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",

@@ -176,10 +176,6 @@ fn gathered(parts: &[GuestSlice<'_>]) -> Vec<u8> {
     frame
 }
 
-/// Most pieces in one gathered write: a chain of a full 256-descriptor
-/// ring.
-const MAX_PARTS: usize = 256;
-
 impl NetBackend for Tap {
     fn read_frame(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.file.read(buf)
@@ -190,30 +186,14 @@ impl NetBackend for Tap {
     }
 
     fn write_gathered(&mut self, parts: &[GuestSlice<'_>]) -> io::Result<usize> {
-        if parts.len() > MAX_PARTS {
-            return self.file.write(&gathered(parts));
-        }
-        let guards: [Option<_>; MAX_PARTS] =
-            std::array::from_fn(|i| parts.get(i).map(|p| p.ptr_guard()));
-        let mut iov = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; MAX_PARTS];
-        for (v, g) in iov.iter_mut().zip(guards.iter().flatten()) {
-            v.iov_base = g.as_ptr() as *mut libc::c_void;
-            v.iov_len = g.len();
-        }
-        // SAFETY: iov[..parts.len()] describe pieces of guest memory that
-        // vm-memory checked lie inside mappings alive for this call (their
-        // guards are held in `guards`); writev only reads them. A TAP
-        // takes a frame whole from one writev, or not at all.
-        let n = unsafe {
-            libc::writev(
-                self.file.as_raw_fd(),
-                iov.as_ptr(),
-                parts.len() as libc::c_int,
-            )
-        };
+        let iov = crate::IoVecs::reading(parts);
+        let count = libc::c_int::try_from(iov.iov.len())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: the iovecs describe pieces of guest memory that vm-memory
+        // checked lie inside mappings alive for this call (their guards
+        // live in `iov`); writev only reads them. A TAP takes a frame whole
+        // from one writev, or not at all.
+        let n = unsafe { libc::writev(self.file.as_raw_fd(), iov.iov.as_ptr(), count) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }

@@ -44,7 +44,8 @@ const NET_HOST: &str = "172.31.0.1";
 const NET_BYTES: u64 = 32 << 20;
 /// Logs a line at the kernel's information level and one at its error
 /// level, from the guest's command.
-const KMSG_SCRIPT: &str = "echo '<6>kmsg-info-line' > /dev/kmsg; echo '<3>kmsg-error-line' > /dev/kmsg";
+const KMSG_SCRIPT: &str =
+    "echo '<6>kmsg-info-line' > /dev/kmsg; echo '<3>kmsg-error-line' > /dev/kmsg";
 /// The read-only data disk's first bytes.
 const RO_DISK_CONTENT: &[u8] = b"PRISTINE read-only data disk\n";
 /// What the guest writes, fdatasyncs and then loses its VMM to SIGKILL.
@@ -180,13 +181,18 @@ fn run_all() -> Result<Nested, String> {
                 return Ok(n);
             }
             Err(L1Failed::Froze(why)) => {
-                say(&format!("nested: {why}; a new L1 runs the scenarios left over"));
+                say(&format!(
+                    "nested: {why}; a new L1 runs the scenarios left over"
+                ));
                 freezes.push(why);
             }
             Err(L1Failed::Ended(why)) => return Err(why),
         }
     }
-    Err(format!("nested: {L1_BOOTS} L1s froze:\n{}", freezes.join("\n")))
+    Err(format!(
+        "nested: {L1_BOOTS} L1s froze:\n{}",
+        freezes.join("\n")
+    ))
 }
 
 /// How long the results directory may see no write before the L1 counts
@@ -219,7 +225,10 @@ fn l1_cpu_state(monitor: &Path) -> String {
         let _ = sock.read_to_end(&mut answer);
         let answer = String::from_utf8_lossy(&answer);
         let registers = &answer[answer.find("CPU#").unwrap_or(0)..];
-        Ok(format!("{}\n", registers.trim_end().trim_end_matches("(qemu)").trim_end()))
+        Ok(format!(
+            "{}\n",
+            registers.trim_end().trim_end_matches("(qemu)").trim_end()
+        ))
     };
     let mut state = String::new();
     for round in 0..2 {
@@ -319,11 +328,19 @@ const IMAGES: [(&str, &str, Image); 8] = [
     ("disk-ro", "ro.ext4", Image::Rootfs),
     ("root-disk-cmd", "cmd-root.ext4", Image::Rootfs),
     ("disk-64m", "disk64-root.ext4", Image::Rootfs),
-    ("firecracker-config", "firecracker.rootfs.ext4", Image::Rootfs),
+    (
+        "firecracker-config",
+        "firecracker.rootfs.ext4",
+        Image::Rootfs,
+    ),
     // Disks for the guest's user space: 64 MiB written and read back, a
     // read-only one, one synced before the VMM is killed.
     ("disk-64m", "data.img", Image::Zeros(80)),
-    ("disk-ro-write", "data-ro.img", Image::Starts(RO_DISK_CONTENT, 8)),
+    (
+        "disk-ro-write",
+        "data-ro.img",
+        Image::Starts(RO_DISK_CONTENT, 8),
+    ),
     ("disk-fdatasync-kill", "sync.img", Image::Zeros(8)),
 ];
 
@@ -666,7 +683,12 @@ fn run_l1(n: &Nested, script: &Path, limit: Duration) -> Result<(), L1Failed> {
         .arg(&results)
         .arg("--monitor")
         .arg(&monitor)
-        .args(["--timeout", &limit.as_secs().max(1).to_string(), "--", "bash"])
+        .args([
+            "--timeout",
+            &limit.as_secs().max(1).to_string(),
+            "--",
+            "bash",
+        ])
         .arg(script);
     let out = run_watched(cmd, &results, &monitor).map_err(L1Failed::Froze)?;
     if out.code != Some(0) {

@@ -431,23 +431,17 @@ impl Block {
         if segs.len() > SEG_MAX {
             return Ok(false);
         }
-        let mut slices: [Option<GuestSlice<'_>>; SEG_MAX] = std::array::from_fn(|_| None);
-        for (slot, (addr, len)) in slices.iter_mut().zip(segs) {
-            match mem.get_slice(*addr, *len as usize) {
-                Ok(s) => *slot = Some(s),
-                Err(_) => return Ok(false),
-            }
-        }
-        let guards: [Option<_>; SEG_MAX] =
-            std::array::from_fn(|i| slices[i].as_ref().map(|s| s.ptr_guard_mut()));
-        let mut iov = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; SEG_MAX];
-        for (v, g) in iov.iter_mut().zip(guards.iter().flatten()) {
-            v.iov_base = g.as_ptr().cast();
-            v.iov_len = g.len();
-        }
+        let Ok(slices) = segs
+            .iter()
+            .map(|(addr, len)| mem.get_slice(*addr, *len as usize))
+            .collect::<Result<Vec<GuestSlice<'_>>, _>>()
+        else {
+            return Ok(false);
+        };
+        // Guards for writing guest memory serve both directions: a read
+        // from the disk writes it, a write to the disk only reads it.
+        let mut iovecs = crate::IoVecs::writing(&slices);
+        let iov = &mut iovecs.iov;
         let fd = self.file.as_raw_fd();
         let (mut first, end) = (0usize, segs.len());
         let mut pos = offset;
@@ -457,7 +451,7 @@ impl Block {
             let count = (end - first) as libc::c_int;
             // SAFETY: iov[first..end] describe pieces of guest memory that
             // vm-memory checked lie inside mappings `mem` keeps alive for
-            // this call (their guards are held in `guards`); the kernel
+            // this call (their guards are held in `iovecs`); the kernel
             // reads or writes at most their lengths there. No Rust
             // reference to that memory exists.
             let n = unsafe {

@@ -295,6 +295,12 @@ fn launches(opts: &Options, emulated: bool, work: &Path) -> Result<(Vec<Launch>,
                             "-M".into(),
                             "microvm,acpi=off".into(),
                             "-enable-kvm".into(),
+                            // The host's CPU model, as this VMM gives its
+                            // guest: QEMU's default (qemu64) hides ERMS,
+                            // SMAP and more, and the guest's kernel then
+                            // runs other code.
+                            "-cpu".into(),
+                            "host".into(),
                             "-m".into(),
                             opts.mem_mib.to_string(),
                             "-smp".into(),
