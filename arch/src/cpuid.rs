@@ -13,6 +13,20 @@ const EDX_HTT: u32 = 1 << 28;
 const LEVEL_TYPE_THREAD: u32 = 1;
 const LEVEL_TYPE_CORE: u32 = 2;
 
+/// CPUID.1:ECX bit 24: the local APIC's TSC-deadline timer mode.
+const ECX_TSC_DEADLINE: u32 = 1 << 24;
+
+/// Offers the TSC-deadline timer (leaf 1, ECX bit 24), which
+/// KVM_GET_SUPPORTED_CPUID leaves out even where KVM's local APIC emulates
+/// it (KVM_CAP_TSC_DEADLINE_TIMER says so).
+pub fn offer_tsc_deadline(cpuid: &mut CpuId) {
+    for entry in cpuid.as_mut_slice() {
+        if entry.function == LEAF_FEATURES {
+            entry.ecx |= ECX_TSC_DEADLINE;
+        }
+    }
+}
+
 /// Bits needed to number `count` items.
 fn bits_for(count: u8) -> u32 {
     if count <= 1 {
@@ -153,6 +167,15 @@ mod tests {
             ebx: 0x0008_0800,
             eax: 0x121,
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_tsc_deadline_bit_is_set_in_leaf_1_only() {
+        let mut cpuid = CpuId::from_entries(&[entry(1, 0), entry(4, 0), entry(7, 0)]).unwrap();
+        offer_tsc_deadline(&mut cpuid);
+        for e in cpuid.as_slice() {
+            assert_eq!(e.ecx & ECX_TSC_DEADLINE != 0, e.function == 1, "{e:?}");
         }
     }
 

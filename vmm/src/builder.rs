@@ -425,9 +425,15 @@ impl Vmm {
             );
         }
         let (pio, mmio) = (Arc::new(pio), Arc::new(mmio));
-        let base_cpuid = kvm
+        let mut base_cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))?;
+        // KVM emulates the TSC-deadline timer in its local APIC (this VM's
+        // irqchip is in the kernel) but leaves the CPUID bit to user space,
+        // as QEMU and Firecracker set it.
+        if kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer) {
+            arch::cpuid::offer_tsc_deadline(&mut base_cpuid);
+        }
         let mut vcpus = Vec::with_capacity(vcpu_count as usize);
         for id in 0..vcpu_count {
             let fd = vm
