@@ -17,34 +17,17 @@ pub type GuestSlice<'m> = vm_memory::VolatileSlice<'m, vm_memory::bitmap::BS<'m,
 /// Pieces of guest memory as the iovecs of one vectored system call, with
 /// the guards that keep their pointers valid: the iovecs may be used only
 /// while this lives. Built for as many pieces as there are (no fixed-size
-/// array to fill: every instruction counts on the paths that use it).
-pub(crate) struct IoVecs<G> {
-    _guards: Vec<G>,
+/// array to fill: every instruction counts on the paths that use it). The
+/// guards are those for writing guest memory, which serve a call that
+/// only reads it (writev, pwritev) as well as one that writes it (preadv).
+pub(crate) struct IoVecs {
+    _guards: Vec<vm_memory::volatile_memory::PtrGuardMut>,
     /// One per piece, in order.
     pub iov: Vec<libc::iovec>,
 }
 
-impl IoVecs<vm_memory::volatile_memory::PtrGuard> {
-    /// For a call that only reads guest memory (writev, pwritev).
-    pub(crate) fn reading(parts: &[GuestSlice<'_>]) -> Self {
-        let guards: Vec<_> = parts.iter().map(|p| p.ptr_guard()).collect();
-        let iov = guards
-            .iter()
-            .map(|g| libc::iovec {
-                iov_base: g.as_ptr() as *mut libc::c_void,
-                iov_len: g.len(),
-            })
-            .collect();
-        IoVecs {
-            _guards: guards,
-            iov,
-        }
-    }
-}
-
-impl IoVecs<vm_memory::volatile_memory::PtrGuardMut> {
-    /// For a call that writes guest memory (readv, preadv).
-    pub(crate) fn writing(parts: &[GuestSlice<'_>]) -> Self {
+impl IoVecs {
+    pub(crate) fn new(parts: &[GuestSlice<'_>]) -> Self {
         let guards: Vec<_> = parts.iter().map(|p| p.ptr_guard_mut()).collect();
         let iov = guards
             .iter()

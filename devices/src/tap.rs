@@ -186,7 +186,7 @@ impl NetBackend for Tap {
     }
 
     fn write_gathered(&mut self, parts: &[GuestSlice<'_>]) -> io::Result<usize> {
-        let iov = crate::IoVecs::reading(parts);
+        let iov = crate::IoVecs::new(parts);
         let count = libc::c_int::try_from(iov.iov.len())
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: the iovecs describe pieces of guest memory that vm-memory

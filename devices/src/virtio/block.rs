@@ -438,9 +438,7 @@ impl Block {
         else {
             return Ok(false);
         };
-        // Guards for writing guest memory serve both directions: a read
-        // from the disk writes it, a write to the disk only reads it.
-        let mut iovecs = crate::IoVecs::writing(&slices);
+        let mut iovecs = crate::IoVecs::new(&slices);
         let iov = &mut iovecs.iov;
         let fd = self.file.as_raw_fd();
         let (mut first, end) = (0usize, segs.len());
