@@ -85,7 +85,7 @@ pub struct MmioTransport {
     driver_features: u64,
     status: u32,
     config_generation: u32,
-    /// Per queue: notifications taken, used-ring interrupts sent.
+    /// Per queue: notifications taken, used-ring interrupts raised.
     counts: Vec<(u64, u64)>,
 }
 
@@ -315,8 +315,9 @@ impl MmioTransport {
         };
         match queue.needs_notification(&self.mem) {
             Ok(true) => {
-                self.counts[index].1 += 1;
-                self.interrupt.signal(INTERRUPT_USED_RING);
+                if self.interrupt.signal(INTERRUPT_USED_RING) {
+                    self.counts[index].1 += 1;
+                }
             }
             Ok(false) => {}
             Err(e) => {
@@ -714,11 +715,18 @@ mod tests {
         assert_eq!(r.c.processed.load(Ordering::SeqCst), 1);
         assert_eq!(r.irq.read().unwrap(), 1);
         assert_eq!(r.rd(REG_INTERRUPT_STATUS), INTERRUPT_USED_RING);
+        // Before the driver acknowledges, more work raises nothing more:
+        // its handler has yet to look at the ring.
+        r.wr(REG_QUEUE_NOTIFY, 0);
+        assert_eq!(r.c.processed.load(Ordering::SeqCst), 2);
+        assert!(r.irq.read().is_err());
         r.wr(REG_INTERRUPT_ACK, INTERRUPT_USED_RING);
         assert_eq!(r.rd(REG_INTERRUPT_STATUS), 0);
+        r.wr(REG_QUEUE_NOTIFY, 0);
+        assert_eq!(r.irq.read().unwrap(), 1);
         assert_eq!(
             r.t.device_stats().as_deref(),
-            Some("fake; queue 0: 1 notifications, 1 interrupts")
+            Some("fake; queue 0: 3 notifications, 2 interrupts")
         );
     }
 

@@ -59,12 +59,24 @@ impl Interrupt {
         }
     }
 
-    /// Sets `bits` in the interrupt status and raises the interrupt.
-    pub fn signal(&self, bits: u32) {
-        self.status.fetch_or(bits, Ordering::SeqCst);
+    /// Sets `bits` in the interrupt status and raises the interrupt, unless
+    /// all of `bits` were already set: the driver has not acknowledged the
+    /// interrupt that set them yet, and its handler, which reads the status,
+    /// acknowledges it and only then looks at the rings (virtio 1.2, 4.2.2),
+    /// will see what changed since. This is what a level-triggered line
+    /// gives (QEMU's virtio-mmio, crosvm's `Interrupt`): one interrupt per
+    /// acknowledgement, not one per used-ring update, each of which costs
+    /// the guest two exits (status read and acknowledgement). Returns
+    /// whether the interrupt was raised.
+    pub fn signal(&self, bits: u32) -> bool {
+        let before = self.status.fetch_or(bits, Ordering::SeqCst);
+        if before & bits == bits {
+            return false;
+        }
         if let Err(e) = self.evt.write(1) {
             log::warn!("virtio: cannot raise interrupt: {e}");
         }
+        true
     }
 
     /// The interrupt status register.
@@ -132,4 +144,33 @@ pub trait VirtioDevice: Send {
     }
     /// Returns the device to its initial state (driver reset).
     fn reset(&mut self);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raised(i: &Interrupt) -> u64 {
+        // Non-blocking read: 0 when the eventfd was not written.
+        i.eventfd().read().unwrap_or(0)
+    }
+
+    #[test]
+    fn an_unacknowledged_interrupt_is_not_raised_again() {
+        let evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let i = Interrupt::new(evt);
+        assert!(i.signal(INTERRUPT_USED_RING));
+        assert!(!i.signal(INTERRUPT_USED_RING));
+        assert_eq!(raised(&i), 1);
+        // Another cause still raises it.
+        assert!(i.signal(INTERRUPT_CONFIG));
+        assert_eq!(raised(&i), 1);
+        assert_eq!(i.status(), INTERRUPT_USED_RING | INTERRUPT_CONFIG);
+        // Once acknowledged, the next update raises it again.
+        i.ack(INTERRUPT_USED_RING);
+        assert!(i.signal(INTERRUPT_USED_RING));
+        assert_eq!(raised(&i), 1);
+        assert!(!i.signal(INTERRUPT_USED_RING | INTERRUPT_CONFIG));
+        assert_eq!(raised(&i), 0);
+    }
 }
