@@ -3,16 +3,15 @@
 //! region) handled by `Block::process_queue` against a file, next to plain
 //! pread/pwrite of the same sizes at the same offsets on the same file.
 //!
-//! cargo run --release -p devices --example blk_bench -- [--mib N] [--rounds N] [--dir DIR] [--case '4K read']
+//! cargo run --release -p devices --features test-utils --example blk_bench -- [--mib N] [--rounds N] [--dir DIR] [--case '4K read']
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use devices::virtio::block::{Block, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT};
+use devices::virtio::testing::{blk_header, blk_request, offer, Buf};
 use devices::virtio::VirtioDevice;
-use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
-use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -68,41 +67,20 @@ fn device_run(
     while done < count {
         let n = BATCH.min(count - done);
         let vq = MockSplitQueue::create(mem, GuestAddress(0), QUEUE);
-        let mut descs = Vec::with_capacity(n * 3);
+        let mut reqs = Vec::with_capacity(n);
         for i in 0..n {
             if sector + per > file_sectors {
                 sector = 0;
             }
             let hdr = HDRS + i as u64 * 16;
-            mem.write_obj(kind, GuestAddress(hdr)).unwrap();
-            mem.write_obj(sector, GuestAddress(hdr + 8)).unwrap();
+            mem.write_slice(&blk_header(kind, sector), GuestAddress(hdr))
+                .unwrap();
             sector += per;
-            let first = (i * 3) as u16;
-            let data_flags = if kind == VIRTIO_BLK_T_IN {
-                VRING_DESC_F_WRITE
-            } else {
-                0
-            } | VRING_DESC_F_NEXT;
-            descs.push(RawDescriptor::from(SplitDescriptor::new(
-                hdr,
-                16,
-                VRING_DESC_F_NEXT as u16,
-                first + 1,
-            )));
-            descs.push(RawDescriptor::from(SplitDescriptor::new(
-                DATA + i as u64 * u64::from(size),
-                size,
-                data_flags as u16,
-                first + 2,
-            )));
-            descs.push(RawDescriptor::from(SplitDescriptor::new(
-                STATUS + i as u64,
-                1,
-                VRING_DESC_F_WRITE as u16,
-                0,
-            )));
+            let data = DATA + i as u64 * u64::from(size);
+            reqs.push(blk_request(kind, hdr, data, size, STATUS + i as u64));
         }
-        vq.add_desc_chains(&descs, 0).unwrap();
+        let chains: Vec<&[Buf]> = reqs.iter().map(|r| &r[..]).collect();
+        offer(&vq, &chains, 0);
         let mut q: Queue = vq.create_queue().unwrap();
         let t = Instant::now();
         dev.process_queue(mem, 0, &mut q);

@@ -23,6 +23,7 @@ use devices::tap::NetBackend;
 use devices::virtio::block::Block;
 use devices::virtio::mmio::MmioTransport;
 use devices::virtio::net::{Net, MAX_FRAME_LEN, VNET_HDR_LEN};
+use devices::virtio::testing::{self, blk_header};
 use devices::virtio::{status, Interrupt, VirtioDevice};
 use devices::BusDevice;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -605,23 +606,18 @@ const HEADER: u64 = 0x8000;
 const DATA: u64 = 0x9000;
 const STATUS_BYTE: u64 = 0xa000;
 
-/// A virtio-blk request header: type, reserved, sector.
-fn blk_header(kind: u32, sector: u64) -> Vec<u8> {
-    let mut h = kind.to_le_bytes().to_vec();
-    h.extend_from_slice(&[0; 4]);
-    h.extend_from_slice(&sector.to_le_bytes());
-    h
-}
-
 /// A three-descriptor block request (header, data, status) as chain
 /// `head`..`head + 2`, its data `len` bytes at `data`.
 fn blk_request(p: Program, head: u16, kind: u32, sector: u64, data: u64, len: u32) -> Program {
     let h = HEADER + 0x100 * u64::from(head);
-    let data_flags = if kind == 1 { NEXT } else { NEXT | WRITE };
-    p.patch(h, &blk_header(kind, sector))
-        .desc(head, h, 16, NEXT, head + 1)
-        .desc(head + 1, data, len, data_flags, head + 2)
-        .desc(head + 2, STATUS_BYTE + u64::from(head), 1, WRITE, 0)
+    let req = testing::blk_request(kind, h, data, len, STATUS_BYTE + u64::from(head));
+    let p = p.patch(h, &blk_header(kind, sector));
+    testing::linked(&[&req], head)
+        .iter()
+        .zip(head..)
+        .fold(p, |p, (d, i)| {
+            p.desc(i, d.addr().0, d.len(), d.flags(), d.next())
+        })
 }
 
 /// A 64-byte Ethernet frame behind a virtio-net header.

@@ -1,11 +1,16 @@
 //! Virtio devices over the virtio-mmio transport (version 2). The transport
 //! (`mmio`) owns the queues and the register interface shared by every
-//! device; a device (`block`) implements `VirtioDevice`: its features, its
-//! configuration space and what it does with a queue's descriptor chains.
+//! device; a device (`block`, `net`) implements `VirtioDevice`: its
+//! features, its configuration space and what it does with a queue's
+//! descriptor chains, which it takes and returns through `queue`, the one
+//! home of ring handling. `testing` is the driver's side, for tests.
 
 pub mod block;
 pub mod mmio;
 pub mod net;
+pub mod queue;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testing;
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -12,6 +12,7 @@ use std::os::fd::RawFd;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryMmap};
 
+use super::queue::{self, Chains};
 use super::{VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
 use crate::tap::{offload, GuestSlice, NetBackend};
 
@@ -77,38 +78,6 @@ pub struct NetStats {
     pub tx_errors: u64,
 }
 
-/// Out of RX buffers with a frame waiting: asks the driver to notify when
-/// it adds the next one (with VIRTIO_RING_F_EVENT_IDX, the avail event is
-/// set to the current avail index: buffers taken back for a frame they
-/// could not hold must not count), then looks again. Returns true if
-/// buffers came in meanwhile.
-fn want_more_buffers(mem: &GuestMemoryMmap, queue: &mut Queue) -> bool {
-    use std::sync::atomic::{fence, Ordering};
-    let Ok(avail) = queue.avail_idx(mem, Ordering::Acquire) else {
-        return false;
-    };
-    if queue.event_idx_enabled() {
-        // struct virtq_used: le16 flags, le16 idx, ring[size], le16 avail_event.
-        let at = queue.used_ring() + 4 + 8 * u64::from(queue.size());
-        if mem
-            .store(
-                avail.0.to_le(),
-                vm_memory::GuestAddress(at),
-                Ordering::Relaxed,
-            )
-            .is_err()
-        {
-            return false;
-        }
-    } else if queue.enable_notification(mem).is_err() {
-        return false;
-    }
-    fence(Ordering::SeqCst);
-    queue
-        .avail_idx(mem, Ordering::Acquire)
-        .is_ok_and(|now| now != avail)
-}
-
 /// What became of the pending RX frame.
 enum Placed {
     /// Not enough RX buffers: the frame waits.
@@ -130,6 +99,10 @@ pub struct Net {
     rx_buf: Vec<u8>,
     rx_pending: usize,
     tx_buf: Vec<u8>,
+    /// The TX chains of a pass and what to return for them, kept between
+    /// notifications so that transmission does not allocate.
+    tx_chains: Chains,
+    tx_done: Vec<(u16, u32)>,
     /// What the device did.
     pub stats: NetStats,
 }
@@ -165,6 +138,8 @@ impl Net {
             rx_buf: vec![0; MAX_FRAME_LEN],
             rx_pending: 0,
             tx_buf: Vec::with_capacity(MAX_FRAME_LEN),
+            tx_chains: Chains::with_capacity(usize::from(QUEUE_SIZE), 2),
+            tx_done: Vec::with_capacity(usize::from(QUEUE_SIZE)),
             stats: NetStats::default(),
         }
     }
@@ -200,7 +175,7 @@ impl Net {
                 Placed::NoRoom => {
                     // Ask to be told of the next buffer; if some came in
                     // meanwhile, go on.
-                    if want_more_buffers(mem, queue) {
+                    if queue::want_more(mem, queue) {
                         continue;
                     }
                     break;
@@ -305,88 +280,69 @@ impl Net {
     /// notification, going on while frames came in meanwhile and passes make
     /// progress.
     fn transmit(&mut self, mem: &GuestMemoryMmap, queue: &mut Queue) -> bool {
-        let mut used = false;
-        loop {
-            let (progress, changed) = self.transmit_pass(mem, queue);
-            used |= changed;
-            match queue.enable_notification(mem) {
-                Ok(true) if progress => continue,
-                Ok(_) => break,
-                Err(e) => {
-                    log::warn!("virtio-net: cannot re-enable TX notifications: {e}");
-                    break;
-                }
-            }
-        }
-        used
+        queue::serve(mem, queue, "virtio-net", |mem, queue| {
+            self.transmit_pass(mem, queue)
+        })
     }
 
     /// One pass over the TX ring. Returns whether any chain was taken and
     /// whether the used ring changed.
     fn transmit_pass(&mut self, mem: &GuestMemoryMmap, queue: &mut Queue) -> (bool, bool) {
-        let size = usize::from(queue.size());
-        let mut done: Vec<u16> = Vec::new();
+        let mut chains = std::mem::replace(&mut self.tx_chains, Chains::with_capacity(0, 0));
+        let mut done = std::mem::take(&mut self.tx_done);
+        done.clear();
+        self.stats.tx_dropped += chains.take(mem, queue, "virtio-net") as u64;
         // A frame's pieces where they are in guest memory, written in one
         // go; copied into tx_buf only when a piece crosses from one memory
         // region into another.
         let mut parts: Vec<GuestSlice<'_>> = Vec::new();
-        match queue.iter(mem) {
-            Ok(iter) => {
-                for chain in iter.take(size) {
-                    let head = chain.head_index();
-                    self.tx_buf.clear();
-                    parts.clear();
-                    let mut ok = true;
-                    let mut copying = false;
-                    let mut total = 0usize;
-                    for d in chain {
-                        let len = d.len() as usize;
-                        if d.is_write_only() || total + len > MAX_FRAME_LEN {
-                            ok = false;
-                            break;
-                        }
-                        total += len;
-                        if !copying {
-                            if let Ok(s) = mem.get_slice(d.addr(), len) {
-                                parts.push(s);
-                                continue;
-                            }
-                            copying = true;
-                            for p in parts.drain(..) {
-                                let at = self.tx_buf.len();
-                                self.tx_buf.resize(at + p.len(), 0);
-                                p.copy_to(&mut self.tx_buf[at..]);
-                            }
-                        }
+        for (head, descs) in chains.iter() {
+            self.tx_buf.clear();
+            parts.clear();
+            let mut ok = true;
+            let mut copying = false;
+            let mut total = 0usize;
+            for d in descs {
+                let len = d.len() as usize;
+                if d.is_write_only() || total + len > MAX_FRAME_LEN {
+                    ok = false;
+                    break;
+                }
+                total += len;
+                if !copying {
+                    if let Ok(s) = mem.get_slice(d.addr(), len) {
+                        parts.push(s);
+                        continue;
+                    }
+                    copying = true;
+                    for p in parts.drain(..) {
                         let at = self.tx_buf.len();
-                        self.tx_buf.resize(at + len, 0);
-                        if mem.read_slice(&mut self.tx_buf[at..], d.addr()).is_err() {
-                            ok = false;
-                            break;
-                        }
+                        self.tx_buf.resize(at + p.len(), 0);
+                        p.copy_to(&mut self.tx_buf[at..]);
                     }
-                    if !ok || total < VNET_HDR_LEN {
-                        log::debug!("virtio-net: dropping malformed TX chain {head}");
-                        self.stats.tx_dropped += 1;
-                    } else if copying {
-                        self.send(None, total);
-                    } else {
-                        self.send(Some(&parts), total);
-                    }
-                    done.push(head);
+                }
+                let at = self.tx_buf.len();
+                self.tx_buf.resize(at + len, 0);
+                if mem.read_slice(&mut self.tx_buf[at..], d.addr()).is_err() {
+                    ok = false;
+                    break;
                 }
             }
-            Err(e) => log::warn!("virtio-net: cannot read the TX ring: {e}"),
-        }
-        let progress = !done.is_empty();
-        let mut used = false;
-        for head in done {
-            if let Err(e) = queue.add_used(mem, head, 0) {
-                log::warn!("virtio-net: cannot return TX buffer {head}: {e}");
-                break;
+            if !ok || total < VNET_HDR_LEN {
+                log::debug!("virtio-net: dropping malformed TX chain {head}");
+                self.stats.tx_dropped += 1;
+            } else if copying {
+                self.send(None, total);
+            } else {
+                self.send(Some(&parts), total);
             }
-            used = true;
+            done.push((head, 0));
         }
+        drop(parts);
+        let used = queue::return_used(mem, queue, &done, "virtio-net");
+        let progress = !chains.is_empty();
+        self.tx_chains = chains;
+        self.tx_done = done;
         (progress, used)
     }
 
@@ -528,11 +484,10 @@ impl VirtioDevice for Net {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::virtio::testing::{offer, used};
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixDatagram;
     use std::sync::{Arc, Mutex};
-    use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
-    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::GuestAddress;
 
@@ -594,35 +549,8 @@ mod tests {
         }
     }
 
-    /// Chains of (addr, len, device-writable), linked from table slot
-    /// `first`, made available.
-    fn offer(q: &MockSplitQueue<GuestMemoryMmap>, chains: &[&[(u64, u32, bool)]], first: u16) {
-        let mut descs = Vec::new();
-        let mut slot = first;
-        for chain in chains {
-            for (i, &(addr, len, write)) in chain.iter().enumerate() {
-                let mut flags = if write { VRING_DESC_F_WRITE as u16 } else { 0 };
-                let mut next = 0;
-                if i + 1 < chain.len() {
-                    flags |= VRING_DESC_F_NEXT as u16;
-                    next = slot + 1;
-                }
-                descs.push(RawDescriptor::from(SplitDescriptor::new(
-                    addr, len, flags, next,
-                )));
-                slot += 1;
-            }
-        }
-        q.add_desc_chains(&descs, first).unwrap();
-    }
-
     fn frame(len: usize, seed: u8) -> Vec<u8> {
         (0..len).map(|i| (i as u8).wrapping_mul(7) ^ seed).collect()
-    }
-
-    fn used(q: &MockSplitQueue<GuestMemoryMmap>, i: usize) -> (u32, u32) {
-        let e = q.used().ring().ref_at(i).unwrap().load();
-        (e.id(), e.len())
     }
 
     #[test]

@@ -1,0 +1,172 @@
+//! A request's data between guest memory and the disk file: positioned
+//! reads and writes straight into and out of guest memory (no bounce
+//! buffer), a request's segments in one preadv or pwritev.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+
+use super::request::{Request, RequestError};
+use super::SEG_MAX;
+use crate::GuestSlice;
+
+/// Reads (or writes) the request's data from (or to) `file` at `offset`.
+pub(super) fn transfer(
+    file: &File,
+    mem: &GuestMemoryMmap,
+    req: &Request,
+    segs: &[(GuestAddress, u32)],
+    mut offset: u64,
+    write: bool,
+) -> Result<(), RequestError> {
+    let io = |_| RequestError::IOERR;
+    if let Some(slice) = &req.single {
+        return slice_io(file, slice, offset, write).map_err(io);
+    }
+    if vectored_io(file, mem, segs, offset, write).map_err(io)? {
+        return Ok(());
+    }
+    for (addr, len) in segs {
+        file_io(file, mem, *addr, *len as usize, offset, write).map_err(io)?;
+        offset += u64::from(*len);
+    }
+    Ok(())
+}
+
+/// Positioned I/O between the file at `offset` and `len` bytes of guest
+/// memory at `addr`: pread into it, or pwrite from it. One system call per
+/// contiguous piece.
+fn file_io(
+    file: &File,
+    mem: &GuestMemoryMmap,
+    addr: GuestAddress,
+    len: usize,
+    offset: u64,
+    write: bool,
+) -> io::Result<()> {
+    // A buffer inside one region (always, with this VMM's memory map) is
+    // one slice; one that crosses into an adjacent region is walked region
+    // by region.
+    if let Ok(slice) = mem.get_slice(addr, len) {
+        return slice_io(file, &slice, offset, write);
+    }
+    let mut pos = offset;
+    for slice in mem.get_slices(addr, len) {
+        let slice = slice.map_err(|e| io::Error::other(e.to_string()))?;
+        slice_io(file, &slice, pos, write)?;
+        pos += slice.len() as u64;
+    }
+    Ok(())
+}
+
+/// The segments of a request in one preadv (or pwritev), more only after a
+/// short transfer. Returns false, having done nothing, when a segment
+/// crosses from one memory region into another or there are more than
+/// SEG_MAX: the caller goes segment by segment then.
+fn vectored_io(
+    file: &File,
+    mem: &GuestMemoryMmap,
+    segs: &[(GuestAddress, u32)],
+    offset: u64,
+    write: bool,
+) -> io::Result<bool> {
+    if segs.len() > SEG_MAX {
+        return Ok(false);
+    }
+    let Ok(slices) = segs
+        .iter()
+        .map(|(addr, len)| mem.get_slice(*addr, *len as usize))
+        .collect::<Result<Vec<GuestSlice<'_>>, _>>()
+    else {
+        return Ok(false);
+    };
+    let mut iovecs = crate::IoVecs::new(&slices);
+    let iov = &mut iovecs.iov;
+    let fd = file.as_raw_fd();
+    let (mut first, end) = (0usize, segs.len());
+    let mut pos = offset;
+    while first < end {
+        let off =
+            libc::off_t::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let count = (end - first) as libc::c_int;
+        // SAFETY: iov[first..end] describe pieces of guest memory that
+        // vm-memory checked lie inside mappings `mem` keeps alive for this
+        // call (their guards are held in `iovecs`); the kernel reads or
+        // writes at most their lengths there. No Rust reference to that
+        // memory exists.
+        let n = unsafe {
+            let v = iov.as_ptr().add(first);
+            if write {
+                libc::pwritev(fd, v, count, off)
+            } else {
+                libc::preadv(fd, v, count, off)
+            }
+        };
+        let mut n = match n {
+            n if n > 0 => n as usize,
+            0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            _ => {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err);
+            }
+        };
+        pos += n as u64;
+        // Skip what was transferred; a segment done in part goes on from
+        // where it stopped.
+        while first < end && n >= iov[first].iov_len {
+            n -= iov[first].iov_len;
+            first += 1;
+        }
+        if n > 0 {
+            // SAFETY: n < iov[first].iov_len, so the pointer stays inside
+            // the same piece of guest memory.
+            iov[first].iov_base = unsafe { iov[first].iov_base.cast::<u8>().add(n).cast() };
+            iov[first].iov_len -= n;
+        }
+    }
+    Ok(true)
+}
+
+/// pread into, or pwrite from, one slice of guest memory.
+fn slice_io(file: &File, slice: &GuestSlice<'_>, offset: u64, write: bool) -> io::Result<()> {
+    let fd = file.as_raw_fd();
+    let mut pos = offset;
+    let guard = slice.ptr_guard_mut();
+    let mut done = 0usize;
+    while done < guard.len() {
+        let off =
+            libc::off_t::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: the pointer and length describe a piece of guest memory
+        // that vm-memory checked lies inside a mapping `mem` keeps alive for
+        // this call; the kernel reads or writes at most `guard.len() - done`
+        // bytes there. No Rust reference to that memory exists, so
+        // concurrent guest access is not undefined behaviour.
+        let n = unsafe {
+            let ptr = guard.as_ptr().add(done).cast::<libc::c_void>();
+            if write {
+                libc::pwrite(fd, ptr, guard.len() - done, off)
+            } else {
+                libc::pread(fd, ptr, guard.len() - done, off)
+            }
+        };
+        match n {
+            n if n > 0 => {
+                done += n as usize;
+                pos += n as u64;
+            }
+            0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            _ => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+        }
+    }
+    Ok(())
+}
