@@ -64,8 +64,28 @@ pub const APIC_START: u64 = 0xfee0_0000;
 /// Where KVM places the TSS (three pages just below the BIOS area).
 pub const KVM_TSS_ADDRESS: u64 = 0xfffb_d000;
 
+/// COM1, the serial console: its eight registers' first port.
+pub const SERIAL_PORT: u64 = 0x3f8;
+/// COM1's eight registers.
+pub const SERIAL_PORT_LEN: u64 = 8;
 /// Legacy IRQ of the first serial port.
 pub const SERIAL_IRQ: u32 = 4;
+/// The i8042 controller: data port 0x60, command/status 0x64.
+pub const I8042_PORT: u64 = 0x60;
+/// Ports it covers: 0x60..=0x64 (0x61 is KVM's in-kernel speaker port).
+pub const I8042_PORT_LEN: u64 = 5;
+/// Legacy IRQ of the keyboard.
+pub const KBD_IRQ: u32 = 1;
+/// The CMOS/RTC's index port (the data port follows it).
+pub const CMOS_PORT: u64 = 0x70;
+/// Index and data port.
+pub const CMOS_PORT_LEN: u64 = 2;
+/// The POST / I/O-delay port Linux writes between slow port accesses.
+pub const POST_PORT: u64 = 0x80;
+/// The boot timer's I/O port (devices::boot_timer).
+pub const BOOT_TIMER_PORT: u16 = 0x440;
+/// The exit device's I/O port (devices::exit_device); one 32-bit register.
+pub const EXIT_DEVICE_PORT: u16 = 0x444;
 /// First IRQ handed to virtio devices.
 pub const VIRTIO_IRQ_START: u32 = 5;
 /// Last IRQ line the IOAPIC has.

@@ -3,7 +3,7 @@
 //! guest's init says it is running.
 //!
 //! The guest writes the byte `MAGIC` (123, the value Firecracker's boot
-//! timer takes) to I/O port `PORT` (0x440), or to the first byte of the
+//! timer takes) to its I/O port (`arch::layout::BOOT_TIMER_PORT`, 0x440), or to the first byte of the
 //! MMIO page at `arch::layout::BOOT_TIMER_START`; the VMM stamps
 //! `Phase::InitReached`. The default init does so first thing, when the VMM
 //! tells it where (the `VMM_BOOT_TIMER=0x440` command-line parameter, which
@@ -20,8 +20,6 @@ use std::time::{Duration, Instant};
 
 use crate::bus::BusDevice;
 
-/// The boot timer's I/O port.
-pub const PORT: u16 = 0x440;
 /// The value that marks "init reached".
 pub const MAGIC: u8 = 123;
 /// The kernel parameter the VMM adds so that init knows the port.

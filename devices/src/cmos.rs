@@ -6,11 +6,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::bus::BusDevice;
 
-/// Index port.
-pub const CMOS_BASE: u64 = 0x70;
-/// Index and data port.
-pub const CMOS_LEN: u64 = 2;
-
 const REG_SECONDS: u8 = 0x00;
 const REG_MINUTES: u8 = 0x02;
 const REG_HOURS: u8 = 0x04;

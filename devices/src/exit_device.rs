@@ -2,7 +2,8 @@
 //! the command it ran (`vmm run -- COMMAND`), which becomes the VMM's own
 //! exit code, as with `docker run`.
 //!
-//! Protocol: I/O port `PORT` (0x444), one 4-byte write (`outl`) of
+//! Protocol: its I/O port (`arch::layout::EXIT_DEVICE_PORT`, 0x444), one
+//! 4-byte write (`outl`) of
 //! `MAGIC | status`, the status (0 to 255) in the low byte and "VMX"
 //! (0x564d58) in the three bytes above it. The first such write is the
 //! report; the VMM ends the VM with that status. Anything else (another
@@ -15,8 +16,6 @@
 
 use crate::bus::BusDevice;
 
-/// The exit device's I/O port.
-pub const PORT: u16 = 0x444;
 /// Its length on the PIO bus: one 32-bit register.
 pub const LEN: u64 = 4;
 /// The upper three bytes of a report.

@@ -11,13 +11,6 @@ use crate::bus::BusDevice;
 use crate::serial::EventFdTrigger;
 use vm_superio::Trigger;
 
-/// First port of the controller (data port 0x60; command/status is 0x64).
-pub const I8042_BASE: u64 = 0x60;
-/// Ports covered: 0x60..=0x64 (0x61 is KVM's in-kernel speaker port).
-pub const I8042_LEN: u64 = 5;
-/// Legacy IRQ of the keyboard.
-pub const KBD_IRQ: u32 = 1;
-
 const OFS_DATA: u64 = 0;
 const OFS_COMMAND: u64 = 4;
 

@@ -8,7 +8,6 @@ pub mod exit_device;
 pub mod i8042;
 pub mod serial;
 pub mod sink;
-pub mod tap;
 pub mod virtio;
 
 /// A piece of guest memory, as vm-memory hands it out.

@@ -19,9 +19,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use devices::tap::NetBackend;
 use devices::virtio::block::Block;
 use devices::virtio::mmio::MmioTransport;
+use devices::virtio::net::NetBackend;
 use devices::virtio::net::{Net, MAX_FRAME_LEN, VNET_HDR_LEN};
 use devices::virtio::testing::{self, blk_header};
 use devices::virtio::{status, Interrupt, VirtioDevice};
@@ -489,7 +489,10 @@ pub fn run_net(data: &[u8]) -> String {
         sent,
     };
     let mem = guest_memory();
-    let mut t = transport(Box::new(Net::new(Box::new(tap), [2, 0, 0, 0, 0, 1])), &mem);
+    let mut t = transport(
+        Box::new(Net::new(Box::new(tap), [2, 0, 0, 0, 0, 1].into())),
+        &mem,
+    );
     let size = 1u32 << ((flags >> 4) & 7);
     let mut features = 0;
     if flags & 1 != 0 {

@@ -53,7 +53,7 @@ fn the_examples_check_and_resolve_as_documented() {
     assert_eq!((c.vcpus, c.mem_mib), (2, 256));
     assert_eq!(c.nets.len(), 1);
     assert_eq!(c.nets[0].tap, "tap0");
-    assert_eq!(c.nets[0].mac, Some([0x06, 0, 0xac, 0x10, 0, 2]));
+    assert_eq!(c.nets[0].mac, Some([0x06, 0, 0xac, 0x10, 0, 2].into()));
     // The guest command line the VMM would give, with its additions.
     assert!(
         out.stderr

@@ -113,13 +113,13 @@ pub fn guest_cmdline(config: &VmConfig, emulated: bool) -> String {
     crate::cmdline::add_param(
         &mut cmdline,
         devices::boot_timer::CMDLINE_PARAM,
-        Some(&format!("{:#x}", devices::boot_timer::PORT)),
+        Some(&format!("{:#x}", arch::layout::BOOT_TIMER_PORT)),
     );
     // Where init reports its command's exit status, and the command.
     crate::cmdline::add_param(
         &mut cmdline,
         devices::exit_device::CMDLINE_PARAM,
-        Some(&format!("{:#x}", devices::exit_device::PORT)),
+        Some(&format!("{:#x}", arch::layout::EXIT_DEVICE_PORT)),
     );
     match &config.command {
         Some(command) => {
@@ -390,7 +390,7 @@ impl Vmm {
             Arc::new(Mutex::new(ExitDevice::new(Box::new(move |status| {
                 reported.finish(VmEnd::CommandExited(status))
             })))),
-            u64::from(exit_device::PORT),
+            u64::from(arch::layout::EXIT_DEVICE_PORT),
             exit_device::LEN,
         )?;
         let mut mmio = mmio;
@@ -420,7 +420,7 @@ impl Vmm {
             log::info!(
                 "network interface {n} on TAP {} with MAC {} at virtio-mmio {}",
                 net.tap,
-                crate::config::format_mac(&mac),
+                mac,
                 device_manager::virtio_mmio_param(slot)
             );
         }

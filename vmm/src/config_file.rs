@@ -693,7 +693,7 @@ impl ConfigFile {
                     format!("'{}' is also the id of network-interfaces[{j}]", n.iface_id),
                 ));
             }
-            devices::tap::check_name(&n.host_dev_name).map_err(|e| {
+            devices::virtio::net::tap::check_name(&n.host_dev_name).map_err(|e| {
                 error(
                     file,
                     at("host_dev_name"),
@@ -721,7 +721,7 @@ impl ConfigFile {
             let mac = n
                 .guest_mac
                 .as_deref()
-                .map(config::parse_mac)
+                .map(str::parse::<config::MacAddr>)
                 .transpose()
                 .map_err(|e| error(file, at("guest_mac"), e))?;
             let net = NetConfig {
@@ -737,10 +737,7 @@ impl ConfigFile {
                 return Err(error(
                     file,
                     at("guest_mac"),
-                    format!(
-                        "{} is also the MAC of network-interfaces[{j}]",
-                        config::format_mac(&this)
-                    ),
+                    format!("{} is also the MAC of network-interfaces[{j}]", this),
                 ));
             }
             nets.push(net);
@@ -807,7 +804,7 @@ impl ConfigFile {
                 .map(|(i, n)| NetworkInterface {
                     iface_id: format!("eth{i}"),
                     host_dev_name: n.tap.clone(),
-                    guest_mac: Some(config::format_mac(&n.mac_for(i))),
+                    guest_mac: Some(n.mac_for(i).to_string()),
                     rx_rate_limiter: None,
                     tx_rate_limiter: None,
                 })
@@ -950,7 +947,7 @@ mod tests {
         );
         assert_eq!(c.nets.len(), 1);
         assert_eq!(c.nets[0].tap, "tap0");
-        assert_eq!(c.nets[0].mac, Some([0xaa, 0xfc, 0, 0, 0, 1]));
+        assert_eq!(c.nets[0].mac, Some([0xaa, 0xfc, 0, 0, 0, 1].into()));
         assert_eq!(c.serial, SerialOutput::Stdio);
         assert_eq!(c.emulated_host, EmulatedHost::Auto);
     }

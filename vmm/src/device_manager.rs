@@ -5,10 +5,13 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use arch::layout::SERIAL_IRQ;
-use devices::boot_timer::{self, BootTimer, Timeline, WatchedOutput};
-use devices::cmos::{Cmos, CMOS_BASE, CMOS_LEN};
-use devices::i8042::{I8042, I8042_BASE, I8042_LEN, KBD_IRQ};
+use arch::layout::{
+    BOOT_TIMER_PORT, CMOS_PORT, CMOS_PORT_LEN, I8042_PORT, I8042_PORT_LEN, KBD_IRQ, POST_PORT,
+    SERIAL_IRQ, SERIAL_PORT, SERIAL_PORT_LEN, VIRTIO_MMIO_SIZE,
+};
+use devices::boot_timer::{BootTimer, Timeline, WatchedOutput};
+use devices::cmos::Cmos;
+use devices::i8042::I8042;
 use devices::serial::{EventFdTrigger, SerialDevice};
 use devices::sink::Sink;
 use devices::Bus;
@@ -17,20 +20,13 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::config::{open_disk, DiskConfig, NetConfig, SerialOutput};
 use crate::error::{Error, Result};
-use devices::tap::Tap;
 use devices::virtio::block::Block;
-use devices::virtio::mmio::{MmioTransport, MMIO_WINDOW, QUEUE_NOTIFY_OFFSET};
+use devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
+use devices::virtio::net::tap::Tap;
 use devices::virtio::net::Net;
 use devices::virtio::{Interrupt, VirtioDevice};
 use kvm_ioctls::IoEventAddress;
 use vm_memory::GuestMemoryMmap;
-
-/// COM1.
-pub const SERIAL_BASE: u64 = 0x3f8;
-/// COM1's eight registers.
-pub const SERIAL_LEN: u64 = 8;
-/// The POST / I/O-delay port Linux writes between slow port accesses.
-pub const POST_PORT: u64 = 0x80;
 
 /// The legacy devices of a VM and the eventfds the event loop watches.
 pub struct LegacyDevices {
@@ -94,7 +90,7 @@ pub fn create(
             .map_err(io_err("cannot clone an eventfd"))?,
         output,
     )));
-    pio.insert(serial.clone(), SERIAL_BASE, SERIAL_LEN)?;
+    pio.insert(serial.clone(), SERIAL_PORT, SERIAL_PORT_LEN)?;
 
     let reset_evt = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
         .map_err(io_err("cannot create an eventfd"))?;
@@ -110,11 +106,11 @@ pub fn create(
         ),
         kbd_irq,
     );
-    pio.insert(Arc::new(Mutex::new(i8042)), I8042_BASE, I8042_LEN)?;
-    pio.insert(Arc::new(Mutex::new(Cmos::new())), CMOS_BASE, CMOS_LEN)?;
+    pio.insert(Arc::new(Mutex::new(i8042)), I8042_PORT, I8042_PORT_LEN)?;
+    pio.insert(Arc::new(Mutex::new(Cmos::new())), CMOS_PORT, CMOS_PORT_LEN)?;
     pio.insert(Arc::new(Mutex::new(Sink::new(0))), POST_PORT, 1)?;
     let boot_timer = Arc::new(Mutex::new(BootTimer::new(timeline.clone())));
-    pio.insert(boot_timer.clone(), u64::from(boot_timer::PORT), 1)?;
+    pio.insert(boot_timer.clone(), u64::from(BOOT_TIMER_PORT), 1)?;
     mmio.insert(
         boot_timer,
         arch::layout::BOOT_TIMER_START,
@@ -141,7 +137,7 @@ pub struct VirtioSlot {
 
 /// Guest physical address of virtio-mmio slot `index`.
 pub fn virtio_mmio_base(index: usize) -> u64 {
-    arch::layout::VIRTIO_MMIO_START + index as u64 * MMIO_WINDOW
+    arch::layout::VIRTIO_MMIO_START + index as u64 * VIRTIO_MMIO_SIZE
 }
 
 /// IRQ of virtio-mmio slot `index`.
@@ -187,7 +183,7 @@ pub fn add_virtio(
         .map_err(Error::kvm("KVM_IOEVENTFD (virtio)"))?;
         queue_evts.push(evt);
     }
-    mmio.insert(transport.clone(), base, MMIO_WINDOW)?;
+    mmio.insert(transport.clone(), base, VIRTIO_MMIO_SIZE)?;
     Ok(VirtioSlot {
         transport,
         queue_evts,

@@ -15,9 +15,6 @@ use super::{
 };
 use crate::bus::BusDevice;
 
-/// Size of a device's register window.
-pub const MMIO_WINDOW: u64 = 0x1000;
-
 const MAGIC_VALUE: u32 = 0x7472_6976; // "virt"
 const VERSION: u32 = 2;
 const VENDOR_ID: u32 = 0x554d_4551; // as QEMU and Firecracker report

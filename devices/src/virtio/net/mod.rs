@@ -7,14 +7,19 @@
 //! counted; the queues keep running.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryMmap};
 
 use super::queue::{self, Chains};
 use super::{VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
-use crate::tap::{offload, GuestSlice, NetBackend};
+use crate::GuestSlice;
+
+mod mac;
+pub mod tap;
+
+pub use mac::MacAddr;
 
 /// Virtio device id of a network card.
 pub const DEVICE_TYPE_NET: u32 = 1;
@@ -78,6 +83,45 @@ pub struct NetStats {
     pub tx_errors: u64,
 }
 
+/// TUNSETOFFLOAD flags: what the TAP may hand us unchecksummed or
+/// unsegmented (and so what the guest must accept).
+pub mod offload {
+    /// Partial checksums.
+    pub const CSUM: u32 = 0x01;
+    /// TCP segmentation offload, IPv4.
+    pub const TSO4: u32 = 0x02;
+    /// TCP segmentation offload, IPv6.
+    pub const TSO6: u32 = 0x04;
+}
+
+/// What virtio-net needs from its host end: frames in and out, each
+/// starting with the virtio-net header, and the offloads to accept.
+pub trait NetBackend: Send + AsRawFd {
+    /// Reads one frame (header included); WouldBlock when there is none.
+    fn read_frame(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Writes one frame (header included).
+    fn write_frame(&mut self, buf: &[u8]) -> io::Result<usize>;
+    /// Writes one frame (header included) made of `parts`, pieces of guest
+    /// memory, in order. By default they are copied into one buffer for
+    /// `write_frame`; a TAP writes them where they are, in one writev.
+    fn write_gathered(&mut self, parts: &[GuestSlice<'_>]) -> io::Result<usize> {
+        self.write_frame(&gathered(parts))
+    }
+    /// Sets which offloads (`offload::*`) frames read may use.
+    fn set_offload(&mut self, flags: u32) -> io::Result<()>;
+}
+
+/// `parts` copied, in order, into one buffer.
+fn gathered(parts: &[GuestSlice<'_>]) -> Vec<u8> {
+    let mut frame = vec![0u8; parts.iter().map(|p| p.len()).sum()];
+    let mut at = 0;
+    for p in parts {
+        at += p.copy_to(&mut frame[at..]);
+    }
+    frame.truncate(at);
+    frame
+}
+
 /// What became of the pending RX frame.
 enum Placed {
     /// Not enough RX buffers: the frame waits.
@@ -89,7 +133,7 @@ enum Placed {
 /// A virtio network device on a TAP (or any `NetBackend`).
 pub struct Net {
     backend: Box<dyn NetBackend>,
-    mac: [u8; 6],
+    mac: MacAddr,
     /// Whether the backend takes the offload settings.
     offloads: bool,
     /// The driver accepted VIRTIO_NET_F_MRG_RXBUF: a frame may span
@@ -107,24 +151,10 @@ pub struct Net {
     pub stats: NetStats,
 }
 
-/// A MAC address for a VM's interface that stays the same from run to run:
-/// locally administered and unicast, the rest from a hash of `seed` (the
-/// TAP name and the interface's index).
-pub fn stable_mac(seed: &str) -> [u8; 6] {
-    // FNV-1a, 64 bits.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in seed.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    let b = h.to_le_bytes();
-    [(b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]]
-}
-
 impl Net {
     /// A device with `mac` on `backend`. Offloads are offered if the
     /// backend accepts them, and turned on as the driver accepts them.
-    pub fn new(mut backend: Box<dyn NetBackend>, mac: [u8; 6]) -> Self {
+    pub fn new(mut backend: Box<dyn NetBackend>, mac: MacAddr) -> Self {
         let all = offload::CSUM | offload::TSO4 | offload::TSO6;
         let offloads = backend.set_offload(all).is_ok() && backend.set_offload(0).is_ok();
         if !offloads {
@@ -426,7 +456,7 @@ impl VirtioDevice for Net {
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         // struct virtio_net_config: u8 mac[6], le16 status.
         let mut config = [0u8; 8];
-        config[..6].copy_from_slice(&self.mac);
+        config[..6].copy_from_slice(&self.mac.bytes());
         config[6..].copy_from_slice(&VIRTIO_NET_S_LINK_UP.to_le_bytes());
         super::read_config_bytes(&config, offset, data);
     }
@@ -465,7 +495,7 @@ impl VirtioDevice for Net {
         let s = &self.stats;
         Some(format!(
             "virtio-net {}: received {} frames ({} bytes, {} dropped), sent {} frames ({} bytes, {} malformed, {} refused by the TAP)",
-            crate::tap::format_mac(&self.mac),
+            self.mac,
             s.rx_frames, s.rx_bytes, s.rx_dropped, s.tx_frames, s.tx_bytes, s.tx_dropped, s.tx_errors
         ))
     }
@@ -542,7 +572,7 @@ mod tests {
             takes_offloads,
         };
         Rig {
-            dev: Net::new(Box::new(backend), [0x02, 1, 2, 3, 4, 5]),
+            dev: Net::new(Box::new(backend), MacAddr::from([0x02, 1, 2, 3, 4, 5])),
             peer: b,
             offloads,
             mem: GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap(),
@@ -757,18 +787,6 @@ mod tests {
         assert_eq!(tail, [1, 0, 0, 0]);
         r.dev.read_config(u64::MAX, &mut tail);
         assert_eq!(tail, [0; 4]);
-    }
-
-    #[test]
-    fn generated_macs_are_stable_local_unicast() {
-        let a = stable_mac("tap0#0");
-        assert_eq!(a, stable_mac("tap0#0"));
-        assert_ne!(a, stable_mac("tap1#0"));
-        assert_ne!(a, stable_mac("tap0#1"));
-        for seed in ["tap0#0", "x", "", "a-long-name#15"] {
-            let m = stable_mac(seed);
-            assert_eq!(m[0] & 0x03, 0x02, "{seed}: locally administered, unicast");
-        }
     }
 
     #[test]

@@ -10,6 +10,9 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use super::{NetBackend, VNET_HDR_LEN};
+use crate::GuestSlice;
+
 /// Longest interface name the kernel takes, without its NUL (IFNAMSIZ - 1).
 pub const MAX_NAME_LEN: usize = 15;
 
@@ -21,17 +24,6 @@ const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8; // _IOW('T', 216, int)
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
-
-/// TUNSETOFFLOAD flags: what the TAP may hand us unchecksummed or
-/// unsegmented (and so what the guest must accept).
-pub mod offload {
-    /// Partial checksums.
-    pub const CSUM: u32 = 0x01;
-    /// TCP segmentation offload, IPv4.
-    pub const TSO4: u32 = 0x02;
-    /// TCP segmentation offload, IPv6.
-    pub const TSO6: u32 = 0x04;
-}
 
 /// Why a name cannot be a TAP name; checked before anything is opened.
 pub fn check_name(name: &str) -> Result<(), String> {
@@ -56,14 +48,6 @@ pub fn check_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Formats a MAC address as xx:xx:xx:xx:xx:xx.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// An open TAP device.
@@ -122,7 +106,7 @@ impl Tap {
             name: name.to_string(),
             created: !existed,
         };
-        tap.set_vnet_hdr_len(crate::virtio::net::VNET_HDR_LEN as libc::c_int)?;
+        tap.set_vnet_hdr_len(VNET_HDR_LEN as libc::c_int)?;
         Ok(tap)
     }
 
@@ -144,36 +128,6 @@ impl Tap {
     pub fn created(&self) -> bool {
         self.created
     }
-}
-
-/// What virtio-net needs from its host end: frames in and out, each
-/// starting with the virtio-net header, and the offloads to accept.
-pub trait NetBackend: Send + AsRawFd {
-    /// Reads one frame (header included); WouldBlock when there is none.
-    fn read_frame(&mut self, buf: &mut [u8]) -> io::Result<usize>;
-    /// Writes one frame (header included).
-    fn write_frame(&mut self, buf: &[u8]) -> io::Result<usize>;
-    /// Writes one frame (header included) made of `parts`, pieces of guest
-    /// memory, in order. By default they are copied into one buffer for
-    /// `write_frame`; a TAP writes them where they are, in one writev.
-    fn write_gathered(&mut self, parts: &[GuestSlice<'_>]) -> io::Result<usize> {
-        self.write_frame(&gathered(parts))
-    }
-    /// Sets which offloads (`offload::*`) frames read may use.
-    fn set_offload(&mut self, flags: u32) -> io::Result<()>;
-}
-
-pub use crate::GuestSlice;
-
-/// `parts` copied, in order, into one buffer.
-fn gathered(parts: &[GuestSlice<'_>]) -> Vec<u8> {
-    let mut frame = vec![0u8; parts.iter().map(|p| p.len()).sum()];
-    let mut at = 0;
-    for p in parts {
-        at += p.copy_to(&mut frame[at..]);
-    }
-    frame.truncate(at);
-    frame
 }
 
 impl NetBackend for Tap {
@@ -220,6 +174,7 @@ impl AsRawFd for Tap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::virtio::net::offload;
 
     #[test]
     fn names_are_checked_before_opening() {
@@ -371,7 +326,7 @@ mod tests {
             let pkt = packet_socket("vmmt0");
             // Guest to host: header, then the frame the host sees.
             let out = eth_frame(1, 60);
-            let mut with_hdr = vec![0u8; crate::virtio::net::VNET_HDR_LEN];
+            let mut with_hdr = vec![0u8; VNET_HDR_LEN];
             with_hdr.extend_from_slice(&out);
             assert_eq!(tap.write_frame(&with_hdr).unwrap(), with_hdr.len());
             let seen = host_sees(&pkt, 1);
@@ -381,7 +336,7 @@ mod tests {
             use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
             let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
             let out2 = eth_frame(3, 90);
-            let mut whole = vec![0u8; crate::virtio::net::VNET_HDR_LEN];
+            let mut whole = vec![0u8; VNET_HDR_LEN];
             whole.extend_from_slice(&out2);
             let cuts = [
                 (0x3000u64, 0..5),
@@ -405,7 +360,7 @@ mod tests {
             let n =
                 unsafe { libc::send(pkt.as_raw_fd(), inbound.as_ptr().cast(), inbound.len(), 0) };
             assert_eq!(n, inbound.len() as isize, "{}", io::Error::last_os_error());
-            let hdr = crate::virtio::net::VNET_HDR_LEN;
+            let hdr = VNET_HDR_LEN;
             // The host may send its own frames as the link comes up (IPv6
             // neighbour discovery): skip to ours, by its EtherType.
             let got = loop {
