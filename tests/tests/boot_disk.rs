@@ -48,9 +48,18 @@ fn the_guest_mounts_its_ext4_root_read_write_and_the_write_reaches_the_host() {
     let before = mount_count(&root);
     let root_arg = format!("{},root", root.display());
     let data_arg = format!("{},ro,id=data", data.display());
+    let metrics = tmp.join("metrics.json");
     // No --kernel: the default kernel, and with a root disk no initramfs.
     let out = run_vmm(
-        &["run", "--disk", &root_arg, "--disk", &data_arg],
+        &[
+            "run",
+            "--disk",
+            &root_arg,
+            "--disk",
+            &data_arg,
+            "--metrics",
+            metrics.to_str().unwrap(),
+        ],
         LIMIT,
         None,
     );
@@ -108,5 +117,31 @@ fn the_guest_mounts_its_ext4_root_read_write_and_the_write_reaches_the_host() {
         std::fs::read(&data).unwrap(),
         vec![0x5au8; 1 << 20],
         "read-only disk changed"
+    );
+    // The metrics document says the same, for programs.
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
+    assert_eq!(doc["state"], "ended", "{doc}");
+    assert_eq!(doc["end"]["exit_code"], 0, "{doc}");
+    assert!(
+        doc["kernel_cmdline"]
+            .as_str()
+            .is_some_and(|c| c.contains("root=/dev/vda")),
+        "{doc}"
+    );
+    assert!(
+        doc["boot_phases_ms"]["kernel_runs_init"].is_number(),
+        "{doc}"
+    );
+    let disks = doc["devices"].as_array().unwrap();
+    assert_eq!(disks.len(), 2, "{doc}");
+    let (root_dev, data_dev) = (&disks[0]["counters"], &disks[1]["counters"]);
+    assert_eq!(disks[1]["id"], "data", "{doc}");
+    assert!(root_dev["bytes_written"].as_u64() > Some(0), "{doc}");
+    assert!(data_dev["bytes_read"].as_u64() > Some(0), "{doc}");
+    assert_eq!(data_dev["bytes_written"], 0, "{doc}");
+    assert!(
+        disks[0]["queues"][0]["notifications"].as_u64() > Some(0),
+        "{doc}"
     );
 }

@@ -149,6 +149,31 @@ fn bad_serial_and_flags_are_usage_errors() {
 }
 
 #[test]
+fn an_unwritable_metrics_file_is_a_config_error_before_the_vm() {
+    let dir = TempDir::new("cli");
+    let k = dir.write("k.elf", &tiny_elf(&[0xf4]));
+    let out = run(&[
+        "run",
+        "--kernel",
+        k.to_str().unwrap(),
+        "--metrics",
+        "/nonexistent-dir/metrics.json",
+    ]);
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("invalid metrics '/nonexistent-dir/metrics.json'"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("KVM"),
+        "nothing of the VM was made: {}",
+        out.stderr
+    );
+}
+
+#[test]
 fn a_command_line_too_long_is_a_config_error() {
     let dir = TempDir::new("cli");
     let k = dir.write("k.elf", &tiny_elf(&[0xf4]));

@@ -23,6 +23,7 @@ use crate::device_manager::{self, LegacyDevices};
 use crate::error::{Error, Result};
 use crate::event_loop::{ExitHandler, StdinHandler, VirtioHandler};
 use crate::host;
+use crate::metrics::MetricsFile;
 use crate::vcpu::{self, Vcpu, VmEnd, VmExitState};
 use devices::boot_timer::{Phase, Timeline};
 use devices::exit_device::{self, ExitDevice};
@@ -41,6 +42,7 @@ pub struct Vmm {
     exit: Arc<VmExitState>,
     serial_stdio: bool,
     seccomp: bool,
+    metrics: Option<MetricsFile>,
     _vm: VmFd,
     _kvm: Kvm,
     _mem: GuestMemoryMmap,
@@ -191,6 +193,10 @@ impl Vmm {
     pub fn build(config: &VmConfig, started: Instant) -> Result<Vmm> {
         config.validate()?;
         let timeline = Arc::new(Timeline::new(started));
+        let mut metrics = match &config.metrics {
+            Some(path) => Some(MetricsFile::create(path, timeline.clone())?),
+            None => None,
+        };
         let mut kernel = open_image("kernel", &config.kernel)?;
         arch::boot::probe_kernel(&mut kernel).map_err(|source| Error::Kernel {
             path: config.kernel.clone(),
@@ -371,6 +377,9 @@ impl Vmm {
             cmdline_text
         );
 
+        if let Some(m) = &mut metrics {
+            m.describe(&cmdline_text, config.mem_mib, u32::from(vcpu_count));
+        }
         let exit = Arc::new(VmExitState::new(timeline.clone())?);
         let LegacyDevices {
             mut pio,
@@ -460,6 +469,10 @@ impl Vmm {
             });
         }
         timeline.mark(Phase::VmBuilt);
+        if let Some(m) = &mut metrics {
+            let transports: Vec<_> = virtio.iter().map(|s| s.transport.clone()).collect();
+            m.write(&transports, None);
+        }
 
         Ok(Vmm {
             vcpus,
@@ -470,6 +483,7 @@ impl Vmm {
             exit,
             serial_stdio: config.serial == SerialOutput::Stdio,
             seccomp: config.seccomp,
+            metrics,
             _vm: vm,
             _kvm: kvm,
             _mem: mem,
@@ -490,6 +504,7 @@ impl Vmm {
             exit,
             serial_stdio,
             seccomp,
+            mut metrics,
             _vm,
             _kvm,
             _mem,
@@ -570,6 +585,9 @@ impl Vmm {
             if let Some(line) = devices::bus::lock(t).device_stats() {
                 log::info!("{line}");
             }
+        }
+        if let Some(m) = &mut metrics {
+            m.write(&transports, Some(&end));
         }
         Ok(end)
     }

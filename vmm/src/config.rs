@@ -317,6 +317,8 @@ pub struct VmConfig {
     /// Ask the guest's init to configure eth0 by DHCP (`--dhcp`) before
     /// the command or the shell.
     pub dhcp: bool,
+    /// Where to write the VM's metrics document (`--metrics`), if anywhere.
+    pub metrics: Option<PathBuf>,
 }
 
 impl VmConfig {
@@ -340,6 +342,7 @@ impl VmConfig {
             command: None,
             shell: false,
             dhcp: false,
+            metrics: None,
         }
     }
 }

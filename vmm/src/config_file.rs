@@ -211,6 +211,8 @@ pub struct Overrides {
     pub command: Option<Vec<std::ffi::OsString>>,
     /// --dhcp
     pub dhcp: Option<bool>,
+    /// --metrics
+    pub metrics: Option<PathBuf>,
 }
 
 /// The initrd of a VM booting the default kernel: the one given, else none
@@ -262,6 +264,9 @@ impl Overrides {
               boot_protocol => boot_protocol, disks => disks, nets => nets, dhcp => dhcp);
         if self.command.is_some() {
             base.command = self.command;
+        }
+        if self.metrics.is_some() {
+            base.metrics = self.metrics;
         }
         base
     }
@@ -495,6 +500,7 @@ impl ConfigFile {
             command: None,
             shell: false,
             dhcp: false,
+            metrics: None,
         };
         Ok(overrides.apply(base))
     }

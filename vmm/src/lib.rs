@@ -11,6 +11,7 @@ pub mod error;
 pub mod event_loop;
 pub mod host;
 pub mod logging;
+pub mod metrics;
 pub mod seccomp;
 pub mod vcpu;
 

@@ -126,6 +126,11 @@ struct VmArgs {
     /// udhcpc) before the command or the shell; needs a --net interface.
     #[arg(long)]
     dhcp: bool,
+    /// Write what the VM is and did (kernel command line, boot phases,
+    /// each device's counters, how it ended) as JSON to FILE, when the VM
+    /// is built and again when it ends.
+    #[arg(long, value_name = "FILE")]
+    metrics: Option<PathBuf>,
     /// After `--`: a command for the guest's init to run (the default
     /// guest's init, or one that follows the same protocol); its exit
     /// status becomes the VMM's exit code.
@@ -150,6 +155,7 @@ impl VmArgs {
             disks: (!self.disk.is_empty()).then_some(self.disk),
             nets: (!self.net.is_empty()).then_some(self.net),
             dhcp: self.dhcp.then_some(true),
+            metrics: self.metrics,
         }
     }
 }

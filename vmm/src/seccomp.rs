@@ -58,6 +58,8 @@ const COMMON: &[i64] = &[
     libc::SYS_newfstatat,
     libc::SYS_statx,
     libc::SYS_lseek,
+    // Rewriting the metrics file at the VM's end.
+    libc::SYS_ftruncate,
     libc::SYS_getrandom,
     // KVM_RUN and the other KVM calls; TUNSETOFFLOAD when the driver
     // acknowledges features; the terminal's mode.

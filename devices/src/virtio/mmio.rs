@@ -86,6 +86,19 @@ pub struct MmioTransport {
     counts: Vec<(u64, u64)>,
 }
 
+/// What one virtio device did (see `MmioTransport::metrics`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceMetrics {
+    /// "virtio-blk" or "virtio-net".
+    pub kind: &'static str,
+    /// The disk's id or the card's MAC.
+    pub id: String,
+    /// The device's counters, by name.
+    pub counters: Vec<(&'static str, u64)>,
+    /// Per queue: the driver's notifications, the interrupts raised.
+    pub queues: Vec<(u64, u64)>,
+}
+
 impl MmioTransport {
     /// Wraps `device`; its queues live in `mem` and it interrupts through
     /// `interrupt`.
@@ -336,6 +349,22 @@ impl MmioTransport {
             .map(|(i, (n, irq))| format!("queue {i}: {n} notifications, {irq} interrupts"))
             .collect();
         Some(format!("{stats}; {}", queues.join("; ")))
+    }
+
+    /// What the device did, for programs: its kind and id, its counters
+    /// (`VirtioDevice::counters`) and per queue the driver's notifications
+    /// and the interrupts raised.
+    pub fn metrics(&self) -> DeviceMetrics {
+        DeviceMetrics {
+            kind: match self.device.device_type() {
+                super::block::DEVICE_TYPE_BLOCK => "virtio-blk",
+                super::net::DEVICE_TYPE_NET => "virtio-net",
+                _ => "virtio",
+            },
+            id: self.device.id(),
+            counters: self.device.counters(),
+            queues: self.counts.clone(),
+        }
     }
 
     /// The device's host file descriptors (see `VirtioDevice::host_fds`).

@@ -147,6 +147,14 @@ pub trait VirtioDevice: Send {
     fn stats(&self) -> Option<String> {
         None
     }
+    /// The device's name among its kind (a disk's id, a card's MAC).
+    fn id(&self) -> String {
+        String::new()
+    }
+    /// What the device did, as named counters (for `vmm run --metrics`).
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
     /// Returns the device to its initial state (driver reset).
     fn reset(&mut self);
 }

@@ -271,9 +271,27 @@ impl VirtioDevice for Block {
         let s = &self.stats;
         Some(format!(
             "virtio-blk {}: {} requests done, {} failed, {} malformed; {} bytes read, {} written, {} flushes",
-            String::from_utf8_lossy(&self.id).trim_end_matches('\0'),
+            self.id(),
             s.ok, s.failed, s.malformed, s.bytes_read, s.bytes_written, s.flushes
         ))
+    }
+
+    fn id(&self) -> String {
+        String::from_utf8_lossy(&self.id)
+            .trim_end_matches('\0')
+            .to_string()
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let s = &self.stats;
+        vec![
+            ("requests_ok", s.ok),
+            ("requests_failed", s.failed),
+            ("requests_malformed", s.malformed),
+            ("bytes_read", s.bytes_read),
+            ("bytes_written", s.bytes_written),
+            ("flushes", s.flushes),
+        ]
     }
 
     /// No state survives a request, so a reset has nothing to undo.

@@ -500,6 +500,23 @@ impl VirtioDevice for Net {
         ))
     }
 
+    fn id(&self) -> String {
+        self.mac.to_string()
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let s = &self.stats;
+        vec![
+            ("rx_frames", s.rx_frames),
+            ("rx_bytes", s.rx_bytes),
+            ("rx_dropped", s.rx_dropped),
+            ("tx_frames", s.tx_frames),
+            ("tx_bytes", s.tx_bytes),
+            ("tx_dropped", s.tx_dropped),
+            ("tx_errors", s.tx_errors),
+        ]
+    }
+
     fn reset(&mut self) {
         self.rx_pending = 0;
         self.mergeable = false;
