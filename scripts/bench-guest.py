@@ -163,7 +163,7 @@ def commands(args, kernel, initrd, image):
     finally:
         ns.close()
     qemu_cmdline = " ".join(w for w in cmdline.split() if not w.startswith("virtio_mmio.device="))
-    vmm = [args.vmm, "run", "--log-level", "info", *run_args]
+    vmm = [args.vmm, "run", *run_args]
     qemu = ["qemu-system-x86_64", "-M", "microvm,acpi=off", "-enable-kvm", "-cpu", "host", "-m", mem,
             "-smp", "1", "-kernel", kernel, "-initrd", initrd, "-append", qemu_cmdline,
             "-nographic", "-nodefaults", "-serial", "stdio", "-no-reboot",
@@ -185,6 +185,9 @@ def one_run(name, cmd, args, image):
         if peer_proc.stdout.readline().strip() != "peer ready":
             print(f"  {name}: the TCP peer did not start", flush=True)
             return None
+        metrics_file = os.path.join(args.work, f"vmm-bench-{os.getpid()}-metrics.json")
+        if name == "vmm":
+            cmd = [*cmd[:2], "--metrics", metrics_file, *cmd[2:]]
         if args.exits:
             cmd = count_exits(cmd)
         try:
@@ -199,9 +202,12 @@ def one_run(name, cmd, args, image):
         clock = re.search(r"^clocksource (\S+)", text, re.M)
         result["clocksource"] = clock.group(1) if clock else "?"
         # This VMM's device counters at the VM's end (frames, requests,
-        # notifications and interrupts per queue).
-        result["devices"] = re.findall(r"\] (virtio-(?:net|blk) .*)$",
-                                       out.stderr.decode(errors="replace"), re.M)
+        # notifications and interrupts per queue), from its metrics file.
+        result["devices"] = []
+        if name == "vmm":
+            result["devices"] = benchlib.device_lines(benchlib.read_metrics(metrics_file))
+            if os.path.exists(metrics_file):
+                os.unlink(metrics_file)
         result["exits"] = parse_exits(out.stderr.decode(errors="replace"))
         missing = [k for k, *_ in metrics(args) if k not in result]
         if missing:

@@ -1,11 +1,13 @@
 """Helpers shared by the benchmark scripts (bench-boot.py, bench-net.py,
 bench-guest.py)."""
+import json
 import os
-import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 
 
 def guest_dir(arg):
@@ -36,23 +38,48 @@ def require(args, tools, guest_files=("vmlinux", "initramfs.cpio")):
     return d
 
 
+def read_metrics(path):
+    """The document `vmm run --metrics PATH` wrote (README, "Metrics"), or
+    None while there is none to read yet."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def device_lines(doc):
+    """One line per virtio device of a metrics document: its counters and,
+    per queue, the driver's notifications and the interrupts raised."""
+    lines = []
+    for d in (doc or {}).get("devices", []):
+        counters = ", ".join(f"{k} {v}" for k, v in d["counters"].items())
+        queues = "; ".join(f"queue {i}: {q['notifications']} notifications, "
+                           f"{q['interrupts']} interrupts" for i, q in enumerate(d["queues"]))
+        lines.append(f"{d['kind']} {d['id']}: {counters}; {queues}")
+    return lines
+
+
 def vmm_guest_cmdline(vmm, run_args, wrap=()):
     """The command line this VMM gives the guest for `vmm run RUN_ARGS` (with
-    its emulated-host additions), read from its log, so that QEMU's guest
-    gets exactly the same. The VM is killed as soon as the line is read.
+    its emulated-host additions), from its metrics document, so that QEMU's
+    guest gets exactly the same. The VM is killed as soon as it is read.
     `wrap`: a command prefix (ip netns exec NAME) for a VM with a TAP."""
-    p = subprocess.Popen([*wrap, vmm, "run", "--serial", "none", *run_args],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    line = b""
-    for line in p.stderr:
-        if b"vCPU(s), command line: " in line:
-            break
-    p.kill()
-    p.wait()
-    m = re.search(rb"vCPU\(s\), command line: (.*)$", line.strip())
-    if not m:
-        sys.exit("bench: could not read the guest command line from the vmm log")
-    return m.group(1).decode()
+    with tempfile.TemporaryDirectory(prefix="vmm-bench-") as tmp:
+        path = os.path.join(tmp, "metrics.json")
+        p = subprocess.Popen([*wrap, vmm, "run", "--serial", "none", "--metrics", path,
+                              *run_args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        doc = None
+        while p.poll() is None and doc is None:
+            doc = read_metrics(path)
+            time.sleep(0.05)
+        doc = doc or read_metrics(path)
+        p.kill()
+        _, err = p.communicate()
+    if not doc or "kernel_cmdline" not in doc:
+        sys.exit("bench: vmm wrote no metrics document with the guest command line:\n"
+                 + err.decode(errors="replace")[-2000:])
+    return doc["kernel_cmdline"]
 
 
 def wait_for_marker(p, marker, limit):
