@@ -3,10 +3,9 @@
 //! vCPU threads and the event loop.
 
 use std::fs::File;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arch::layout::KVM_TSS_ADDRESS;
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
@@ -15,8 +14,8 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
-use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
+use crate::cmdline::guest_cmdline;
 use crate::config::{BootProtocol, EmulatedHost, SerialOutput, VmConfig};
 use crate::device_manager::VirtioSlot;
 use crate::device_manager::{self, LegacyDevices};
@@ -24,6 +23,8 @@ use crate::error::{Error, Result};
 use crate::event_loop::{ExitHandler, StdinHandler, VirtioHandler};
 use crate::host;
 use crate::metrics::MetricsFile;
+use crate::signals::{install_kick_handler, install_stop_handler, stop_vcpus, StopHandler};
+use crate::terminal::RawTerminal;
 use crate::vcpu::{self, Vcpu, VmEnd, VmExitState};
 use devices::boot_timer::{Phase, Timeline};
 use devices::exit_device::{self, ExitDevice};
@@ -72,86 +73,6 @@ fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap, mib: u64) -> Result<()> {
             .map_err(Error::kvm("KVM_SET_USER_MEMORY_REGION"))?;
     }
     Ok(())
-}
-
-/// The guest command line: the configured one, the virtio-mmio devices and
-/// root disk, and the emulated-host parameters when they apply.
-pub fn guest_cmdline(config: &VmConfig, emulated: bool) -> String {
-    let mut cmdline = config.cmdline.clone();
-    for (i, disk) in config.disks.iter().enumerate() {
-        crate::cmdline::append(
-            &mut cmdline,
-            &format!(
-                "virtio_mmio.device={}",
-                device_manager::virtio_mmio_param(i)
-            ),
-        );
-        if disk.root {
-            let letter = char::from(b'a' + i as u8);
-            let root = match &disk.partuuid {
-                Some(uuid) => format!("PARTUUID={uuid}"),
-                None => format!("/dev/vd{letter}"),
-            };
-            if crate::cmdline::add_param(&mut cmdline, "root", Some(&root))
-                && !crate::cmdline::has_key(&cmdline, "ro")
-                && !crate::cmdline::has_key(&cmdline, "rw")
-            {
-                crate::cmdline::append(&mut cmdline, if disk.read_only { "ro" } else { "rw" });
-            }
-        }
-    }
-    // Disks take the first virtio-mmio slots, network interfaces the next.
-    for i in config.disks.len()..config.disks.len() + config.nets.len() {
-        crate::cmdline::append(
-            &mut cmdline,
-            &format!(
-                "virtio_mmio.device={}",
-                device_manager::virtio_mmio_param(i)
-            ),
-        );
-    }
-    // Where init tells the VMM it runs (the kernel hands unknown KEY=VALUE
-    // parameters to init as its environment).
-    crate::cmdline::add_param(
-        &mut cmdline,
-        devices::boot_timer::CMDLINE_PARAM,
-        Some(&format!("{:#x}", arch::layout::BOOT_TIMER_PORT)),
-    );
-    // Where init reports its command's exit status, and the command.
-    crate::cmdline::add_param(
-        &mut cmdline,
-        devices::exit_device::CMDLINE_PARAM,
-        Some(&format!("{:#x}", arch::layout::EXIT_DEVICE_PORT)),
-    );
-    match &config.command {
-        Some(command) => {
-            crate::cmdline::add_param(
-                &mut cmdline,
-                crate::cmdline::COMMAND_PARAM,
-                Some(&crate::cmdline::encode_command(command)),
-            );
-        }
-        None if config.shell => {
-            crate::cmdline::add_param(&mut cmdline, crate::cmdline::SHELL_PARAM, Some("1"));
-        }
-        None => {}
-    }
-    if config.dhcp {
-        crate::cmdline::add_param(&mut cmdline, crate::cmdline::DHCP_PARAM, Some("1"));
-    }
-    if emulated {
-        for (key, value) in host::emulated_host_params() {
-            match value {
-                Some(list) if host::LIST_PARAMS.contains(&key) => {
-                    crate::cmdline::merge_list_param(&mut cmdline, key, list);
-                }
-                _ => {
-                    crate::cmdline::add_param(&mut cmdline, key, value);
-                }
-            }
-        }
-    }
-    cmdline
 }
 
 vmm_sys_util::ioctl_io_nr!(KVM_REINJECT_CONTROL, kvm_bindings::KVMIO, 0x71);
@@ -590,269 +511,5 @@ impl Vmm {
             m.write(&transports, Some(&end));
         }
         Ok(end)
-    }
-}
-
-extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
-
-/// The eventfd the stop-signal handler writes to (-1 until installed), and
-/// the signal it saw.
-static STOP_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
-static STOP_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-
-extern "C" fn stop_handler(sig: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    STOP_SIGNAL.store(sig, Ordering::SeqCst);
-    let fd = STOP_FD.load(Ordering::SeqCst);
-    if fd >= 0 {
-        let one: u64 = 1;
-        // SAFETY: write(2) is async-signal-safe; it reads 8 bytes from a
-        // live local. The fd is an eventfd kept open for the process's life.
-        unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
-    }
-}
-
-/// Makes SIGTERM, SIGINT and SIGHUP end the VM through the event loop
-/// (clean teardown: vCPUs stopped, device statistics logged, terminal
-/// restored) instead of killing the process. Installed once per process;
-/// returns a VM's own handle on the eventfd the handler writes to.
-fn install_stop_handler() -> Result<EventFd> {
-    static ONCE: std::sync::OnceLock<std::result::Result<EventFd, String>> =
-        std::sync::OnceLock::new();
-    let global = ONCE.get_or_init(|| {
-        let evt =
-            EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(|e| e.to_string())?;
-        STOP_FD.store(std::os::fd::AsRawFd::as_raw_fd(&evt), Ordering::SeqCst);
-        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            register_signal_handler(sig, stop_handler).map_err(|e| e.to_string())?;
-        }
-        Ok(evt)
-    });
-    let io = |what: &str, e: String| Error::Io {
-        what: what.into(),
-        source: std::io::Error::other(e),
-    };
-    global
-        .as_ref()
-        .map_err(|e| io("cannot install the stop-signal handler", e.clone()))?
-        .try_clone()
-        .map_err(|e| io("cannot duplicate the stop eventfd", e.to_string()))
-}
-
-/// Ends the VM when a stop signal arrives.
-struct StopHandler {
-    evt: EventFd,
-    exit: Arc<VmExitState>,
-}
-
-impl MutEventSubscriber for StopHandler {
-    fn init(&mut self, ops: &mut event_manager::EventOps) {
-        if let Err(e) = ops.add(event_manager::Events::new(
-            &self.evt,
-            vmm_sys_util::epoll::EventSet::IN,
-        )) {
-            log::error!("event loop: cannot watch the stop signal: {e:?}");
-        }
-    }
-
-    fn process(&mut self, _: event_manager::Events, _: &mut event_manager::EventOps) {
-        let _ = self.evt.read();
-        let sig = STOP_SIGNAL.load(Ordering::SeqCst);
-        self.exit.finish(VmEnd::Signal(sig));
-    }
-}
-
-/// Installs the handler for the signal that kicks vCPU threads out of
-/// KVM_RUN (its only effect is that KVM_RUN returns EINTR).
-fn install_kick_handler() -> Result<()> {
-    static ONCE: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
-    ONCE.get_or_init(|| {
-        register_signal_handler(SIGRTMIN(), kick_handler).map_err(|e| e.to_string())
-    })
-    .clone()
-    .map_err(|e| Error::Io {
-        what: "cannot install the vCPU kick signal handler".into(),
-        source: std::io::Error::other(e),
-    })
-}
-
-/// Tells every vCPU thread to stop, kicks it out of KVM_RUN until it has
-/// stopped, and joins it.
-fn stop_vcpus(exit: &VmExitState, threads: Vec<JoinHandle<()>>) {
-    exit.stop.store(true, Ordering::Release);
-    for t in threads {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !t.is_finished() && Instant::now() < deadline {
-            let _ = t.kill(SIGRTMIN());
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        if t.is_finished() {
-            let _ = t.join();
-        } else {
-            log::error!("a vCPU thread did not stop within 5 s; leaving it");
-        }
-    }
-}
-
-/// Puts an interactive terminal on stdin into raw mode, so keys reach the
-/// guest as typed; restores it when dropped.
-struct RawTerminal {
-    saved: libc::termios,
-}
-
-impl RawTerminal {
-    fn enter() -> Option<RawTerminal> {
-        let fd = libc::STDIN_FILENO;
-        // SAFETY: isatty only inspects the descriptor.
-        if unsafe { libc::isatty(fd) } != 1 {
-            return None;
-        }
-        // SAFETY: termios is plain data; tcgetattr fills it or fails.
-        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
-        // SAFETY: fd is a terminal and `saved` is a valid termios to fill.
-        if unsafe { libc::tcgetattr(fd, &mut saved) } != 0 {
-            return None;
-        }
-        let mut raw = saved;
-        // SAFETY: cfmakeraw only edits the struct it is given.
-        unsafe { libc::cfmakeraw(&mut raw) };
-        // SAFETY: fd is a terminal and `raw` a valid termios.
-        if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &raw) } != 0 {
-            return None;
-        }
-        Some(RawTerminal { saved })
-    }
-}
-
-impl Drop for RawTerminal {
-    fn drop(&mut self) {
-        // SAFETY: restores the settings read from the same terminal.
-        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.saved) };
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{DiskConfig, DEFAULT_CMDLINE};
-
-    fn config(disks: Vec<DiskConfig>, cmdline: &str) -> VmConfig {
-        VmConfig {
-            cmdline: cmdline.into(),
-            serial: SerialOutput::None,
-            emulated_host: EmulatedHost::Off,
-            disks,
-            ..VmConfig::with_defaults("k".into(), None)
-        }
-    }
-
-    fn disk(root: bool, read_only: bool) -> DiskConfig {
-        DiskConfig {
-            path: "d".into(),
-            read_only,
-            id: None,
-            root,
-            partuuid: None,
-        }
-    }
-
-    #[test]
-    fn init_gets_its_ports_and_the_command_or_a_shell() {
-        let base = config(vec![], "console=ttyS0");
-        let c = guest_cmdline(&base, false);
-        assert!(
-            c.contains("VMM_BOOT_TIMER=0x440 VMM_EXIT_PORT=0x444"),
-            "{c}"
-        );
-        assert!(!c.contains("VMM_CMD") && !c.contains("VMM_SHELL"), "{c}");
-        let shell = VmConfig {
-            shell: true,
-            ..base.clone()
-        };
-        assert!(guest_cmdline(&shell, false).ends_with(" VMM_SHELL=1"));
-        // A command wins over the shell.
-        let cmd = VmConfig {
-            command: Some(vec!["true".into()]),
-            shell: true,
-            ..base
-        };
-        let c = guest_cmdline(&cmd, false);
-        assert!(c.ends_with(" VMM_CMD=dHJ1ZQA"), "{c}");
-        assert!(!c.contains("VMM_SHELL") && !c.contains("VMM_DHCP"), "{c}");
-        let dhcp = VmConfig { dhcp: true, ..cmd };
-        let c = guest_cmdline(&dhcp, false);
-        assert!(c.ends_with(" VMM_CMD=dHJ1ZQA VMM_DHCP=1"), "{c}");
-    }
-
-    #[test]
-    fn disks_are_announced_in_order_with_the_root_disk() {
-        let c = guest_cmdline(
-            &config(vec![disk(false, true), disk(true, false)], DEFAULT_CMDLINE),
-            false,
-        );
-        assert_eq!(
-            c,
-            "console=ttyS0 reboot=k panic=-1 virtio_mmio.device=4K@0xd0000000:5 \
-             virtio_mmio.device=4K@0xd0001000:6 root=/dev/vdb rw VMM_BOOT_TIMER=0x440 VMM_EXIT_PORT=0x444"
-        );
-        let c = guest_cmdline(&config(vec![disk(true, true)], "console=ttyS0"), false);
-        assert!(
-            c.ends_with("root=/dev/vda ro VMM_BOOT_TIMER=0x440 VMM_EXIT_PORT=0x444"),
-            "{c}"
-        );
-    }
-
-    #[test]
-    fn the_users_root_and_mode_win() {
-        let c = guest_cmdline(
-            &config(vec![disk(true, false)], "root=/dev/sda1 console=ttyS0"),
-            false,
-        );
-        assert!(
-            c.contains("root=/dev/sda1") && !c.contains("/dev/vda") && !c.contains(" rw"),
-            "{c}"
-        );
-        let c = guest_cmdline(&config(vec![disk(true, false)], "ro"), false);
-        assert_eq!(
-            c,
-            "ro virtio_mmio.device=4K@0xd0000000:5 root=/dev/vda VMM_BOOT_TIMER=0x440 VMM_EXIT_PORT=0x444"
-        );
-    }
-
-    #[test]
-    fn a_root_partition_is_named_by_its_uuid() {
-        let mut d = disk(true, true);
-        d.partuuid = Some("0eaa91a0-01".into());
-        let c = guest_cmdline(&config(vec![d], "console=ttyS0"), false);
-        assert!(c.contains("root=PARTUUID=0eaa91a0-01 ro"), "{c}");
-    }
-
-    #[test]
-    fn init_is_told_the_boot_timer_port_unless_the_user_set_it() {
-        let c = guest_cmdline(&config(vec![], "console=ttyS0"), false);
-        assert_eq!(c, "console=ttyS0 VMM_BOOT_TIMER=0x440 VMM_EXIT_PORT=0x444");
-        let c = guest_cmdline(&config(vec![], "VMM_BOOT_TIMER=0x0"), false);
-        assert_eq!(c, "VMM_BOOT_TIMER=0x0 VMM_EXIT_PORT=0x444");
-    }
-
-    #[test]
-    fn emulated_host_parameters_come_after_the_devices() {
-        let c = guest_cmdline(&config(vec![disk(true, false)], "console=ttyS0"), true);
-        let dev = c.find("virtio_mmio.device").unwrap();
-        let clear = c.find("clearcpuid=").unwrap();
-        assert!(dev < clear, "{c}");
-        assert!(c.contains("no_fpu_drop_fwait"), "{c}");
-    }
-
-    #[test]
-    fn network_interfaces_follow_the_disks() {
-        let mut c = config(vec![disk(true, false)], "console=ttyS0");
-        c.nets = vec!["tap=tap0".parse().unwrap(), "tap=tap1".parse().unwrap()];
-        let line = guest_cmdline(&c, false);
-        assert_eq!(
-            line,
-            "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5 root=/dev/vda rw \
-             virtio_mmio.device=4K@0xd0001000:6 virtio_mmio.device=4K@0xd0002000:7 \
-             VMM_BOOT_TIMER=0x440 VMM_EXIT_PORT=0x444"
-        );
     }
 }

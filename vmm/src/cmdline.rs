@@ -95,6 +95,82 @@ pub fn merge_list_param(cmdline: &mut String, key: &str, items: &str) -> Vec<Str
     added
 }
 
+/// The guest command line: the configured one, the virtio-mmio devices and
+/// root disk, and the emulated-host parameters when they apply.
+pub fn guest_cmdline(config: &crate::config::VmConfig, emulated: bool) -> String {
+    let mut cmdline = config.cmdline.clone();
+    for (i, disk) in config.disks.iter().enumerate() {
+        append(
+            &mut cmdline,
+            &format!(
+                "virtio_mmio.device={}",
+                crate::device_manager::virtio_mmio_param(i)
+            ),
+        );
+        if disk.root {
+            let letter = char::from(b'a' + i as u8);
+            let root = match &disk.partuuid {
+                Some(uuid) => format!("PARTUUID={uuid}"),
+                None => format!("/dev/vd{letter}"),
+            };
+            if add_param(&mut cmdline, "root", Some(&root))
+                && !has_key(&cmdline, "ro")
+                && !has_key(&cmdline, "rw")
+            {
+                append(&mut cmdline, if disk.read_only { "ro" } else { "rw" });
+            }
+        }
+    }
+    // Disks take the first virtio-mmio slots, network interfaces the next.
+    for i in config.disks.len()..config.disks.len() + config.nets.len() {
+        append(
+            &mut cmdline,
+            &format!(
+                "virtio_mmio.device={}",
+                crate::device_manager::virtio_mmio_param(i)
+            ),
+        );
+    }
+    // Where init tells the VMM it runs (the kernel hands unknown KEY=VALUE
+    // parameters to init as its environment).
+    add_param(
+        &mut cmdline,
+        devices::boot_timer::CMDLINE_PARAM,
+        Some(&format!("{:#x}", arch::layout::BOOT_TIMER_PORT)),
+    );
+    // Where init reports its command's exit status, and the command.
+    add_param(
+        &mut cmdline,
+        devices::exit_device::CMDLINE_PARAM,
+        Some(&format!("{:#x}", arch::layout::EXIT_DEVICE_PORT)),
+    );
+    match &config.command {
+        Some(command) => {
+            add_param(&mut cmdline, COMMAND_PARAM, Some(&encode_command(command)));
+        }
+        None if config.shell => {
+            add_param(&mut cmdline, SHELL_PARAM, Some("1"));
+        }
+        None => {}
+    }
+    if config.dhcp {
+        add_param(&mut cmdline, DHCP_PARAM, Some("1"));
+    }
+    if emulated {
+        for (key, value) in crate::host::emulated_host_params() {
+            match value {
+                Some(list) if crate::host::LIST_PARAMS.contains(&key) => {
+                    merge_list_param(&mut cmdline, key, list);
+                }
+                _ => {
+                    add_param(&mut cmdline, key, value);
+                }
+            }
+        }
+    }
+    cmdline
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,5 +254,132 @@ mod tests {
         assert_eq!(c, "a=b");
         assert!(has_key("x=1 y", "y"));
         assert!(!has_key("xy=1", "x"));
+    }
+}
+
+#[cfg(test)]
+mod guest_cmdline_tests {
+    use super::*;
+    use crate::config::{DiskConfig, EmulatedHost, SerialOutput, VmConfig, DEFAULT_CMDLINE};
+
+    fn config(disks: Vec<DiskConfig>, cmdline: &str) -> VmConfig {
+        VmConfig {
+            cmdline: cmdline.into(),
+            serial: SerialOutput::None,
+            emulated_host: EmulatedHost::Off,
+            disks,
+            ..VmConfig::with_defaults("k".into(), None)
+        }
+    }
+
+    fn disk(root: bool, read_only: bool) -> DiskConfig {
+        DiskConfig {
+            path: "d".into(),
+            read_only,
+            id: None,
+            root,
+            partuuid: None,
+        }
+    }
+
+    #[test]
+    fn init_gets_its_ports_and_the_command_or_a_shell() {
+        let base = config(vec![], "console=ttyS0");
+        let c = guest_cmdline(&base, false);
+        assert!(
+            c.contains("VMM_BOOT_TIMER=0x440 VMM_EXIT_PORT=0x444"),
+            "{c}"
+        );
+        assert!(!c.contains("VMM_CMD") && !c.contains("VMM_SHELL"), "{c}");
+        let shell = VmConfig {
+            shell: true,
+            ..base.clone()
+        };
+        assert!(guest_cmdline(&shell, false).ends_with(" VMM_SHELL=1"));
+        // A command wins over the shell.
+        let cmd = VmConfig {
+            command: Some(vec!["true".into()]),
+            shell: true,
+            ..base
+        };
+        let c = guest_cmdline(&cmd, false);
+        assert!(c.ends_with(" VMM_CMD=dHJ1ZQA"), "{c}");
+        assert!(!c.contains("VMM_SHELL") && !c.contains("VMM_DHCP"), "{c}");
+        let dhcp = VmConfig { dhcp: true, ..cmd };
+        let c = guest_cmdline(&dhcp, false);
+        assert!(c.ends_with(" VMM_CMD=dHJ1ZQA VMM_DHCP=1"), "{c}");
+    }
+
+    #[test]
+    fn disks_are_announced_in_order_with_the_root_disk() {
+        let c = guest_cmdline(
+            &config(vec![disk(false, true), disk(true, false)], DEFAULT_CMDLINE),
+            false,
+        );
+        assert_eq!(
+            c,
+            "console=ttyS0 reboot=k panic=-1 virtio_mmio.device=4K@0xd0000000:5 \
+             virtio_mmio.device=4K@0xd0001000:6 root=/dev/vdb rw VMM_BOOT_TIMER=0x440 VMM_EXIT_PORT=0x444"
+        );
+        let c = guest_cmdline(&config(vec![disk(true, true)], "console=ttyS0"), false);
+        assert!(
+            c.ends_with("root=/dev/vda ro VMM_BOOT_TIMER=0x440 VMM_EXIT_PORT=0x444"),
+            "{c}"
+        );
+    }
+
+    #[test]
+    fn the_users_root_and_mode_win() {
+        let c = guest_cmdline(
+            &config(vec![disk(true, false)], "root=/dev/sda1 console=ttyS0"),
+            false,
+        );
+        assert!(
+            c.contains("root=/dev/sda1") && !c.contains("/dev/vda") && !c.contains(" rw"),
+            "{c}"
+        );
+        let c = guest_cmdline(&config(vec![disk(true, false)], "ro"), false);
+        assert_eq!(
+            c,
+            "ro virtio_mmio.device=4K@0xd0000000:5 root=/dev/vda VMM_BOOT_TIMER=0x440 VMM_EXIT_PORT=0x444"
+        );
+    }
+
+    #[test]
+    fn a_root_partition_is_named_by_its_uuid() {
+        let mut d = disk(true, true);
+        d.partuuid = Some("0eaa91a0-01".into());
+        let c = guest_cmdline(&config(vec![d], "console=ttyS0"), false);
+        assert!(c.contains("root=PARTUUID=0eaa91a0-01 ro"), "{c}");
+    }
+
+    #[test]
+    fn init_is_told_the_boot_timer_port_unless_the_user_set_it() {
+        let c = guest_cmdline(&config(vec![], "console=ttyS0"), false);
+        assert_eq!(c, "console=ttyS0 VMM_BOOT_TIMER=0x440 VMM_EXIT_PORT=0x444");
+        let c = guest_cmdline(&config(vec![], "VMM_BOOT_TIMER=0x0"), false);
+        assert_eq!(c, "VMM_BOOT_TIMER=0x0 VMM_EXIT_PORT=0x444");
+    }
+
+    #[test]
+    fn emulated_host_parameters_come_after_the_devices() {
+        let c = guest_cmdline(&config(vec![disk(true, false)], "console=ttyS0"), true);
+        let dev = c.find("virtio_mmio.device").unwrap();
+        let clear = c.find("clearcpuid=").unwrap();
+        assert!(dev < clear, "{c}");
+        assert!(c.contains("no_fpu_drop_fwait"), "{c}");
+    }
+
+    #[test]
+    fn network_interfaces_follow_the_disks() {
+        let mut c = config(vec![disk(true, false)], "console=ttyS0");
+        c.nets = vec!["tap=tap0".parse().unwrap(), "tap=tap1".parse().unwrap()];
+        let line = guest_cmdline(&c, false);
+        assert_eq!(
+            line,
+            "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5 root=/dev/vda rw \
+             virtio_mmio.device=4K@0xd0001000:6 virtio_mmio.device=4K@0xd0002000:7 \
+             VMM_BOOT_TIMER=0x440 VMM_EXIT_PORT=0x444"
+        );
     }
 }

@@ -13,6 +13,8 @@ pub mod host;
 pub mod logging;
 pub mod metrics;
 pub mod seccomp;
+mod signals;
+mod terminal;
 pub mod vcpu;
 
 pub use builder::Vmm;

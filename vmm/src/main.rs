@@ -216,7 +216,7 @@ fn config_check(file: PathBuf, vm: VmArgs) -> i32 {
             println!("{}", ConfigFile::from_config(&cfg).to_json());
             log::info!(
                 "configuration is valid; the guest's command line on this host: {}",
-                vmm::builder::guest_cmdline(&cfg, cfg.emulated_host.applies())
+                vmm::cmdline::guest_cmdline(&cfg, cfg.emulated_host.applies())
             );
             exit_code::OK
         }

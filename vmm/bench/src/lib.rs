@@ -288,7 +288,7 @@ fn launches(opts: &Options, emulated: bool, work: &Path) -> Result<(Vec<Launch>,
                     };
                     // The command line this VMM gives its guest, so that
                     // both kernels do the same work.
-                    let cmdline = vmm::builder::guest_cmdline(&vm, emulated);
+                    let cmdline = vmm::cmdline::guest_cmdline(&vm, emulated);
                     launches.push(launch(
                         vec![
                             s(&qemu),
