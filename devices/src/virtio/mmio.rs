@@ -19,32 +19,33 @@ const MAGIC_VALUE: u32 = 0x7472_6976; // "virt"
 const VERSION: u32 = 2;
 const VENDOR_ID: u32 = 0x554d_4551; // as QEMU and Firecracker report
 
-// Register offsets (public for the fuzz harnesses and tests that play
-// the driver).
-pub const REG_MAGIC: u64 = 0x000;
-pub const REG_VERSION: u64 = 0x004;
-pub const REG_DEVICE_ID: u64 = 0x008;
-pub const REG_VENDOR_ID: u64 = 0x00c;
-pub const REG_DEVICE_FEATURES: u64 = 0x010;
-pub const REG_DEVICE_FEATURES_SEL: u64 = 0x014;
-pub const REG_DRIVER_FEATURES: u64 = 0x020;
-pub const REG_DRIVER_FEATURES_SEL: u64 = 0x024;
-pub const REG_QUEUE_SEL: u64 = 0x030;
-pub const REG_QUEUE_NUM_MAX: u64 = 0x034;
-pub const REG_QUEUE_NUM: u64 = 0x038;
-pub const REG_QUEUE_READY: u64 = 0x044;
-pub const REG_QUEUE_NOTIFY: u64 = 0x050;
-pub const REG_INTERRUPT_STATUS: u64 = 0x060;
-pub const REG_INTERRUPT_ACK: u64 = 0x064;
-pub const REG_STATUS: u64 = 0x070;
-pub const REG_QUEUE_DESC_LOW: u64 = 0x080;
-pub const REG_QUEUE_DESC_HIGH: u64 = 0x084;
-pub const REG_QUEUE_DRIVER_LOW: u64 = 0x090;
-pub const REG_QUEUE_DRIVER_HIGH: u64 = 0x094;
-pub const REG_QUEUE_DEVICE_LOW: u64 = 0x0a0;
-pub const REG_QUEUE_DEVICE_HIGH: u64 = 0x0a4;
-pub const REG_CONFIG_GENERATION: u64 = 0x0fc;
-pub const REG_CONFIG: u64 = 0x100;
+// Register offsets, from virtio-bindings (public for the fuzz harnesses and
+// tests that play the driver).
+use virtio_bindings::virtio_mmio as reg;
+pub const REG_MAGIC: u64 = reg::VIRTIO_MMIO_MAGIC_VALUE as u64;
+pub const REG_VERSION: u64 = reg::VIRTIO_MMIO_VERSION as u64;
+pub const REG_DEVICE_ID: u64 = reg::VIRTIO_MMIO_DEVICE_ID as u64;
+pub const REG_VENDOR_ID: u64 = reg::VIRTIO_MMIO_VENDOR_ID as u64;
+pub const REG_DEVICE_FEATURES: u64 = reg::VIRTIO_MMIO_DEVICE_FEATURES as u64;
+pub const REG_DEVICE_FEATURES_SEL: u64 = reg::VIRTIO_MMIO_DEVICE_FEATURES_SEL as u64;
+pub const REG_DRIVER_FEATURES: u64 = reg::VIRTIO_MMIO_DRIVER_FEATURES as u64;
+pub const REG_DRIVER_FEATURES_SEL: u64 = reg::VIRTIO_MMIO_DRIVER_FEATURES_SEL as u64;
+pub const REG_QUEUE_SEL: u64 = reg::VIRTIO_MMIO_QUEUE_SEL as u64;
+pub const REG_QUEUE_NUM_MAX: u64 = reg::VIRTIO_MMIO_QUEUE_NUM_MAX as u64;
+pub const REG_QUEUE_NUM: u64 = reg::VIRTIO_MMIO_QUEUE_NUM as u64;
+pub const REG_QUEUE_READY: u64 = reg::VIRTIO_MMIO_QUEUE_READY as u64;
+pub const REG_QUEUE_NOTIFY: u64 = reg::VIRTIO_MMIO_QUEUE_NOTIFY as u64;
+pub const REG_INTERRUPT_STATUS: u64 = reg::VIRTIO_MMIO_INTERRUPT_STATUS as u64;
+pub const REG_INTERRUPT_ACK: u64 = reg::VIRTIO_MMIO_INTERRUPT_ACK as u64;
+pub const REG_STATUS: u64 = reg::VIRTIO_MMIO_STATUS as u64;
+pub const REG_QUEUE_DESC_LOW: u64 = reg::VIRTIO_MMIO_QUEUE_DESC_LOW as u64;
+pub const REG_QUEUE_DESC_HIGH: u64 = reg::VIRTIO_MMIO_QUEUE_DESC_HIGH as u64;
+pub const REG_QUEUE_DRIVER_LOW: u64 = reg::VIRTIO_MMIO_QUEUE_AVAIL_LOW as u64;
+pub const REG_QUEUE_DRIVER_HIGH: u64 = reg::VIRTIO_MMIO_QUEUE_AVAIL_HIGH as u64;
+pub const REG_QUEUE_DEVICE_LOW: u64 = reg::VIRTIO_MMIO_QUEUE_USED_LOW as u64;
+pub const REG_QUEUE_DEVICE_HIGH: u64 = reg::VIRTIO_MMIO_QUEUE_USED_HIGH as u64;
+pub const REG_CONFIG_GENERATION: u64 = reg::VIRTIO_MMIO_CONFIG_GENERATION as u64;
+pub const REG_CONFIG: u64 = reg::VIRTIO_MMIO_CONFIG as u64;
 
 /// Where the driver writes queue notifications (for ioeventfd).
 pub const QUEUE_NOTIFY_OFFSET: u64 = REG_QUEUE_NOTIFY;

@@ -20,33 +20,34 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 /// VIRTIO_F_VERSION_1: the device follows virtio 1.x (not legacy).
-pub const VIRTIO_F_VERSION_1: u32 = 32;
+pub use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 /// VIRTIO_RING_F_EVENT_IDX: driver and device say, through the rings, from
 /// which index on they want the next interrupt or notification. Fewer
 /// interrupts and exits; a device that offers it must keep the avail event
 /// up to date (`Queue::enable_notification` after each pass, or by hand).
-pub const VIRTIO_RING_F_EVENT_IDX: u32 = 29;
+pub use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 
-/// Device status bits (virtio 1.2, 2.1).
+/// Device status bits (virtio 1.2, 2.1), from virtio-bindings.
 pub mod status {
+    use virtio_bindings::virtio_config as c;
     /// The guest noticed the device.
-    pub const ACKNOWLEDGE: u32 = 1;
+    pub const ACKNOWLEDGE: u32 = c::VIRTIO_CONFIG_S_ACKNOWLEDGE;
     /// The guest has a driver for it.
-    pub const DRIVER: u32 = 2;
+    pub const DRIVER: u32 = c::VIRTIO_CONFIG_S_DRIVER;
     /// The driver is ready.
-    pub const DRIVER_OK: u32 = 4;
+    pub const DRIVER_OK: u32 = c::VIRTIO_CONFIG_S_DRIVER_OK;
     /// Feature negotiation is complete.
-    pub const FEATURES_OK: u32 = 8;
+    pub const FEATURES_OK: u32 = c::VIRTIO_CONFIG_S_FEATURES_OK;
     /// The device hit an error it cannot recover from without a reset.
-    pub const DEVICE_NEEDS_RESET: u32 = 0x40;
+    pub const DEVICE_NEEDS_RESET: u32 = c::VIRTIO_CONFIG_S_NEEDS_RESET;
     /// The driver gave up on the device.
-    pub const FAILED: u32 = 0x80;
+    pub const FAILED: u32 = c::VIRTIO_CONFIG_S_FAILED;
 }
 
 /// Interrupt status bit: a used ring was updated.
-pub const INTERRUPT_USED_RING: u32 = 1;
+pub const INTERRUPT_USED_RING: u32 = virtio_bindings::virtio_mmio::VIRTIO_MMIO_INT_VRING;
 /// Interrupt status bit: the configuration changed.
-pub const INTERRUPT_CONFIG: u32 = 2;
+pub const INTERRUPT_CONFIG: u32 = virtio_bindings::virtio_mmio::VIRTIO_MMIO_INT_CONFIG;
 
 /// A device's interrupt: the status bits the driver reads and acknowledges,
 /// and the eventfd the VMM registers with KVM as an irqfd.

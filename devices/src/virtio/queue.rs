@@ -373,7 +373,7 @@ pub fn want_more(mem: &GuestMemoryMmap, queue: &mut Queue) -> bool {
 mod tests {
     use super::*;
     use crate::virtio::testing::make_available;
-    use virtio_bindings::bindings::virtio_ring::{
+    use virtio_bindings::virtio_ring::{
         VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
     };
     use virtio_queue::desc::RawDescriptor;

@@ -16,39 +16,31 @@ use super::queue::{self, Chains};
 use super::{VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
 use request::{Request, RequestError};
 
+use virtio_bindings::virtio_blk as blk;
+
 /// Virtio device id of a block device.
-pub const DEVICE_TYPE_BLOCK: u32 = 2;
+pub const DEVICE_TYPE_BLOCK: u32 = virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 /// Bytes per sector.
 pub const SECTOR_SIZE: u64 = 512;
 /// Queue size offered.
 pub const QUEUE_SIZE: u16 = 256;
-/// Length of the device id string (VIRTIO_BLK_ID_BYTES).
-pub const ID_BYTES: usize = 20;
+/// Length of the device id string.
+pub const ID_BYTES: usize = blk::VIRTIO_BLK_ID_BYTES as usize;
 
-/// Feature: the config space's seg_max holds the most data segments a
-/// request may have (without it Linux sends one segment per request, so a
-/// 1 MiB read of scattered pages becomes 256 requests).
-pub const VIRTIO_BLK_F_SEG_MAX: u32 = 2;
-/// Feature: the device is read-only.
-pub const VIRTIO_BLK_F_RO: u32 = 5;
-/// Feature: the device supports flush.
-pub const VIRTIO_BLK_F_FLUSH: u32 = 9;
-
-/// Request types.
-pub const VIRTIO_BLK_T_IN: u32 = 0;
-/// Write.
-pub const VIRTIO_BLK_T_OUT: u32 = 1;
-/// Flush.
-pub const VIRTIO_BLK_T_FLUSH: u32 = 4;
-/// Get the device id string.
-pub const VIRTIO_BLK_T_GET_ID: u32 = 8;
+/// Features offered: seg_max in the config space holds the most data
+/// segments a request may have (without it Linux sends one segment per
+/// request, so a 1 MiB read of scattered pages becomes 256 requests); a
+/// read-only device; flush.
+pub use blk::{VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX};
+/// Request types: read, write, flush, get the device id string.
+pub use blk::{VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT};
 
 /// Request status: done.
-pub const VIRTIO_BLK_S_OK: u8 = 0;
+pub const VIRTIO_BLK_S_OK: u8 = blk::VIRTIO_BLK_S_OK as u8;
 /// Request status: I/O error (also: a request the device refuses).
-pub const VIRTIO_BLK_S_IOERR: u8 = 1;
+pub const VIRTIO_BLK_S_IOERR: u8 = blk::VIRTIO_BLK_S_IOERR as u8;
 /// Request status: unsupported request type.
-pub const VIRTIO_BLK_S_UNSUPP: u8 = 2;
+pub const VIRTIO_BLK_S_UNSUPP: u8 = blk::VIRTIO_BLK_S_UNSUPP as u8;
 
 /// The most data segments in one request: the longest chain a ring of
 /// QUEUE_SIZE descriptors holds (no indirect descriptors), less the header

@@ -1,7 +1,7 @@
 use super::*;
 use crate::virtio::testing::{blk_header, blk_request, make_available, offer, write_chains, Buf};
 use std::io::{Read, Seek, SeekFrom, Write};
-use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::QueueT;
@@ -655,7 +655,7 @@ fn indirect_descriptors_are_refused_without_io() {
     let indirect = RawDescriptor::from(SplitDescriptor::new(
         table,
         48,
-        virtio_bindings::bindings::virtio_ring::VRING_DESC_F_INDIRECT as u16,
+        virtio_bindings::virtio_ring::VRING_DESC_F_INDIRECT as u16,
         0,
     ));
     let vq = MockSplitQueue::create(&m, GuestAddress(0), 16);

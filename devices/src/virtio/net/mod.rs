@@ -22,7 +22,7 @@ pub mod tap;
 pub use mac::MacAddr;
 
 /// Virtio device id of a network card.
-pub const DEVICE_TYPE_NET: u32 = 1;
+pub const DEVICE_TYPE_NET: u32 = virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 /// Queue size offered for each queue.
 pub const QUEUE_SIZE: u16 = 256;
 /// Length of struct virtio_net_hdr_v1 (with num_buffers), the header every
@@ -39,28 +39,29 @@ pub const TX_QUEUE: usize = 1;
 
 /// Feature bits (virtio 1.2, 5.1.3).
 pub mod features {
+    use virtio_bindings::virtio_net as n;
     /// The device takes frames with partial checksums.
-    pub const CSUM: u32 = 0;
+    pub const CSUM: u32 = n::VIRTIO_NET_F_CSUM;
     /// The driver takes frames with partial checksums.
-    pub const GUEST_CSUM: u32 = 1;
+    pub const GUEST_CSUM: u32 = n::VIRTIO_NET_F_GUEST_CSUM;
     /// The device has a MAC address in its configuration.
-    pub const MAC: u32 = 5;
+    pub const MAC: u32 = n::VIRTIO_NET_F_MAC;
     /// The driver takes TSO frames, IPv4.
-    pub const GUEST_TSO4: u32 = 7;
+    pub const GUEST_TSO4: u32 = n::VIRTIO_NET_F_GUEST_TSO4;
     /// The driver takes frames spread over several buffers.
-    pub const MRG_RXBUF: u32 = 15;
+    pub const MRG_RXBUF: u32 = n::VIRTIO_NET_F_MRG_RXBUF;
     /// The driver takes TSO frames, IPv6.
-    pub const GUEST_TSO6: u32 = 8;
+    pub const GUEST_TSO6: u32 = n::VIRTIO_NET_F_GUEST_TSO6;
     /// The device takes TSO frames, IPv4.
-    pub const HOST_TSO4: u32 = 11;
+    pub const HOST_TSO4: u32 = n::VIRTIO_NET_F_HOST_TSO4;
     /// The device takes TSO frames, IPv6.
-    pub const HOST_TSO6: u32 = 12;
+    pub const HOST_TSO6: u32 = n::VIRTIO_NET_F_HOST_TSO6;
     /// The configuration has a link status.
-    pub const STATUS: u32 = 16;
+    pub const STATUS: u32 = n::VIRTIO_NET_F_STATUS;
 }
 
 /// Link status bit in the configuration.
-const VIRTIO_NET_S_LINK_UP: u16 = 1;
+const VIRTIO_NET_S_LINK_UP: u16 = virtio_bindings::virtio_net::VIRTIO_NET_S_LINK_UP as u16;
 
 /// Counters of what the device did, for tests and metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
