@@ -49,16 +49,45 @@ pub struct Vmm {
     _mem: GuestMemoryMmap,
 }
 
+/// Failures making the VM itself: the VMM's, never the configuration's.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// Guest memory could not be mapped.
+    #[error("cannot allocate {mib} MiB of guest memory")]
+    Memory {
+        /// Requested size.
+        mib: u64,
+        /// What failed.
+        #[source]
+        source: vm_memory::mmap::FromRangesError,
+    },
+    /// A guest memory region has no host address to give KVM.
+    #[error("guest memory region {slot} has no host mapping")]
+    Unmapped {
+        /// The region's slot.
+        slot: usize,
+    },
+    /// The thread registering guest memory with KVM panicked.
+    #[error("the thread registering guest memory with KVM panicked")]
+    RegistrationPanicked,
+    /// Writing the MP table failed.
+    #[error("cannot write the MP table")]
+    MpTable(#[from] arch::mptable::Error),
+    /// The event loop (epoll) could not be made.
+    #[error("cannot create the event loop: {0}")]
+    EventLoop(String),
+}
+
 fn ms_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1e3
 }
 
 /// Hands every guest RAM region to KVM as a memory slot.
-fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap, mib: u64) -> Result<()> {
+fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<()> {
     for (slot, region) in mem.iter().enumerate() {
         let host_addr = mem
             .get_host_address(region.start_addr())
-            .map_err(|_| Error::config("memory", mib, "guest memory is not mapped"))?;
+            .map_err(|_| VmError::Unmapped { slot })?;
         let region_desc = kvm_userspace_memory_region {
             slot: slot as u32,
             guest_phys_addr: region.start_addr().raw_value(),
@@ -223,7 +252,7 @@ impl Vmm {
             .into_iter()
             .map(|(start, size)| (GuestAddress(start), size as usize))
             .collect();
-        let mem = GuestMemoryMmap::from_ranges(&ranges).map_err(|source| Error::Memory {
+        let mem = GuestMemoryMmap::from_ranges(&ranges).map_err(|source| VmError::Memory {
             mib: config.mem_mib,
             source,
         })?;
@@ -233,15 +262,11 @@ impl Vmm {
         // an emulated KVM): do them at the same time.
         let want_pvh = config.boot_protocol == BootProtocol::Pvh;
         let (registered, loaded) = std::thread::scope(|scope| {
-            let registration = scope.spawn(|| register_memory(&vm, &mem, config.mem_mib));
+            let registration = scope.spawn(|| register_memory(&vm, &mem));
             let loaded = arch::boot::load_kernel(&mem, &mut kernel, want_pvh);
-            let registered = registration.join().unwrap_or_else(|_| {
-                Err(Error::config(
-                    "memory",
-                    config.mem_mib,
-                    "registration thread failed",
-                ))
-            });
+            let registered = registration
+                .join()
+                .unwrap_or_else(|_| Err(VmError::RegistrationPanicked.into()));
             (registered, loaded)
         });
         registered?;
@@ -286,7 +311,7 @@ impl Vmm {
                 arch::boot::write_pvh_info(&mem, mem_bytes, initrd).map_err(kernel_err)?
             }
         }
-        arch::mptable::write(&mem, vcpu_count)?;
+        arch::mptable::write(&mem, vcpu_count).map_err(VmError::from)?;
         log::info!(
             "kernel {} ({:?}, entry {:#x}, {:?}), {} MiB, {} vCPU(s), command line: {}",
             config.kernel.display(),
@@ -431,13 +456,8 @@ impl Vmm {
             _mem,
         } = self;
 
-        let mut em =
-            EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new().map_err(|e| {
-                Error::Io {
-                    what: format!("cannot create the event loop: {e:?}"),
-                    source: std::io::Error::other("epoll"),
-                }
-            })?;
+        let mut em = EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new()
+            .map_err(|e| VmError::EventLoop(format!("{e:?}")))?;
         em.add_subscriber(Arc::new(Mutex::new(ExitHandler {
             exit: exit.clone(),
             reset_evt,

@@ -42,11 +42,19 @@ pub struct LegacyDevices {
     pub reset_evt: EventFd,
 }
 
-fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        what: what.to_string(),
-        source,
-    }
+/// Failures wiring devices to the VM.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// An eventfd (interrupt, notification, reset) could not be made.
+    #[error("cannot create the {0} eventfd")]
+    EventFd(&'static str, #[source] std::io::Error),
+    /// Two devices claim the same addresses.
+    #[error("cannot place a device on the bus")]
+    Bus(#[from] devices::bus::Error),
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| DeviceError::EventFd(what, source).into()
 }
 
 /// Opens the serial console's output.
@@ -78,31 +86,30 @@ pub fn create(
     let mut mmio = Bus::new("mmio");
     let output = Box::new(WatchedOutput::new(output, timeline.clone()));
 
-    let irq = EventFdTrigger::new().map_err(io_err("cannot create the serial IRQ eventfd"))?;
+    let irq = EventFdTrigger::new().map_err(io_err("serial IRQ"))?;
     vm.register_irqfd(&irq.0, SERIAL_IRQ)
         .map_err(Error::kvm("KVM_IRQFD (serial)"))?;
     let serial_input_ready = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
-        .map_err(io_err("cannot create an eventfd"))?;
+        .map_err(io_err("serial input-ready"))?;
     let serial = Arc::new(Mutex::new(SerialDevice::new(
         irq,
         serial_input_ready
             .try_clone()
-            .map_err(io_err("cannot clone an eventfd"))?,
+            .map_err(io_err("i8042 reset (a copy)"))?,
         output,
     )));
     pio.insert(serial.clone(), SERIAL_PORT, SERIAL_PORT_LEN)?;
 
-    let reset_evt = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
-        .map_err(io_err("cannot create an eventfd"))?;
-    let kbd_irq =
-        EventFdTrigger::new().map_err(io_err("cannot create the keyboard IRQ eventfd"))?;
+    let reset_evt =
+        EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(io_err("i8042 reset"))?;
+    let kbd_irq = EventFdTrigger::new().map_err(io_err("keyboard IRQ"))?;
     vm.register_irqfd(&kbd_irq.0, KBD_IRQ)
         .map_err(Error::kvm("KVM_IRQFD (i8042)"))?;
     let i8042 = I8042::new(
         EventFdTrigger(
             reset_evt
                 .try_clone()
-                .map_err(io_err("cannot clone an eventfd"))?,
+                .map_err(io_err("i8042 reset (a copy)"))?,
         ),
         kbd_irq,
     );
@@ -161,8 +168,8 @@ pub fn add_virtio(
     device: Box<dyn VirtioDevice>,
 ) -> Result<VirtioSlot> {
     let base = virtio_mmio_base(index);
-    let irq_evt = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
-        .map_err(io_err("cannot create an eventfd"))?;
+    let irq_evt =
+        EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(io_err("virtio interrupt"))?;
     vm.register_irqfd(&irq_evt, virtio_irq(index))
         .map_err(Error::kvm("KVM_IRQFD (virtio)"))?;
     let queues = device.queue_max_sizes().len();
@@ -174,7 +181,7 @@ pub fn add_virtio(
     let mut queue_evts = Vec::with_capacity(queues);
     for q in 0..queues {
         let evt = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
-            .map_err(io_err("cannot create an eventfd"))?;
+            .map_err(io_err("virtio queue notification"))?;
         vm.register_ioevent(
             &evt,
             &IoEventAddress::Mmio(base + QUEUE_NOTIFY_OFFSET),

@@ -117,41 +117,44 @@ pub enum Error {
     #[error("KVM is not usable: {0}")]
     Kvm(String),
     /// A KVM call failed while building or running the VM.
-    #[error("{what} failed")]
-    KvmCall {
-        /// Which call.
-        what: &'static str,
-        /// The errno.
-        #[source]
-        source: kvm_ioctls::Error,
-    },
-    /// Guest memory could not be set up.
-    #[error("cannot allocate {mib} MiB of guest memory")]
-    Memory {
-        /// Requested size.
-        mib: u64,
-        /// What failed.
-        #[source]
-        source: vm_memory::mmap::FromRangesError,
-    },
-    /// Writing the boot state failed.
-    #[error("cannot set up the boot state")]
-    Boot(#[from] arch::regs::Error),
-    /// Writing the MP table failed.
-    #[error("cannot write the MP table")]
-    MpTable(#[from] arch::mptable::Error),
-    /// Placing a device on a bus failed.
-    #[error("cannot place a device on the bus")]
-    Bus(#[from] devices::bus::Error),
-    /// Any other host I/O error.
-    #[error("{what}")]
-    Io {
-        /// What was being done.
-        what: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    KvmCall(#[from] KvmCall),
+    /// The VM itself could not be made (memory, boot structures, the
+    /// event loop): the VMM's failure, not the configuration's.
+    #[error(transparent)]
+    Vm(#[from] crate::builder::VmError),
+    /// Devices could not be wired to the VM.
+    #[error(transparent)]
+    Device(#[from] crate::device_manager::DeviceError),
+    /// A vCPU's shared state could not be made.
+    #[error(transparent)]
+    Vcpu(#[from] crate::vcpu::VcpuError),
+    /// The seccomp filters could not be built or installed.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
+    /// A signal handler could not be installed.
+    #[error(transparent)]
+    Signal(#[from] crate::signals::SignalError),
+    /// The host could not provide something the VM needs.
+    #[error(transparent)]
+    Host(#[from] crate::host::HostError),
+}
+
+impl From<devices::bus::Error> for Error {
+    fn from(e: devices::bus::Error) -> Self {
+        Error::Device(e.into())
+    }
+}
+
+/// A KVM call that failed, and which.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} failed")]
+pub struct KvmCall {
+    /// The call (its ioctl's name).
+    pub what: &'static str,
+    /// The errno.
+    #[source]
+    pub source: kvm_ioctls::Error,
 }
 
 impl Error {
@@ -198,7 +201,7 @@ impl Error {
 
     /// Shorthand for a failed KVM call.
     pub fn kvm(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Self {
-        move |source| Error::KvmCall { what, source }
+        move |source| Error::KvmCall(KvmCall { what, source })
     }
 }
 
@@ -249,6 +252,28 @@ mod tests {
             exit_code::FILE
         );
         assert_eq!(Error::Kvm("x".into()).exit_code(), exit_code::KVM);
+        // The VMM's own failures are never configuration errors.
+        use crate::builder::VmError;
+        for (e, says) in [
+            (
+                Error::from(VmError::Unmapped { slot: 1 }),
+                "guest memory region 1 has no host mapping",
+            ),
+            (
+                Error::from(VmError::RegistrationPanicked),
+                "the thread registering guest memory with KVM panicked",
+            ),
+            (
+                Error::from(crate::device_manager::DeviceError::EventFd(
+                    "virtio interrupt",
+                    std::io::Error::other("x"),
+                )),
+                "cannot create the virtio interrupt eventfd",
+            ),
+        ] {
+            assert_eq!(e.exit_code(), exit_code::VMM_ERROR, "{e}");
+            assert_eq!(e.to_string(), says);
+        }
         let msg = Error::config("--vcpus", 0, "must be at least 1").to_string();
         assert_eq!(msg, "invalid --vcpus '0': must be at least 1");
     }

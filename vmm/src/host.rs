@@ -83,6 +83,14 @@ pub fn open_kvm() -> Result<Kvm> {
     Ok(kvm)
 }
 
+/// What the host could not give.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// getrandom failed.
+    #[error("cannot get random bytes for the guest's RNG seed")]
+    Random(#[source] std::io::Error),
+}
+
 /// Fresh random bytes from the host's kernel, to seed the guest's RNG.
 pub fn random_seed() -> Result<[u8; arch::boot::RNG_SEED_LEN]> {
     let mut seed = [0u8; arch::boot::RNG_SEED_LEN];
@@ -97,10 +105,7 @@ pub fn random_seed() -> Result<[u8; arch::boot::RNG_SEED_LEN]> {
             if err.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            return Err(Error::Io {
-                what: "cannot get random bytes for the guest's RNG seed".into(),
-                source: err,
-            });
+            return Err(HostError::Random(err).into());
         }
         filled += n as usize;
     }

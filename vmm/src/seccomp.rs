@@ -97,15 +97,36 @@ pub fn allowed(thread: Thread) -> Vec<i64> {
     COMMON.iter().chain(extra).copied().collect()
 }
 
+/// Failures building or installing the filters.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    /// seccompiler refused the rules.
+    #[error("cannot build the {thread:?} seccomp filter: {reason}")]
+    Build {
+        /// Whose filter.
+        thread: Thread,
+        /// seccompiler's message.
+        reason: String,
+    },
+    /// The kernel refused the filter.
+    #[error("cannot install the {thread:?} seccomp filter: {reason}")]
+    Install {
+        /// Whose filter.
+        thread: Thread,
+        /// seccompiler's message.
+        reason: String,
+    },
+    /// The SIGSYS handler that names a forbidden call.
+    #[error("cannot install the SIGSYS handler: {0}")]
+    SigsysHandler(String),
+}
+
 /// The BPF program for `thread`: its calls allowed, any other one trapped
 /// (SIGSYS).
 pub fn program(thread: Thread) -> Result<BpfProgram> {
     let rules: BTreeMap<i64, Vec<SeccompRule>> =
         allowed(thread).into_iter().map(|nr| (nr, vec![])).collect();
-    let err = |e: String| Error::Io {
-        what: format!("cannot build the {thread:?} seccomp filter"),
-        source: std::io::Error::other(e),
-    };
+    let err = |reason: String| Error::from(SeccompError::Build { thread, reason });
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Trap,
@@ -123,9 +144,12 @@ pub fn program(thread: Thread) -> Result<BpfProgram> {
 pub fn install(thread: Thread) -> Result<()> {
     install_sigsys_handler()?;
     let prog = program(thread)?;
-    seccompiler::apply_filter(&prog).map_err(|e| Error::Io {
-        what: format!("cannot install the {thread:?} seccomp filter"),
-        source: std::io::Error::other(e.to_string()),
+    seccompiler::apply_filter(&prog).map_err(|e| {
+        SeccompError::Install {
+            thread,
+            reason: e.to_string(),
+        }
+        .into()
     })
 }
 
@@ -136,10 +160,7 @@ fn install_sigsys_handler() -> Result<()> {
             .map_err(|e| e.to_string())
     })
     .clone()
-    .map_err(|e| Error::Io {
-        what: "cannot install the SIGSYS handler".into(),
-        source: std::io::Error::other(e),
-    })
+    .map_err(|e| SeccompError::SigsysHandler(e).into())
 }
 
 /// Writes `n` in decimal into the end of `buf`; returns where it starts.

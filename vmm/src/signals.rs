@@ -48,15 +48,22 @@ pub fn install_stop_handler() -> Result<EventFd> {
         }
         Ok(evt)
     });
-    let io = |what: &str, e: String| Error::Io {
-        what: what.into(),
-        source: std::io::Error::other(e),
-    };
+    let err = |what, reason| Error::from(SignalError { what, reason });
     global
         .as_ref()
-        .map_err(|e| io("cannot install the stop-signal handler", e.clone()))?
+        .map_err(|e| err("stop-signal handler", e.clone()))?
         .try_clone()
-        .map_err(|e| io("cannot duplicate the stop eventfd", e.to_string()))
+        .map_err(|e| err("stop-signal handler's eventfd", e.to_string()))
+}
+
+/// A signal handler that could not be installed, or its eventfd.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot install the {what}: {reason}")]
+pub struct SignalError {
+    /// Which handler.
+    pub what: &'static str,
+    /// Why.
+    pub reason: String,
 }
 
 /// Ends the VM when a stop signal arrives.
@@ -90,9 +97,12 @@ pub fn install_kick_handler() -> Result<()> {
         register_signal_handler(SIGRTMIN(), kick_handler).map_err(|e| e.to_string())
     })
     .clone()
-    .map_err(|e| Error::Io {
-        what: "cannot install the vCPU kick signal handler".into(),
-        source: std::io::Error::other(e),
+    .map_err(|reason| {
+        SignalError {
+            what: "vCPU kick signal handler",
+            reason,
+        }
+        .into()
     })
 }
 

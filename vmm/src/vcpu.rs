@@ -230,17 +230,24 @@ pub struct VmExitState {
     pub timeline: Arc<Timeline>,
 }
 
+/// Failures setting up a vCPU's state or the state the vCPUs share.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    /// The eventfd that wakes the event loop at the VM's end.
+    #[error("cannot create the exit eventfd")]
+    ExitEventFd(#[source] std::io::Error),
+    /// The boot registers could not be built.
+    #[error("cannot set up the boot state")]
+    Boot(#[from] arch::regs::Error),
+}
+
 impl VmExitState {
     /// A fresh state.
     pub fn new(timeline: Arc<Timeline>) -> Result<Self> {
         Ok(VmExitState {
             end: Mutex::new(None),
-            evt: EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(|source| {
-                Error::Io {
-                    what: "cannot create the exit eventfd".into(),
-                    source,
-                }
-            })?,
+            evt: EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
+                .map_err(VcpuError::ExitEventFd)?,
             stop: AtomicBool::new(false),
             timeline,
         })
@@ -292,7 +299,7 @@ pub fn configure(
     fd.set_cpuid2(&cpuid)
         .map_err(Error::kvm("KVM_SET_CPUID2"))?;
 
-    let msrs = arch::regs::boot_msrs()?;
+    let msrs = arch::regs::boot_msrs().map_err(VcpuError::from)?;
     let set = fd.set_msrs(&msrs).map_err(Error::kvm("KVM_SET_MSRS"))?;
     if set != msrs.as_slice().len() {
         log::warn!(
@@ -311,7 +318,7 @@ pub fn configure(
     // INIT/SIPI from it, as on real hardware.
     if id == 0 {
         let mut sregs = fd.get_sregs().map_err(Error::kvm("KVM_GET_SREGS"))?;
-        arch::regs::setup_sregs(mem, &mut sregs, mode)?;
+        arch::regs::setup_sregs(mem, &mut sregs, mode).map_err(VcpuError::from)?;
         fd.set_sregs(&sregs).map_err(Error::kvm("KVM_SET_SREGS"))?;
         fd.set_regs(&arch::regs::boot_regs(entry, mode))
             .map_err(Error::kvm("KVM_SET_REGS"))?;

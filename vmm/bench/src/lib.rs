@@ -433,9 +433,10 @@ pub fn bench(opts: &Options) -> Result<Vec<Sample>> {
         Some(dir) => dir.clone(),
         None => std::env::temp_dir().join(format!("vmm-bench-{}", std::process::id())),
     };
-    std::fs::create_dir_all(&work).map_err(|source| Error::Io {
-        what: format!("cannot create {}", work.display()),
-        source,
+    std::fs::create_dir_all(&work).map_err(|e| Error::File {
+        what: "output directory",
+        path: work.clone(),
+        reason: format!("cannot create it: {e}"),
     })?;
     let (launches, skipped) = launches(opts, emulated, &work)?;
     for (sys, why) in &skipped {
@@ -500,9 +501,10 @@ pub fn bench(opts: &Options) -> Result<Vec<Sample>> {
     if let Some(dir) = &opts.out {
         let write = |name: &str, text: String| {
             let path = dir.join(name);
-            std::fs::write(&path, text).map_err(|source| Error::Io {
-                what: format!("cannot write {}", path.display()),
-                source,
+            std::fs::write(&path, text).map_err(|e| Error::File {
+                what: "output file",
+                path: path.clone(),
+                reason: format!("cannot write it: {e}"),
             })
         };
         write("samples.csv", report::csv(&samples))?;
