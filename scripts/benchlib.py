@@ -29,7 +29,7 @@ def require(args, tools, guest_files=("vmlinux", "initramfs.cpio")):
         if not shutil.which(tool):
             sys.exit(f"bench: {tool} not found (scripts/setup.sh installs it)")
     if not os.path.exists(args.vmm):
-        sys.exit(f"bench: {args.vmm} not built: cargo build --release -p vmm")
+        sys.exit(f"bench: {args.vmm} not built: cargo build --release -p vmm-cli")
     d = guest_dir(args.guest_dir)
     for f in guest_files:
         path = os.path.join(d, f)

@@ -7,5 +7,5 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup.sh
 [[ -f $HOME/.cargo/env ]] && . "$HOME/.cargo/env"
 guest-kernels/build.sh >/dev/null
-cargo build --release --quiet -p vmm
+cargo build --release --quiet -p vmm-cli
 exec target/release/vmm run "$@"
