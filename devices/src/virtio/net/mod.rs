@@ -109,21 +109,22 @@ pub trait NetBackend: Send + AsRawFd {
         self.write_frame(&gathered(parts))
     }
     /// Reads one frame (header included) into `parts`, pieces of guest
-    /// memory, in order, and what does not fit there into `overflow`;
-    /// WouldBlock when there is none. Returns the frame's length. By default
-    /// it is read into a buffer and copied; a TAP reads it where it goes,
-    /// in one readv.
-    fn read_scattered(
-        &mut self,
-        parts: &[GuestSlice<'_>],
-        overflow: &mut [u8],
-    ) -> io::Result<usize> {
-        let room: usize = parts.iter().map(|p| p.len()).sum();
-        let mut frame = vec![0u8; room + overflow.len()];
+    /// memory, in order; WouldBlock when there is none. By default it is
+    /// read into a buffer and copied; a TAP reads it where it goes, in one
+    /// readv.
+    fn read_scattered(&mut self, parts: &[GuestSlice<'_>]) -> io::Result<usize> {
+        let mut frame = vec![0u8; parts.iter().map(|p| p.len()).sum()];
         let n = self.read_frame(&mut frame)?;
-        scatter(parts, 0, &frame[..n.min(room)]);
-        if n > room {
-            overflow[..n - room].copy_from_slice(&frame[room..n]);
+        let mut at = 0;
+        for p in parts {
+            if at == n {
+                break;
+            }
+            let k = p.len().min(n - at);
+            p.subslice(0, k)
+                .map_err(|e| io::Error::other(e.to_string()))?
+                .copy_from(&frame[at..at + k]);
+            at += k;
         }
         Ok(n)
     }
@@ -140,39 +141,6 @@ fn gathered(parts: &[GuestSlice<'_>]) -> Vec<u8> {
     }
     frame.truncate(at);
     frame
-}
-
-/// The descriptors' buffers as slices of guest memory.
-fn guest_slices<'m>(
-    mem: &'m GuestMemoryMmap,
-    descs: &[Descriptor],
-) -> Result<Vec<GuestSlice<'m>>, vm_memory::GuestMemoryError> {
-    descs
-        .iter()
-        .map(|d| mem.get_slice(d.addr(), d.len() as usize))
-        .collect()
-}
-
-/// Copies `data` into `parts`, taken as one run of bytes, from `offset` on
-/// (as far as they reach).
-fn scatter(parts: &[GuestSlice<'_>], offset: usize, data: &[u8]) {
-    let mut at = 0usize;
-    let mut from = 0usize;
-    for p in parts {
-        let end = at + p.len();
-        if from < data.len() && offset + from < end {
-            let start = offset + from - at;
-            let n = (p.len() - start).min(data.len() - from);
-            if let Ok(s) = p.subslice(start, n) {
-                s.copy_from(&data[from..from + n]);
-            }
-            from += n;
-        }
-        at = end;
-        if from == data.len() {
-            break;
-        }
-    }
 }
 
 /// What became of a direct receive.
@@ -214,9 +182,6 @@ pub struct Net {
     /// The RX chains looked at for a direct receive, and their descriptors.
     rx_heads: Vec<(u16, u32)>,
     rx_descs: Vec<Descriptor>,
-    /// The size of frame a direct receive looks for buffers for: the last
-    /// frame's, or less by an eighth per frame since a longer one.
-    rx_expect: usize,
     /// What the device did.
     pub stats: NetStats,
 }
@@ -242,7 +207,6 @@ impl Net {
             tx_done: Vec::with_capacity(usize::from(QUEUE_SIZE)),
             rx_heads: Vec::with_capacity(usize::from(QUEUE_SIZE)),
             rx_descs: Vec::with_capacity(usize::from(QUEUE_SIZE)),
-            rx_expect: MAX_FRAME_LEN,
             stats: NetStats::default(),
         }
     }
@@ -305,11 +269,10 @@ impl Net {
         used
     }
 
-    /// With VIRTIO_NET_F_MRG_RXBUF: reads the next frame from the backend
-    /// straight into the buffers available for a frame of the size expected
-    /// (one readv for a TAP, no copy through the VMM; a longer frame's rest
-    /// is copied into further buffers), takes as many chains as it filled,
-    /// and sets num_buffers in its header.
+    /// With VIRTIO_NET_F_MRG_RXBUF and buffers for a frame of the largest
+    /// size available: reads the next frame from the backend straight into
+    /// them (one readv for a TAP, no copy through the VMM), takes as many
+    /// chains as it filled, and sets num_buffers in its header.
     fn receive_direct(&mut self, mem: &GuestMemoryMmap, queue: &mut Queue) -> Direct {
         let mut heads = std::mem::take(&mut self.rx_heads);
         let mut descs = std::mem::take(&mut self.rx_descs);
@@ -328,19 +291,20 @@ impl Net {
         heads: &mut Vec<(u16, u32)>,
         descs: &mut Vec<Descriptor>,
     ) -> Direct {
-        // Buffers for a frame of the size expected: looking at more chains
-        // than a frame fills costs the small frames (acknowledgements,
-        // round trips) more than the copy it saves.
-        if !queue::peek_writable(mem, queue, self.rx_expect, heads, descs) || heads.is_empty() {
+        if !queue::peek_writable(mem, queue, MAX_FRAME_LEN, heads, descs)
+            || heads.iter().map(|h| h.1 as usize).sum::<usize>() < MAX_FRAME_LEN
+        {
             return Direct::NotHere;
         }
-        let Ok(parts) = guest_slices(mem, descs) else {
+        let Ok(parts) = descs
+            .iter()
+            .map(|d| mem.get_slice(d.addr(), d.len() as usize))
+            .collect::<Result<Vec<GuestSlice<'_>>, _>>()
+        else {
             return Direct::NotHere;
         };
-        let room: usize = parts.iter().map(|p| p.len()).sum();
-        // What does not fit lands in rx_buf.
         let n = loop {
-            match self.backend.read_scattered(&parts, &mut self.rx_buf) {
+            match self.backend.read_scattered(&parts) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -351,54 +315,37 @@ impl Net {
                 }
             }
         };
-        self.rx_expect = n.max(self.rx_expect - self.rx_expect / 8).max(1);
-        if n < VNET_HDR_LEN || n > room.max(self.rx_buf.len()) {
-            // Shorter than its header, or longer than any frame: the
-            // buffers stay the driver's, untaken.
+        if n < VNET_HDR_LEN {
+            // The buffers stay the driver's, untaken.
             log::debug!("virtio-net: dropping a {n}-byte frame from the TAP");
             self.stats.rx_dropped += 1;
             return Direct::Received;
         }
-        let mut parts = parts;
-        if n > room {
-            // Longer than expected: more chains for the rest, copied from
-            // rx_buf; without enough of them the whole frame goes to rx_buf
-            // and waits there for buffers.
-            heads.clear();
-            descs.clear();
-            let more = queue::peek_writable(mem, queue, n, heads, descs)
-                .then(|| guest_slices(mem, descs).ok())
-                .flatten()
-                .filter(|all| all.iter().map(|p| p.len()).sum::<usize>() >= n);
-            let rest = n - room;
-            match more {
-                Some(all) => {
-                    scatter(&all, room, &self.rx_buf[..rest]);
-                    parts = all;
-                }
-                None => {
-                    self.rx_buf.copy_within(..rest, room);
-                    let mut at = 0;
-                    for p in &parts {
-                        at += p.copy_to(&mut self.rx_buf[at..room]);
-                    }
-                    self.rx_pending = n;
-                    return Direct::NotHere;
-                }
-            }
-        }
         let mut done: Vec<(u16, u32)> = Vec::new();
         let mut left = n;
-        for &(head, size) in heads.iter() {
+        for &(head, room) in heads.iter() {
             if left == 0 {
                 break;
             }
-            let this = left.min(size as usize);
+            let this = left.min(room as usize);
             done.push((head, this as u32));
             left -= this;
         }
         // num_buffers: header bytes 10 and 11, wherever the pieces put them.
-        scatter(&parts, 10, &(done.len() as u16).to_le_bytes());
+        let count = (done.len() as u16).to_le_bytes();
+        let mut at = 0usize;
+        for p in &parts {
+            for (i, b) in count.iter().enumerate() {
+                let off = 10 + i;
+                if (at..at + p.len()).contains(&off) {
+                    let _ = p.write_obj(*b, off - at);
+                }
+            }
+            at += p.len();
+            if at >= VNET_HDR_LEN {
+                break;
+            }
+        }
         queue.set_next_avail(queue.next_avail().wrapping_add(done.len() as u16));
         queue::return_used(mem, queue, &done, "virtio-net");
         self.stats.rx_frames += 1;
@@ -1090,58 +1037,6 @@ mod tests {
             ),
             (2, 20100, 1)
         );
-    }
-
-    #[test]
-    fn a_frame_longer_than_expected_goes_on_in_further_buffers_or_waits() {
-        let mut r = rig(true);
-        r.dev
-            .ack_features((1 << VIRTIO_F_VERSION_1) | (1 << features::MRG_RXBUF));
-        let vq = MockSplitQueue::create(&r.mem, GuestAddress(0), 16);
-        let mut queues = [vq.create_queue::<Queue>().unwrap()];
-        let bufs: Vec<[(u64, u32, bool); 1]> = (0..6u64)
-            .map(|k| [(BUF + k * 0x1000, 1024, true)])
-            .collect();
-        let chains: Vec<&[(u64, u32, bool)]> = bufs.iter().map(|c| &c[..]).collect();
-        let read_back = |r: &Rig, first: u64, len: usize| {
-            let mut got = vec![0u8; len];
-            for (i, chunk) in got.chunks_mut(1024).enumerate() {
-                r.mem
-                    .read_slice(chunk, GuestAddress(BUF + (first + i as u64) * 0x1000))
-                    .unwrap();
-            }
-            got
-        };
-        // Five buffers now; small frames expected.
-        offer(&vq, &chains[..5], 0);
-        r.dev.rx_expect = 100;
-        let f1 = frame(3000, 9);
-        r.peer.send(&f1).unwrap();
-        assert_eq!(r.dev.host_event(&r.mem, 0, &mut queues), 1 << RX_QUEUE);
-        assert_eq!(
-            [used(&vq, 0), used(&vq, 1), used(&vq, 2)],
-            [(0, 1024), (1, 1024), (2, 3000 - 2048)]
-        );
-        let got = read_back(&r, 0, 3000);
-        assert_eq!(u16::from_le_bytes([got[10], got[11]]), 3, "num_buffers");
-        assert_eq!((&got[..10], &got[12..]), (&f1[..10], &f1[12..]));
-        // Two buffers left for the next 3000 bytes: it waits, whole, for a
-        // third.
-        r.dev.rx_expect = 100;
-        let f2 = frame(3000, 10);
-        r.peer.send(&f2).unwrap();
-        assert_eq!(r.dev.host_event(&r.mem, 0, &mut queues), 0);
-        assert_eq!(queues[0].next_avail(), 3, "nothing taken");
-        offer(&vq, &chains[5..], 5);
-        assert!(r.dev.process_queue(&r.mem, RX_QUEUE, &mut queues[0]));
-        assert_eq!(
-            [used(&vq, 3), used(&vq, 4), used(&vq, 5)],
-            [(3, 1024), (4, 1024), (5, 3000 - 2048)]
-        );
-        let got = read_back(&r, 3, 3000);
-        assert_eq!(u16::from_le_bytes([got[10], got[11]]), 3, "num_buffers");
-        assert_eq!((&got[..10], &got[12..]), (&f2[..10], &f2[12..]));
-        assert_eq!((r.dev.stats.rx_frames, r.dev.stats.rx_dropped), (2, 0));
     }
 
     #[test]
