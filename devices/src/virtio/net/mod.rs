@@ -1015,7 +1015,7 @@ mod tests {
             4,
             "only the chains filled are taken"
         );
-        let mut got = [0u8; 100];
+        let mut got = vec![0u8; 100];
         r.mem.read_slice(&mut got[..6], GuestAddress(BUF)).unwrap();
         r.mem
             .read_slice(&mut got[6..], GuestAddress(BUF + 0x100))
