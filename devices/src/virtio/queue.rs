@@ -245,75 +245,6 @@ pub fn return_used(
     !done.is_empty()
 }
 
-/// Looks at the chains the driver made available, from the queue's
-/// next_avail on, without taking them, until they hold `want` bytes of
-/// device-writable buffers (a network card's receive buffers): appends each
-/// chain's head index and size to `heads`, its descriptors to `descs`.
-/// Stops before a chain that is not all device-writable guest memory, each
-/// piece in one region (the caller's other path deals with it), and at the
-/// end of what is available. Returns false, having looked at nothing, where
-/// the avail ring or the descriptor table is not one slice of guest memory
-/// or the driver's index is more than a ring ahead. The caller takes the
-/// first chains it used with `Queue::set_next_avail`.
-pub fn peek_writable(
-    mem: &GuestMemoryMmap,
-    queue: &Queue,
-    want: usize,
-    heads: &mut Vec<(u16, u32)>,
-    descs: &mut Vec<Descriptor>,
-) -> bool {
-    let size = queue.size();
-    let table = queue.desc_table();
-    let Ok(ring) = mem.get_slice(GuestAddress(queue.avail_ring()), 4 + 2 * usize::from(size))
-    else {
-        return false;
-    };
-    if mem
-        .get_slice(GuestAddress(table), usize::from(size) * DESC_LEN)
-        .is_err()
-    {
-        return false;
-    }
-    let Ok(idx) = ring.load::<u16>(2, Ordering::Acquire) else {
-        return false;
-    };
-    let next = queue.next_avail();
-    let count = u16::from_le(idx).wrapping_sub(next);
-    if count > size {
-        return false;
-    }
-    let mut room = 0usize;
-    for i in 0..count {
-        if room >= want {
-            break;
-        }
-        let slot = usize::from(next.wrapping_add(i) % size);
-        let mut b = [0u8; 2];
-        if let Ok(s) = ring.subslice(4 + 2 * slot, 2) {
-            s.copy_to(&mut b[..]);
-        }
-        let head = u16::from_le_bytes(b);
-        let start = descs.len();
-        if head >= size || !read_chain(mem, table, usize::from(size), head, descs) {
-            break;
-        }
-        let chain = &descs[start..];
-        let usable = !chain.is_empty()
-            && chain
-                .iter()
-                .all(|d| d.is_write_only() && mem.get_slice(d.addr(), d.len() as usize).is_ok());
-        if !usable {
-            descs.truncate(start);
-            break;
-        }
-        // read_chain keeps a chain's total below 4 GiB.
-        let len: u32 = chain.iter().map(|d| d.len()).sum();
-        room += len as usize;
-        heads.push((head, len));
-    }
-    true
-}
-
 /// Serves a notification: runs `pass` (which returns whether it took any
 /// chain and whether the used ring changed) and asks for the next
 /// notification, again while chains came in meanwhile, which would bring
@@ -478,31 +409,6 @@ mod tests {
             .collect();
         assert_eq!(got, vec![(2, vec![0x4000])]);
         assert_eq!(q.next_avail(), 3, "all three entries consumed");
-    }
-
-    #[test]
-    fn peeking_takes_nothing_and_stops_at_enough_room_or_a_readable_chain() {
-        let m = mem();
-        let vq = MockSplitQueue::create(&m, GuestAddress(0), 8);
-        crate::virtio::testing::offer(
-            &vq,
-            &[
-                &[(0x8000, 100, true), (0x9000, 50, true)],
-                &[(0xa000, 200, true)],
-                &[(0xb000, 300, false)],
-                &[(0xc000, 400, true)],
-            ],
-            0,
-        );
-        let q: Queue = vq.create_queue().unwrap();
-        let (mut heads, mut descs) = (Vec::new(), Vec::new());
-        assert!(peek_writable(&m, &q, 10_000, &mut heads, &mut descs));
-        assert_eq!(heads, vec![(0, 150), (2, 200)], "up to the readable chain");
-        assert_eq!(descs.len(), 3);
-        assert_eq!(q.next_avail(), 0, "nothing taken");
-        let (mut heads, mut descs) = (Vec::new(), Vec::new());
-        assert!(peek_writable(&m, &q, 150, &mut heads, &mut descs));
-        assert_eq!(heads, vec![(0, 150)], "enough room after the first");
     }
 
     #[test]

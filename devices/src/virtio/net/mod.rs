@@ -9,7 +9,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-use virtio_queue::{desc::split::Descriptor, Queue, QueueOwnedT, QueueT};
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryMmap};
 
 use super::queue::{self, Chains};
@@ -108,26 +108,6 @@ pub trait NetBackend: Send + AsRawFd {
     fn write_gathered(&mut self, parts: &[GuestSlice<'_>]) -> io::Result<usize> {
         self.write_frame(&gathered(parts))
     }
-    /// Reads one frame (header included) into `parts`, pieces of guest
-    /// memory, in order; WouldBlock when there is none. By default it is
-    /// read into a buffer and copied; a TAP reads it where it goes, in one
-    /// readv.
-    fn read_scattered(&mut self, parts: &[GuestSlice<'_>]) -> io::Result<usize> {
-        let mut frame = vec![0u8; parts.iter().map(|p| p.len()).sum()];
-        let n = self.read_frame(&mut frame)?;
-        let mut at = 0;
-        for p in parts {
-            if at == n {
-                break;
-            }
-            let k = p.len().min(n - at);
-            p.subslice(0, k)
-                .map_err(|e| io::Error::other(e.to_string()))?
-                .copy_from(&frame[at..at + k]);
-            at += k;
-        }
-        Ok(n)
-    }
     /// Sets which offloads (`offload::*`) frames read may use.
     fn set_offload(&mut self, flags: u32) -> io::Result<()>;
 }
@@ -141,17 +121,6 @@ fn gathered(parts: &[GuestSlice<'_>]) -> Vec<u8> {
     }
     frame.truncate(at);
     frame
-}
-
-/// What became of a direct receive.
-enum Direct {
-    /// A frame went into the guest's buffers (or was dropped as too short).
-    Received,
-    /// The backend has no frame.
-    Drained,
-    /// The buffers available cannot take a frame of any size: the frame,
-    /// if any, goes through the copying path.
-    NotHere,
 }
 
 /// What became of the pending RX frame.
@@ -179,9 +148,6 @@ pub struct Net {
     /// notifications so that transmission does not allocate.
     tx_chains: Chains,
     tx_done: Vec<(u16, u32)>,
-    /// The RX chains looked at for a direct receive, and their descriptors.
-    rx_heads: Vec<(u16, u32)>,
-    rx_descs: Vec<Descriptor>,
     /// What the device did.
     pub stats: NetStats,
 }
@@ -205,8 +171,6 @@ impl Net {
             tx_buf: Vec::with_capacity(MAX_FRAME_LEN),
             tx_chains: Chains::with_capacity(usize::from(QUEUE_SIZE), 2),
             tx_done: Vec::with_capacity(usize::from(QUEUE_SIZE)),
-            rx_heads: Vec::with_capacity(usize::from(QUEUE_SIZE)),
-            rx_descs: Vec::with_capacity(usize::from(QUEUE_SIZE)),
             stats: NetStats::default(),
         }
     }
@@ -221,16 +185,6 @@ impl Net {
             return false;
         }
         loop {
-            if self.rx_pending == 0 && self.mergeable {
-                match self.receive_direct(mem, queue) {
-                    Direct::Received => {
-                        used = true;
-                        continue;
-                    }
-                    Direct::Drained => break,
-                    Direct::NotHere => {}
-                }
-            }
             if self.rx_pending == 0 {
                 match self.backend.read_frame(&mut self.rx_buf) {
                     Ok(n) if n < VNET_HDR_LEN => {
@@ -267,90 +221,6 @@ impl Net {
             }
         }
         used
-    }
-
-    /// With VIRTIO_NET_F_MRG_RXBUF and buffers for a frame of the largest
-    /// size available: reads the next frame from the backend straight into
-    /// them (one readv for a TAP, no copy through the VMM), takes as many
-    /// chains as it filled, and sets num_buffers in its header.
-    fn receive_direct(&mut self, mem: &GuestMemoryMmap, queue: &mut Queue) -> Direct {
-        let mut heads = std::mem::take(&mut self.rx_heads);
-        let mut descs = std::mem::take(&mut self.rx_descs);
-        heads.clear();
-        descs.clear();
-        let got = self.read_into_buffers(mem, queue, &mut heads, &mut descs);
-        self.rx_heads = heads;
-        self.rx_descs = descs;
-        got
-    }
-
-    fn read_into_buffers(
-        &mut self,
-        mem: &GuestMemoryMmap,
-        queue: &mut Queue,
-        heads: &mut Vec<(u16, u32)>,
-        descs: &mut Vec<Descriptor>,
-    ) -> Direct {
-        if !queue::peek_writable(mem, queue, MAX_FRAME_LEN, heads, descs)
-            || heads.iter().map(|h| h.1 as usize).sum::<usize>() < MAX_FRAME_LEN
-        {
-            return Direct::NotHere;
-        }
-        let Ok(parts) = descs
-            .iter()
-            .map(|d| mem.get_slice(d.addr(), d.len() as usize))
-            .collect::<Result<Vec<GuestSlice<'_>>, _>>()
-        else {
-            return Direct::NotHere;
-        };
-        let n = loop {
-            match self.backend.read_scattered(&parts) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    if e.kind() != io::ErrorKind::WouldBlock {
-                        log::warn!("virtio-net: reading the TAP failed: {e}");
-                    }
-                    return Direct::Drained;
-                }
-            }
-        };
-        if n < VNET_HDR_LEN {
-            // The buffers stay the driver's, untaken.
-            log::debug!("virtio-net: dropping a {n}-byte frame from the TAP");
-            self.stats.rx_dropped += 1;
-            return Direct::Received;
-        }
-        let mut done: Vec<(u16, u32)> = Vec::new();
-        let mut left = n;
-        for &(head, room) in heads.iter() {
-            if left == 0 {
-                break;
-            }
-            let this = left.min(room as usize);
-            done.push((head, this as u32));
-            left -= this;
-        }
-        // num_buffers: header bytes 10 and 11, wherever the pieces put them.
-        let count = (done.len() as u16).to_le_bytes();
-        let mut at = 0usize;
-        for p in &parts {
-            for (i, b) in count.iter().enumerate() {
-                let off = 10 + i;
-                if (at..at + p.len()).contains(&off) {
-                    let _ = p.write_obj(*b, off - at);
-                }
-            }
-            at += p.len();
-            if at >= VNET_HDR_LEN {
-                break;
-            }
-        }
-        queue.set_next_avail(queue.next_avail().wrapping_add(done.len() as u16));
-        queue::return_used(mem, queue, &done, "virtio-net");
-        self.stats.rx_frames += 1;
-        self.stats.rx_bytes += n as u64;
-        Direct::Received
     }
 
     /// Writes the pending frame into the guest's RX buffers: one chain, or
@@ -978,65 +848,6 @@ mod tests {
         // A reset forgets the negotiation: one buffer per frame again.
         r.dev.reset();
         assert!(!r.dev.mergeable);
-    }
-
-    #[test]
-    fn with_room_for_any_frame_frames_are_read_straight_into_the_buffers() {
-        let mut r = rig(true);
-        r.dev
-            .ack_features((1 << VIRTIO_F_VERSION_1) | (1 << features::MRG_RXBUF));
-        let vq = MockSplitQueue::create(&r.mem, GuestAddress(0), 16);
-        let mut queues = [vq.create_queue::<Queue>().unwrap()];
-        // Ten 8 KiB buffers, the first in two pieces that split the
-        // header: after the first frame, nine are left, still room for a
-        // frame of the largest size.
-        let first: [(u64, u32, bool); 2] = [(BUF, 6, true), (BUF + 0x100, 8186, true)];
-        let rest: Vec<[(u64, u32, bool); 1]> = (1..10u64)
-            .map(|k| [(BUF + k * 0x2000, 8192, true)])
-            .collect();
-        let mut chains: Vec<&[(u64, u32, bool)]> = vec![&first];
-        chains.extend(rest.iter().map(|c| &c[..]));
-        offer(&vq, &chains, 0);
-        let f1 = frame(100, 7);
-        r.peer.send(&f1).unwrap();
-        let f2 = frame(20000, 8);
-        r.peer.send(&f2).unwrap();
-        r.peer.send(&[0u8; 5]).unwrap();
-        assert_eq!(r.dev.host_event(&r.mem, 0, &mut queues), 1 << RX_QUEUE);
-        // The first frame in the first chain, num_buffers 1 in its second
-        // piece; the second in three chains (heads 2, 3 and 4: the first
-        // chain's two descriptors are slots 0 and 1).
-        assert_eq!(
-            [used(&vq, 0), used(&vq, 1), used(&vq, 2), used(&vq, 3)],
-            [(0, 100), (2, 8192), (3, 8192), (4, 20000 - 16384)]
-        );
-        assert_eq!(
-            queues[0].next_avail(),
-            4,
-            "only the chains filled are taken"
-        );
-        let mut got = vec![0u8; 100];
-        r.mem.read_slice(&mut got[..6], GuestAddress(BUF)).unwrap();
-        r.mem
-            .read_slice(&mut got[6..], GuestAddress(BUF + 0x100))
-            .unwrap();
-        assert_eq!(u16::from_le_bytes([got[10], got[11]]), 1, "num_buffers");
-        assert_eq!((&got[..10], &got[12..]), (&f1[..10], &f1[12..]));
-        let mut got = vec![0u8; 20000];
-        r.mem
-            .read_slice(&mut got, GuestAddress(BUF + 0x2000))
-            .unwrap();
-        assert_eq!(u16::from_le_bytes([got[10], got[11]]), 3, "num_buffers");
-        assert_eq!((&got[..10], &got[12..]), (&f2[..10], &f2[12..]));
-        // The 5-byte frame was dropped without taking a buffer.
-        assert_eq!(
-            (
-                r.dev.stats.rx_frames,
-                r.dev.stats.rx_bytes,
-                r.dev.stats.rx_dropped
-            ),
-            (2, 20100, 1)
-        );
     }
 
     #[test]

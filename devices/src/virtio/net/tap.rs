@@ -139,21 +139,6 @@ impl NetBackend for Tap {
         self.file.write(buf)
     }
 
-    fn read_scattered(&mut self, parts: &[GuestSlice<'_>]) -> io::Result<usize> {
-        let iov = crate::IoVecs::new(parts);
-        let count = libc::c_int::try_from(iov.iov.len())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: the iovecs describe pieces of guest memory that vm-memory
-        // checked lie inside mappings alive for this call (their guards
-        // live in `iov`); readv writes at most their lengths there. A TAP
-        // hands over one frame per read.
-        let n = unsafe { libc::readv(self.file.as_raw_fd(), iov.iov.as_ptr(), count) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
-    }
-
     fn write_gathered(&mut self, parts: &[GuestSlice<'_>]) -> io::Result<usize> {
         let iov = crate::IoVecs::new(parts);
         let count = libc::c_int::try_from(iov.iov.len())
