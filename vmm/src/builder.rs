@@ -141,7 +141,7 @@ impl Vmm {
     /// Validates `config`, then builds the VM. Errors in the configuration
     /// or the images are reported before KVM is touched.
     pub fn build(config: &VmConfig, started: Instant) -> Result<Vmm> {
-        config.validate()?;
+        let disk_files = config.check()?;
         let timeline = Arc::new(Timeline::new(started));
         let mut metrics = match &config.metrics {
             Some(path) => Some(MetricsFile::create(path, timeline.clone())?),
@@ -350,8 +350,8 @@ impl Vmm {
         )?;
         let mut mmio = mmio;
         let mut virtio = Vec::with_capacity(config.disks.len());
-        for (i, disk) in config.disks.iter().enumerate() {
-            let (device, size) = device_manager::block_device(disk, i)?;
+        for (i, (disk, (file, size))) in config.disks.iter().zip(disk_files).enumerate() {
+            let device = device_manager::block_device(disk, file, size, i);
             virtio.push(device_manager::add_virtio(&vm, &mut mmio, &mem, i, device)?);
             log::info!(
                 "disk {} as /dev/vd{} ({}, {size} bytes) at virtio-mmio {}",

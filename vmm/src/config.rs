@@ -459,23 +459,130 @@ pub fn check_vcpus(vcpus: u32, smt: bool) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// A rule over all of a VM's disks and network interfaces, broken by one
+/// being added (`VmConfig::add_disk`, `VmConfig::add_net`): the one place
+/// these rules live, whichever front end (command line, config file) adds
+/// the device; each front end names the field in its own terms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceRule {
+    /// A second root disk.
+    #[error("only one disk can be the root disk (disk {first} is)")]
+    SecondRoot {
+        /// The root disk already there.
+        first: usize,
+    },
+    /// More devices than the virtio-mmio slots.
+    #[error("at most {MAX_VIRTIO_DEVICES} disks and network interfaces together")]
+    TooMany,
+    /// Two interfaces with one MAC.
+    #[error("network interfaces {first} and {second} have the same MAC address")]
+    SameMac {
+        /// The MAC.
+        mac: MacAddr,
+        /// The interface that has it already.
+        first: usize,
+        /// The one added.
+        second: usize,
+    },
+    /// Two interfaces on one TAP.
+    #[error("the TAP is given twice (interface {first} has it); each interface needs its own")]
+    SameTap {
+        /// The TAP.
+        tap: String,
+        /// The interface that has it already.
+        first: usize,
+    },
+}
+
+impl DeviceRule {
+    /// The command-line option and value it concerns.
+    fn option(&self, config: &VmConfig) -> (&'static str, String) {
+        match self {
+            DeviceRule::SecondRoot { .. } => ("disk", "root".into()),
+            DeviceRule::TooMany => (
+                "disk/net",
+                (config.disks.len() + config.nets.len() + 1).to_string(),
+            ),
+            DeviceRule::SameMac { mac, .. } => ("net", format!("mac={mac}")),
+            DeviceRule::SameTap { tap, .. } => ("net", format!("tap={tap}")),
+        }
+    }
+}
+
+impl VmConfig {
+    fn has_room(&self) -> std::result::Result<(), DeviceRule> {
+        if self.disks.len() + self.nets.len() >= MAX_VIRTIO_DEVICES {
+            return Err(DeviceRule::TooMany);
+        }
+        Ok(())
+    }
+
+    /// Adds a disk, the guest's next (vda, vdb, ...), if the rules allow.
+    pub fn add_disk(&mut self, disk: DiskConfig) -> std::result::Result<(), DeviceRule> {
+        self.has_room()?;
+        if disk.root {
+            if let Some(first) = self.disks.iter().position(|d| d.root) {
+                return Err(DeviceRule::SecondRoot { first });
+            }
+        }
+        self.disks.push(disk);
+        Ok(())
+    }
+
+    /// Adds a network interface, the guest's next (eth0, eth1, ...), if the
+    /// rules allow.
+    pub fn add_net(&mut self, net: NetConfig) -> std::result::Result<(), DeviceRule> {
+        self.has_room()?;
+        let second = self.nets.len();
+        let mac = net.mac_for(second);
+        if let Some(first) = (0..second).find(|&j| self.nets[j].mac_for(j) == mac) {
+            return Err(DeviceRule::SameMac { mac, first, second });
+        }
+        if let Some(first) = self.nets.iter().position(|n| n.tap == net.tap) {
+            return Err(DeviceRule::SameTap {
+                tap: net.tap,
+                first,
+            });
+        }
+        self.nets.push(net);
+        Ok(())
+    }
+
+    /// Replaces the disks and network interfaces, each added by the rules;
+    /// a broken rule is a configuration error naming the option.
+    pub fn set_devices(&mut self, disks: Vec<DiskConfig>, nets: Vec<NetConfig>) -> Result<()> {
+        self.disks.clear();
+        self.nets.clear();
+        let rule = |c: &VmConfig, e: DeviceRule| {
+            let (field, value) = e.option(c);
+            Error::config(field, value, e.to_string())
+        };
+        for d in disks {
+            self.add_disk(d).map_err(|e| rule(self, e))?;
+        }
+        for n in nets {
+            self.add_net(n).map_err(|e| rule(self, e))?;
+        }
+        Ok(())
+    }
+}
+
 impl VmConfig {
     /// Checks the values that need no KVM: files exist, sizes and counts are
     /// in range. KVM- and host-dependent limits are checked when the VM is
     /// built.
     pub fn validate(&self) -> Result<()> {
+        self.check().map(drop)
+    }
+
+    /// `validate`, returning each disk opened as the VM uses it, with its
+    /// size: a VM's disks are opened once, here, and handed over.
+    pub fn check(&self) -> Result<Vec<(File, u64)>> {
         check_mem(self.mem_mib).map_err(|e| Error::config("memory", self.mem_mib, e))?;
         check_vcpus(self.vcpus, self.smt).map_err(|e| Error::config("vcpus", self.vcpus, e))?;
         check_file("kernel", &self.kernel)?;
         if let Some(initrd) = &self.initrd {
             check_file("initrd", initrd)?;
-        }
-        if self.disks.iter().filter(|d| d.root).count() > 1 {
-            return Err(Error::config(
-                "disk",
-                "root",
-                "only one disk can be the root disk",
-            ));
         }
         if self.dhcp && self.nets.is_empty() {
             return Err(Error::config(
@@ -484,33 +591,15 @@ impl VmConfig {
                 "there is no network interface for the guest to configure: add --net tap=NAME",
             ));
         }
-        if self.disks.len() + self.nets.len() > MAX_VIRTIO_DEVICES {
-            return Err(Error::config(
-                "disk/net",
-                self.disks.len() + self.nets.len(),
-                format!("at most {MAX_VIRTIO_DEVICES} disks and network interfaces together"),
-            ));
-        }
-        for (i, net) in self.nets.iter().enumerate() {
-            let mac = net.mac_for(i);
-            if let Some(j) = (0..i).find(|&j| self.nets[j].mac_for(j) == mac) {
-                return Err(Error::config(
-                    "net",
-                    format!("mac={mac}"),
-                    format!("network interfaces {j} and {i} have the same MAC address"),
-                ));
-            }
-            if self.nets[..i].iter().any(|n| n.tap == net.tap) {
-                return Err(Error::config(
-                    "net",
-                    format!("tap={}", net.tap),
-                    "the TAP is given twice; each interface needs its own",
-                ));
-            }
-        }
-        for disk in &self.disks {
-            open_disk(disk)?;
-        }
+        // Devices may have been set directly: the rules again, as they
+        // would have been applied.
+        self.clone()
+            .set_devices(self.disks.clone(), self.nets.clone())?;
+        let disks = self
+            .disks
+            .iter()
+            .map(open_disk)
+            .collect::<Result<Vec<_>>>()?;
         if let SerialOutput::File(p) = &self.serial {
             if p.is_dir() {
                 return Err(Error::config(
@@ -520,7 +609,7 @@ impl VmConfig {
                 ));
             }
         }
-        Ok(())
+        Ok(disks)
     }
 }
 
@@ -589,6 +678,46 @@ mod tests {
             let e = bad.parse::<NetConfig>().unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn device_rules_hold_as_devices_are_added() {
+        let mut c = VmConfig::with_defaults(PathBuf::new(), None);
+        let disk = |root| DiskConfig {
+            path: "d".into(),
+            read_only: false,
+            id: None,
+            root,
+            partuuid: None,
+        };
+        c.add_disk(disk(false)).unwrap();
+        c.add_disk(disk(true)).unwrap();
+        assert_eq!(
+            c.add_disk(disk(true)),
+            Err(DeviceRule::SecondRoot { first: 1 })
+        );
+        c.add_net("tap=a".parse().unwrap()).unwrap();
+        assert!(matches!(
+            c.add_net("tap=a".parse().unwrap()),
+            Err(DeviceRule::SameTap { first: 0, .. })
+        ));
+        for i in 0..13 {
+            c.add_net(format!("tap=t{i}").parse().unwrap()).unwrap();
+        }
+        assert_eq!(c.disks.len() + c.nets.len(), MAX_VIRTIO_DEVICES);
+        assert_eq!(c.add_disk(disk(false)), Err(DeviceRule::TooMany));
+        // The command line's names for the same rules.
+        let e = c.clone().set_devices(c.disks.clone(), {
+            let mut n = c.nets.clone();
+            n.push("tap=one-more".parse().unwrap());
+            n
+        });
+        let e = e.unwrap_err();
+        assert_eq!(e.exit_code(), crate::exit_code::CONFIG);
+        assert_eq!(
+            e.to_string(),
+            "invalid disk/net '17': at most 16 disks and network interfaces together"
+        );
     }
 
     #[test]

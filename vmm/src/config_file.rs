@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    self, BootProtocol, DiskConfig, EmulatedHost, NetConfig, SerialOutput, VmConfig,
+    self, BootProtocol, DeviceRule, DiskConfig, EmulatedHost, NetConfig, SerialOutput, VmConfig,
 };
 use crate::error::{Error, Result};
 
@@ -243,11 +243,13 @@ impl Overrides {
             }
         };
         let base = VmConfig::with_defaults(kernel, initrd);
-        Ok(self.apply(base))
+        self.apply(base)
     }
 
-    /// `base` with these values put over it.
-    pub fn apply(self, mut base: VmConfig) -> VmConfig {
+    /// `base` with these values put over it; disks and network interfaces
+    /// given replace the base's, added by the rules
+    /// (`VmConfig::set_devices`).
+    pub fn apply(self, mut base: VmConfig) -> Result<VmConfig> {
         if let Some(k) = self.kernel {
             base.kernel = k;
         }
@@ -261,14 +263,21 @@ impl Overrides {
         }
         over!(cmdline => cmdline, mem_mib => mem_mib, vcpus => vcpus, smt => smt, seccomp => seccomp,
               serial => serial, emulated_host => emulated_host,
-              boot_protocol => boot_protocol, disks => disks, nets => nets, dhcp => dhcp);
+              boot_protocol => boot_protocol, dhcp => dhcp);
+        if self.disks.is_some() || self.nets.is_some() {
+            let disks = self
+                .disks
+                .unwrap_or_else(|| std::mem::take(&mut base.disks));
+            let nets = self.nets.unwrap_or_else(|| std::mem::take(&mut base.nets));
+            base.set_devices(disks, nets)?;
+        }
         if self.command.is_some() {
             base.command = self.command;
         }
         if self.metrics.is_some() {
             base.metrics = self.metrics;
         }
-        base
+        Ok(base)
     }
 }
 
@@ -495,14 +504,23 @@ impl ConfigFile {
             serial,
             emulated_host,
             boot_protocol,
-            disks,
-            nets,
+            disks: Vec::new(),
+            nets: Vec::new(),
             command: None,
             shell: false,
             dhcp: false,
             metrics: None,
         };
-        Ok(overrides.apply(base))
+        let mut base = base;
+        for d in disks {
+            base.add_disk(d)
+                .map_err(|e| error(file, "drives", e.to_string()))?;
+        }
+        for n in nets {
+            base.add_net(n)
+                .map_err(|e| error(file, "network-interfaces", e.to_string()))?;
+        }
+        overrides.apply(base)
     }
 
     fn check_unsupported(&self, file: &Path) -> Result<()> {
@@ -579,6 +597,8 @@ impl ConfigFile {
     fn disks(file: &Path, drives: &[Drive]) -> Result<Vec<DiskConfig>> {
         let mut disks = Vec::with_capacity(drives.len());
         let mut root = None;
+        // The rules over all disks, applied as the file lists them.
+        let mut rules = VmConfig::with_defaults(PathBuf::new(), None);
         for (i, d) in drives.iter().enumerate() {
             let at = |f: &str| format!("drives[{i}].{f}");
             if d.drive_id.is_empty() {
@@ -645,13 +665,6 @@ impl ConfigFile {
                 return Err(bad("is neither a regular file nor a block device".into()));
             }
             if d.is_root_device {
-                if let Some(j) = root {
-                    return Err(error(
-                        file,
-                        at("is_root_device"),
-                        format!("drives[{j}] is the root device already; only one can be"),
-                    ));
-                }
                 root = Some(i);
             }
             if d.partuuid.is_some() && !d.is_root_device {
@@ -672,13 +685,22 @@ impl ConfigFile {
             }
             // The serial the guest reads: at most 20 bytes, as Firecracker.
             let id: String = d.drive_id.chars().filter(char::is_ascii).take(20).collect();
-            disks.push(DiskConfig {
+            let disk = DiskConfig {
                 path: path.clone(),
                 read_only: d.is_read_only.unwrap_or(false),
                 id: (!id.is_empty()).then_some(id),
                 root: d.is_root_device,
                 partuuid: d.partuuid.clone(),
-            });
+            };
+            rules.add_disk(disk.clone()).map_err(|e| match e {
+                DeviceRule::SecondRoot { first } => error(
+                    file,
+                    at("is_root_device"),
+                    format!("drives[{first}] is the root device already; only one can be"),
+                ),
+                other => error(file, "drives", other.to_string()),
+            })?;
+            disks.push(disk);
         }
         // As with Firecracker, the root device comes first: /dev/vda.
         if let Some(r) = root {
@@ -689,7 +711,8 @@ impl ConfigFile {
     }
 
     fn nets(file: &Path, ifaces: &[NetworkInterface]) -> Result<Vec<NetConfig>> {
-        let mut nets: Vec<NetConfig> = Vec::with_capacity(ifaces.len());
+        // The rules over all interfaces, applied as the file lists them.
+        let mut rules = VmConfig::with_defaults(PathBuf::new(), None);
         for (i, n) in ifaces.iter().enumerate() {
             let at = |f: &str| format!("network-interfaces[{i}].{f}");
             if let Some(j) = ifaces[..i].iter().position(|o| o.iface_id == n.iface_id) {
@@ -706,12 +729,6 @@ impl ConfigFile {
                     format!("'{}': {e}", n.host_dev_name),
                 )
             })?;
-            if let Some(j) = ifaces[..i]
-                .iter()
-                .position(|o| o.host_dev_name == n.host_dev_name)
-            {
-                return Err(error(file, at("host_dev_name"), format!("'{}' is also the TAP of network-interfaces[{j}]; each interface needs its own", n.host_dev_name)));
-            }
             for (key, limiter) in [
                 ("rx_rate_limiter", &n.rx_rate_limiter),
                 ("tx_rate_limiter", &n.tx_rate_limiter),
@@ -734,21 +751,21 @@ impl ConfigFile {
                 tap: n.host_dev_name.clone(),
                 mac,
             };
-            let this = net.mac_for(i);
-            if let Some(j) = nets
-                .iter()
-                .enumerate()
-                .position(|(j, o)| o.mac_for(j) == this)
-            {
-                return Err(error(
+            rules.add_net(net).map_err(|e| match e {
+                DeviceRule::SameTap { tap, first } => error(
+                    file,
+                    at("host_dev_name"),
+                    format!("'{tap}' is also the TAP of network-interfaces[{first}]; each interface needs its own"),
+                ),
+                DeviceRule::SameMac { mac, first, .. } => error(
                     file,
                     at("guest_mac"),
-                    format!("{} is also the MAC of network-interfaces[{j}]", this),
-                ));
-            }
-            nets.push(net);
+                    format!("{mac} is also the MAC of network-interfaces[{first}]"),
+                ),
+                other => error(file, "network-interfaces", other.to_string()),
+            })?;
         }
-        Ok(nets)
+        Ok(rules.nets)
     }
 
     /// `config` in this layout, every value resolved: what `vmm config

@@ -1,7 +1,7 @@
 //! Builds the legacy devices, places them on the buses and wires their
 //! interrupts to KVM (irqfd). Devices never touch KVM themselves.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -18,7 +18,7 @@ use devices::Bus;
 use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::config::{open_disk, DiskConfig, NetConfig, SerialOutput};
+use crate::config::{DiskConfig, NetConfig, SerialOutput};
 use crate::error::{Error, Result};
 use devices::virtio::block::Block;
 use devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
@@ -199,13 +199,17 @@ pub fn add_virtio(
 
 /// Opens a disk image and makes the virtio-blk device for slot `index`.
 /// Returns the device and the disk's size in bytes.
-pub fn block_device(disk: &DiskConfig, index: usize) -> Result<(Box<dyn VirtioDevice>, u64)> {
-    let (file, size) = open_disk(disk)?;
+pub fn block_device(
+    disk: &DiskConfig,
+    file: File,
+    size: u64,
+    index: usize,
+) -> Box<dyn VirtioDevice> {
     let id = disk
         .id
         .clone()
         .unwrap_or_else(|| format!("vmm-disk{index}"));
-    Ok((Box::new(Block::new(file, size, disk.read_only, &id)), size))
+    Box::new(Block::new(file, size, disk.read_only, &id))
 }
 
 /// Opens (or creates) the TAP of a network interface, with advice for the
