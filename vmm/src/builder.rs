@@ -18,7 +18,7 @@ use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, Gues
 use crate::cmdline::guest_cmdline;
 use crate::config::{BootProtocol, EmulatedHost, SerialOutput, VmConfig};
 use crate::device_manager::VirtioSlot;
-use crate::device_manager::{self, LegacyDevices};
+use crate::device_manager::{self, LegacyDevices, Slotted};
 use crate::error::{Error, Result};
 use crate::event_loop::{ExitHandler, StdinHandler, VirtioHandler};
 use crate::host;
@@ -73,6 +73,9 @@ pub enum VmError {
     /// Writing the MP table failed.
     #[error("cannot write the MP table")]
     MpTable(#[from] arch::mptable::Error),
+    /// A device in the layout has no opened file or TAP (a bug).
+    #[error("a device was placed that was not opened")]
+    Unopened,
     /// The event loop (epoll) could not be made.
     #[error("cannot create the event loop: {0}")]
     EventLoop(String),
@@ -349,35 +352,41 @@ impl Vmm {
             exit_device::LEN,
         )?;
         let mut mmio = mmio;
-        let mut virtio = Vec::with_capacity(config.disks.len());
-        for (i, (disk, (file, size))) in config.disks.iter().zip(disk_files).enumerate() {
-            let device = device_manager::block_device(disk, file, size, i);
-            virtio.push(device_manager::add_virtio(&vm, &mut mmio, &mem, i, device)?);
-            log::info!(
-                "disk {} as /dev/vd{} ({}, {size} bytes) at virtio-mmio {}",
-                disk.path.display(),
-                char::from(b'a' + i as u8),
-                if disk.read_only {
-                    "read-only"
-                } else {
-                    "read-write"
-                },
-                device_manager::virtio_mmio_param(i)
-            );
-        }
-        for ((n, net), tap) in config.nets.iter().enumerate().zip(taps) {
-            let slot = config.disks.len() + n;
-            let mac = net.mac_for(n);
-            let device = device_manager::net_device(net, n, tap);
+        let mut virtio = Vec::with_capacity(config.disks.len() + config.nets.len());
+        let mut disk_files = disk_files.into_iter();
+        let mut taps = taps.into_iter();
+        for (slot, device) in device_manager::virtio_layout(config) {
+            let device = match device {
+                Slotted::Disk(i, disk) => {
+                    // One opened file per disk, in the disks' order.
+                    let (file, size) = disk_files.next().ok_or(VmError::Unopened)?;
+                    log::info!(
+                        "disk {} as /dev/vd{} ({}, {size} bytes) at virtio-mmio {}",
+                        disk.path.display(),
+                        char::from(b'a' + i as u8),
+                        if disk.read_only {
+                            "read-only"
+                        } else {
+                            "read-write"
+                        },
+                        slot.param()
+                    );
+                    device_manager::block_device(disk, file, size, i)
+                }
+                Slotted::Net(n, net) => {
+                    let tap = taps.next().ok_or(VmError::Unopened)?;
+                    log::info!(
+                        "network interface {n} on TAP {} with MAC {} at virtio-mmio {}",
+                        net.tap,
+                        net.mac_for(n),
+                        slot.param()
+                    );
+                    device_manager::net_device(net, n, tap)
+                }
+            };
             virtio.push(device_manager::add_virtio(
                 &vm, &mut mmio, &mem, slot, device,
             )?);
-            log::info!(
-                "network interface {n} on TAP {} with MAC {} at virtio-mmio {}",
-                net.tap,
-                mac,
-                device_manager::virtio_mmio_param(slot)
-            );
         }
         let (pio, mmio) = (Arc::new(pio), Arc::new(mmio));
         let mut base_cpuid = kvm

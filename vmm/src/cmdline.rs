@@ -99,37 +99,26 @@ pub fn merge_list_param(cmdline: &mut String, key: &str, items: &str) -> Vec<Str
 /// root disk, and the emulated-host parameters when they apply.
 pub fn guest_cmdline(config: &crate::config::VmConfig, emulated: bool) -> String {
     let mut cmdline = config.cmdline.clone();
-    for (i, disk) in config.disks.iter().enumerate() {
+    for (slot, device) in crate::device_manager::virtio_layout(config) {
         append(
             &mut cmdline,
-            &format!(
-                "virtio_mmio.device={}",
-                crate::device_manager::virtio_mmio_param(i)
-            ),
+            &format!("virtio_mmio.device={}", slot.param()),
         );
-        if disk.root {
-            let letter = char::from(b'a' + i as u8);
-            let root = match &disk.partuuid {
-                Some(uuid) => format!("PARTUUID={uuid}"),
-                None => format!("/dev/vd{letter}"),
-            };
-            if add_param(&mut cmdline, "root", Some(&root))
-                && !has_key(&cmdline, "ro")
-                && !has_key(&cmdline, "rw")
-            {
-                append(&mut cmdline, if disk.read_only { "ro" } else { "rw" });
+        if let crate::device_manager::Slotted::Disk(i, disk) = device {
+            if disk.root {
+                let letter = char::from(b'a' + i as u8);
+                let root = match &disk.partuuid {
+                    Some(uuid) => format!("PARTUUID={uuid}"),
+                    None => format!("/dev/vd{letter}"),
+                };
+                if add_param(&mut cmdline, "root", Some(&root))
+                    && !has_key(&cmdline, "ro")
+                    && !has_key(&cmdline, "rw")
+                {
+                    append(&mut cmdline, if disk.read_only { "ro" } else { "rw" });
+                }
             }
         }
-    }
-    // Disks take the first virtio-mmio slots, network interfaces the next.
-    for i in config.disks.len()..config.disks.len() + config.nets.len() {
-        append(
-            &mut cmdline,
-            &format!(
-                "virtio_mmio.device={}",
-                crate::device_manager::virtio_mmio_param(i)
-            ),
-        );
     }
     // Where init tells the VMM it runs (the kernel hands unknown KEY=VALUE
     // parameters to init as its environment).

@@ -142,35 +142,73 @@ pub struct VirtioSlot {
     pub queue_evts: Vec<EventFd>,
 }
 
-/// Guest physical address of virtio-mmio slot `index`.
-pub fn virtio_mmio_base(index: usize) -> u64 {
-    arch::layout::VIRTIO_MMIO_START + index as u64 * VIRTIO_MMIO_SIZE
+/// A virtio-mmio slot: a register window in the MMIO gap and an IRQ line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MmioSlot(usize);
+
+impl MmioSlot {
+    /// Guest physical address of its window.
+    pub fn base(self) -> u64 {
+        arch::layout::VIRTIO_MMIO_START + self.0 as u64 * VIRTIO_MMIO_SIZE
+    }
+
+    /// Its IRQ.
+    pub fn irq(self) -> u32 {
+        arch::layout::VIRTIO_IRQ_START + self.0 as u32
+    }
+
+    /// The kernel parameter's value announcing it to a guest without ACPI
+    /// or device tree (CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES):
+    /// `virtio_mmio.device=` this.
+    pub fn param(self) -> String {
+        format!("4K@{:#x}:{}", self.base(), self.irq())
+    }
 }
 
-/// IRQ of virtio-mmio slot `index`.
-pub fn virtio_irq(index: usize) -> u32 {
-    arch::layout::VIRTIO_IRQ_START + index as u32
+/// A VM's virtio devices in the slots they get: the one place the order is
+/// decided (disks first, as vda, vdb..., then network interfaces), read by
+/// the guest command line (`cmdline::guest_cmdline`) and by the VM's
+/// construction alike.
+pub enum Slotted<'a> {
+    /// Disk number `.0` (the guest's vd<a + .0>).
+    Disk(usize, &'a DiskConfig),
+    /// Network interface number `.0` (the guest's eth<.0>).
+    Net(usize, &'a NetConfig),
 }
 
-/// The kernel parameter announcing virtio-mmio slot `index` to a guest
-/// without ACPI or device tree (CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES).
-pub fn virtio_mmio_param(index: usize) -> String {
-    format!("4K@{:#x}:{}", virtio_mmio_base(index), virtio_irq(index))
+/// The slots of `config`'s devices, handed out one after another (as
+/// vmm-reference's `MmioConfig::next`).
+pub fn virtio_layout(config: &crate::config::VmConfig) -> Vec<(MmioSlot, Slotted<'_>)> {
+    let disks = config
+        .disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| Slotted::Disk(i, d));
+    let nets = config
+        .nets
+        .iter()
+        .enumerate()
+        .map(|(i, n)| Slotted::Net(i, n));
+    disks
+        .chain(nets)
+        .enumerate()
+        .map(|(slot, device)| (MmioSlot(slot), device))
+        .collect()
 }
 
-/// Puts `device` in virtio-mmio slot `index`: registers its interrupt as an
+/// Puts `device` in virtio-mmio `slot`: registers its interrupt as an
 /// irqfd, its queue notifications as ioeventfds, and places it on `mmio`.
 pub fn add_virtio(
     vm: &VmFd,
     mmio: &mut Bus,
     mem: &GuestMemoryMmap,
-    index: usize,
+    slot: MmioSlot,
     device: Box<dyn VirtioDevice>,
 ) -> Result<VirtioSlot> {
-    let base = virtio_mmio_base(index);
+    let base = slot.base();
     let irq_evt =
         EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(io_err("virtio interrupt"))?;
-    vm.register_irqfd(&irq_evt, virtio_irq(index))
+    vm.register_irqfd(&irq_evt, slot.irq())
         .map_err(Error::kvm("KVM_IRQFD (virtio)"))?;
     let queues = device.queue_max_sizes().len();
     let transport = Arc::new(Mutex::new(MmioTransport::new(
@@ -245,4 +283,36 @@ pub fn open_tap(net: &NetConfig) -> Result<Tap> {
 /// The virtio-net device for interface `index` on its opened TAP.
 pub fn net_device(net: &NetConfig, index: usize, tap: Tap) -> Box<dyn VirtioDevice> {
     Box::new(Net::new(Box::new(tap), net.mac_for(index)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::VmConfig;
+
+    #[test]
+    fn disks_take_the_first_slots_and_interfaces_the_next() {
+        let mut c = VmConfig::with_defaults("k".into(), None);
+        c.disks = vec!["/a".parse().unwrap(), "/b,root".parse().unwrap()];
+        c.nets = vec!["tap=t0".parse().unwrap()];
+        let got: Vec<(String, String)> = virtio_layout(&c)
+            .into_iter()
+            .map(|(slot, d)| {
+                let what = match d {
+                    Slotted::Disk(i, d) => format!("disk {i} {}", d.path.display()),
+                    Slotted::Net(i, n) => format!("net {i} {}", n.tap),
+                };
+                (slot.param(), what)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("4K@0xd0000000:5", "disk 0 /a"),
+                ("4K@0xd0001000:6", "disk 1 /b"),
+                ("4K@0xd0002000:7", "net 0 t0"),
+            ]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+        );
+    }
 }
