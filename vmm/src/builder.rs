@@ -72,7 +72,7 @@ pub enum VmError {
     RegistrationPanicked,
     /// Writing the MP table failed.
     #[error("cannot write the MP table")]
-    MpTable(#[from] arch::mptable::Error),
+    MpTable(#[source] arch::mptable::Error),
     /// A device in the layout has no opened file or TAP (a bug).
     #[error("a device was placed that was not opened")]
     Unopened,
@@ -291,30 +291,21 @@ impl Vmm {
             }
             None => None,
         };
-        let kernel_err = |source| Error::Kernel {
-            path: config.kernel.clone(),
-            source,
+        let setup = arch::BootSetup {
+            kernel: &loaded,
+            cmdline: &cmdline,
+            mem_bytes,
+            initrd,
+            rng_seed: host::random_seed()?,
+            vcpus: vcpu_count,
         };
-        let cmdline_len = arch::boot::write_cmdline(&mem, &cmdline).map_err(kernel_err)?;
-        match loaded.mode {
-            arch::EntryMode::Linux64 => {
-                let next = loaded.setup_header.map_or(0, |h| h.setup_data);
-                let seed = arch::boot::write_rng_seed(&mem, &host::random_seed()?, next)
-                    .map_err(kernel_err)?;
-                let params = arch::boot::boot_params_for(
-                    loaded.setup_header,
-                    mem_bytes,
-                    cmdline_len,
-                    initrd,
-                    Some(seed),
-                );
-                arch::boot::write_boot_params(&mem, &params).map_err(kernel_err)?;
-            }
-            arch::EntryMode::Pvh => {
-                arch::boot::write_pvh_info(&mem, mem_bytes, initrd).map_err(kernel_err)?
-            }
-        }
-        arch::mptable::write(&mem, vcpu_count).map_err(VmError::from)?;
+        arch::configure_system(&mem, &setup).map_err(|e| match e {
+            arch::SystemError::Boot(source) => Error::Kernel {
+                path: config.kernel.clone(),
+                source,
+            },
+            arch::SystemError::MpTable(e) => VmError::MpTable(e).into(),
+        })?;
         log::info!(
             "kernel {} ({:?}, entry {:#x}, {:?}), {} MiB, {} vCPU(s), command line: {}",
             config.kernel.display(),
