@@ -7,13 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use arch::layout::KVM_TSS_ADDRESS;
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
-use kvm_bindings::{
-    kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
-};
+use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Kvm, VmFd};
-use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{Address, GuestMemoryMmap};
 
 use crate::cmdline::guest_cmdline;
 use crate::config::{BootProtocol, EmulatedHost, SerialOutput, VmConfig};
@@ -26,6 +23,7 @@ use crate::metrics::MetricsFile;
 use crate::signals::{install_kick_handler, install_stop_handler, stop_vcpus, StopHandler};
 use crate::terminal::RawTerminal;
 use crate::vcpu::{self, Vcpu, VmEnd, VmExitState};
+use crate::vm::{self, VmError};
 use devices::boot_timer::{Phase, Timeline};
 use devices::exit_device::{self, ExitDevice};
 use devices::serial::SerialDevice;
@@ -49,87 +47,8 @@ pub struct Vmm {
     _mem: GuestMemoryMmap,
 }
 
-/// Failures making the VM itself: the VMM's, never the configuration's.
-#[derive(Debug, thiserror::Error)]
-pub enum VmError {
-    /// Guest memory could not be mapped.
-    #[error("cannot allocate {mib} MiB of guest memory")]
-    Memory {
-        /// Requested size.
-        mib: u64,
-        /// What failed.
-        #[source]
-        source: vm_memory::mmap::FromRangesError,
-    },
-    /// A guest memory region has no host address to give KVM.
-    #[error("guest memory region {slot} has no host mapping")]
-    Unmapped {
-        /// The region's slot.
-        slot: usize,
-    },
-    /// The thread registering guest memory with KVM panicked.
-    #[error("the thread registering guest memory with KVM panicked")]
-    RegistrationPanicked,
-    /// Writing the MP table failed.
-    #[error("cannot write the MP table")]
-    MpTable(#[source] arch::mptable::Error),
-    /// A device in the layout has no opened file or TAP (a bug).
-    #[error("a device was placed that was not opened")]
-    Unopened,
-    /// The event loop (epoll) could not be made.
-    #[error("cannot create the event loop: {0}")]
-    EventLoop(String),
-}
-
 fn ms_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1e3
-}
-
-/// Hands every guest RAM region to KVM as a memory slot.
-fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<()> {
-    for (slot, region) in mem.iter().enumerate() {
-        let host_addr = mem
-            .get_host_address(region.start_addr())
-            .map_err(|_| VmError::Unmapped { slot })?;
-        let region_desc = kvm_userspace_memory_region {
-            slot: slot as u32,
-            guest_phys_addr: region.start_addr().raw_value(),
-            memory_size: region.len(),
-            userspace_addr: host_addr as u64,
-            flags: 0,
-        };
-        // SAFETY: the range [host_addr, host_addr + len) is a live mapping
-        // owned by `mem`, which the Vmm keeps until after the VM fd is
-        // closed (field order), so KVM never maps freed memory.
-        unsafe { vm.set_user_memory_region(region_desc) }
-            .map_err(Error::kvm("KVM_SET_USER_MEMORY_REGION"))?;
-    }
-    Ok(())
-}
-
-vmm_sys_util::ioctl_io_nr!(KVM_REINJECT_CONTROL, kvm_bindings::KVMIO, 0x71);
-
-/// Turns off the in-kernel PIT's catch-up of missed ticks. With it on, a
-/// guest that handles a tick more slowly than the tick period (an
-/// interpreted guest on an emulated KVM, or one on a busy host) gets the
-/// timer interrupt again as soon as it returns, forever; its lowest-priority
-/// vectors (Linux gives the first device interrupt vector 0x20, below the
-/// timer's 0x30) are then never delivered, and a virtio-net guest saw its TX
-/// completions seconds late. A Linux guest keeps time from its clocksource,
-/// not by counting ticks, so dropping missed ones costs it nothing
-/// (QEMU's lost_tick_policy=discard).
-fn disable_pit_reinjection(vm: &VmFd) {
-    let ctl = kvm_bindings::kvm_reinject_control::default();
-    // SAFETY: KVM_REINJECT_CONTROL reads a struct kvm_reinject_control
-    // from the pointer, which points at a live, initialised one; the VM fd
-    // is open and has a PIT.
-    let ret = unsafe { vmm_sys_util::ioctl::ioctl_with_ref(vm, KVM_REINJECT_CONTROL(), &ctl) };
-    if ret < 0 {
-        log::warn!(
-            "cannot turn off PIT tick reinjection: {}; a slow guest may see device interrupts late",
-            std::io::Error::last_os_error()
-        );
-    }
 }
 
 fn open_image(what: &'static str, path: &std::path::Path) -> Result<File> {
@@ -234,38 +153,21 @@ impl Vmm {
         }
         let vcpu_count = config.vcpus as u8; // validated: at most 254
 
-        let vm = kvm.create_vm().map_err(Error::kvm("KVM_CREATE_VM"))?;
-        vm.set_tss_address(KVM_TSS_ADDRESS as usize)
-            .map_err(Error::kvm("KVM_SET_TSS_ADDR"))?;
-        vm.create_irq_chip()
-            .map_err(Error::kvm("KVM_CREATE_IRQCHIP"))?;
-        let pit = kvm_pit_config {
-            flags: KVM_PIT_SPEAKER_DUMMY,
-            ..Default::default()
-        };
-        vm.create_pit2(pit).map_err(Error::kvm("KVM_CREATE_PIT2"))?;
-        disable_pit_reinjection(&vm);
+        let vm = vm::create_vm(&kvm)?;
         log::debug!(
             "timing: VM, irqchip and PIT created at {:.3} ms",
             ms_since(started)
         );
 
         let mem_bytes = config.mem_mib << 20;
-        let ranges: Vec<(GuestAddress, usize)> = arch::memory::ram_regions(mem_bytes)
-            .into_iter()
-            .map(|(start, size)| (GuestAddress(start), size as usize))
-            .collect();
-        let mem = GuestMemoryMmap::from_ranges(&ranges).map_err(|source| VmError::Memory {
-            mib: config.mem_mib,
-            source,
-        })?;
+        let mem = vm::guest_memory(config.mem_mib)?;
         log::debug!("timing: guest memory mapped at {:.3} ms", ms_since(started));
         // Registering the memory with KVM and copying the kernel into it are
         // independent and each take milliseconds (the registration most on
         // an emulated KVM): do them at the same time.
         let want_pvh = config.boot_protocol == BootProtocol::Pvh;
         let (registered, loaded) = std::thread::scope(|scope| {
-            let registration = scope.spawn(|| register_memory(&vm, &mem));
+            let registration = scope.spawn(|| vm::register_memory(&vm, &mem));
             let loaded = arch::boot::load_kernel(&mem, &mut kernel, want_pvh);
             let registered = registration
                 .join()

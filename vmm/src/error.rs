@@ -122,7 +122,7 @@ pub enum Error {
     /// The VM itself could not be made (memory, boot structures, the
     /// event loop): the VMM's failure, not the configuration's.
     #[error(transparent)]
-    Vm(#[from] crate::builder::VmError),
+    Vm(#[from] crate::vm::VmError),
     /// Devices could not be wired to the VM.
     #[error(transparent)]
     Device(#[from] crate::device_manager::DeviceError),
@@ -253,7 +253,7 @@ mod tests {
         );
         assert_eq!(Error::Kvm("x".into()).exit_code(), exit_code::KVM);
         // The VMM's own failures are never configuration errors.
-        use crate::builder::VmError;
+        use crate::vm::VmError;
         for (e, says) in [
             (
                 Error::from(VmError::Unmapped { slot: 1 }),

@@ -17,6 +17,7 @@ pub mod seccomp;
 mod signals;
 mod terminal;
 pub mod vcpu;
+pub mod vm;
 
 pub use builder::Vmm;
 pub use config::VmConfig;
