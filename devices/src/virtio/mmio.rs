@@ -499,17 +499,24 @@ impl MmioTransport {
     }
 }
 
+/// Whether an access of `len` bytes at `offset` (below the configuration
+/// space) is a register access: registers are 32-bit and aligned. Says so
+/// in the log when it is not.
+fn register_access(offset: u64, len: usize, what: &str) -> bool {
+    if len == 4 && offset.is_multiple_of(4) {
+        return true;
+    }
+    log::debug!("virtio-mmio: {len}-byte {what} at {offset:#x}; registers are 32-bit");
+    false
+}
+
 impl BusDevice for MmioTransport {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         if offset >= REG_CONFIG {
             self.device.read_config(offset - REG_CONFIG, data);
             return;
         }
-        if data.len() != 4 || !offset.is_multiple_of(4) {
-            log::debug!(
-                "virtio-mmio: {}-byte read at {offset:#x}; registers are 32-bit",
-                data.len()
-            );
+        if !register_access(offset, data.len(), "read") {
             data.fill(0);
             return;
         }
@@ -524,11 +531,7 @@ impl BusDevice for MmioTransport {
             self.device.write_config(offset - REG_CONFIG, data);
             return;
         }
-        if data.len() != 4 || !offset.is_multiple_of(4) {
-            log::debug!(
-                "virtio-mmio: {}-byte write at {offset:#x}; registers are 32-bit",
-                data.len()
-            );
+        if !register_access(offset, data.len(), "write") {
             return;
         }
         let v = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);

@@ -76,9 +76,8 @@ impl ConfigFile {
         let boot_protocol =
             parse_ext(file, "boot_protocol", ext.boot_protocol)?.unwrap_or_default();
 
-        let base = VmConfig {
-            kernel: boot.kernel_image_path,
-            initrd: boot.initrd_path,
+        // The file's values over the defaults, as the command line's are.
+        let mut base = VmConfig {
             cmdline: boot
                 .boot_args
                 .unwrap_or_else(|| config::DEFAULT_CMDLINE.to_string()),
@@ -89,14 +88,8 @@ impl ConfigFile {
             serial,
             emulated_host,
             boot_protocol,
-            disks: Vec::new(),
-            nets: Vec::new(),
-            command: None,
-            shell: false,
-            dhcp: false,
-            metrics: None,
+            ..VmConfig::with_defaults(boot.kernel_image_path, boot.initrd_path)
         };
-        let mut base = base;
         for d in disks {
             base.add_disk(d)
                 .map_err(|e| error(file, "drives", e.to_string()))?;
