@@ -13,7 +13,7 @@
 //! its peak RSS read from the kernel when it is reaped. On an emulated KVM,
 //! where guest user space cannot make system calls, the VMs are ready at
 //! the kernel's line before it starts init instead. This VMM's own phases
-//! come from its log.
+//! come from its metrics document (`vmm run --metrics`).
 
 pub mod bundle;
 pub mod report;
@@ -79,7 +79,8 @@ pub struct Sample {
     pub batch_ms: Option<f64>,
     /// Peak resident set of the process tree's largest process, KiB.
     pub peak_rss_kib: Option<u64>,
-    /// This VMM's phases from its log: (name, ms since its process start).
+    /// This VMM's phases from its metrics document: (name, ms since its
+    /// process start), in order.
     pub phases: Vec<(String, f64)>,
     /// Why the start failed.
     pub error: Option<String>,
@@ -255,6 +256,7 @@ fn launches(opts: &Options, emulated: bool, work: &Path) -> Result<(Vec<Launch>,
             ready: ready.clone(),
             limit: opts.limit,
             runc_id: None,
+            metrics_dir: (system == System::Vmm).then(|| work.to_path_buf()),
         };
         match system {
             System::Vmm => launches.push(launch(

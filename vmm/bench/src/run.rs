@@ -102,6 +102,9 @@ pub struct Launch {
     pub limit: Duration,
     /// For runc: the container id prefix, to delete what is left after.
     pub runc_id: Option<String>,
+    /// For this VMM: where each start writes its metrics document
+    /// (`vmm run --metrics`), which gives its phases.
+    pub metrics_dir: Option<PathBuf>,
 }
 
 /// What a finished start left besides its sample: its stdout up to ready,
@@ -160,16 +163,22 @@ fn watch(mut out: impl Read + Send + 'static, ready_at: Ready, tx: mpsc::Sender<
     });
 }
 
-/// The VMM's phases in its log: lines "phase NAME at MS ms".
-pub fn parse_phases(log: &str) -> Vec<(String, f64)> {
-    log.lines()
-        .filter_map(|l| {
-            let rest = &l[l.find("phase ")? + 6..];
-            let (name, rest) = rest.split_once(" at ")?;
-            let ms = rest.strip_suffix(" ms")?.trim().parse().ok()?;
-            Some((name.to_string(), ms))
+/// This VMM's phases in its metrics document (`boot_phases_ms`: name to
+/// ms since its process start), in the order they happened.
+pub fn metrics_phases(doc: &str) -> Vec<(String, f64)> {
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(doc) else {
+        return Vec::new();
+    };
+    let mut phases: Vec<(String, f64)> = doc["boot_phases_ms"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+                .collect()
         })
-        .collect()
+        .unwrap_or_default();
+    phases.sort_by(|a, b| a.1.total_cmp(&b.1));
+    phases
 }
 
 /// The guest kernel's version in a boot log ("Linux version 6.12.57 ...").
@@ -208,6 +217,11 @@ fn signal(pid: u32, sig: i32) {
 
 fn spawn(launch: &Launch, id: &str) -> std::io::Result<Child> {
     let mut argv = launch.argv.clone();
+    if let Some(dir) = &launch.metrics_dir {
+        // vmm run --metrics FILE ...
+        let file = dir.join(format!("metrics-{id}.json"));
+        argv.splice(2..2, ["--metrics".to_string(), file.display().to_string()]);
+    }
     if let Some(prefix) = &launch.runc_id {
         // runc [global options] run --bundle DIR ID
         argv.push(format!("{prefix}-{id}"));
@@ -319,8 +333,10 @@ pub fn start_once(launch: &Launch, id: &str) -> Started {
     drop(child);
     sample.peak_rss_kib = rss;
     let log = log.join().unwrap_or_default();
-    if launch.system == System::Vmm {
-        sample.phases = parse_phases(&log);
+    if let Some(dir) = &launch.metrics_dir {
+        let file = dir.join(format!("metrics-{id}.json"));
+        sample.phases = metrics_phases(&std::fs::read_to_string(&file).unwrap_or_default());
+        let _ = std::fs::remove_file(file);
     }
     if sample.error.is_some() {
         if let Some(last) = log.lines().rev().find(|l| !l.trim().is_empty()) {
@@ -385,14 +401,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn phases_and_versions_are_read_from_logs() {
-        let log = "[2026-11-23T06:00:00.001Z INFO ] phase vm_built at 12.345 ms\n\
-                   [2026-11-23T06:00:00.002Z INFO ] something else\n\
-                   [2026-11-23T06:00:00.003Z INFO ] phase first_kvm_run at 13.000 ms\n";
+    fn phases_come_from_the_metrics_and_the_version_from_the_log() {
+        let doc = r#"{"state": "ended", "boot_phases_ms": {"vm_built": 12.345, "first_kvm_run": 13.0, "init_reached": 900.5}}"#;
         assert_eq!(
-            parse_phases(log),
-            vec![("vm_built".into(), 12.345), ("first_kvm_run".into(), 13.0)]
+            metrics_phases(doc),
+            vec![
+                ("vm_built".into(), 12.345),
+                ("first_kvm_run".into(), 13.0),
+                ("init_reached".into(), 900.5)
+            ]
         );
+        assert!(metrics_phases("not json").is_empty());
+        assert!(metrics_phases("{}").is_empty());
         assert_eq!(
             guest_kernel_version("[    0.000000] Linux version 6.12.57 (root@x) (gcc 12)"),
             Some("6.12.57".into())
@@ -439,6 +459,7 @@ mod tests {
             ready: Ready::Line(marker.into()),
             limit: Duration::from_secs(limit),
             runc_id: None,
+            metrics_dir: None,
         }
     }
 
