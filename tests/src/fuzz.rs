@@ -490,7 +490,7 @@ pub fn run_net(data: &[u8]) -> String {
     };
     let mem = guest_memory();
     let mut t = transport(
-        Box::new(Net::new(Box::new(tap), [2, 0, 0, 0, 0, 1].into())),
+        Box::new(Net::new(Box::new(tap), [2, 0, 0, 0, 0, 1].into()).expect("a timerfd")),
         &mem,
     );
     let size = 1u32 << ((flags >> 4) & 7);

@@ -274,7 +274,7 @@ impl Vmm {
                         net.mac_for(n),
                         slot.param()
                     );
-                    device_manager::net_device(net, n, tap)
+                    device_manager::net_device(net, n, tap)?
                 }
             };
             virtio.push(device_manager::add_virtio(

@@ -281,8 +281,10 @@ pub fn open_tap(net: &NetConfig) -> Result<Tap> {
 }
 
 /// The virtio-net device for interface `index` on its opened TAP.
-pub fn net_device(net: &NetConfig, index: usize, tap: Tap) -> Box<dyn VirtioDevice> {
-    Box::new(Net::new(Box::new(tap), net.mac_for(index)))
+pub fn net_device(net: &NetConfig, index: usize, tap: Tap) -> Result<Box<dyn VirtioDevice>> {
+    let net = Net::new(Box::new(tap), net.mac_for(index))
+        .map_err(|e| DeviceError::EventFd("virtio-net TX completion timer", e))?;
+    Ok(Box::new(net))
 }
 
 #[cfg(test)]

@@ -60,6 +60,8 @@ const COMMON: &[i64] = &[
     libc::SYS_lseek,
     // Rewriting the metrics file at the VM's end.
     libc::SYS_ftruncate,
+    // virtio-net's TX completion timer.
+    libc::SYS_timerfd_settime,
     libc::SYS_getrandom,
     // KVM_RUN and the other KVM calls; TUNSETOFFLOAD when the driver
     // acknowledges features; the terminal's mode.

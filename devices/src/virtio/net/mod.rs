@@ -15,6 +15,7 @@ use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryMmap};
 use super::queue::{self, Chains};
 use super::{VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
 use crate::GuestSlice;
+use vmm_sys_util::timerfd::TimerFd;
 
 mod mac;
 pub mod tap;
@@ -31,6 +32,10 @@ pub const VNET_HDR_LEN: usize = 12;
 /// Largest frame with its header: a 64 KiB TSO frame, its Ethernet and VLAN
 /// headers, and the virtio-net header.
 pub const MAX_FRAME_LEN: usize = 65562;
+
+/// How long a transmitted frame's buffer may wait before it goes back to
+/// the guest (sooner with the next received frames).
+pub const TX_COMPLETION_DELAY: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// Index of the receive queue.
 pub const RX_QUEUE: usize = 0;
@@ -148,6 +153,11 @@ pub struct Net {
     /// notifications so that transmission does not allocate.
     tx_chains: Chains,
     tx_done: Vec<(u16, u32)>,
+    /// Transmitted chains whose buffers are not returned yet, and the timer
+    /// that returns them at the latest TX_COMPLETION_DELAY after the first.
+    tx_unreturned: Vec<(u16, u32)>,
+    tx_timer: TimerFd,
+    tx_armed: bool,
     /// What the device did.
     pub stats: NetStats,
 }
@@ -155,13 +165,25 @@ pub struct Net {
 impl Net {
     /// A device with `mac` on `backend`. Offloads are offered if the
     /// backend accepts them, and turned on as the driver accepts them.
-    pub fn new(mut backend: Box<dyn NetBackend>, mac: MacAddr) -> Self {
+    pub fn new(mut backend: Box<dyn NetBackend>, mac: MacAddr) -> io::Result<Self> {
+        let tx_timer = TimerFd::new()?;
+        // Non-blocking: the event loop reads it only when ready, but an
+        // expiry may have been cleared by then.
+        // SAFETY: F_GETFL and F_SETFL on a descriptor this function owns,
+        // with integer arguments only.
+        unsafe {
+            let fd = tx_timer.as_raw_fd();
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
         let all = offload::CSUM | offload::TSO4 | offload::TSO6;
         let offloads = backend.set_offload(all).is_ok() && backend.set_offload(0).is_ok();
         if !offloads {
             log::info!("virtio-net: the TAP takes no offloads; checksums and segmentation stay in the guest");
         }
-        Net {
+        Ok(Net {
             backend,
             mac,
             offloads,
@@ -171,8 +193,11 @@ impl Net {
             tx_buf: Vec::with_capacity(MAX_FRAME_LEN),
             tx_chains: Chains::with_capacity(usize::from(QUEUE_SIZE), 2),
             tx_done: Vec::with_capacity(usize::from(QUEUE_SIZE)),
+            tx_unreturned: Vec::with_capacity(usize::from(QUEUE_SIZE)),
+            tx_timer,
+            tx_armed: false,
             stats: NetStats::default(),
-        }
+        })
     }
 
     /// Moves frames from the backend into the RX queue until the backend
@@ -370,11 +395,40 @@ impl Net {
             done.push((head, 0));
         }
         drop(parts);
-        let used = queue::return_used(mem, queue, &done, "virtio-net");
+        // The frames are on their way; their buffers go back to the guest a
+        // little later, several at once (`complete_tx`): each completion
+        // costs the guest an interrupt, and while it receives, it sends an
+        // acknowledgement at a time.
         let progress = !chains.is_empty();
+        self.tx_unreturned.append(&mut done);
+        if progress && !self.tx_armed {
+            match self.tx_timer.reset(TX_COMPLETION_DELAY, None) {
+                Ok(()) => self.tx_armed = true,
+                Err(e) => log::warn!("virtio-net: cannot arm the TX completion timer: {e}"),
+            }
+        }
+        let used = if self.tx_armed {
+            false
+        } else {
+            self.complete_tx(mem, queue)
+        };
         self.tx_chains = chains;
         self.tx_done = done;
         (progress, used)
+    }
+
+    /// Returns the transmitted buffers not returned yet. Returns whether
+    /// the used ring changed.
+    fn complete_tx(&mut self, mem: &GuestMemoryMmap, queue: &mut Queue) -> bool {
+        if self.tx_armed {
+            if let Err(e) = self.tx_timer.clear() {
+                log::warn!("virtio-net: cannot disarm the TX completion timer: {e}");
+            }
+            self.tx_armed = false;
+        }
+        let used = queue::return_used(mem, queue, &self.tx_unreturned, "virtio-net");
+        self.tx_unreturned.clear();
+        used
     }
 
     /// Writes a frame of `len` bytes to the backend: `parts` of guest
@@ -478,18 +532,31 @@ impl VirtioDevice for Net {
     }
 
     fn host_fds(&self) -> Vec<RawFd> {
-        vec![self.backend.as_raw_fd()]
+        vec![self.backend.as_raw_fd(), self.tx_timer.as_raw_fd()]
     }
 
-    fn host_event(&mut self, mem: &GuestMemoryMmap, _index: usize, queues: &mut [Queue]) -> u32 {
-        let Some(q) = queues.get_mut(RX_QUEUE) else {
-            return 0;
-        };
-        if self.receive(mem, q) {
-            1 << RX_QUEUE
+    /// The TAP (frames for the guest) or the TX completion timer. Pending
+    /// TX completions go back with received frames, under one interrupt.
+    fn host_event(&mut self, mem: &GuestMemoryMmap, index: usize, queues: &mut [Queue]) -> u32 {
+        let mut changed = 0;
+        if index == 0 {
+            if let Some(q) = queues.get_mut(RX_QUEUE) {
+                if self.receive(mem, q) {
+                    changed |= 1 << RX_QUEUE;
+                }
+            }
         } else {
-            0
+            // Non-blocking: an expiry the flush below cleared reads nothing.
+            let _ = self.tx_timer.wait();
         }
+        if (index == 1 || changed != 0) && !self.tx_unreturned.is_empty() {
+            if let Some(q) = queues.get_mut(TX_QUEUE) {
+                if self.complete_tx(mem, q) {
+                    changed |= 1 << TX_QUEUE;
+                }
+            }
+        }
+        changed
     }
 
     fn stats(&self) -> Option<String> {
@@ -520,6 +587,11 @@ impl VirtioDevice for Net {
 
     fn reset(&mut self) {
         self.rx_pending = 0;
+        self.tx_unreturned.clear();
+        if self.tx_armed {
+            let _ = self.tx_timer.clear();
+            self.tx_armed = false;
+        }
         self.mergeable = false;
         if self.offloads {
             if let Err(e) = self.backend.set_offload(0) {
@@ -590,11 +662,22 @@ mod tests {
             takes_offloads,
         };
         Rig {
-            dev: Net::new(Box::new(backend), MacAddr::from([0x02, 1, 2, 3, 4, 5])),
+            dev: Net::new(Box::new(backend), MacAddr::from([0x02, 1, 2, 3, 4, 5])).unwrap(),
             peer: b,
             offloads,
             mem: GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap(),
         }
+    }
+
+    /// The TX completion timer's expiry: the buffers of what was sent go
+    /// back to the guest. Returns the mask of queues changed and the TX
+    /// queue.
+    fn complete_tx(dev: &mut Net, mem: &GuestMemoryMmap, q: Queue) -> (u32, Queue) {
+        std::thread::sleep(TX_COMPLETION_DELAY * 2);
+        let mut queues = [Queue::new(QUEUE_SIZE).unwrap(), q];
+        let mask = dev.host_event(mem, 1, &mut queues);
+        let [_, q] = queues;
+        (mask, q)
     }
 
     fn frame(len: usize, seed: u8) -> Vec<u8> {
@@ -618,8 +701,12 @@ mod tests {
             0,
         );
         let mut q: Queue = vq.create_queue().unwrap();
-        assert!(r.dev.process_queue(&r.mem, TX_QUEUE, &mut q));
+        assert!(!r.dev.process_queue(&r.mem, TX_QUEUE, &mut q));
         let mut got = vec![0u8; 200];
+        // Sent at once; the buffer goes back when the timer expires.
+        assert_eq!(q.next_used(), 0);
+        let (mask, q) = complete_tx(&mut r.dev, &r.mem, q);
+        assert_eq!((mask, q.next_used()), (1 << TX_QUEUE, 1));
         let n = r.peer.recv(&mut got).unwrap();
         assert_eq!(&got[..n], &f[..]);
         assert_eq!(used(&vq, 0), (0, 0));
@@ -653,7 +740,8 @@ mod tests {
             0,
         );
         let mut q: Queue = vq.create_queue().unwrap();
-        assert!(r.dev.process_queue(&r.mem, TX_QUEUE, &mut q));
+        assert!(!r.dev.process_queue(&r.mem, TX_QUEUE, &mut q));
+        let (_, q) = complete_tx(&mut r.dev, &r.mem, q);
         assert_eq!(q.next_used(), 5, "every chain is returned");
         let mut got = vec![0u8; MAX_FRAME_LEN * 2];
         let n = r.peer.recv(&mut got).unwrap();
@@ -882,6 +970,34 @@ mod tests {
     }
 
     #[test]
+    fn pending_tx_completions_go_back_with_received_frames() {
+        let mut r = rig(true);
+        let vq = MockSplitQueue::create(&r.mem, GuestAddress(0), 16);
+        let f = frame(VNET_HDR_LEN + 60, 9);
+        r.mem.write_slice(&f, GuestAddress(BUF)).unwrap();
+        // TX chain in slot 0 of the TX queue's table; an RX buffer in a
+        // queue of its own.
+        offer(&vq, &[&[(BUF, f.len() as u32, false)]], 0);
+        let rx_vq = MockSplitQueue::create(&r.mem, GuestAddress(0x8000), 16);
+        offer(&rx_vq, &[&[(BUF + 0x2000, 2048, true)]], 0);
+        let tx: Queue = vq.create_queue().unwrap();
+        let mut queues = [rx_vq.create_queue::<Queue>().unwrap(), tx];
+        assert!(!r.dev.process_queue(&r.mem, TX_QUEUE, &mut queues[1]));
+        assert_eq!(queues[1].next_used(), 0);
+        // A frame for the guest arrives before the timer: both rings change,
+        // under one interrupt.
+        r.peer.send(&frame(VNET_HDR_LEN + 40, 10)).unwrap();
+        assert_eq!(
+            r.dev.host_event(&r.mem, 0, &mut queues),
+            (1 << RX_QUEUE) | (1 << TX_QUEUE)
+        );
+        assert_eq!((queues[0].next_used(), queues[1].next_used()), (1, 1));
+        // The timer's expiry finds nothing left (and does not block).
+        std::thread::sleep(TX_COMPLETION_DELAY * 2);
+        assert_eq!(r.dev.host_event(&r.mem, 1, &mut queues), 0);
+    }
+
+    #[test]
     fn with_event_idx_transmission_sets_the_avail_event() {
         let mut r = rig(true);
         let vq = MockSplitQueue::create(&r.mem, GuestAddress(0), 16);
@@ -897,7 +1013,7 @@ mod tests {
         );
         let mut q: Queue = vq.create_queue().unwrap();
         q.set_event_idx(true);
-        assert!(r.dev.process_queue(&r.mem, TX_QUEUE, &mut q));
+        assert!(!r.dev.process_queue(&r.mem, TX_QUEUE, &mut q));
         let avail_event: u16 = r
             .mem
             .read_obj(GuestAddress(vq.used_addr().0 + 4 + 8 * 16))
