@@ -46,16 +46,15 @@ impl ConfigFile {
             None => (1, config::DEFAULT_MEM_MIB, false),
         };
 
-        let disks = if overrides.disks.is_some() {
-            Vec::new()
-        } else {
-            Self::disks(file, &self.drives)?
-        };
-        let nets = if overrides.nets.is_some() {
-            Vec::new()
-        } else {
-            Self::nets(file, &self.network_interfaces)?
-        };
+        // The file's disks and interfaces, added by the rules over all of
+        // them (those the command line replaces are not looked at).
+        let mut devices = VmConfig::with_defaults(PathBuf::new(), None);
+        if overrides.disks.is_none() {
+            Self::disks(file, &self.drives, &mut devices)?;
+        }
+        if overrides.nets.is_none() {
+            Self::nets(file, &self.network_interfaces, &mut devices)?;
+        }
 
         let ext = self.vmm.unwrap_or_default();
         fn parse_ext<T: std::str::FromStr<Err = String>>(
@@ -77,7 +76,7 @@ impl ConfigFile {
             parse_ext(file, "boot_protocol", ext.boot_protocol)?.unwrap_or_default();
 
         // The file's values over the defaults, as the command line's are.
-        let mut base = VmConfig {
+        let base = VmConfig {
             cmdline: boot
                 .boot_args
                 .unwrap_or_else(|| config::DEFAULT_CMDLINE.to_string()),
@@ -88,16 +87,10 @@ impl ConfigFile {
             serial,
             emulated_host,
             boot_protocol,
+            disks: devices.disks,
+            nets: devices.nets,
             ..VmConfig::with_defaults(boot.kernel_image_path, boot.initrd_path)
         };
-        for d in disks {
-            base.add_disk(d)
-                .map_err(|e| error(file, "drives", e.to_string()))?;
-        }
-        for n in nets {
-            base.add_net(n)
-                .map_err(|e| error(file, "network-interfaces", e.to_string()))?;
-        }
         overrides.apply(base)
     }
 
@@ -114,7 +107,7 @@ impl ConfigFile {
             (
                 "metrics",
                 &u.metrics,
-                "Firecracker's metrics file; device statistics are logged at VM end",
+                "Firecracker's metrics file; this VMM writes its own with vmm run --metrics",
             ),
             (
                 "mmds-config",
@@ -172,11 +165,10 @@ impl ConfigFile {
         Ok(())
     }
 
-    fn disks(file: &Path, drives: &[Drive]) -> Result<Vec<DiskConfig>> {
-        let mut disks = Vec::with_capacity(drives.len());
+    /// Checks `drives` and adds them to `devices` (which has none yet) in
+    /// the file's order, by the rules, then puts the root device first.
+    fn disks(file: &Path, drives: &[Drive], devices: &mut VmConfig) -> Result<()> {
         let mut root = None;
-        // The rules over all disks, applied as the file lists them.
-        let mut rules = VmConfig::with_defaults(PathBuf::new(), None);
         for (i, d) in drives.iter().enumerate() {
             let at = |f: &str| format!("drives[{i}].{f}");
             if d.drive_id.is_empty() {
@@ -270,7 +262,7 @@ impl ConfigFile {
                 root: d.is_root_device,
                 partuuid: d.partuuid.clone(),
             };
-            rules.add_disk(disk.clone()).map_err(|e| match e {
+            devices.add_disk(disk).map_err(|e| match e {
                 DeviceRule::SecondRoot { first } => error(
                     file,
                     at("is_root_device"),
@@ -278,19 +270,17 @@ impl ConfigFile {
                 ),
                 other => error(file, "drives", other.to_string()),
             })?;
-            disks.push(disk);
         }
         // As with Firecracker, the root device comes first: /dev/vda.
         if let Some(r) = root {
-            let disk = disks.remove(r);
-            disks.insert(0, disk);
+            devices.disks[..=r].rotate_right(1);
         }
-        Ok(disks)
+        Ok(())
     }
 
-    fn nets(file: &Path, ifaces: &[NetworkInterface]) -> Result<Vec<NetConfig>> {
-        // The rules over all interfaces, applied as the file lists them.
-        let mut rules = VmConfig::with_defaults(PathBuf::new(), None);
+    /// Checks `ifaces` and adds them to `devices` in the file's order, by
+    /// the rules.
+    fn nets(file: &Path, ifaces: &[NetworkInterface], devices: &mut VmConfig) -> Result<()> {
         for (i, n) in ifaces.iter().enumerate() {
             let at = |f: &str| format!("network-interfaces[{i}].{f}");
             if let Some(j) = ifaces[..i].iter().position(|o| o.iface_id == n.iface_id) {
@@ -329,7 +319,7 @@ impl ConfigFile {
                 tap: n.host_dev_name.clone(),
                 mac,
             };
-            rules.add_net(net).map_err(|e| match e {
+            devices.add_net(net).map_err(|e| match e {
                 DeviceRule::SameTap { tap, first } => error(
                     file,
                     at("host_dev_name"),
@@ -343,6 +333,6 @@ impl ConfigFile {
                 other => error(file, "network-interfaces", other.to_string()),
             })?;
         }
-        Ok(rules.nets)
+        Ok(())
     }
 }
