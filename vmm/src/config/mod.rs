@@ -488,7 +488,7 @@ impl VmConfig {
         }
         // Devices may have been set directly: the rules again, as they
         // would have been applied.
-        self.clone()
+        VmConfig::with_defaults(PathBuf::new(), None)
             .set_devices(self.disks.clone(), self.nets.clone())?;
         let disks = self
             .disks

@@ -149,10 +149,9 @@ pub struct Net {
     rx_buf: Vec<u8>,
     rx_pending: usize,
     tx_buf: Vec<u8>,
-    /// The TX chains of a pass and what to return for them, kept between
-    /// notifications so that transmission does not allocate.
+    /// The TX chains of a pass, kept between notifications so that
+    /// transmission does not allocate.
     tx_chains: Chains,
-    tx_done: Vec<(u16, u32)>,
     /// Transmitted chains whose buffers are not returned yet, and the timer
     /// that returns them at the latest TX_COMPLETION_DELAY after the first.
     tx_unreturned: Vec<(u16, u32)>,
@@ -192,7 +191,6 @@ impl Net {
             rx_pending: 0,
             tx_buf: Vec::with_capacity(MAX_FRAME_LEN),
             tx_chains: Chains::with_capacity(usize::from(QUEUE_SIZE), 2),
-            tx_done: Vec::with_capacity(usize::from(QUEUE_SIZE)),
             tx_unreturned: Vec::with_capacity(usize::from(QUEUE_SIZE)),
             tx_timer,
             tx_armed: false,
@@ -345,8 +343,6 @@ impl Net {
     /// whether the used ring changed.
     fn transmit_pass(&mut self, mem: &GuestMemoryMmap, queue: &mut Queue) -> (bool, bool) {
         let mut chains = std::mem::replace(&mut self.tx_chains, Chains::with_capacity(0, 0));
-        let mut done = std::mem::take(&mut self.tx_done);
-        done.clear();
         self.stats.tx_dropped += chains.take(mem, queue, "virtio-net") as u64;
         // A frame's pieces where they are in guest memory, written in one
         // go; copied into tx_buf only when a piece crosses from one memory
@@ -392,7 +388,7 @@ impl Net {
             } else {
                 self.send(Some(&parts), total);
             }
-            done.push((head, 0));
+            self.tx_unreturned.push((head, 0));
         }
         drop(parts);
         // The frames are on their way; their buffers go back to the guest a
@@ -400,7 +396,6 @@ impl Net {
         // costs the guest an interrupt, and while it receives, it sends an
         // acknowledgement at a time.
         let progress = !chains.is_empty();
-        self.tx_unreturned.append(&mut done);
         if progress && !self.tx_armed {
             match self.tx_timer.reset(TX_COMPLETION_DELAY, None) {
                 Ok(()) => self.tx_armed = true,
@@ -413,22 +408,25 @@ impl Net {
             self.complete_tx(mem, queue)
         };
         self.tx_chains = chains;
-        self.tx_done = done;
         (progress, used)
     }
 
     /// Returns the transmitted buffers not returned yet. Returns whether
     /// the used ring changed.
     fn complete_tx(&mut self, mem: &GuestMemoryMmap, queue: &mut Queue) -> bool {
+        self.disarm_tx_timer();
+        let used = queue::return_used(mem, queue, &self.tx_unreturned, "virtio-net");
+        self.tx_unreturned.clear();
+        used
+    }
+
+    fn disarm_tx_timer(&mut self) {
         if self.tx_armed {
             if let Err(e) = self.tx_timer.clear() {
                 log::warn!("virtio-net: cannot disarm the TX completion timer: {e}");
             }
             self.tx_armed = false;
         }
-        let used = queue::return_used(mem, queue, &self.tx_unreturned, "virtio-net");
-        self.tx_unreturned.clear();
-        used
     }
 
     /// Writes a frame of `len` bytes to the backend: `parts` of guest
@@ -588,10 +586,7 @@ impl VirtioDevice for Net {
     fn reset(&mut self) {
         self.rx_pending = 0;
         self.tx_unreturned.clear();
-        if self.tx_armed {
-            let _ = self.tx_timer.clear();
-            self.tx_armed = false;
-        }
+        self.disarm_tx_timer();
         self.mergeable = false;
         if self.offloads {
             if let Err(e) = self.backend.set_offload(0) {
