@@ -56,8 +56,9 @@ impl MutEventSubscriber for VirtioHandler {
                 log::error!("event loop: cannot watch a virtio queue: {e:?}");
             }
         }
-        // The device's host end (a TAP): edge-triggered, the device drains
-        // it or keeps what it cannot place until the guest gives buffers.
+        // The device's host fds (a TAP, virtio-net's TX completion timer):
+        // edge-triggered, the device drains each or keeps what it cannot
+        // place until the guest gives buffers.
         self.host_fds = devices::bus::lock(&self.slot.transport).host_fds();
         for &fd in &self.host_fds {
             let ev = Events::new_raw(fd, EventSet::IN | EventSet::EDGE_TRIGGERED);
