@@ -1,0 +1,602 @@
+//! Unpacking, finding and caching images made by hand (`testing`).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::testing::{self, Compression, Layer};
+use crate::unpack::{Kind, Tree};
+use crate::{Cache, Class, Error, Image};
+
+/// A directory removed when dropped.
+struct Tmp(PathBuf);
+
+impl Tmp {
+    fn new(tag: &str) -> Tmp {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("vmm-image-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Tmp(dir)
+    }
+}
+
+impl std::ops::Deref for Tmp {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The bottom layer: a small system.
+fn base() -> Vec<u8> {
+    Layer::new()
+        .dir("etc", 0o755)
+        .file(
+            "etc/passwd",
+            b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+            0o644,
+        )
+        .file("etc/group", b"root:x:0:\napp:x:1000:\n", 0o644)
+        .dir("usr", 0o755)
+        .dir("usr/lib", 0o755)
+        .symlink("lib", "usr/lib")
+        .file("usr/lib/libc.so", b"libc", 0o755)
+        .dir("bin", 0o755)
+        .file_owned("bin/su", b"setuid", 0o4755, 0, 0)
+        .hardlink("bin/su-again", "bin/su")
+        .dir("gone", 0o755)
+        .file("gone/file", b"lower", 0o644)
+        .file("remove-me", b"lower", 0o644)
+        .dir("opaque", 0o755)
+        .file("opaque/lower-file", b"lower", 0o644)
+        .dir("opaque/lower-dir", 0o755)
+        .file("opaque/lower-dir/deep", b"lower", 0o644)
+        .file("replaced", b"old", 0o644)
+        .dir("dir-then-file", 0o755)
+        .file("dir-then-file/x", b"x", 0o644)
+        .dir_owned("home/app", 0o700, 1000, 1000)
+        .file_owned("home/app/.profile", b"app's", 0o600, 1000, 1000)
+        .char_device("dev/null", 1, 3, 0o666)
+        .fifo("run/pipe", 0o600)
+        .tar()
+}
+
+/// The top layer: whiteouts, an opaque directory, replacements, and a
+/// file through the relative link lib -> usr/lib.
+fn top() -> Vec<u8> {
+    Layer::new()
+        .whiteout("remove-me")
+        .whiteout("gone")
+        .dir("opaque", 0o750)
+        .opaque("opaque")
+        .file("opaque/upper-file", b"upper", 0o644)
+        .file("replaced", b"new", 0o600)
+        .file("dir-then-file", b"now a file", 0o644)
+        .file("lib/added-through-link", b"via link", 0o644)
+        .tar()
+}
+
+fn read(root: &Path, rel: &str) -> String {
+    std::fs::read_to_string(root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn exists(root: &Path, rel: &str) -> bool {
+    std::fs::symlink_metadata(root.join(rel)).is_ok()
+}
+
+fn apply(layers: &[Vec<u8>], native: bool) -> (Tmp, Tree) {
+    let tmp = Tmp::new("tree");
+    let mut tree = Tree::new(tmp.join("root"), native).unwrap();
+    for l in layers {
+        if let Err(e) = tree.apply_layer(&l[..]) {
+            panic!("{e:?}");
+        }
+    }
+    (tmp, tree)
+}
+
+#[test]
+fn layers_apply_in_order_with_whiteouts_and_opaque_directories() {
+    let (_tmp, tree) = apply(&[base(), top()], false);
+    let r = tree.root();
+    assert!(!exists(r, "remove-me"));
+    assert!(
+        !exists(r, "gone"),
+        "a whiteout of a directory removes it all"
+    );
+    assert!(!tree.entries().contains_key(Path::new("gone/file")));
+    // Opaque: the lower entries go, this layer's stay.
+    assert!(!exists(r, "opaque/lower-file"));
+    assert!(!exists(r, "opaque/lower-dir"));
+    assert_eq!(read(r, "opaque/upper-file"), "upper");
+    assert_eq!(tree.entries()[Path::new("opaque")].mode, 0o750);
+    assert_eq!(read(r, "replaced"), "new");
+    assert_eq!(tree.entries()[Path::new("replaced")].mode, 0o600);
+    assert_eq!(read(r, "dir-then-file"), "now a file");
+    assert!(!tree.entries().contains_key(Path::new("dir-then-file/x")));
+    // A relative link inside the root is followed: the file lands in
+    // usr/lib, the link stays a link.
+    assert_eq!(read(r, "usr/lib/added-through-link"), "via link");
+    assert!(std::fs::symlink_metadata(r.join("lib"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    // Hard links share an inode; ownership and modes are recorded.
+    let a = std::fs::metadata(r.join("bin/su")).unwrap();
+    let b = std::fs::metadata(r.join("bin/su-again")).unwrap();
+    assert_eq!(a.ino(), b.ino());
+    assert_eq!(tree.entries()[Path::new("bin/su")].mode, 0o4755);
+    let home = tree.entries()[Path::new("home/app/.profile")];
+    assert_eq!((home.uid, home.gid, home.mode), (1000, 1000, 0o600));
+    assert_eq!(tree.entries()[Path::new("dev/null")].kind, Kind::Char(1, 3));
+    assert_eq!(tree.entries()[Path::new("run/pipe")].kind, Kind::Fifo);
+    // A parent no entry named is made 0755 root.
+    assert_eq!(tree.entries()[Path::new("home")].mode, 0o755);
+    // Not root-like: the files are the unpacker's; a device node is a
+    // placeholder for the disk builder.
+    assert!(std::fs::symlink_metadata(r.join("dev/null"))
+        .unwrap()
+        .is_file());
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(r.join("run/pipe"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+}
+
+#[test]
+fn as_root_ownership_modes_and_device_nodes_are_on_the_files() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    use std::os::unix::fs::FileTypeExt;
+    let (_tmp, tree) = apply(&[base(), top()], true);
+    let r = tree.root();
+    let m = std::fs::symlink_metadata(r.join("home/app/.profile")).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1000, 1000, 0o600));
+    assert_eq!(
+        std::fs::metadata(r.join("bin/su")).unwrap().mode() & 0o7777,
+        0o4755
+    );
+    let dev = std::fs::symlink_metadata(r.join("dev/null")).unwrap();
+    assert!(dev.file_type().is_char_device());
+    assert_eq!(dev.rdev(), libc::makedev(1, 3));
+    // Times are the layers' once set.
+    tree.set_times().unwrap();
+    assert_eq!(
+        std::fs::metadata(r.join("etc/passwd")).unwrap().mtime(),
+        1_700_000_000
+    );
+}
+
+/// Applies `layer` over `base()` next to a sentinel directory outside the
+/// root: the layer must be refused and nothing appear outside.
+fn refused(layer: Vec<u8>) -> String {
+    let tmp = Tmp::new("hostile");
+    let outside = tmp.join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let mut tree = Tree::new(tmp.join("root"), false).unwrap();
+    tree.apply_layer(&base()[..]).unwrap();
+    // Links a hostile layer may count on: one to the sentinel by its
+    // absolute path, one that climbs out.
+    let evil = Layer::new()
+        .symlink("abs", outside.to_str().unwrap())
+        .symlink("up", "../../../../../../..")
+        .tar();
+    tree.apply_layer(&evil[..]).unwrap();
+    let err = match tree.apply_layer(&layer[..]) {
+        Err(crate::unpack::ApplyError::Content(e)) => e,
+        other => panic!("not refused as content: {other:?}"),
+    };
+    let left: Vec<_> = std::fs::read_dir(&outside).unwrap().collect();
+    assert!(left.is_empty(), "written outside the root: {left:?}");
+    assert!(!tmp.join("escaped").exists());
+    err
+}
+
+#[test]
+fn hostile_layers_are_refused_and_write_nothing_outside() {
+    let e = refused(Layer::new().file("../escaped", b"x", 0o644).tar());
+    assert!(e.contains("climbs out of the root"), "{e}");
+    let e = refused(Layer::new().file("a/../../escaped", b"x", 0o644).tar());
+    assert!(e.contains("climbs out of the root"), "{e}");
+    let e = refused(Layer::new().file("abs/planted", b"x", 0o644).tar());
+    assert!(e.contains("absolute path"), "{e}");
+    let e = refused(Layer::new().dir("abs/sub", 0o755).tar());
+    assert!(e.contains("absolute path"), "{e}");
+    let e = refused(Layer::new().file("up/escaped", b"x", 0o644).tar());
+    assert!(e.contains("climbs out of the root"), "{e}");
+    let e = refused(Layer::new().hardlink("stolen", "../../../etc/passwd").tar());
+    assert!(e.contains("climbs out of the root"), "{e}");
+    let e = refused(Layer::new().hardlink("stolen", "abs/x").tar());
+    assert!(e.contains("absolute path"), "{e}");
+    let e = refused(Layer::new().hardlink("l", "no/such/file").tar());
+    assert!(e.contains("not there"), "{e}");
+    let e = refused(Layer::new().whiteout("abs/x").tar());
+    assert!(e.contains("absolute path"), "{e}");
+    let e = refused(Layer::new().file("etc/passwd/x", b"x", 0o644).tar());
+    assert!(e.contains("not a directory"), "{e}");
+    let e = refused(b"this is not a tar archive at all, but it is long enough to fill a header block of 512 bytes.................................................................................................................................................................................................................................................................................................................................................................................................................................".to_vec());
+    assert!(e.contains("corrupt") || e.contains("not a tar"), "{e}");
+}
+
+#[test]
+fn an_entry_replaces_a_link_at_its_place_and_never_writes_through_it() {
+    let tmp = Tmp::new("replace-link");
+    let outside = tmp.join("target");
+    std::fs::write(&outside, "host data").unwrap();
+    let mut tree = Tree::new(tmp.join("root"), false).unwrap();
+    let l1 = Layer::new()
+        .symlink("file", outside.to_str().unwrap())
+        .tar();
+    let l2 = Layer::new().file("file", b"image data", 0o644).tar();
+    tree.apply_layer(&l1[..]).unwrap();
+    tree.apply_layer(&l2[..]).unwrap();
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "host data");
+    assert_eq!(read(tree.root(), "file"), "image data");
+}
+
+fn image_config(layers: &[Vec<u8>]) -> serde_json::Value {
+    testing::config(
+        layers,
+        json!({"Cmd": ["/bin/sh"], "User": "app", "WorkingDir": "/home/app", "Env": ["A=1"]}),
+    )
+}
+
+#[test]
+fn oci_layouts_are_found_by_tag_with_any_compression() {
+    for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
+        let tmp = Tmp::new("oci");
+        let layers = [base(), top()];
+        let digest = testing::oci_layout(&tmp, &layers, &image_config(&layers), "v1", c);
+        for reference in [tmp.display().to_string(), format!("{}:v1", tmp.display())] {
+            let image = Image::open(&reference).unwrap();
+            assert_eq!(image.key, digest);
+            assert_eq!(image.layers.len(), 2);
+            let out = tmp.join(format!("unpacked-{}", reference.len()));
+            let tree = crate::unpack(&image, &out, false).unwrap();
+            assert_eq!(read(tree.root(), "opaque/upper-file"), "upper");
+        }
+        let e = Image::open(&format!("{}:v2", tmp.display())).err().unwrap();
+        assert!(
+            e.to_string().contains("no tag 'v2' (the layout holds: v1)"),
+            "{e}"
+        );
+        assert_eq!(e.class(), Class::Reference);
+    }
+}
+
+#[test]
+fn a_blob_that_does_not_match_its_digest_is_named() {
+    let tmp = Tmp::new("digest");
+    let layers = [base(), top()];
+    testing::oci_layout(
+        &tmp,
+        &layers,
+        &image_config(&layers),
+        "v1",
+        Compression::Gzip,
+    );
+    // Change one byte of the second layer's blob: the manifest's digest
+    // and the config's diff ID no longer match.
+    let image = Image::open(tmp.to_str().unwrap()).unwrap();
+    let digest = image.layers[1].digest.clone().unwrap();
+    let blob = tmp.join("blobs/sha256").join(&digest["sha256:".len()..]);
+    let plain = testing::compress(
+        &Layer::new().file("replaced", b"evil", 0o600).tar(),
+        Compression::Gzip,
+    );
+    std::fs::write(&blob, plain).unwrap();
+    let out = tmp.join("unpacked");
+    let e = crate::unpack(&image, &out, false).err().unwrap();
+    let msg = e.to_string();
+    assert!(msg.contains(&format!("layer 2 of 2 ({digest})")), "{msg}");
+    assert!(msg.contains("digest mismatch"), "{msg}");
+    assert_eq!(e.class(), Class::Content);
+    // A truncated compressed layer is a corrupt one.
+    let good = testing::compress(&top(), Compression::Gzip);
+    std::fs::write(&blob, &good[..good.len() / 2]).unwrap();
+    let e = crate::unpack(&image, &tmp.join("unpacked2"), false)
+        .err()
+        .unwrap();
+    assert_eq!(e.class(), Class::Content, "{e}");
+    assert!(e.to_string().contains("layer 2 of 2"), "{e}");
+    // A manifest that is not what index.json says is refused on open.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.join("index.json")).unwrap()).unwrap();
+    let m = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mpath = tmp.join("blobs/sha256").join(&m["sha256:".len()..]);
+    let mut text = std::fs::read(&mpath).unwrap();
+    text.push(b' ');
+    std::fs::write(&mpath, text).unwrap();
+    let e = Image::open(tmp.to_str().unwrap()).err().unwrap();
+    assert!(
+        e.to_string().contains("manifest") && e.to_string().contains("digest mismatch"),
+        "{e}"
+    );
+}
+
+#[test]
+fn what_is_not_an_image_for_this_vmm_says_why() {
+    let tmp = Tmp::new("not-image");
+    let e = Image::open(tmp.to_str().unwrap()).err().unwrap();
+    assert_eq!(e.class(), Class::Reference);
+    assert!(e.to_string().contains("neither an OCI image layout"), "{e}");
+    let file = tmp.join("file.tar");
+    std::fs::write(&file, "plain text, not a tar").unwrap();
+    let e = Image::open(file.to_str().unwrap()).err().unwrap();
+    assert_eq!(e.class(), Class::Reference, "{e}");
+    let e = Image::open(tmp.join("missing").to_str().unwrap())
+        .err()
+        .unwrap();
+    assert_eq!(e.class(), Class::Missing);
+    // Another architecture.
+    let arm = tmp.join("arm");
+    std::fs::create_dir(&arm).unwrap();
+    let layers = [base()];
+    let mut config = image_config(&layers);
+    config["architecture"] = json!("arm64");
+    testing::oci_layout(&arm, &layers, &config, "latest", Compression::Gzip);
+    let e = Image::open(arm.to_str().unwrap()).err().unwrap();
+    assert!(
+        e.to_string().contains("the image is for linux/arm64"),
+        "{e}"
+    );
+    assert_eq!(e.class(), Class::Reference);
+}
+
+#[test]
+fn docker_save_archives_are_found_by_repo_and_tag() {
+    let tmp = Tmp::new("docker");
+    let layers = [base(), top()];
+    let file = tmp.join("img.tar");
+    testing::docker_archive(&file, &layers, &image_config(&layers), "example/app:1.0");
+    let f = file.display();
+    for reference in [format!("{f}"), format!("{f}:example/app:1.0")] {
+        let image = Image::open(&reference).unwrap();
+        assert!(image.key.starts_with("sha256:"));
+        let tree =
+            crate::unpack(&image, &tmp.join(format!("u{}", reference.len())), false).unwrap();
+        assert_eq!(read(tree.root(), "replaced"), "new");
+    }
+    let e = Image::open(&format!("{f}:example/app")).err().unwrap();
+    assert!(
+        e.to_string().contains("no image tagged 'example/app'"),
+        "{e}"
+    );
+}
+
+fn have_e2fsprogs() -> bool {
+    let ok = Command::new("debugfs").arg("-V").output().is_ok()
+        && Command::new("mkfs.ext4").arg("-V").output().is_ok();
+    if !ok {
+        if std::env::var_os("CI").is_some() {
+            panic!("e2fsprogs is needed (scripts/setup.sh installs it)");
+        }
+        eprintln!("skipped: no e2fsprogs");
+    }
+    ok
+}
+
+fn debugfs(image: &Path, request: &str) -> String {
+    let out = Command::new("debugfs")
+        .arg("-R")
+        .arg(request)
+        .arg(image)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Owner, group and permission bits of a path on an ext4 image.
+fn owner_mode(image: &Path, path: &str) -> (u32, u32, u32) {
+    let stat = debugfs(image, &format!("stat \"{path}\""));
+    let field = |name: &str| -> u32 {
+        let at = stat.find(name).unwrap_or_else(|| panic!("{path}: {stat}")) + name.len();
+        let word = stat[at..].split_whitespace().next().unwrap();
+        if name == "Mode:" {
+            u32::from_str_radix(word.trim_start_matches('0'), 8).unwrap_or(0)
+        } else {
+            word.parse().unwrap()
+        }
+    };
+    (field("User:"), field("Group:"), field("Mode:"))
+}
+
+#[test]
+fn the_cached_disk_holds_init_the_run_file_and_the_image_with_its_owners() {
+    if !have_e2fsprogs() {
+        return;
+    }
+    for native in [false, true] {
+        if native && !is_root() {
+            eprintln!("skipped the root half: needs root");
+            continue;
+        }
+        let tmp = Tmp::new("cache");
+        let layers = [base(), top()];
+        let oci = tmp.join("oci");
+        std::fs::create_dir(&oci).unwrap();
+        testing::oci_layout(
+            &oci,
+            &layers,
+            &image_config(&layers),
+            "v1",
+            Compression::Gzip,
+        );
+        let init = tmp.join("init");
+        std::fs::write(&init, b"\x7fELF pretend init").unwrap();
+        let cache = Cache::new(tmp.join("cache"), 1 << 40).unpacking_natively(native);
+        let opts = crate::run::Options::default();
+        let p = crate::prepare(oci.to_str().unwrap(), &init, &opts, &cache).unwrap();
+        assert!(p.built);
+        assert_eq!(p.spec.argv, ["/bin/sh"]);
+        assert_eq!((p.spec.uid, p.spec.gid), (1000, 1000));
+        assert_eq!(p.spec.workdir, "/home/app");
+        let disk = &p.disk;
+        assert_eq!(debugfs(disk, "cat /vmm/init"), "\u{7f}ELF pretend init");
+        let run = debugfs(disk, "cat /vmm/run");
+        assert!(
+            run.starts_with("VMMRUN1\nA/bin/sh\0EPATH="),
+            "{:?}",
+            &run[..64]
+        );
+        assert!(
+            run.contains("\0EA=1\0EHOME=/home/app\0U1000\0G1000\0S1000\0W/home/app\0\0"),
+            "{:?}",
+            &run[..200]
+        );
+        assert_eq!(owner_mode(disk, "/vmm/init"), (0, 0, 0o755));
+        assert_eq!(
+            owner_mode(disk, "/rootfs/home/app/.profile"),
+            (1000, 1000, 0o600)
+        );
+        assert_eq!(owner_mode(disk, "/rootfs/home/app"), (1000, 1000, 0o700));
+        assert_eq!(owner_mode(disk, "/rootfs/bin/su"), (0, 0, 0o4755));
+        assert_eq!(owner_mode(disk, "/rootfs/dev/null"), (0, 0, 0o666));
+        let null = debugfs(disk, "stat /rootfs/dev/null");
+        assert!(
+            null.contains("Type: character special") && null.contains("number: 01:03"),
+            "{null}"
+        );
+        let ls = debugfs(disk, "ls -p /rootfs/opaque");
+        assert!(ls.contains("upper-file") && !ls.contains("lower"), "{ls}");
+        let ls = debugfs(disk, "ls -p /rootfs");
+        assert!(!ls.contains("remove-me") && !ls.contains("/gone/"), "{ls}");
+        assert_eq!(
+            debugfs(disk, "cat /rootfs/usr/lib/added-through-link"),
+            "via link"
+        );
+        // The cache's disk has the filler in its run file: VMs never
+        // write it.
+        let cached = debugfs(&p.entry.disk(), "cat /vmm/run");
+        assert!(cached.starts_with("####"), "{}", &cached[..16]);
+        // A second run is warm, with its own copy.
+        let q = crate::prepare(&format!("{}:v1", oci.display()), &init, &opts, &cache).unwrap();
+        assert!(!q.built);
+        assert_ne!(q.disk, p.disk);
+        // Another init makes the disk again.
+        std::fs::write(&init, b"\x7fELF another init").unwrap();
+        let r = crate::prepare(oci.to_str().unwrap(), &init, &opts, &cache).unwrap();
+        assert!(r.built);
+        assert_eq!(debugfs(&r.disk, "cat /vmm/init"), "\u{7f}ELF another init");
+        // fsck finds nothing to fix.
+        let fsck = Command::new("e2fsck")
+            .args(["-fn"])
+            .arg(&r.disk)
+            .output()
+            .unwrap();
+        assert!(
+            fsck.status.success(),
+            "{}",
+            String::from_utf8_lossy(&fsck.stdout)
+        );
+    }
+}
+
+#[test]
+fn a_full_cache_drops_its_least_recently_used_images() {
+    if !have_e2fsprogs() {
+        return;
+    }
+    let tmp = Tmp::new("evict");
+    let init = tmp.join("init");
+    std::fs::write(&init, b"init").unwrap();
+    let mut refs = Vec::new();
+    for i in 0..3 {
+        let dir = tmp.join(format!("img{i}"));
+        std::fs::create_dir(&dir).unwrap();
+        let layers = [Layer::new()
+            .file("f", format!("image {i}").as_bytes(), 0o644)
+            .tar()];
+        let config = testing::config(&layers, json!({"Cmd": ["true"]}));
+        refs.push((
+            dir.clone(),
+            testing::oci_layout(&dir, &layers, &config, "t", Compression::None),
+        ));
+    }
+    // Room for about two entries.
+    let cache_dir = tmp.join("cache");
+    let one = {
+        let c = Cache::new(cache_dir.clone(), 1 << 40);
+        let (e, _) = c
+            .get(&Image::open(refs[0].0.to_str().unwrap()).unwrap(), &init)
+            .unwrap();
+        crate::cache::usage(&e.dir)
+    };
+    let cache = Cache::new(cache_dir.clone(), one * 2 + one / 2);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    cache
+        .get(&Image::open(refs[1].0.to_str().unwrap()).unwrap(), &init)
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    // Image 0 used again: image 1 is now the least recently used.
+    let (_, built) = cache
+        .get(&Image::open(refs[0].0.to_str().unwrap()).unwrap(), &init)
+        .unwrap();
+    assert!(!built);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    cache
+        .get(&Image::open(refs[2].0.to_str().unwrap()).unwrap(), &init)
+        .unwrap();
+    let present = |d: &str| cache_dir.join(d.replace(':', "-")).exists();
+    assert!(present(&refs[0].1) && present(&refs[2].1));
+    assert!(!present(&refs[1].1), "the least recently used image stayed");
+}
+
+#[test]
+fn private_copies_keep_the_content_and_the_holes() {
+    let tmp = Tmp::new("copy");
+    let src = tmp.join("src");
+    let f = std::fs::File::create(&src).unwrap();
+    f.set_len(64 << 20).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(b"start", 0).unwrap();
+    f.write_all_at(b"middle", 32 << 20).unwrap();
+    f.write_all_at(b"end", (64 << 20) - 3).unwrap();
+    drop(f);
+    let dst = tmp.join("dst");
+    crate::ext4::private_copy(&src, &dst).unwrap();
+    assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
+    let blocks = std::fs::metadata(&dst).unwrap().blocks() * 512;
+    assert!(
+        blocks < 4 << 20,
+        "the copy takes {blocks} bytes: holes were filled"
+    );
+    // The run file is written at its blocks, not elsewhere.
+    let area = crate::ext4::RunArea {
+        blocks: vec![10, 3],
+    };
+    crate::ext4::write_run(&dst, &area, &vec![7u8; 5000]).unwrap();
+    let data = std::fs::read(&dst).unwrap();
+    assert_eq!(&data[10 * 4096..11 * 4096], &[7u8; 4096][..]);
+    assert_eq!(&data[3 * 4096..3 * 4096 + 904], &[7u8; 904][..]);
+    assert_eq!(data[3 * 4096 + 904], 0);
+    assert_eq!(&data[..5], b"start");
+}
+
+#[test]
+fn errors_carry_their_class() {
+    let e = Error::run("User", "x", "y");
+    assert_eq!(e.class(), Class::Config);
+    assert_eq!(Error::Build("x".into()).class(), Class::Host);
+}
