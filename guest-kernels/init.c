@@ -13,6 +13,15 @@
  *     its stdin is a terminal), runs a login-free shell on the console
  *     (busybox: setsid cttyhack sh, so that it has job control); when the
  *     shell ends (Ctrl-D, `exit`) the VM ends, exit code 0;
+ *   - with VMM_IMAGE=1 (`vmm run --image`: init is /vmm/init on a disk
+ *     made from a container image), reads what to run from /vmm/run (the
+ *     VMM writes it into the VM's copy of the disk: argv, environment,
+ *     uid, gid, groups, working directory), makes the image's files under
+ *     /rootfs the root, mounts /proc, /sys, /dev (with /dev/pts and
+ *     /dev/shm) and /tmp there, writes /etc/resolv.conf when the kernel got
+ *     an address by DHCP (ip=dhcp), and runs the command as that user in
+ *     that directory with that environment, its PATH searched; the status
+ *     is reported as for a command;
  *   - otherwise ends the VM at once (a restart, exit code 0).
  * The VMM passes its ports and the command as KEY=VALUE kernel parameters,
  * which the kernel hands to init as environment variables:
@@ -21,6 +30,7 @@
  *   VMM_CMD=...           the command: each argument followed by a NUL
  *                         byte, in unpadded URL-safe base64
  *   VMM_SHELL=1           a shell on the console instead
+ *   VMM_IMAGE=1           a container image's disk: the run in /vmm/run
  *   VMM_DHCP=1            configure eth0 by DHCP (busybox udhcpc and its
  *                         lease script, which says the address on the
  *                         console) before the command or the shell; an
@@ -199,40 +209,87 @@ static void report(unsigned long port, unsigned status)
 		__asm__ volatile("outl %0, %w1" : : "a"(v), "Nd"((unsigned short)port));
 }
 
-/* Runs argv[0] as execvp does: a name without '/' is looked up in PATH.
- * Returns only on failure, with the errno of the most telling attempt. */
-static long exec_command(char **argv)
+/* The value of PATH in envp, or the default search list. */
+static const char *path_of(char **envp)
 {
-	static const char *const dirs[] = { "/usr/local/sbin", "/usr/local/bin", "/usr/sbin",
-					    "/usr/bin", "/sbin", "/bin", 0 };
+	const char *p = env_get(envp, "PATH=");
+	return p ? p : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+}
+
+/* Runs argv[0] as execvp does: a name without '/' is looked up in the
+ * environment's PATH. Returns only on failure, with the errno of the most
+ * telling attempt. */
+static long exec_command(char **argv, char **envp)
+{
 	char path[512];
 	const char *name = argv[0];
+	const char *dirs = path_of(envp);
+	unsigned long n = str_len(name);
 	long err = -ENOENT;
-	int i;
 
-	for (i = 0; name[i]; i++)
+	for (unsigned long i = 0; name[i]; i++)
 		if (name[i] == '/')
-			return syscall3(SYS_execve, (long)name, (long)argv, (long)command_env);
-	for (i = 0; dirs[i]; i++) {
-		unsigned long d = str_len(dirs[i]), n = str_len(name);
+			return syscall3(SYS_execve, (long)name, (long)argv, (long)envp);
+	while (1) {
+		const char *end = dirs;
+		unsigned long d, k;
 		long r;
-		if (d + 1 + n + 1 > sizeof(path))
-			return -ENAMETOOLONG;
-		for (unsigned long k = 0; k < d; k++)
-			path[k] = dirs[i][k];
-		path[d] = '/';
-		for (unsigned long k = 0; k <= n; k++)
-			path[d + 1 + k] = name[k];
-		r = syscall3(SYS_execve, (long)path, (long)argv, (long)command_env);
-		if (r != -ENOENT && r != -ENOTDIR)
-			err = r;
+		while (*end && *end != ':')
+			end++;
+		d = end - dirs;
+		/* An empty entry is the current directory. */
+		if (d == 0) {
+			path[0] = '.';
+			d = 1;
+		} else if (d + 1 + n + 1 <= sizeof(path)) {
+			for (k = 0; k < d; k++)
+				path[k] = dirs[k];
+		}
+		if (d + 1 + n + 1 <= sizeof(path)) {
+			path[d] = '/';
+			for (k = 0; k <= n; k++)
+				path[d + 1 + k] = name[k];
+			r = syscall3(SYS_execve, (long)path, (long)argv, (long)envp);
+			if (r != -ENOENT && r != -ENOTDIR)
+				err = r;
+		}
+		if (!*end)
+			break;
+		dirs = end + 1;
 	}
 	return err;
 }
 
+/* Who the command runs as and where (a container image's run). */
+struct creds {
+	unsigned uid, gid;
+	unsigned groups[64];
+	int ngroups;
+	const char *workdir;
+};
+
+/* mkdir -p, as root, before the command's user is taken. */
+static void make_dirs(const char *path)
+{
+	static char buf[512];
+	unsigned long n = str_len(path);
+
+	if (n >= sizeof(buf))
+		return;
+	for (unsigned long i = 0; i <= n; i++) {
+		buf[i] = path[i];
+		if ((path[i] == '/' && i > 0) || path[i] == 0) {
+			buf[i] = 0;
+			syscall3(SYS_mkdir, (long)buf, 0755, 0);
+			buf[i] = path[i];
+		}
+	}
+}
+
 /* Runs the command and returns its status as a shell gives it; `quiet`:
- * with its stdout and stderr on /dev/null instead of the console. */
-static unsigned run_command(char **argv, int quiet)
+ * with its stdout and stderr on /dev/null instead of the console; `c`:
+ * as that user in that directory (or as init is, when 0). */
+static unsigned run_command(char **argv, char **envp, int quiet, const struct creds *c)
 {
 	long pid = syscall5(SYS_clone, SIGCHLD, 0, 0, 0, 0);
 	int status = 0;
@@ -246,7 +303,22 @@ static unsigned run_command(char **argv, int quiet)
 				syscall3(SYS_dup2, null, 2, 0);
 			}
 		}
-		err = exec_command(argv);
+		if (c) {
+			make_dirs(c->workdir);
+			if (syscall3(SYS_chdir, (long)c->workdir, 0, 0) != 0) {
+				print("init: cannot enter the working directory ");
+				print(c->workdir);
+				print("\n");
+				syscall3(SYS_exit, 126, 0, 0);
+			}
+			if (syscall3(SYS_setgroups, c->ngroups, (long)c->groups, 0) != 0 ||
+			    syscall3(SYS_setgid, c->gid, 0, 0) != 0 ||
+			    syscall3(SYS_setuid, c->uid, 0, 0) != 0) {
+				print("init: cannot take the command's user and groups\n");
+				syscall3(SYS_exit, 126, 0, 0);
+			}
+		}
+		err = exec_command(argv, envp);
 		print("init: ");
 		print(argv[0]);
 		print(err == -ENOENT ? ": command not found\n" : ": cannot run it\n");
@@ -318,7 +390,7 @@ static void dhcp(void)
 	static char *const udhcpc[] = { "/bin/busybox", "udhcpc", "-i", "eth0", "-f", "-q", "-n",
 					"-t", "5", "-T", "2", "-s",
 					"/usr/share/udhcpc/default.script", 0 };
-	if (run_command((char **)udhcpc, 1) != 0)
+	if (run_command((char **)udhcpc, (char **)command_env, 1, 0) != 0)
 		print("init: eth0 got no address by DHCP (udhcpc failed); going on without it\n");
 }
 
@@ -329,6 +401,125 @@ static void mount_basics(void)
 	syscall5(SYS_mount, (long)"devtmpfs", (long)"/dev", (long)"devtmpfs", 0, 0);
 	syscall5(SYS_mount, (long)"tmpfs", (long)"/tmp", (long)"tmpfs", 0, (long)"mode=1777");
 	syscall3(SYS_sethostname, (long)hostname, sizeof(hostname) - 1, 0);
+}
+
+/* A container image's run (/vmm/run, the VMM's image::run::Spec): the
+ * magic line, then NUL-terminated records, a letter and its value, ended
+ * by an empty one. */
+#define RUN_BYTES 65536
+#define MAX_ENV 512
+static char run_file[RUN_BYTES + 1];
+static char *run_argv[MAX_ARGS + 1];
+static char *run_env[MAX_ENV + 1];
+static struct creds run_creds;
+
+static unsigned parse_uint(const char *s)
+{
+	unsigned v = 0;
+	while (*s >= '0' && *s <= '9')
+		v = v * 10 + (unsigned)(*s++ - '0');
+	return v;
+}
+
+/* Reads /vmm/run; 0 when it is not one this init reads. */
+static int read_run(void)
+{
+	static const char magic[] = "VMMRUN1\n";
+	long fd = syscall3(SYS_open, (long)"/vmm/run", O_RDONLY, 0);
+	long n = 0, r;
+	int argn = 0, envn = 0;
+	char *p;
+
+	if (fd < 0)
+		return 0;
+	while (n < RUN_BYTES && (r = syscall3(SYS_read, fd, (long)run_file + n, RUN_BYTES - n)) > 0)
+		n += r;
+	syscall3(SYS_close, fd, 0, 0);
+	run_file[n] = 0;
+	for (int i = 0; magic[i]; i++)
+		if (run_file[i] != magic[i])
+			return 0;
+	run_creds.workdir = "/";
+	for (p = run_file + sizeof(magic) - 1; p < run_file + n && *p; p += str_len(p) + 1) {
+		char tag = *p;
+		char *value = p + 1;
+		if (tag == 'A' && argn < MAX_ARGS)
+			run_argv[argn++] = value;
+		else if (tag == 'E' && envn < MAX_ENV)
+			run_env[envn++] = value;
+		else if (tag == 'U')
+			run_creds.uid = parse_uint(value);
+		else if (tag == 'G')
+			run_creds.gid = parse_uint(value);
+		else if (tag == 'S' && run_creds.ngroups < 64)
+			run_creds.groups[run_creds.ngroups++] = parse_uint(value);
+		else if (tag == 'W')
+			run_creds.workdir = value;
+	}
+	run_argv[argn] = 0;
+	run_env[envn] = 0;
+	return argn > 0;
+}
+
+/* Makes /rootfs the root (as switch_root does: the directory bound onto
+ * itself and moved over /), then mounts what a container has. */
+static void enter_rootfs(void)
+{
+	if (syscall5(SYS_mount, (long)"/rootfs", (long)"/rootfs", 0, MS_BIND | MS_REC, 0) == 0 &&
+	    syscall3(SYS_chdir, (long)"/rootfs", 0, 0) == 0 &&
+	    syscall5(SYS_mount, (long)".", (long)"/", 0, MS_MOVE, 0) == 0) {
+		syscall3(SYS_chroot, (long)".", 0, 0);
+	} else {
+		syscall3(SYS_chroot, (long)"/rootfs", 0, 0);
+	}
+	syscall3(SYS_chdir, (long)"/", 0, 0);
+	static const char *const dirs[] = { "/proc", "/sys", "/dev", "/tmp", 0 };
+	for (int i = 0; dirs[i]; i++)
+		syscall3(SYS_mkdir, (long)dirs[i], 0755, 0);
+	mount_basics();
+	syscall3(SYS_mkdir, (long)"/dev/pts", 0755, 0);
+	syscall3(SYS_mkdir, (long)"/dev/shm", 01777, 0);
+	syscall5(SYS_mount, (long)"devpts", (long)"/dev/pts", (long)"devpts", MS_NOSUID | MS_NOEXEC,
+		 (long)"newinstance,ptmxmode=0666,mode=0620");
+	syscall5(SYS_mount, (long)"shm", (long)"/dev/shm", (long)"tmpfs", MS_NOSUID | MS_NODEV,
+		 (long)"mode=1777");
+}
+
+/* The kernel's DHCP lease (ip=dhcp) gives the DNS servers in /proc/net/pnp,
+ * in resolv.conf's own format: the image's /etc/resolv.conf becomes it. */
+static void resolv_conf(void)
+{
+	static char pnp[2048];
+	long fd = syscall3(SYS_open, (long)"/proc/net/pnp", O_RDONLY, 0);
+	long n = fd < 0 ? -1 : syscall3(SYS_read, fd, (long)pnp, sizeof(pnp) - 1);
+
+	if (fd >= 0)
+		syscall3(SYS_close, fd, 0, 0);
+	if (n <= 0)
+		return;
+	pnp[n] = 0;
+	/* "#PROTO: DHCP" when the kernel configured an interface, "#MANUAL"
+	 * otherwise (the image's own file stays). */
+	for (int i = 0; "#PROTO:"[i]; i++)
+		if (pnp[i] != "#PROTO:"[i])
+			return;
+	fd = syscall3(SYS_open, (long)"/etc/resolv.conf", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd >= 0) {
+		syscall3(SYS_write, fd, (long)pnp, n);
+		syscall3(SYS_close, fd, 0, 0);
+	}
+}
+
+/* Ends the VM with `status` on the exit device once the console is out. */
+static void finish(unsigned long exit_port, unsigned status)
+{
+	syscall3(SYS_sync, 0, 0, 0);
+	/* Let the console send what the command wrote (tcdrain): the
+	 * report ends the VM at once, and output still queued in the
+	 * guest's tty would be lost. */
+	syscall3(SYS_ioctl, 1, TCSBRK, 1);
+	if (exit_port)
+		report(exit_port, status);
 }
 
 /* Called from _start with the initial stack: argc, argv..., 0, envp..., 0. */
@@ -350,6 +541,22 @@ void start_c(long *stack)
 		__asm__ volatile("outb %0, %w1" : : "a"(v), "Nd"((unsigned short)timer));
 	}
 	syscall3(SYS_write, 1, (long)greeting, sizeof(greeting) - 1);
+	if (in_vm && env_get(envp, "VMM_IMAGE=1")) {
+		unsigned status = 126;
+		if (!read_run()) {
+			print("init: /vmm/run is not a run this init can read\n");
+		} else {
+			enter_rootfs();
+			quiet_console();
+			loopback_up();
+			resolv_conf();
+			status = run_command(run_argv, run_env, 0, &run_creds);
+		}
+		finish(exit_port, status);
+		restart();
+		for (;;)
+			__asm__ volatile("pause");
+	}
 	if (in_vm) {
 		mount_basics();
 		quiet_console();
@@ -373,21 +580,15 @@ void start_c(long *stack)
 			print("init: VMM_CMD is not a command this init can read\n");
 			status = 126;
 		} else {
-			status = run_command(argv, 0);
+			status = run_command(argv, (char **)command_env, 0, 0);
 		}
-		syscall3(SYS_sync, 0, 0, 0);
-		/* Let the console send what the command wrote (tcdrain): the
-		 * report ends the VM at once, and output still queued in the
-		 * guest's tty would be lost. */
-		syscall3(SYS_ioctl, 1, TCSBRK, 1);
-		if (exit_port)
-			report(exit_port, status);
+		finish(exit_port, status);
 	}
 	if (in_vm && !encoded && env_get(envp, "VMM_SHELL=1")) {
 		static char *const shell[] = { "/bin/busybox", "setsid", "cttyhack", "/bin/sh", 0 };
 		print("init: a shell on the console; Ctrl-D or poweroff ends the VM\n");
 		catch_end_signals();
-		run_command((char **)shell, 0);
+		run_command((char **)shell, (char **)command_env, 0, 0);
 	}
 	syscall3(SYS_sync, 0, 0, 0);
 	if (pid1)

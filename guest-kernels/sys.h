@@ -26,6 +26,12 @@
 #define SYS_sethostname 170
 #define SYS_ioperm 173
 #define SYS_syslog 103
+#define SYS_chdir 80
+#define SYS_mkdir 83
+#define SYS_setuid 105
+#define SYS_setgid 106
+#define SYS_setgroups 116
+#define SYS_chroot 161
 
 #define TCSBRK 0x5409
 #define SIOCGIFFLAGS 0x8913
@@ -35,9 +41,18 @@
 #define SOCK_DGRAM 2
 #define O_RDONLY 0
 #define O_WRONLY 01
+#define O_CREAT 0100
+#define O_TRUNC 01000
+#define MS_NOSUID 2
+#define MS_NODEV 4
+#define MS_NOEXEC 8
+#define MS_BIND 4096
+#define MS_MOVE 8192
+#define MS_REC 16384
 
 #define ENOENT 2
 #define EINTR 4
+#define EEXIST 17
 #define ENOTDIR 20
 #define ENAMETOOLONG 36
 #define SIGUSR1 10

@@ -32,6 +32,14 @@ pub mod exit_code {
     pub const NET: i32 = 10;
     /// A VMM thread made a system call its seccomp filter forbids.
     pub const SECCOMP: i32 = 11;
+    /// `--image` names no container image this VMM runs: not an OCI image
+    /// layout or `docker save` archive, no such tag, an image for another
+    /// platform, a layer media type it cannot unpack.
+    pub const CONTAINER_IMAGE: i32 = 12;
+    /// A blob of the container image is not what the image says: a digest
+    /// that does not match its manifest or config, a corrupt tarball, or a
+    /// layer that would write outside the image's root.
+    pub const IMAGE_CONTENT: i32 = 13;
 }
 
 /// Everything that stops the VMM before or while it runs a guest.
@@ -138,6 +146,9 @@ pub enum Error {
     /// The host could not provide something the VM needs.
     #[error(transparent)]
     Host(#[from] crate::host::HostError),
+    /// A container image (`--image`) cannot be run.
+    #[error(transparent)]
+    ContainerImage(#[from] vmm_image::Error),
 }
 
 impl From<devices::bus::Error> for Error {
@@ -186,6 +197,13 @@ impl Error {
             },
             Error::Kvm(_) => KVM,
             Error::Tap { .. } => NET,
+            Error::ContainerImage(e) => match e.class() {
+                vmm_image::Class::Missing => FILE,
+                vmm_image::Class::Reference => CONTAINER_IMAGE,
+                vmm_image::Class::Content => IMAGE_CONTENT,
+                vmm_image::Class::Config => CONFIG,
+                vmm_image::Class::Host => VMM_ERROR,
+            },
             _ => VMM_ERROR,
         }
     }
@@ -228,6 +246,8 @@ mod tests {
             FAIL_ENTRY,
             NET,
             SECCOMP,
+            CONTAINER_IMAGE,
+            IMAGE_CONTENT,
         ];
         let set: std::collections::HashSet<_> = all.iter().collect();
         assert_eq!(set.len(), all.len());

@@ -10,6 +10,7 @@ pub mod device_manager;
 pub mod error;
 pub mod event_loop;
 pub mod host;
+pub mod image;
 #[cfg(feature = "logging")]
 pub mod logging;
 pub mod metrics;

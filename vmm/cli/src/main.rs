@@ -11,6 +11,7 @@ use vmm::config::{
     self, BootProtocol, DiskConfig, EmulatedHost, NetConfig, SerialOutput, VmConfig,
 };
 use vmm::config_file::{self, ConfigFile, Overrides};
+use vmm::image::{self, ImageRun};
 use vmm::{exit_code, Error, Vmm};
 
 /// A KVM virtual machine monitor: every VM boots its own Linux kernel.
@@ -72,7 +73,44 @@ struct RunArgs {
     #[arg(long, value_name = "FILE", alias = "config-file")]
     config: Option<PathBuf>,
     #[command(flatten)]
+    image: ImageArgs,
+    #[command(flatten)]
     vm: VmArgs,
+}
+
+/// `vmm run --image`'s options.
+#[derive(Args)]
+struct ImageArgs {
+    /// Run a container image in the VM: an OCI image layout directory
+    /// (DIR or DIR:TAG, as skopeo and umoci write it) or a `docker save`
+    /// archive (FILE.tar or FILE.tar:REPO:TAG). Its files become a cached
+    /// ext4 root disk (each VM boots a private copy); its Entrypoint and
+    /// Cmd run as its User in its WorkingDir with its Env; a COMMAND after
+    /// `--` replaces Cmd.
+    #[arg(long, value_name = "REF")]
+    image: Option<String>,
+    /// With --image: the program instead of the image's Entrypoint (its Cmd
+    /// is dropped too, as with `docker run --entrypoint`); "" clears it.
+    #[arg(long, value_name = "PROGRAM", requires = "image")]
+    entrypoint: Option<String>,
+    /// With --image: an environment variable for its command, KEY=VALUE
+    /// (or KEY: this shell's value). Repeatable; wins over the image's Env.
+    #[arg(
+        short = 'e',
+        long = "env",
+        value_name = "KEY=VALUE",
+        requires = "image"
+    )]
+    env: Vec<String>,
+    /// With --image: the user instead of the image's User:
+    /// NAME|UID[:GROUP|GID], names from the image's /etc/passwd and
+    /// /etc/group.
+    #[arg(short = 'u', long, value_name = "USER", requires = "image")]
+    user: Option<String>,
+    /// With --image: the working directory instead of the image's
+    /// WorkingDir (made if missing).
+    #[arg(short = 'w', long, value_name = "DIR", requires = "image")]
+    workdir: Option<String>,
 }
 
 #[derive(Args)]
@@ -171,17 +209,51 @@ fn to_config(config: Option<PathBuf>, vm: VmArgs) -> Result<VmConfig, Error> {
 }
 
 fn run(args: RunArgs, started: Instant) -> i32 {
-    let result = to_config(args.config, args.vm)
-        .map(|mut cfg| {
+    let mut vm = args.vm;
+    let image = args.image.image.map(|reference| {
+        // The command after `--` is the image's, in place of its Cmd.
+        let command = std::mem::take(&mut vm.command);
+        ImageRun {
+            reference,
+            options: image::Options {
+                command: (!command.is_empty()).then(|| {
+                    command
+                        .iter()
+                        .map(|a| a.to_string_lossy().into_owned())
+                        .collect()
+                }),
+                entrypoint: args.image.entrypoint,
+                env: args.image.env,
+                user: args.image.user,
+                workdir: args.image.workdir,
+            },
+        }
+    });
+    // An image's VM shows the kernel's errors only, unless told otherwise.
+    let quiet = vm.cmdline.is_none();
+    let mut private_disk = None;
+    let result = to_config(args.config, vm)
+        .and_then(|mut cfg| {
             // An interactive `vmm run` with no command gets the guest's
             // shell on its terminal.
             cfg.shell = cfg.command.is_none()
                 && cfg.serial == SerialOutput::Stdio
                 && std::io::IsTerminal::is_terminal(&std::io::stdin());
-            cfg
+            if let Some(image) = &image {
+                let cache = vmm_image::Cache::from_env()?;
+                let init = image::default_init()?;
+                private_disk = Some(image::apply(image, &mut cfg, &init, &cache, quiet)?);
+            }
+            Vmm::build(&cfg, started)
         })
-        .and_then(|cfg| Vmm::build(&cfg, started))
-        .and_then(Vmm::run);
+        .and_then(|vmm| {
+            // The VM holds its disk open: its copy leaves the cache now,
+            // and nothing is left behind however the VMM ends.
+            if let Some(d) = private_disk.as_mut() {
+                d.release();
+            }
+            vmm.run()
+        });
     if let Some(r) = vmm::host::resources() {
         log::debug!(
             "resources at VM end: {} open fds, RSS {} KiB, peak RSS {} KiB",

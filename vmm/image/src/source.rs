@@ -89,16 +89,47 @@ impl Store {
         let f = std::fs::File::open(file)?;
         let mut archive = tar::Archive::new(f);
         let mut members = HashMap::new();
+        let mut links = Vec::new();
         for entry in archive.entries_with_seek()? {
             let entry = entry?;
-            if !entry.header().entry_type().is_file() {
+            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let kind = entry.header().entry_type();
+            if kind.is_symlink() || kind.is_hard_link() {
+                // skopeo's docker archives link ID/layer.tar to the layer.
+                if let Some(target) = entry.link_name_bytes() {
+                    let target = String::from_utf8_lossy(&target).into_owned();
+                    links.push((name, target, kind.is_symlink()));
+                }
                 continue;
             }
-            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            if !kind.is_file() {
+                continue;
+            }
             members.insert(
                 member_key(&name).to_string(),
                 (entry.raw_file_position(), entry.size()),
             );
+        }
+        for (name, target, relative) in links {
+            // A symbolic link's target is relative to its directory, a
+            // hard link's to the archive's root; `..` is taken lexically.
+            let dir = match name.rsplit_once('/') {
+                Some((d, _)) if relative => d,
+                _ => "",
+            };
+            let mut parts: Vec<&str> = dir.split('/').filter(|c| !c.is_empty()).collect();
+            for c in target.split('/') {
+                match c {
+                    "" | "." => {}
+                    ".." => {
+                        parts.pop();
+                    }
+                    c => parts.push(c),
+                }
+            }
+            if let Some(&at) = members.get(&parts.join("/")) {
+                members.insert(member_key(&name).to_string(), at);
+            }
         }
         Ok(Store::Tar {
             file: file.to_path_buf(),
@@ -465,16 +496,15 @@ impl Image {
             .collect();
         let chosen: Vec<&Entry> = match &reference.tag {
             Some(tag) => {
-                // REPO alone means REPO:latest, as docker takes it.
-                let last = tag.rsplit('/').next().unwrap_or(tag);
-                let full = if last.contains(':') {
-                    tag.clone()
-                } else {
-                    format!("{tag}:latest")
-                };
+                let want = normalize_name(tag);
                 entries
                     .iter()
-                    .filter(|e| e.repo_tags.iter().flatten().any(|t| *t == full))
+                    .filter(|e| {
+                        e.repo_tags
+                            .iter()
+                            .flatten()
+                            .any(|t| normalize_name(t) == want)
+                    })
                     .collect()
             }
             None => entries.iter().collect(),
@@ -607,6 +637,25 @@ impl Image {
             .map_or(l.name.as_str(), |s| s.as_str());
         format!("layer {} of {} ({id})", i + 1, self.layers.len())
     }
+}
+
+/// An image name as docker compares them: the registry docker.io when
+/// none is given (its one-word names under library/), the tag latest when
+/// none is given.
+pub fn normalize_name(name: &str) -> String {
+    let (first, rest) = name.split_once('/').unwrap_or(("", name));
+    let has_registry =
+        !first.is_empty() && (first.contains('.') || first.contains(':') || first == "localhost");
+    let mut full = match (has_registry, first.is_empty()) {
+        (true, _) => name.to_string(),
+        (false, true) => format!("docker.io/library/{rest}"),
+        (false, false) => format!("docker.io/{name}"),
+    };
+    let last = full.rsplit('/').next().unwrap_or("");
+    if !last.contains(':') && !last.contains('@') {
+        full.push_str(":latest");
+    }
+    full
 }
 
 fn layer_media_type_ok(mt: &str) -> bool {

@@ -378,6 +378,16 @@ fn docker_save_archives_are_found_by_repo_and_tag() {
             crate::unpack(&image, &tmp.join(format!("u{}", reference.len())), false).unwrap();
         assert_eq!(read(tree.root(), "replaced"), "new");
     }
+    // Names compare as docker compares them.
+    for (a, b) in [
+        ("busybox", "docker.io/library/busybox:latest"),
+        ("example/app:1.0", "docker.io/example/app:1.0"),
+        ("registry.local:5000/app", "registry.local:5000/app:latest"),
+        ("localhost/app:2", "localhost/app:2"),
+    ] {
+        assert_eq!(crate::source::normalize_name(a), b);
+    }
+    assert!(Image::open(&format!("{f}:docker.io/example/app:1.0")).is_ok());
     let e = Image::open(&format!("{f}:example/app")).err().unwrap();
     assert!(
         e.to_string().contains("no image tagged 'example/app'"),
