@@ -3,6 +3,8 @@
 //! like a vmlinux), running the VMM with a time limit, and finding the
 //! default guest built by guest-kernels/build.sh.
 
+pub mod images;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,313 @@
+//! `vmm run --image` on this machine: what is wrong with an image is said
+//! with its exit code before any VM is made, nothing is written outside
+//! the cache by a hostile layer, and (on any KVM, the emulated one
+//! included) the kernel mounts an image's root disk and starts the
+//! project's init from it. The image's command running in its user space
+//! is proved on the nested host (nested.rs).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+use vmm::exit_code;
+use vmm_image::testing::{self, Compression, Layer};
+use vmm_tests::{default_guest, default_guest_or_skip, images, run_until, vmm_bin, TempDir};
+
+/// The default guest's init goes on every image disk: these tests need it
+/// built (not KVM: they end before a VM is made).
+fn guest_built() -> bool {
+    if default_guest().is_some() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("the default guest is not built; CI must run guest-kernels/build.sh first");
+    }
+    eprintln!("skipped: default guest not built (run guest-kernels/build.sh)");
+    false
+}
+
+/// `vmm run --image ARGS...` with the cache in `cache`: (exit code, log).
+fn run_image(cache: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(vmm_bin())
+        .env("VMM_IMAGE_CACHE", cache)
+        .arg("run")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.stdout.is_empty(),
+        "{args:?}: a VM ran: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn small_system() -> Vec<u8> {
+    Layer::new()
+        .dir("etc", 0o755)
+        .file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
+        .dir("bin", 0o755)
+        .file("bin/app", b"not really a program", 0o755)
+        .tar()
+}
+
+fn layout(dir: &Path, layers: &[Vec<u8>]) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = testing::config(layers, json!({"Cmd": ["/bin/app"]}));
+    testing::oci_layout(dir, layers, &config, "v1", Compression::Gzip);
+    dir.display().to_string()
+}
+
+/// Nothing but the lock, the (empty) run directory and complete entries.
+fn assert_no_leftovers(cache: &Path) {
+    for e in std::fs::read_dir(cache).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        assert!(
+            !name.starts_with(".build-"),
+            "a half-built entry was left: {name}"
+        );
+        if name == ".run" {
+            let left: Vec<_> = std::fs::read_dir(e.path()).unwrap().collect();
+            assert!(left.is_empty(), "private copies were left: {left:?}");
+        }
+    }
+}
+
+#[test]
+fn images_that_cannot_run_are_refused_before_any_vm_with_their_exit_codes() {
+    if !guest_built() {
+        return;
+    }
+    let tmp = TempDir::new("image-errors");
+    let cache = tmp.join("cache");
+    let ok = layout(&tmp.join("ok"), &[small_system()]);
+
+    let (code, log) = run_image(
+        &cache,
+        &["--image", &tmp.join("missing").display().to_string()],
+    );
+    assert_eq!(code, Some(exit_code::FILE), "{log}");
+    assert!(log.contains("no such directory or file"), "{log}");
+
+    std::fs::create_dir(tmp.join("empty")).unwrap();
+    let (code, log) = run_image(
+        &cache,
+        &["--image", &tmp.join("empty").display().to_string()],
+    );
+    assert_eq!(code, Some(exit_code::CONTAINER_IMAGE), "{log}");
+    assert!(log.contains("neither an OCI image layout"), "{log}");
+
+    let (code, log) = run_image(&cache, &["--image", &format!("{ok}:v9")]);
+    assert_eq!(code, Some(exit_code::CONTAINER_IMAGE), "{log}");
+    assert!(log.contains("no tag 'v9' (the layout holds: v1)"), "{log}");
+
+    let arm = tmp.join("arm");
+    std::fs::create_dir(&arm).unwrap();
+    let layers = [small_system()];
+    let mut config = testing::config(&layers, json!({"Cmd": ["/bin/app"]}));
+    config["architecture"] = json!("arm64");
+    testing::oci_layout(&arm, &layers, &config, "v1", Compression::Gzip);
+    let (code, log) = run_image(&cache, &["--image", arm.to_str().unwrap()]);
+    assert_eq!(code, Some(exit_code::CONTAINER_IMAGE), "{log}");
+    assert!(log.contains("the image is for linux/arm64"), "{log}");
+
+    let (code, log) = run_image(&cache, &["--image", &ok, "--user", "nobody"]);
+    assert_eq!(code, Some(exit_code::CONFIG), "{log}");
+    assert!(
+        log.contains("invalid --user 'nobody': no user 'nobody' in the image's /etc/passwd"),
+        "{log}"
+    );
+
+    let (code, log) = run_image(&cache, &["--image", &ok, "--initrd", "/etc/hostname"]);
+    assert_eq!(code, Some(exit_code::CONFIG), "{log}");
+    assert!(log.contains("invalid --initrd"), "{log}");
+
+    let (code, log) = run_image(&cache, &["--entrypoint", "/bin/sh"]);
+    assert_eq!(code, Some(exit_code::USAGE), "{log}");
+
+    // A blob changed after the image was written: named, with both digests.
+    let bad = tmp.join("bad");
+    let bad_ref = layout(
+        &bad,
+        &[small_system(), Layer::new().file("x", b"x", 0o644).tar()],
+    );
+    let image = vmm_image::Image::open(&bad_ref).unwrap();
+    let digest = image.layers[1].digest.clone().unwrap();
+    let blob = bad.join("blobs/sha256").join(&digest["sha256:".len()..]);
+    let other = testing::compress(
+        &Layer::new().file("x", b"y", 0o644).tar(),
+        Compression::Gzip,
+    );
+    std::fs::write(&blob, other).unwrap();
+    let (code, log) = run_image(&cache, &["--image", &bad_ref]);
+    assert_eq!(code, Some(exit_code::IMAGE_CONTENT), "{log}");
+    assert!(
+        log.contains(&format!("layer 2 of 2 ({digest}): digest mismatch")),
+        "{log}"
+    );
+    assert_no_leftovers(&cache);
+}
+
+#[test]
+fn a_hostile_layer_is_refused_and_writes_nothing_outside_the_cache() {
+    if !guest_built() {
+        return;
+    }
+    let tmp = TempDir::new("image-hostile");
+    let cache = tmp.join("cache");
+    // What the layers aim at: a file beside the cache, a directory whose
+    // path a link gives.
+    let target_dir = tmp.join("victim");
+    std::fs::create_dir(&target_dir).unwrap();
+    let escaped = tmp.join("escaped-by-dotdot");
+    let depth = cache.components().count() + 8;
+    let climb = format!(
+        "{}{}",
+        "../".repeat(depth),
+        escaped.display().to_string().trim_start_matches('/')
+    );
+    let cases = [
+        (
+            "dotdot",
+            Layer::new().file(&climb, b"pwned", 0o644).tar(),
+            "climbs out of the root",
+        ),
+        (
+            "absolute-link",
+            Layer::new()
+                .symlink("innocent", target_dir.to_str().unwrap())
+                .file("innocent/planted", b"pwned", 0o644)
+                .tar(),
+            "to the absolute path",
+        ),
+        (
+            "climbing-link",
+            Layer::new()
+                .symlink("up", &"../".repeat(depth))
+                .file(
+                    &format!(
+                        "up/{}",
+                        escaped.display().to_string().trim_start_matches('/')
+                    ),
+                    b"pwned",
+                    0o644,
+                )
+                .tar(),
+            "climbs out of the root",
+        ),
+        (
+            "hardlink-out",
+            Layer::new()
+                .hardlink("shadow", &format!("{}etc/shadow", "../".repeat(depth)))
+                .tar(),
+            "climbs out of the root",
+        ),
+    ];
+    for (name, hostile, says) in cases {
+        let reference = layout(&tmp.join(name), &[small_system(), hostile]);
+        let (code, log) = run_image(&cache, &["--image", &reference]);
+        assert_eq!(code, Some(exit_code::IMAGE_CONTENT), "{name}: {log}");
+        assert!(log.contains("layer 2 of 2 (sha256:"), "{name}: {log}");
+        assert!(log.contains(says), "{name}: {log}");
+        assert!(
+            !escaped.exists(),
+            "{name}: a layer wrote {}",
+            escaped.display()
+        );
+        let planted: Vec<_> = std::fs::read_dir(&target_dir).unwrap().collect();
+        assert!(
+            planted.is_empty(),
+            "{name}: a layer wrote into {}: {planted:?}",
+            target_dir.display()
+        );
+        assert_no_leftovers(&cache);
+    }
+}
+
+#[test]
+fn the_kernel_mounts_an_images_root_disk_and_starts_init_from_it() {
+    let Some(_) = default_guest_or_skip(&["init"]) else {
+        return;
+    };
+    let tmp = TempDir::new("image-boot");
+    let Some(imgs) = images::build_or_skip(&tmp.0) else {
+        return;
+    };
+    let cache = tmp.join("cache");
+    let mut cmd = Command::new(vmm_bin());
+    cmd.env("VMM_IMAGE_CACHE", &cache).args([
+        "run",
+        "--image",
+        &imgs.two_layers(),
+        "--cmdline",
+        "console=ttyS0 reboot=k panic=-1",
+    ]);
+    // On an emulated KVM init cannot make its first system call: the boot
+    // is followed to the kernel starting it.
+    let out = run_until(cmd, Duration::from_secs(600), |out, _| {
+        out.contains("Run /vmm/init as init process")
+    });
+    let all = format!("{}\n{}", out.stdout, out.stderr);
+    assert!(!out.timed_out, "{all}");
+    assert!(out.stderr.contains("unpacked now into the cache"), "{all}");
+    assert!(out.stderr.contains("runs sh -c"), "{all}");
+    assert!(
+        out.stdout.contains("VFS: Mounted root (ext4 filesystem)"),
+        "{all}"
+    );
+    assert!(
+        out.stdout.contains("Run /vmm/init as init process"),
+        "{all}"
+    );
+    assert!(
+        !out.stdout.contains("Kernel panic - not syncing: VFS"),
+        "{all}"
+    );
+    // The VM had a private copy: the cached disk was never mounted (the
+    // guest mounted its copy read-write), its run file still holds the
+    // filler, and the copy is gone.
+    let entry = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("sha256-"))
+        .expect("a cache entry");
+    let disk = entry.path().join("disk.ext4");
+    let header = Command::new("dumpe2fs")
+        .arg("-h")
+        .arg(&disk)
+        .output()
+        .unwrap();
+    let header = String::from_utf8_lossy(&header.stdout);
+    let mounted = header
+        .lines()
+        .find(|l| l.starts_with("Last mount time:"))
+        .unwrap_or_default();
+    assert!(
+        mounted.ends_with("n/a"),
+        "the cached disk was mounted: {mounted}"
+    );
+    let run = Command::new("debugfs")
+        .args(["-R", "cat /vmm/run"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(
+        run.stdout.starts_with(b"####"),
+        "the cached disk's run file was written"
+    );
+    let fsck = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    assert_no_leftovers(&cache);
+}
