@@ -485,27 +485,47 @@ static void enter_rootfs(void)
 		 (long)"mode=1777");
 }
 
-/* The kernel's DHCP lease (ip=dhcp) gives the DNS servers in /proc/net/pnp,
- * in resolv.conf's own format: the image's /etc/resolv.conf becomes it. */
+/* Whether line starts with word. */
+static int starts_with(const char *line, const char *word)
+{
+	while (*word && *line == *word)
+		line++, word++;
+	return !*word;
+}
+
+/* The kernel's DHCP lease (ip=dhcp) gives the DNS servers in /proc/net/pnp
+ * ("#PROTO: DHCP", then nameserver, domain and bootserver lines): the
+ * image's /etc/resolv.conf gets its nameserver and domain lines. */
 static void resolv_conf(void)
 {
-	static char pnp[2048];
+	static char pnp[2048], conf[2048];
 	long fd = syscall3(SYS_open, (long)"/proc/net/pnp", O_RDONLY, 0);
 	long n = fd < 0 ? -1 : syscall3(SYS_read, fd, (long)pnp, sizeof(pnp) - 1);
+	long len = 0;
 
 	if (fd >= 0)
 		syscall3(SYS_close, fd, 0, 0);
 	if (n <= 0)
 		return;
 	pnp[n] = 0;
-	/* "#PROTO: DHCP" when the kernel configured an interface, "#MANUAL"
-	 * otherwise (the image's own file stays). */
-	for (int i = 0; "#PROTO:"[i]; i++)
-		if (pnp[i] != "#PROTO:"[i])
-			return;
+	/* "#MANUAL" when the kernel configured no interface: the image's own
+	 * file stays. */
+	if (!starts_with(pnp, "#PROTO:"))
+		return;
+	for (char *line = pnp; *line;) {
+		char *end = line;
+		while (*end && *end != '\n')
+			end++;
+		if (starts_with(line, "nameserver ") || starts_with(line, "domain ")) {
+			for (char *c = line; c < end; c++)
+				conf[len++] = *c;
+			conf[len++] = '\n';
+		}
+		line = *end ? end + 1 : end;
+	}
 	fd = syscall3(SYS_open, (long)"/etc/resolv.conf", O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	if (fd >= 0) {
-		syscall3(SYS_write, fd, (long)pnp, n);
+		syscall3(SYS_write, fd, (long)conf, len);
 		syscall3(SYS_close, fd, 0, 0);
 	}
 }

@@ -82,8 +82,9 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Makes the images in `dir` (which must exist).
+/// Makes the images in `dir` (made if missing).
 pub fn build(dir: &Path) -> Result<TestImages, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let layout = dir.join("oci");
     let image = |tag: &str| format!("{}:{tag}", layout.display());
     let rootless: &[&str] = if is_root() { &[] } else { &["--rootless"] };

@@ -10,7 +10,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use vmm_tests::{asm, default_guest, firecracker_config, repo_root, tiny_elf, vmm_bin, TempDir};
+use vmm_tests::{
+    asm, default_guest, firecracker_config, images, repo_root, tiny_elf, vmm_bin, TempDir,
+};
 
 /// The whole nested run: the L1's boot (about 10 s) and every scenario
 /// (5 to 90 s each under TCG, twice that when this machine is busy).
@@ -120,6 +122,7 @@ fn possible() -> bool {
     .into_iter()
     .filter(|(p, _)| !have(p))
     .map(|(_, what)| what)
+    .chain(vmm_tests::images::missing_tools())
     .chain(default_guest().is_none().then_some("the default guest"))
     .chain(
         tiny_guests_bin()
@@ -462,7 +465,70 @@ fn write_scenarios(n: &Nested) -> PathBuf {
         guest = quote(&guest_net),
     );
     std::fs::create_dir_all(results.join("bench-out")).unwrap();
+    // Container images, made here (umoci, skopeo) and read by the L1; its
+    // image caches are in its own /tmp.
+    let imgs = images::build(&dir.join("images")).expect("making the test images");
+    let image_run = |cache: &str, args: &[&str]| -> String {
+        let args: Vec<String> = args.iter().map(|a| quote(a)).collect();
+        format!("env VMM_IMAGE_CACHE={cache} {vmm} run {}", args.join(" "))
+    };
+    let two = imgs.two_layers();
+    // Cold: a cache of its own, emptied first. Warm: a first run fills the
+    // scenario's cache, the second is the one looked at.
+    let image_cold = format!(
+        "rm -rf /tmp/image-cold; {}",
+        image_run("/tmp/image-cold", &["--image", &two])
+    );
+    let image_warm = format!(
+        "{} > /dev/null 2>&1; {}",
+        image_run("/tmp/image-warm", &["--image", &two, "--", "true"]),
+        image_run("/tmp/image-warm", &["--image", &two])
+    );
+    let image_net_guest =
+        format!("ip -4 addr show eth0; ping -c 2 {NET_HOST} || exit 10; cat /etc/resolv.conf");
+    let image_net = format!(
+        "trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT; set -e; \
+         ip link set lo up; ip tuntap add dev tap0 mode tap; \
+         ip addr add {NET_HOST}/24 dev tap0; ip link set tap0 up; \
+         dnsmasq --no-daemon --conf-file=/dev/null --user=root --group=root --interface=tap0 \
+           --bind-interfaces --except-interface=lo --port=0 --dhcp-range=172.31.0.10,172.31.0.20,1h \
+           --dhcp-option=6,{NET_HOST} --dhcp-leasefile={leases} --pid-file= 2> {dnsmasq} & \
+         set +e; {}",
+        image_run(
+            "/tmp/image-net",
+            &["--image", &two, "--net", "tap=tap0", "--dhcp", "--user", "root", "--", "sh", "-c", &image_net_guest]
+        ),
+        leases = quote(&r("image-net.leases")),
+        dnsmasq = quote(&r("image-net.dnsmasq.log")),
+    );
+    let sh = |script: String| vec!["bash".to_string(), "-c".to_string(), script];
     let scenarios: Vec<(&str, Vec<String>)> = vec![
+        // `vmm run --image`: a two-layer image (a whiteout, an opaque
+        // directory) run as its user in its directory, cold and warm; the
+        // run's options over its config; the same image from a docker
+        // archive; its network by DHCP; a command it does not have.
+        ("image-cold", sh(image_cold)),
+        ("image-warm", sh(image_warm)),
+        (
+            "image-overrides",
+            sh(image_run(
+                "/tmp/image-overrides",
+                &[
+                    "--image", &two, "--entrypoint", "/bin/sh", "-e", "GREETING=over", "-e", "EXTRA=1",
+                    "--user", "root", "--workdir", "/srv/new", "--",
+                    "-c", "echo \"$GREETING $EXTRA $(id -u) $(pwd) $HOME\"; exit 3",
+                ],
+            )),
+        ),
+        (
+            "image-archive",
+            sh(image_run(
+                "/tmp/image-archive",
+                &["--image", &imgs.archive_ref(), "--", "sh", "-c", "echo archive $(cat /data/keep/k) as $(id -un)"],
+            )),
+        ),
+        ("image-missing", sh(image_run("/tmp/image-missing", &["--image", &two, "--", "no-such-command"]))),
+        ("image-net", vec!["unshare".into(), "--net".into(), "bash".into(), "-c".into(), image_net]),
         // `vmm run -- COMMAND`: the command's output on the console and
         // its exit status as the VMM's.
         (
@@ -1393,4 +1459,93 @@ fn vmm_bench_times_the_same_command_in_the_vm_and_the_container() {
         report.contains("| vmm | init: to the command's output |"),
         "{all}"
     );
+}
+
+/// An image's VM printed its command's output and ended with its status,
+/// from the cache or not (`cold`).
+fn image_ran(n: &Nested, name: &str, status: i32, cold: bool) -> (Ran, String, String) {
+    let ran = n.scenario(name);
+    let all = format!("{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(status), "{name}: {all}");
+    assert!(
+        ran.stderr
+            .contains(&format!("the guest's command exited with status {status}")),
+        "{name}: {all}"
+    );
+    let says = if cold {
+        "unpacked now into the cache"
+    } else {
+        "from the cache"
+    };
+    assert!(ran.stderr.contains(says), "{name}: {all}");
+    assert!(!ran.stderr.contains("ERROR"), "{name}: {all}");
+    assert!(
+        !ran.stderr.contains("emulated KVM detected"),
+        "{name}: the nested host is not an emulated KVM: {all}"
+    );
+    let out = command_output(&ran);
+    (ran, out, all)
+}
+
+#[test]
+fn an_image_runs_its_command_as_its_user_in_its_directory_with_its_layers_applied() {
+    let Some(n) = nested() else { return };
+    for (name, cold) in [("image-cold", true), ("image-warm", false)] {
+        let (_, out, all) = image_ran(n, name, images::SCRIPT_STATUS, cold);
+        assert!(
+            out.contains("hello from 1000:1000 in /home/app with GREETING=hi\n"),
+            "{name}: {all}"
+        );
+        // The whiteout took gone.txt away, the opaque directory old/x.
+        assert!(out.contains("data: keep old\n"), "{name}: {all}");
+        assert!(out.contains("old: y\nupper\n"), "{name}: {all}");
+    }
+}
+
+#[test]
+fn an_images_entrypoint_environment_user_and_directory_yield_to_the_runs_options() {
+    let Some(n) = nested() else { return };
+    let (_, out, all) = image_ran(n, "image-overrides", 3, true);
+    assert!(out.contains("over 1 0 /srv/new /root\n"), "{all}");
+}
+
+#[test]
+fn a_docker_archive_of_the_image_runs_the_same() {
+    let Some(n) = nested() else { return };
+    let (_, out, all) = image_ran(n, "image-archive", 0, true);
+    assert!(out.contains("archive kept as app\n"), "{all}");
+}
+
+#[test]
+fn a_command_the_image_lacks_gives_127() {
+    let Some(n) = nested() else { return };
+    let (ran, _, all) = image_ran(n, "image-missing", 127, true);
+    assert!(
+        ran.stdout
+            .contains("init: no-such-command: command not found"),
+        "{all}"
+    );
+}
+
+#[test]
+fn an_images_vm_gets_its_address_by_dhcp_and_its_resolv_conf() {
+    let Some(n) = nested() else { return };
+    let (_, out, all) = image_ran(n, "image-net", 0, true);
+    let leases = std::fs::read_to_string(n.results().join("image-net.leases")).unwrap_or_default();
+    let addr = out
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("no address on eth0: {all}"));
+    assert!(addr.starts_with("172.31.0."), "{all}");
+    assert!(
+        leases.split_whitespace().any(|w| w == addr),
+        "dnsmasq did not lease {addr}: {leases}\n{all}"
+    );
+    assert!(
+        out.contains("2 packets transmitted, 2 packets received"),
+        "{all}"
+    );
+    assert!(out.contains(&format!("nameserver {NET_HOST}")), "{all}");
 }
