@@ -614,6 +614,22 @@ fn write_scenarios(n: &Nested) -> PathBuf {
                 ),
             ],
         ),
+        // `vmm bench --image`: the image's own command as a VM, cold and
+        // warm, and as containers on the same files.
+        (
+            "image-bench",
+            vec![
+                "bash".into(),
+                "-c".into(),
+                format!(
+                    "{vmm} bench --image {} --iterations 1 --warmup 0 --limit 200 \
+                     --out /tmp/image-bench-out; rc=$?; mkdir -p {dest}; \
+                     cp /tmp/image-bench-out/report.md /tmp/image-bench-out/samples.csv {dest}/; exit $rc",
+                    quote(&two),
+                    dest = quote(&r("image-bench-out"))
+                ),
+            ],
+        ),
         (
             "two-vcpus-work",
             run(&[
@@ -1548,4 +1564,30 @@ fn an_images_vm_gets_its_address_by_dhcp_and_its_resolv_conf() {
         "{all}"
     );
     assert!(out.contains(&format!("nameserver {NET_HOST}")), "{all}");
+}
+
+#[test]
+fn vmm_bench_runs_an_images_command_as_a_vm_cold_and_warm_and_as_containers() {
+    let Some(n) = nested() else { return };
+    let ran = n.scenario("image-bench");
+    let out = n.results().join("image-bench-out");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap_or_default();
+    let csv = std::fs::read_to_string(out.join("samples.csv")).unwrap_or_default();
+    let all = format!("{}\n{}\n{report}\n{csv}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(0), "{all}");
+    for sys in ["vmm-cold", "vmm", "runc", "unshare"] {
+        let row = csv
+            .lines()
+            .find(|l| l.starts_with(&format!("{sys},")))
+            .unwrap_or_else(|| panic!("no {sys} sample: {all}"));
+        let fields: Vec<&str> = row.split(',').collect();
+        assert!(fields[4].parse::<f64>().is_ok(), "{sys} not ready: {all}");
+        assert_eq!(fields.last(), Some(&"\"\""), "{sys} failed: {all}");
+    }
+    assert!(report.contains("The container image: "), "{all}");
+    assert!(
+        report.contains("as the same user in the same directory with the same environment"),
+        "{all}"
+    );
+    assert!(report.contains("times as long as a warm one"), "{all}");
 }

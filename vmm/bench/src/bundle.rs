@@ -12,8 +12,52 @@ use serde_json::json;
 /// The command's environment: the PATH the default guest's init gives.
 pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// The runtime config (config.json) of the bundle, for runc.
-pub fn config(hostname: &str, command: &[String]) -> serde_json::Value {
+/// What the container runs, as whom and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    /// The program and its arguments.
+    pub args: Vec<String>,
+    /// KEY=VALUE.
+    pub env: Vec<String>,
+    /// User ID.
+    pub uid: u32,
+    /// Group ID.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub additional_gids: Vec<u32>,
+    /// The working directory.
+    pub cwd: String,
+}
+
+impl Process {
+    /// `command` as root in /, with the default guest's PATH.
+    pub fn root(command: &[String]) -> Process {
+        Process {
+            args: command.to_vec(),
+            env: vec![format!("PATH={PATH}")],
+            uid: 0,
+            gid: 0,
+            additional_gids: Vec::new(),
+            cwd: "/".into(),
+        }
+    }
+
+    /// A container image's run, as `vmm run --image` resolves it.
+    pub fn of_image(spec: &vmm_image::run::Spec) -> Process {
+        Process {
+            args: spec.argv.clone(),
+            env: spec.env.clone(),
+            uid: spec.uid,
+            gid: spec.gid,
+            additional_gids: spec.groups.clone(),
+            cwd: spec.workdir.clone(),
+        }
+    }
+}
+
+/// The runtime config (config.json) of the bundle, for runc: `process` in
+/// its own namespaces, the root read-only or not.
+pub fn config(hostname: &str, process: &Process, readonly_root: bool) -> serde_json::Value {
     // Docker's default set.
     let caps = [
         "CAP_CHOWN",
@@ -35,10 +79,10 @@ pub fn config(hostname: &str, command: &[String]) -> serde_json::Value {
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
-            "user": {"uid": 0, "gid": 0},
-            "args": command,
-            "env": [format!("PATH={PATH}")],
-            "cwd": "/",
+            "user": {"uid": process.uid, "gid": process.gid, "additionalGids": process.additional_gids},
+            "args": process.args,
+            "env": process.env,
+            "cwd": process.cwd,
             "capabilities": {
                 "bounding": caps,
                 "effective": caps,
@@ -46,7 +90,7 @@ pub fn config(hostname: &str, command: &[String]) -> serde_json::Value {
             },
             "noNewPrivileges": true
         },
-        "root": {"path": "rootfs", "readonly": true},
+        "root": {"path": "rootfs", "readonly": readonly_root},
         "hostname": hostname,
         "mounts": [
             {"destination": "/proc", "type": "proc", "source": "proc"},
@@ -113,7 +157,13 @@ pub fn build(dir: &Path, busybox: &Path, applets: &[String], command: &[String])
         symlink("/bin/busybox", link)?;
     }
     std::fs::write(rootfs.join("etc/hostname"), "bench\n")?;
-    let text = serde_json::to_string_pretty(&config("bench", command)).map_err(io::Error::other)?;
+    write_config(dir, &Process::root(command), true)
+}
+
+/// Writes the bundle's config.json for `process`.
+pub fn write_config(dir: &Path, process: &Process, readonly_root: bool) -> io::Result<()> {
+    let text = serde_json::to_string_pretty(&config("bench", process, readonly_root))
+        .map_err(io::Error::other)?;
     std::fs::write(dir.join("config.json"), text)
 }
 

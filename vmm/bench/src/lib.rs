@@ -25,6 +25,9 @@ pub mod stats;
 pub enum System {
     /// This VMM.
     Vmm,
+    /// This VMM with `--image`, its image cache empty: the image is
+    /// unpacked and its disk made before the VM boots.
+    VmmCold,
     /// QEMU microvm.
     Qemu,
     /// A runc container.
@@ -35,12 +38,19 @@ pub enum System {
 
 impl System {
     /// Every system, in the order they run and are shown.
-    pub const ALL: [System; 4] = [System::Vmm, System::Qemu, System::Runc, System::Unshare];
+    pub const ALL: [System; 5] = [
+        System::VmmCold,
+        System::Vmm,
+        System::Qemu,
+        System::Runc,
+        System::Unshare,
+    ];
 
     /// The short name (CSV, --systems).
     pub fn name(self) -> &'static str {
         match self {
             System::Vmm => "vmm",
+            System::VmmCold => "vmm-cold",
             System::Qemu => "qemu",
             System::Runc => "runc",
             System::Unshare => "unshare",
@@ -49,7 +59,12 @@ impl System {
 
     /// Whether it boots its own kernel.
     pub fn is_vm(self) -> bool {
-        matches!(self, System::Vmm | System::Qemu)
+        matches!(self, System::Vmm | System::VmmCold | System::Qemu)
+    }
+
+    /// Whether it is this VMM (its phases come from its metrics).
+    pub fn is_this_vmm(self) -> bool {
+        matches!(self, System::Vmm | System::VmmCold)
     }
 
     /// Parses a name.
@@ -101,7 +116,7 @@ impl Sample {
         };
         let mut b = Vec::new();
         match self.system {
-            Some(System::Vmm) => {
+            Some(System::Vmm | System::VmmCold) => {
                 if let Some(v) = self.phase("vm_built") {
                     b.push((PHASE_BUILD, v));
                 }
@@ -191,8 +206,12 @@ pub struct Options {
     /// The `vmm` binary whose VMs are measured.
     pub vmm: PathBuf,
     /// The command every system runs: the VMs' init, the containers'
-    /// process.
+    /// process. With `image`: in place of the image's Cmd (empty: the
+    /// image's own Entrypoint and Cmd).
     pub command: Vec<String>,
+    /// `--image REF`: the image's command, as a VM booting its root disk
+    /// (cold and warm) and as a container on the same files.
+    pub image: Option<String>,
 }
 
 /// The command run when none is given.
@@ -205,6 +224,8 @@ pub const VM_MARKER_EMULATED: &str = "Run /init as init process";
 /// The default init's greeting, printed before it runs the command:
 /// elsewhere the VMs are ready at the first output after it.
 pub const INIT_GREETING: &str = "Hello from the guest";
+/// The ready line of an image's VMs on an emulated KVM.
+pub const VM_MARKER_IMAGE_EMULATED: &str = "Run /vmm/init as init process";
 
 /// When the VMs are ready.
 pub fn vm_ready(emulated: bool) -> Ready {
@@ -257,8 +278,11 @@ fn launches(opts: &Options, emulated: bool, work: &Path) -> Result<(Vec<Launch>,
             limit: opts.limit,
             runc_id: None,
             metrics_dir: (system == System::Vmm).then(|| work.to_path_buf()),
+            env: Vec::new(),
+            cold_cache: None,
         };
         match system {
+            System::VmmCold => skipped.push((system, "only with --image".into())),
             System::Vmm => launches.push(launch(
                 vec![
                     s(exe),
@@ -369,6 +393,176 @@ fn launches(opts: &Options, emulated: bool, work: &Path) -> Result<(Vec<Launch>,
     Ok((launches, skipped))
 }
 
+/// What an image run measures, and how its command is shown.
+struct ImagePlan {
+    launches: Vec<Launch>,
+    skipped: Skipped,
+    command: String,
+    image: String,
+}
+
+/// The launches of `vmm bench --image`: this VMM booting the image's disk
+/// with an empty cache (cold: it unpacks the image first) and with the
+/// cache filled here beforehand (warm); runc and unshare running the same
+/// command, user, directory and environment on the image unpacked once,
+/// with ownership and modes, into the bundle.
+fn image_launches(
+    opts: &Options,
+    reference: &str,
+    emulated: bool,
+    work: &Path,
+) -> Result<ImagePlan> {
+    let init = vmm::image::default_init()?;
+    let image = vmm_image::Image::open(reference)?;
+    let warm_cache = vmm_image::Cache::new(work.join("image-cache"), u64::MAX);
+    let (entry, _) = warm_cache.get(&image, &init)?;
+    let options = vmm_image::run::Options {
+        command: (!opts.command.is_empty()).then(|| opts.command.clone()),
+        ..Default::default()
+    };
+    let spec = vmm_image::run::resolve(&entry.info.config, &entry.info.accounts, &options)?;
+    let vm_ready = if emulated {
+        Ready::Line(VM_MARKER_IMAGE_EMULATED.into())
+    } else {
+        Ready::OutputAfter(INIT_GREETING.into())
+    };
+    let exe = opts.vmm.display().to_string();
+    let bundle = work.join("bundle");
+    let mut container_root: Option<std::result::Result<PathBuf, String>> = None;
+    let mut unpacked = || -> std::result::Result<PathBuf, String> {
+        container_root
+            .get_or_insert_with(|| {
+                let rootfs = bundle.join("rootfs");
+                let _ = std::fs::remove_dir_all(&rootfs);
+                std::fs::create_dir_all(&bundle).map_err(|e| e.to_string())?;
+                vmm_image::unpack(&image, &rootfs, true).map_err(|e| e.to_string())?;
+                bundle::write_config(&bundle, &bundle::Process::of_image(&spec), false)
+                    .map_err(|e| format!("cannot write the bundle's config: {e}"))?;
+                Ok(rootfs)
+            })
+            .clone()
+    };
+    let mut launches = Vec::new();
+    let mut skipped = Vec::new();
+    for &system in &opts.systems {
+        let launch = |argv: Vec<String>, ready: &Ready| Launch {
+            system,
+            argv,
+            clear_env: !system.is_vm(),
+            ready: ready.clone(),
+            limit: opts.limit,
+            runc_id: None,
+            metrics_dir: system.is_this_vmm().then(|| work.to_path_buf()),
+            env: Vec::new(),
+            cold_cache: None,
+        };
+        let vm_argv = || -> Vec<String> {
+            let mut argv: Vec<String> = [
+                exe.as_str(),
+                "run",
+                "--image",
+                reference,
+                // The kernel's lines on the console, as in the other VMs.
+                "--cmdline",
+                vmm::config::DEFAULT_CMDLINE,
+                "--memory",
+                &format!("{}M", opts.mem_mib),
+                "--serial",
+                "stdio",
+                "--log-level",
+                "info",
+            ]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+            if !opts.command.is_empty() {
+                argv.push("--".into());
+                argv.extend(opts.command.iter().cloned());
+            }
+            argv
+        };
+        match system {
+            System::VmmCold => {
+                let mut l = launch(vm_argv(), &vm_ready);
+                l.cold_cache = Some(work.join("image-cache-cold"));
+                launches.push(l);
+            }
+            System::Vmm => {
+                let mut l = launch(vm_argv(), &vm_ready);
+                l.env = vec![(
+                    "VMM_IMAGE_CACHE".into(),
+                    warm_cache.dir().display().to_string(),
+                )];
+                launches.push(l);
+            }
+            System::Qemu => skipped.push((system, "not measured with --image".into())),
+            System::Runc => match run::which("runc") {
+                _ if !is_root() => skipped.push((system, "needs root".into())),
+                None => skipped.push((system, "runc not installed".into())),
+                Some(runc) => match unpacked() {
+                    Err(why) => skipped.push((system, why)),
+                    Ok(_) => {
+                        let mut l = launch(
+                            vec![
+                                runc.display().to_string(),
+                                "run".into(),
+                                "--bundle".into(),
+                                bundle.display().to_string(),
+                            ],
+                            &Ready::FirstOutput,
+                        );
+                        l.runc_id = Some(format!("vmm-bench-{}", std::process::id()));
+                        launches.push(l);
+                    }
+                },
+            },
+            System::Unshare => match run::which("unshare") {
+                _ if !is_root() => skipped.push((system, "needs root".into())),
+                None => skipped.push((system, "unshare not installed".into())),
+                Some(unshare) => match unpacked() {
+                    Err(why) => skipped.push((system, why)),
+                    Ok(rootfs) => {
+                        let mut argv = vec![
+                            unshare.display().to_string(),
+                            "--fork".into(),
+                            "--pid".into(),
+                            "--mount".into(),
+                            "--net".into(),
+                            "--uts".into(),
+                            "--ipc".into(),
+                            format!("--root={}", rootfs.display()),
+                            format!("--wd={}", spec.workdir),
+                            format!("--setgid={}", spec.gid),
+                            format!("--setuid={}", spec.uid),
+                            "--".into(),
+                        ];
+                        argv.extend(spec.argv.iter().cloned());
+                        let mut l = launch(argv, &Ready::FirstOutput);
+                        l.env = spec
+                            .env
+                            .iter()
+                            .filter_map(|kv| kv.split_once('='))
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect();
+                        launches.push(l);
+                    }
+                },
+            },
+        }
+    }
+    Ok(ImagePlan {
+        launches,
+        skipped,
+        command: shell_words(&spec.argv),
+        image: format!(
+            "{reference} ({}, {} files, {:.1} MiB)",
+            entry.info.key,
+            entry.info.files,
+            entry.info.unpacked_bytes as f64 / f64::from(1 << 20)
+        ),
+    })
+}
+
 /// `argv` as a shell would take it back: words with anything but
 /// letters, digits and `-_./=:,+@%` in single quotes.
 pub fn shell_words(argv: &[String]) -> String {
@@ -440,7 +634,16 @@ pub fn bench(opts: &Options) -> Result<Vec<Sample>> {
         path: work.clone(),
         reason: format!("cannot create it: {e}"),
     })?;
-    let (launches, skipped) = launches(opts, emulated, &work)?;
+    let (launches, skipped, command, image) = match &opts.image {
+        Some(reference) => {
+            let plan = image_launches(opts, reference, emulated, &work)?;
+            (plan.launches, plan.skipped, plan.command, Some(plan.image))
+        }
+        None => {
+            let (l, s) = launches(opts, emulated, &work)?;
+            (l, s, shell_words(&opts.command), None)
+        }
+    };
     for (sys, why) in &skipped {
         log::warn!("bench: {} left out: {why}", sys.name());
     }
@@ -494,8 +697,15 @@ pub fn bench(opts: &Options) -> Result<Vec<Sample>> {
         iterations: opts.iterations,
         warmup: opts.warmup,
         parallel: opts.parallel,
-        command: shell_words(&opts.command),
-        vm_marker: format!("{} on the console", vm_ready(emulated)),
+        command,
+        image,
+        vm_marker: format!(
+            "{} on the console",
+            match (&opts.image, emulated) {
+                (Some(_), true) => Ready::Line(VM_MARKER_IMAGE_EMULATED.into()),
+                _ => vm_ready(emulated),
+            }
+        ),
         container_marker: Ready::FirstOutput.to_string(),
         skipped,
     };

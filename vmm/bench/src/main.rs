@@ -29,9 +29,16 @@ struct BenchArgs {
     /// Where to write samples.csv, report.md and chart.svg.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Which systems, comma-separated: vmm, qemu, runc, unshare.
-    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "vmm,qemu,runc,unshare", value_parser = parse_system)]
+    /// Which systems, comma-separated: vmm, qemu, runc, unshare (with
+    /// --image also vmm-cold; the default there is vmm-cold,vmm,runc,unshare).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_system)]
     systems: Vec<System>,
+    /// A container image (as for `vmm run --image`): its command runs as a
+    /// VM booting its root disk, cold (its cache empty) and warm, and as a
+    /// runc container and in bare namespaces on the same files. A COMMAND
+    /// after `--` replaces its Cmd.
+    #[arg(long, value_name = "REF")]
+    image: Option<String>,
     /// Seconds one start may take to be ready.
     #[arg(long, value_name = "SECS", default_value_t = 900)]
     limit: u64,
@@ -44,14 +51,16 @@ struct BenchArgs {
     log_level: String,
     /// After `--`: the command every system runs, in the VMs by the
     /// default guest's init, in the containers as their process (busybox
-    /// applets and static programs). Default: echo ready.
+    /// applets and static programs). Default: echo ready (with --image:
+    /// the image's Entrypoint and Cmd).
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
 }
 
 fn parse_system(s: &str) -> Result<System, String> {
-    System::parse(s)
-        .ok_or_else(|| format!("unknown system '{s}': expected vmm, qemu, runc or unshare"))
+    System::parse(s).ok_or_else(|| {
+        format!("unknown system '{s}': expected vmm, vmm-cold, qemu, runc or unshare")
+    })
 }
 
 /// The `vmm` binary beside this one.
@@ -67,6 +76,12 @@ fn bench(args: BenchArgs) -> i32 {
         return exit_code::FILE;
     };
     let mut systems = args.systems;
+    if systems.is_empty() {
+        systems = match args.image {
+            Some(_) => vec![System::VmmCold, System::Vmm, System::Runc, System::Unshare],
+            None => vec![System::Vmm, System::Qemu, System::Runc, System::Unshare],
+        };
+    }
     systems.dedup();
     let opts = vmm_bench::Options {
         iterations: args.iterations as usize,
@@ -77,11 +92,12 @@ fn bench(args: BenchArgs) -> i32 {
         limit: std::time::Duration::from_secs(args.limit),
         mem_mib: config::DEFAULT_MEM_MIB,
         vmm,
-        command: if args.command.is_empty() {
+        command: if args.command.is_empty() && args.image.is_none() {
             vmm_bench::DEFAULT_COMMAND.map(String::from).to_vec()
         } else {
             args.command
         },
+        image: args.image,
     };
     match vmm_bench::bench(&opts) {
         Ok(samples) => {

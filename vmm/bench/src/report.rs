@@ -28,6 +28,8 @@ pub struct RunInfo {
     pub parallel: usize,
     /// The command every system runs.
     pub command: String,
+    /// With `--image`: the image (reference, key, size).
+    pub image: Option<String>,
     /// When the VMs are ready.
     pub vm_marker: String,
     /// When the containers are ready.
@@ -191,11 +193,27 @@ fn describe(sys: System, info: &RunInfo) -> String {
         .guest_kernel
         .as_deref()
         .map_or("the guest kernel".to_string(), |v| format!("Linux {v}"));
+    if let Some(image) = &info.image {
+        return match sys {
+            System::Vmm => format!(
+                "this VMM boots the container image {image} from its cache (warm): a private copy of its root disk, with the default kernel ({guest}); the project's init runs `{}` as the image's user, in its directory, with its environment; ready at {}",
+                info.command, info.vm_marker
+            ),
+            System::VmmCold => "the same with an empty image cache (cold): the image's layers are checked and unpacked and its root disk made before the VM boots".to_string(),
+            System::Runc => format!(
+                "a runc container runs `{}` on the same image unpacked into its bundle (the same layers, owners and modes), as the same user in the same directory with the same environment, on the host's kernel (Linux {}); ready at {}, then torn down",
+                info.command, info.host_kernel, info.container_marker
+            ),
+            System::Unshare => "the same command, user, directory and environment on the same files in fresh PID, mount, network, UTS and IPC namespaces (unshare), on the host's kernel: the floor".to_string(),
+            System::Qemu => "QEMU is not measured with --image".to_string(),
+        };
+    }
     match sys {
         System::Vmm => format!(
             "this VMM boots the default guest, its own kernel ({guest}) and initramfs, whose init runs `{}`; ready at {}",
             info.command, info.vm_marker
         ),
+        System::VmmCold => "this VMM with an empty image cache (only with --image)".to_string(),
         System::Qemu => "QEMU microvm (Debian's qemu-system-x86) boots the same kernel and initramfs with the same command line, so the same init runs the same command; ready at the same point".to_string(),
         System::Runc => format!(
             "a runc container runs `{}` on a busybox root file system, on the host's kernel (Linux {}); ready at {}, then torn down",
@@ -218,6 +236,12 @@ pub fn markdown(info: &RunInfo, samples: &[Sample]) -> String {
         "Run {} on {}, host kernel Linux {}; KVM: {kvm}. {} iteration(s) after {} warm-up round(s) not counted, {} start(s) at a time, the systems interleaved.\n",
         info.date, info.cpu, info.host_kernel, info.iterations, info.warmup, info.parallel
     );
+    if let Some(image) = &info.image {
+        let _ = writeln!(
+            r,
+            "The container image: {image}, run as a VM with its own kernel and as containers on the host's.\n"
+        );
+    }
     let ran_vm = systems_in(samples).iter().any(|s| s.is_vm());
     if ran_vm {
         let guest = info
@@ -278,6 +302,13 @@ pub fn markdown(info: &RunInfo, samples: &[Sample]) -> String {
             r,
             "\nThis VMM's VM takes {:.0} times as long as the runc container to be ready.",
             vm.median / ct.median
+        );
+    }
+    if let (Some(vm), Some(cold)) = (vm, ready_summary(samples, System::VmmCold)) {
+        let _ = writeln!(
+            r,
+            "A cold start (the image unpacked and its disk made first) takes {:.2} times as long as a warm one.",
+            cold.median / vm.median
         );
     }
     if let (Some(vm), Some(q)) = (vm, ready_summary(samples, System::Qemu)) {
@@ -624,6 +655,7 @@ mod tests {
             warmup: 1,
             parallel: 1,
             command: "echo ready".into(),
+            image: None,
             vm_marker: "\"Run /init as init process\"".into(),
             container_marker: "its first output".into(),
             skipped: vec![(System::Unshare, "not root".into())],
@@ -653,6 +685,44 @@ mod tests {
         let md = markdown(&info, &containers);
         assert!(md.contains("No VM ran this time"), "{md}");
         assert!(!md.contains("Why the VMs are slow"), "{md}");
+    }
+
+    #[test]
+    fn an_image_run_says_what_it_measured_and_cold_against_warm() {
+        let info = RunInfo {
+            command: "sh -c 'echo hi'".into(),
+            image: Some("oci:two (sha256:abc, 18 files, 1.9 MiB)".into()),
+            vm_marker: "its first output".into(),
+            host_kernel: "6.1.0-test".into(),
+            ..RunInfo::default()
+        };
+        let mut samples = fixed();
+        for (i, ready) in [3000.0, 3400.0, 3300.0].into_iter().enumerate() {
+            samples.push(sample(System::VmmCold, i, ready));
+        }
+        let md = markdown(&info, &samples);
+        assert!(
+            md.contains("The container image: oci:two (sha256:abc"),
+            "{md}"
+        );
+        assert!(
+            md.contains("**vmm-cold**: the same with an empty image cache (cold)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("**vmm**: this VMM boots the container image oci:two"),
+            "{md}"
+        );
+        assert!(
+            md.contains("**runc**: a runc container runs `sh -c 'echo hi'` on the same image"),
+            "{md}"
+        );
+        // 3300 against 1100.
+        assert!(
+            md.contains("takes 3.00 times as long as a warm one"),
+            "{md}"
+        );
+        assert!(md.contains("| vmm-cold | 3 | 3300 ms |"), "{md}");
     }
 
     #[test]

@@ -105,6 +105,18 @@ pub struct Launch {
     /// For this VMM: where each start writes its metrics document
     /// (`vmm run --metrics`), which gives its phases.
     pub metrics_dir: Option<PathBuf>,
+    /// Environment variables set for it (after `clear_env`).
+    pub env: Vec<(String, String)>,
+    /// For a cold `vmm run --image`: each start gets an empty image cache
+    /// of its own (this path, "-" and the start's id), removed after.
+    pub cold_cache: Option<PathBuf>,
+}
+
+/// The cold image cache of the start `id`.
+fn cold_cache_dir(base: &std::path::Path, id: &str) -> PathBuf {
+    let mut name = base.as_os_str().to_os_string();
+    name.push(format!("-{id}"));
+    PathBuf::from(name)
 }
 
 /// What a finished start left besides its sample: its stdout up to ready,
@@ -234,6 +246,12 @@ fn spawn(launch: &Launch, id: &str) -> std::io::Result<Child> {
     if launch.clear_env {
         cmd.env_clear().env("PATH", crate::bundle::PATH);
     }
+    cmd.envs(launch.env.iter().map(|(k, v)| (k, v)));
+    if let Some(base) = &launch.cold_cache {
+        let dir = cold_cache_dir(base, id);
+        let _ = std::fs::remove_dir_all(&dir);
+        cmd.env("VMM_IMAGE_CACHE", dir);
+    }
     // Its own process group, so a teardown reaches what it started.
     cmd.process_group(0);
     cmd.spawn()
@@ -331,6 +349,9 @@ pub fn start_once(launch: &Launch, id: &str) -> Started {
             .status();
     }
     drop(child);
+    if let Some(base) = &launch.cold_cache {
+        let _ = std::fs::remove_dir_all(cold_cache_dir(base, id));
+    }
     sample.peak_rss_kib = rss;
     let log = log.join().unwrap_or_default();
     if let Some(dir) = &launch.metrics_dir {
@@ -460,6 +481,8 @@ mod tests {
             limit: Duration::from_secs(limit),
             runc_id: None,
             metrics_dir: None,
+            env: Vec::new(),
+            cold_cache: None,
         }
     }
 

@@ -283,6 +283,30 @@ fn oci_layouts_are_found_by_tag_with_any_compression() {
 }
 
 #[test]
+fn an_oci_layout_in_a_tar_is_read_in_place() {
+    let tmp = Tmp::new("oci-tar");
+    let layout = tmp.join("layout");
+    std::fs::create_dir(&layout).unwrap();
+    let layers = [base(), top()];
+    let digest = testing::oci_layout(
+        &layout,
+        &layers,
+        &image_config(&layers),
+        "v1",
+        Compression::Zstd,
+    );
+    let file = tmp.join("layout.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&file).unwrap());
+    b.append_dir_all(".", &layout).unwrap();
+    b.finish().unwrap();
+    drop(b);
+    let image = Image::open(&format!("{}:v1", file.display())).unwrap();
+    assert_eq!(image.key, digest);
+    let tree = crate::unpack(&image, &tmp.join("out"), false).unwrap();
+    assert_eq!(read(tree.root(), "usr/lib/added-through-link"), "via link");
+}
+
+#[test]
 fn a_blob_that_does_not_match_its_digest_is_named() {
     let tmp = Tmp::new("digest");
     let layers = [base(), top()];
