@@ -13,7 +13,10 @@ fn main() {
     };
     let missing = vmm_tests::images::missing_tools();
     if !missing.is_empty() {
-        eprintln!("test_images: needs {} (scripts/setup.sh installs them)", missing.join(", "));
+        eprintln!(
+            "test_images: needs {} (scripts/setup.sh installs them)",
+            missing.join(", ")
+        );
         std::process::exit(1);
     }
     match vmm_tests::images::build(std::path::Path::new(&dir)) {

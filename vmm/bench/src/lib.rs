@@ -399,13 +399,16 @@ struct ImagePlan {
     skipped: Skipped,
     command: String,
     image: String,
+    /// The image caches, removed at the end.
+    scratch: PathBuf,
 }
 
 /// The launches of `vmm bench --image`: this VMM booting the image's disk
 /// with an empty cache (cold: it unpacks the image first) and with the
 /// cache filled here beforehand (warm); runc and unshare running the same
 /// command, user, directory and environment on the image unpacked once,
-/// with ownership and modes, into the bundle.
+/// with ownership and modes, into their bundle. The caches and the bundle
+/// are scratch in the temporary directory.
 fn image_launches(
     opts: &Options,
     reference: &str,
@@ -414,7 +417,11 @@ fn image_launches(
 ) -> Result<ImagePlan> {
     let init = vmm::image::default_init()?;
     let image = vmm_image::Image::open(reference)?;
-    let warm_cache = vmm_image::Cache::new(work.join("image-cache"), u64::MAX);
+    // The image caches (disks and their copies, hundreds of MiB each) are
+    // scratch, on this machine's temporary directory rather than in --out,
+    // which may be a slow or shared file system.
+    let scratch = std::env::temp_dir().join(format!("vmm-bench-images-{}", std::process::id()));
+    let warm_cache = vmm_image::Cache::new(scratch.join("warm"), u64::MAX);
     let (entry, _) = warm_cache.get(&image, &init)?;
     let options = vmm_image::run::Options {
         command: (!opts.command.is_empty()).then(|| opts.command.clone()),
@@ -427,7 +434,9 @@ fn image_launches(
         Ready::OutputAfter(INIT_GREETING.into())
     };
     let exe = opts.vmm.display().to_string();
-    let bundle = work.join("bundle");
+    // The containers' bundle too: their files on the same kind of file
+    // system as the VMs' disks.
+    let bundle = scratch.join("bundle");
     let mut container_root: Option<std::result::Result<PathBuf, String>> = None;
     let mut unpacked = || -> std::result::Result<PathBuf, String> {
         container_root
@@ -484,7 +493,7 @@ fn image_launches(
         match system {
             System::VmmCold => {
                 let mut l = launch(vm_argv(), &vm_ready);
-                l.cold_cache = Some(work.join("image-cache-cold"));
+                l.cold_cache = Some(scratch.join("cold"));
                 launches.push(l);
             }
             System::Vmm => {
@@ -560,6 +569,7 @@ fn image_launches(
             entry.info.files,
             entry.info.unpacked_bytes as f64 / f64::from(1 << 20)
         ),
+        scratch,
     })
 }
 
@@ -634,14 +644,20 @@ pub fn bench(opts: &Options) -> Result<Vec<Sample>> {
         path: work.clone(),
         reason: format!("cannot create it: {e}"),
     })?;
-    let (launches, skipped, command, image) = match &opts.image {
+    let (launches, skipped, command, image, scratch) = match &opts.image {
         Some(reference) => {
             let plan = image_launches(opts, reference, emulated, &work)?;
-            (plan.launches, plan.skipped, plan.command, Some(plan.image))
+            (
+                plan.launches,
+                plan.skipped,
+                plan.command,
+                Some(plan.image),
+                Some(plan.scratch),
+            )
         }
         None => {
             let (l, s) = launches(opts, emulated, &work)?;
-            (l, s, shell_words(&opts.command), None)
+            (l, s, shell_words(&opts.command), None, None)
         }
     };
     for (sys, why) in &skipped {
@@ -688,6 +704,9 @@ pub fn bench(opts: &Options) -> Result<Vec<Sample>> {
         }
     }
     bar.finish_and_clear();
+    if let Some(dir) = scratch {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     let info = RunInfo {
         date: utc_now(),
         cpu: cpu_description(),
