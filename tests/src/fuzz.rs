@@ -40,6 +40,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("virtio_mmio", virtio_mmio),
     ("config_json", config_json),
     ("kernel_image", kernel_image),
+    ("image_layer", image_layer),
 ];
 
 /// Guest RAM of the virtio targets: two adjacent regions, so buffers can
@@ -601,6 +602,56 @@ pub fn kernel_image(data: &[u8]) {
     }
 }
 
+/// The base layer under the `image_layer` target's input: a file, a
+/// directory, and links a hostile layer would use to get out (an absolute
+/// one at `outside`, a climbing one) and one inside.
+fn base_layer(outside: &Path) -> Vec<u8> {
+    vmm_image::testing::Layer::new()
+        .dir("etc", 0o755)
+        .file("etc/passwd", b"root:x:0:0::/root:/bin/sh\n", 0o644)
+        .dir("d", 0o755)
+        .file("d/f", b"lower", 0o644)
+        .symlink("abs", &outside.display().to_string())
+        .symlink("up", "../../..")
+        .symlink("rel", "d")
+        .tar()
+}
+
+/// Container image layers: the input as a layer's tar stream, applied
+/// over `base_layer` the way `vmm run --image` applies one: never a panic,
+/// nothing written outside the root (a directory beside it stays empty and
+/// nothing else appears there), and every entry recorded is on disk.
+pub fn image_layer(data: &[u8]) {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("vmm-fuzz-layer-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let outside = dir.join("outside");
+    std::fs::create_dir_all(&outside).expect("the fuzz directory");
+    let mut tree = vmm_image::unpack::Tree::new(dir.join("root"), false).expect("the root");
+    if let Err(e) = tree.apply_layer(&base_layer(&outside)[..]) {
+        panic!("the base layer: {e:?}");
+    }
+    let _ = tree.apply_layer(data);
+    let escaped: Vec<_> = std::fs::read_dir(&outside).expect("outside").collect();
+    assert!(escaped.is_empty(), "written outside the root: {escaped:?}");
+    let mut beside: Vec<String> = std::fs::read_dir(&dir)
+        .expect("the fuzz directory")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    beside.sort();
+    assert_eq!(beside, ["outside", "root"], "written beside the root");
+    for rel in tree.entries().keys() {
+        assert!(
+            std::fs::symlink_metadata(tree.root().join(rel)).is_ok(),
+            "{} is recorded but not on disk",
+            rel.display()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Descriptor flags.
 const NEXT: u16 = 1;
 const WRITE: u16 = 2;
@@ -804,5 +855,26 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     code.extend(crate::asm::reset());
     out.push(("kernel_image", "elf", crate::tiny_elf(&code)));
     out.push(("kernel_image", "bzimage", tiny_bzimage()));
+    // Image layers: the OCI changeset rules, and a hostile layer's ways out.
+    use vmm_image::testing::Layer;
+    let rules = Layer::new()
+        .whiteout("etc/passwd")
+        .opaque("d")
+        .file("d/g", b"upper", 0o600)
+        .file("rel/through-link", b"x", 0o644)
+        .hardlink("d/h", "d/g")
+        .char_device("null", 1, 3, 0o666)
+        .fifo("pipe", 0o600)
+        .tar();
+    out.push(("image_layer", "rules", rules));
+    let hostile = Layer::new()
+        .file("abs/planted", b"x", 0o644)
+        .file("up/escaped", b"x", 0o644)
+        .file("../../escaped", b"x", 0o644)
+        .hardlink("stolen", "../../../etc/shadow")
+        .symlink("etc", "/etc")
+        .file("etc/x", b"x", 0o644)
+        .tar();
+    out.push(("image_layer", "hostile", hostile));
     out
 }

@@ -26,6 +26,24 @@ pub fn encode_command(argv: &[std::ffi::OsString]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
 }
 
+/// `argv` as a shell would take it back: words with anything but
+/// letters, digits and `-_./=:,+@%` in single quotes.
+pub fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+            if plain {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The key of a command-line word: `key` in `key=value`, or the word.
 fn key_of(word: &str) -> &str {
     word.split_once('=').map_or(word, |(k, _)| k)
@@ -163,6 +181,16 @@ pub fn guest_cmdline(config: &crate::config::VmConfig, emulated: bool) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commands_are_shown_as_a_shell_takes_them_back() {
+        let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(shell_words(&argv(&["echo", "ready"])), "echo ready");
+        assert_eq!(
+            shell_words(&argv(&["sh", "-c", "echo $(uname -r)", "it's", ""])),
+            "sh -c 'echo $(uname -r)' 'it'\\''s' ''"
+        );
+    }
 
     #[test]
     fn the_command_travels_as_nul_terminated_arguments_in_base64url() {

@@ -93,9 +93,7 @@ pub fn apply(
             ))
         }
     }
-    if cfg.shell {
-        cfg.shell = false;
-    }
+    cfg.shell = false;
     let prepared = vmm_image::prepare(&image.reference, init, &image.options, cache)?;
     let disk = PrivateDisk {
         path: Some(prepared.disk.clone()),
@@ -111,7 +109,7 @@ pub fn apply(
         } else {
             "from the cache"
         },
-        shell_words(&prepared.spec.argv)
+        crate::cmdline::shell_words(&prepared.spec.argv)
     );
     cfg.initrd = None;
     cfg.command = None;
@@ -139,23 +137,6 @@ pub fn apply(
         crate::cmdline::add_param(&mut cfg.cmdline, "ip", Some("dhcp"));
     }
     Ok(disk)
-}
-
-/// argv as a shell would take it back (for the log).
-fn shell_words(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| {
-            if !a.is_empty()
-                && a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
-            {
-                a.clone()
-            } else {
-                format!("'{}'", a.replace('\'', "'\\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[cfg(test)]

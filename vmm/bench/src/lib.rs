@@ -181,6 +181,7 @@ use std::time::Duration;
 
 use report::RunInfo;
 use run::{Launch, Ready};
+use vmm::cmdline::shell_words;
 use vmm::config::{self, VmConfig};
 use vmm::error::{Error, Result};
 
@@ -573,24 +574,6 @@ fn image_launches(
     })
 }
 
-/// `argv` as a shell would take it back: words with anything but
-/// letters, digits and `-_./=:,+@%` in single quotes.
-pub fn shell_words(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| {
-            let plain = !a.is_empty()
-                && a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
-            if plain {
-                a.clone()
-            } else {
-                format!("'{}'", a.replace('\'', "'\\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn host_kernel() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
@@ -754,16 +737,6 @@ pub fn bench(opts: &Options) -> Result<Vec<Sample>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn commands_are_shown_as_a_shell_takes_them_back() {
-        let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(shell_words(&argv(&["echo", "ready"])), "echo ready");
-        assert_eq!(
-            shell_words(&argv(&["sh", "-c", "echo $(uname -r)", "it's", ""])),
-            "sh -c 'echo $(uname -r)' 'it'\\''s' ''"
-        );
-    }
 
     #[test]
     fn dates_are_civil() {
