@@ -129,6 +129,20 @@ fn images_that_cannot_run_are_refused_before_any_vm_with_their_exit_codes() {
     let (code, log) = run_image(&cache, &["--entrypoint", "/bin/sh"]);
     assert_eq!(code, Some(exit_code::USAGE), "{log}");
 
+    use std::os::unix::ffi::OsStrExt;
+    let out = Command::new(vmm_bin())
+        .env("VMM_IMAGE_CACHE", &cache)
+        .args(["run", "--image", &ok, "--", "echo"])
+        .arg(std::ffi::OsStr::from_bytes(b"not utf-8 \xff"))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(exit_code::CONFIG), "{log}");
+    assert!(
+        log.contains("the command's arguments must be UTF-8"),
+        "{log}"
+    );
+
     // A blob changed after the image was written: named, with both digests.
     let bad = tmp.join("bad");
     let bad_ref = layout(

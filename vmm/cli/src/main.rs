@@ -210,25 +210,36 @@ fn to_config(config: Option<PathBuf>, vm: VmArgs) -> Result<VmConfig, Error> {
 
 fn run(args: RunArgs, started: Instant) -> i32 {
     let mut vm = args.vm;
-    let image = args.image.image.map(|reference| {
+    let mut image = None;
+    if let Some(reference) = args.image.image {
         // The command after `--` is the image's, in place of its Cmd.
         let command = std::mem::take(&mut vm.command);
-        ImageRun {
+        let command: Option<Vec<String>> = match command
+            .into_iter()
+            .map(|a| a.into_string())
+            .collect::<Result<Vec<String>, _>>()
+        {
+            Ok(c) => (!c.is_empty()).then_some(c),
+            Err(a) => {
+                return Error::config(
+                    "command",
+                    a.to_string_lossy(),
+                    "with --image, the command's arguments must be UTF-8",
+                )
+                .report()
+            }
+        };
+        image = Some(ImageRun {
             reference,
             options: image::Options {
-                command: (!command.is_empty()).then(|| {
-                    command
-                        .iter()
-                        .map(|a| a.to_string_lossy().into_owned())
-                        .collect()
-                }),
+                command,
                 entrypoint: args.image.entrypoint,
                 env: args.image.env,
                 user: args.image.user,
                 workdir: args.image.workdir,
             },
-        }
-    });
+        });
+    }
     // An image's VM shows the kernel's errors only, unless told otherwise.
     let quiet = vm.cmdline.is_none();
     let mut private_disk = None;
