@@ -325,3 +325,67 @@ fn the_kernel_mounts_an_images_root_disk_and_starts_init_from_it() {
     );
     assert_no_leftovers(&cache);
 }
+
+#[test]
+fn vmm_image_lists_removes_and_prunes_the_cache() {
+    let tmp = TempDir::new("image-cache-cli");
+    let cache_dir = tmp.join("cache");
+    let init = tmp.write("init", b"pretend init");
+    let cache = vmm_image::Cache::new(cache_dir.clone(), 1 << 40);
+    let mut refs = Vec::new();
+    for name in ["one", "two"] {
+        let reference = layout(
+            &tmp.join(name),
+            &[small_system(), Layer::new().file(name, b"x", 0o644).tar()],
+        );
+        let image = vmm_image::Image::open(&reference).unwrap();
+        cache.get(&image, &init).unwrap();
+        refs.push((reference, image.key));
+    }
+    let image_cmd = |args: &[&str]| {
+        let out = Command::new(vmm_bin())
+            .env("VMM_IMAGE_CACHE", &cache_dir)
+            .arg("image")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = image_cmd(&["list"]);
+    assert_eq!(code, Some(0), "{err}");
+    for (reference, key) in &refs {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&key[..19]) && l.ends_with(reference.as_str())),
+            "{out}"
+        );
+    }
+    // By reference, then by key.
+    let (code, out, err) = image_cmd(&["rm", &refs[0].0]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, format!("removed {}\n", refs[0].1));
+    let (code, _, err) = image_cmd(&["rm", &refs[0].1[7..20]]);
+    assert_eq!(code, Some(exit_code::FILE), "{err}");
+    assert!(err.contains("has this key"), "{err}");
+    let (code, out, err) = image_cmd(&["rm", &refs[1].1[7..20]]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, format!("removed {}\n", refs[1].1));
+    let (code, out, _) = image_cmd(&["ls"]);
+    assert_eq!(
+        (code, out.lines().count()),
+        (Some(0), 1),
+        "only the header: {out}"
+    );
+    let reference = layout(&tmp.join("three"), &[small_system()]);
+    cache
+        .get(&vmm_image::Image::open(&reference).unwrap(), &init)
+        .unwrap();
+    let (code, out, err) = image_cmd(&["prune"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(cache.list().unwrap().is_empty());
+}

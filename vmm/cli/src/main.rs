@@ -36,6 +36,25 @@ enum Command {
     /// Measure VM boot (this VMM, QEMU microvm) against container start
     /// (runc, bare namespaces) on this machine, interleaved in one run.
     Bench(BenchArgs),
+    /// The cache of container images' root disks (`vmm run --image`).
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// List the cached images, most recently used first.
+    #[command(alias = "ls")]
+    List,
+    /// Remove cached images: by key (the start of the digest `vmm image
+    /// list` shows) or by reference (DIR[:TAG], FILE.tar[:REPO:TAG]).
+    Rm {
+        /// Keys or references.
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+    },
+    /// Remove every cached image.
+    Prune,
 }
 
 /// `vmm bench`'s arguments, handed to `vmm-bench` as they are.
@@ -335,6 +354,66 @@ fn bench(args: BenchArgs, log_level: &str) -> i32 {
     exit_code::VMM_ERROR
 }
 
+/// How long ago `t` was, for people.
+fn ago(t: std::time::SystemTime) -> String {
+    let s = t.elapsed().map_or(0, |d| d.as_secs());
+    match s {
+        0..=59 => format!("{s} s ago"),
+        60..=3599 => format!("{} min ago", s / 60),
+        3600..=86_399 => format!("{} h ago", s / 3600),
+        _ => format!("{} days ago", s / 86_400),
+    }
+}
+
+/// `vmm image list|rm|prune`.
+fn image_command(cmd: ImageCommand) -> i32 {
+    let cache = match vmm_image::Cache::from_env() {
+        Ok(c) => c,
+        Err(e) => return Error::from(e).report(),
+    };
+    let result = match cmd {
+        ImageCommand::List => cache.list().map(|listed| {
+            println!(
+                "{:<19} {:>9} {:>6} {:>13}  REFERENCE",
+                "KEY", "SIZE", "FILES", "LAST USED"
+            );
+            for l in listed {
+                let info = &l.entry.info;
+                println!(
+                    "{:<19} {:>5.1} MiB {:>6} {:>13}  {}",
+                    &info.key[..info.key.len().min(19)],
+                    l.bytes as f64 / f64::from(1 << 20),
+                    info.files,
+                    ago(l.last_used),
+                    info.reference
+                );
+            }
+        }),
+        ImageCommand::Rm { images } => images.iter().try_for_each(|i| {
+            // A reference that names an image here, else a key.
+            let key = match vmm_image::Image::open(i) {
+                Ok(image) => image.key,
+                Err(_) => i.clone(),
+            };
+            cache.remove(&key).map(|k| println!("removed {k}"))
+        }),
+        ImageCommand::Prune => cache.prune().map(|keys| {
+            for k in &keys {
+                println!("removed {k}");
+            }
+            log::info!(
+                "image cache {}: {} images removed",
+                cache.dir().display(),
+                keys.len()
+            );
+        }),
+    };
+    match result {
+        Ok(()) => exit_code::OK,
+        Err(e) => Error::from(e).report(),
+    }
+}
+
 /// `vmm config example`.
 fn config_example() -> i32 {
     let example = config_file::example();
@@ -354,6 +433,7 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check { file, vm }) => config_check(file, *vm),
         Command::Config(ConfigCommand::Example) => config_example(),
         Command::Bench(args) => bench(args, &cli.log_level),
+        Command::Image(cmd) => image_command(cmd),
     };
     ExitCode::from(code as u8)
 }

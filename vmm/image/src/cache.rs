@@ -65,6 +65,17 @@ impl Entry {
     }
 }
 
+/// A cached image as `Cache::list` gives it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// The entry.
+    pub entry: Entry,
+    /// Bytes it takes on disk.
+    pub bytes: u64,
+    /// When a VM last booted it (or it was made).
+    pub last_used: std::time::SystemTime,
+}
+
 /// The cache directory.
 #[derive(Debug, Clone)]
 pub struct Cache {
@@ -325,6 +336,77 @@ impl Cache {
                 let _ = std::fs::remove_file(e.path());
             }
         }
+    }
+
+    /// The cached images, most recently used first.
+    pub fn list(&self) -> Result<Vec<Listed>> {
+        let _lock = self.lock()?;
+        let mut out: Vec<Listed> = std::fs::read_dir(&self.dir)
+            .map_err(|e| Error::cache(&self.dir, e))?
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .filter_map(|e| {
+                let entry = Self::read_entry(&e.path())?;
+                let last_used = std::fs::metadata(e.path().join(ENTRY_FILE))
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                Some(Listed {
+                    bytes: usage(&entry.dir),
+                    last_used,
+                    entry,
+                })
+            })
+            .collect();
+        out.sort_by_key(|l| std::cmp::Reverse(l.last_used));
+        Ok(out)
+    }
+
+    /// Removes the cached image whose key starts with `key` ("sha256:"
+    /// may be left out); returns its key. Err when none matches, or when
+    /// several do.
+    pub fn remove(&self, key: &str) -> Result<String> {
+        let want = if key.contains(':') {
+            key.to_string()
+        } else {
+            format!("sha256:{key}")
+        };
+        let listed = self.list()?;
+        let matching: Vec<&Listed> = listed
+            .iter()
+            .filter(|l| l.entry.info.key.starts_with(&want))
+            .collect();
+        if matching.is_empty() || want.len() <= "sha256:".len() {
+            return Err(Error::Missing {
+                reference: key.into(),
+                reason: format!("no image in the cache {} has this key", self.dir.display()),
+            });
+        }
+        if matching.len() > 1 {
+            return Err(Error::run(
+                "image",
+                key,
+                format!(
+                    "{} cached images have keys starting so: give more of the key",
+                    matching.len()
+                ),
+            ));
+        }
+        let _lock = self.lock()?;
+        let entry = &matching[0].entry;
+        std::fs::remove_dir_all(&entry.dir).map_err(|e| Error::cache(&entry.dir, e))?;
+        Ok(entry.info.key.clone())
+    }
+
+    /// Removes every cached image; returns their keys.
+    pub fn prune(&self) -> Result<Vec<String>> {
+        let listed = self.list()?;
+        let _lock = self.lock()?;
+        let mut removed = Vec::new();
+        for l in listed {
+            std::fs::remove_dir_all(&l.entry.dir).map_err(|e| Error::cache(&l.entry.dir, e))?;
+            removed.push(l.entry.info.key);
+        }
+        Ok(removed)
     }
 
     /// Removes the least recently used entries, never `keep`, until the

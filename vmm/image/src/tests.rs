@@ -634,3 +634,54 @@ fn errors_carry_their_class() {
     assert_eq!(e.class(), Class::Config);
     assert_eq!(Error::Build("x".into()).class(), Class::Host);
 }
+
+#[test]
+fn the_cache_lists_and_removes_its_images() {
+    if !have_e2fsprogs() {
+        return;
+    }
+    let tmp = Tmp::new("list");
+    let init = tmp.join("init");
+    std::fs::write(&init, b"init").unwrap();
+    let cache = Cache::new(tmp.join("cache"), 1 << 40);
+    assert!(cache.list().unwrap().is_empty());
+    let mut keys = Vec::new();
+    for i in 0..3 {
+        let dir = tmp.join(format!("img{i}"));
+        std::fs::create_dir(&dir).unwrap();
+        let layers = [Layer::new()
+            .file("f", format!("image {i}").as_bytes(), 0o644)
+            .tar()];
+        let config = testing::config(&layers, json!({"Cmd": ["true"]}));
+        keys.push(testing::oci_layout(
+            &dir,
+            &layers,
+            &config,
+            "t",
+            Compression::None,
+        ));
+        cache
+            .get(&Image::open(dir.to_str().unwrap()).unwrap(), &init)
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let listed = cache.list().unwrap();
+    let order: Vec<&str> = listed.iter().map(|l| l.entry.info.key.as_str()).collect();
+    assert_eq!(
+        order,
+        [&keys[2], &keys[1], &keys[0]],
+        "most recently used first"
+    );
+    assert!(listed
+        .iter()
+        .all(|l| l.bytes > 0 && l.entry.info.reference.contains("img")));
+    // By a key's prefix, with or without "sha256:".
+    let hex = &keys[1]["sha256:".len()..];
+    assert_eq!(cache.remove(&hex[..12]).unwrap(), keys[1]);
+    let e = cache.remove(&hex[..12]).unwrap_err();
+    assert!(e.to_string().contains("has this key"), "{e}");
+    assert_eq!(e.class(), Class::Missing);
+    assert!(cache.remove("").is_err(), "an empty key matches nothing");
+    assert_eq!(cache.prune().unwrap().len(), 2);
+    assert!(cache.list().unwrap().is_empty());
+}
