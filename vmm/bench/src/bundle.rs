@@ -12,52 +12,25 @@ use serde_json::json;
 /// The command's environment: the PATH the default guest's init gives.
 pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// What the container runs, as whom and where.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Process {
-    /// The program and its arguments.
-    pub args: Vec<String>,
-    /// KEY=VALUE.
-    pub env: Vec<String>,
-    /// User ID.
-    pub uid: u32,
-    /// Group ID.
-    pub gid: u32,
-    /// Supplementary groups.
-    pub additional_gids: Vec<u32>,
-    /// The working directory.
-    pub cwd: String,
-}
+/// What the container runs, as whom and where: a run as `vmm run --image`
+/// resolves one.
+pub use vmm_image::run::Spec;
 
-impl Process {
-    /// `command` as root in /, with the default guest's PATH.
-    pub fn root(command: &[String]) -> Process {
-        Process {
-            args: command.to_vec(),
-            env: vec![format!("PATH={PATH}")],
-            uid: 0,
-            gid: 0,
-            additional_gids: Vec::new(),
-            cwd: "/".into(),
-        }
-    }
-
-    /// A container image's run, as `vmm run --image` resolves it.
-    pub fn of_image(spec: &vmm_image::run::Spec) -> Process {
-        Process {
-            args: spec.argv.clone(),
-            env: spec.env.clone(),
-            uid: spec.uid,
-            gid: spec.gid,
-            additional_gids: spec.groups.clone(),
-            cwd: spec.workdir.clone(),
-        }
+/// `command` as root in /, with the default guest's PATH.
+pub fn as_root(command: &[String]) -> Spec {
+    Spec {
+        argv: command.to_vec(),
+        env: vec![format!("PATH={PATH}")],
+        uid: 0,
+        gid: 0,
+        groups: Vec::new(),
+        workdir: "/".into(),
     }
 }
 
-/// The runtime config (config.json) of the bundle, for runc: `process` in
-/// its own namespaces, the root read-only or not.
-pub fn config(hostname: &str, process: &Process, readonly_root: bool) -> serde_json::Value {
+/// The runtime config (config.json) of the bundle, for runc: `spec` in its
+/// own namespaces, the root read-only or not.
+pub fn config(hostname: &str, spec: &Spec, readonly_root: bool) -> serde_json::Value {
     // Docker's default set.
     let caps = [
         "CAP_CHOWN",
@@ -79,10 +52,10 @@ pub fn config(hostname: &str, process: &Process, readonly_root: bool) -> serde_j
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
-            "user": {"uid": process.uid, "gid": process.gid, "additionalGids": process.additional_gids},
-            "args": process.args,
-            "env": process.env,
-            "cwd": process.cwd,
+            "user": {"uid": spec.uid, "gid": spec.gid, "additionalGids": spec.groups},
+            "args": spec.argv,
+            "env": spec.env,
+            "cwd": spec.workdir,
             "capabilities": {
                 "bounding": caps,
                 "effective": caps,
@@ -157,12 +130,12 @@ pub fn build(dir: &Path, busybox: &Path, applets: &[String], command: &[String])
         symlink("/bin/busybox", link)?;
     }
     std::fs::write(rootfs.join("etc/hostname"), "bench\n")?;
-    write_config(dir, &Process::root(command), true)
+    write_config(dir, &as_root(command), true)
 }
 
-/// Writes the bundle's config.json for `process`.
-pub fn write_config(dir: &Path, process: &Process, readonly_root: bool) -> io::Result<()> {
-    let text = serde_json::to_string_pretty(&config("bench", process, readonly_root))
+/// Writes the bundle's config.json for `spec`.
+pub fn write_config(dir: &Path, spec: &Spec, readonly_root: bool) -> io::Result<()> {
+    let text = serde_json::to_string_pretty(&config("bench", spec, readonly_root))
         .map_err(io::Error::other)?;
     std::fs::write(dir.join("config.json"), text)
 }

@@ -245,6 +245,85 @@ fn is_root() -> bool {
 /// Systems left out of a run, with why.
 type Skipped = Vec<(System, String)>;
 
+/// A start of `system` running `argv`, ready at `ready`: the containers
+/// with an empty environment, this VMM writing its metrics into `work`.
+fn base_launch(
+    opts: &Options,
+    work: &Path,
+    system: System,
+    argv: Vec<String>,
+    ready: &Ready,
+) -> Launch {
+    Launch {
+        system,
+        argv,
+        clear_env: !system.is_vm(),
+        ready: ready.clone(),
+        limit: opts.limit,
+        runc_id: None,
+        metrics_dir: system.is_this_vmm().then(|| work.to_path_buf()),
+        env: Vec::new(),
+        cold_cache: None,
+    }
+}
+
+/// The start of a container system, runc or unshare, running `spec` on
+/// the bundle `bundle` makes (its directory, with rootfs/ and config.json);
+/// Err: why the system is left out here.
+fn container_launch(
+    opts: &Options,
+    work: &Path,
+    system: System,
+    bundle: &mut dyn FnMut() -> std::result::Result<PathBuf, String>,
+    spec: &bundle::Spec,
+) -> std::result::Result<Launch, String> {
+    let program = match system {
+        System::Runc => "runc",
+        _ => "unshare",
+    };
+    if !is_root() {
+        return Err("needs root".into());
+    }
+    let path = run::which(program).ok_or(format!("{program} not installed"))?;
+    let dir = bundle()?;
+    let s = |p: &Path| p.display().to_string();
+    if system == System::Runc {
+        // runc gives the container the environment of config.json.
+        let mut l = base_launch(
+            opts,
+            work,
+            system,
+            vec![s(&path), "run".into(), "--bundle".into(), s(&dir)],
+            &Ready::FirstOutput,
+        );
+        l.runc_id = Some(format!("vmm-bench-{}", std::process::id()));
+        return Ok(l);
+    }
+    // The same root file system and command in fresh namespaces; unshare
+    // is told only where the run differs from what it does by itself (the
+    // root's /, the caller's user), and passes on its own environment.
+    let mut argv = vec![s(&path)];
+    argv.extend(["--fork", "--pid", "--mount", "--net", "--uts", "--ipc"].map(String::from));
+    argv.push(format!("--root={}", s(&dir.join("rootfs"))));
+    if spec.workdir != "/" {
+        argv.push(format!("--wd={}", spec.workdir));
+    }
+    if (spec.uid, spec.gid) != (0, 0) {
+        argv.push(format!("--setgid={}", spec.gid));
+        argv.push(format!("--setuid={}", spec.uid));
+    }
+    argv.push("--".into());
+    argv.extend(spec.argv.iter().cloned());
+    let mut l = base_launch(opts, work, system, argv, &Ready::FirstOutput);
+    l.env = spec
+        .env
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Ok(l)
+}
+
 /// The launches of the systems asked for, and those that cannot run here
 /// with why.
 fn launches(opts: &Options, emulated: bool, work: &Path) -> Result<(Vec<Launch>, Skipped)> {
@@ -271,17 +350,8 @@ fn launches(opts: &Options, emulated: bool, work: &Path) -> Result<(Vec<Launch>,
     let mut launches = Vec::new();
     let mut skipped = Vec::new();
     for &system in &opts.systems {
-        let launch = |argv: Vec<String>, ready: &Ready| Launch {
-            system,
-            argv,
-            clear_env: !system.is_vm(),
-            ready: ready.clone(),
-            limit: opts.limit,
-            runc_id: None,
-            metrics_dir: (system == System::Vmm).then(|| work.to_path_buf()),
-            env: Vec::new(),
-            cold_cache: None,
-        };
+        let launch =
+            |argv: Vec<String>, ready: &Ready| base_launch(opts, work, system, argv, ready);
         match system {
             System::VmmCold => skipped.push((system, "only with --image".into())),
             System::Vmm => launches.push(launch(
@@ -348,47 +418,13 @@ fn launches(opts: &Options, emulated: bool, work: &Path) -> Result<(Vec<Launch>,
                     ))
                 }
             },
-            System::Runc => match run::which("runc") {
-                _ if !is_root() => skipped.push((system, "needs root".into())),
-                None => skipped.push((system, "runc not installed".into())),
-                Some(runc) => match container_root() {
+            System::Runc | System::Unshare => {
+                let spec = bundle::as_root(&opts.command);
+                match container_launch(opts, work, system, &mut container_root, &spec) {
+                    Ok(l) => launches.push(l),
                     Err(why) => skipped.push((system, why)),
-                    Ok(bundle) => {
-                        let mut l = launch(
-                            vec![s(&runc), "run".into(), "--bundle".into(), s(&bundle)],
-                            &Ready::FirstOutput,
-                        );
-                        l.runc_id = Some(format!("vmm-bench-{}", std::process::id()));
-                        launches.push(l);
-                    }
-                },
-            },
-            // The same root file system and command in fresh namespaces,
-            // with the PATH runc gives.
-            System::Unshare => match run::which("unshare") {
-                _ if !is_root() => skipped.push((system, "needs root".into())),
-                None => skipped.push((system, "unshare not installed".into())),
-                Some(unshare) => match container_root() {
-                    Err(why) => skipped.push((system, why)),
-                    Ok(bundle) => launches.push(launch(
-                        [
-                            s(&unshare),
-                            "--fork".into(),
-                            "--pid".into(),
-                            "--mount".into(),
-                            "--net".into(),
-                            "--uts".into(),
-                            "--ipc".into(),
-                            format!("--root={}", s(&bundle.join("rootfs"))),
-                            "--".into(),
-                        ]
-                        .into_iter()
-                        .chain(opts.command.iter().cloned())
-                        .collect(),
-                        &Ready::FirstOutput,
-                    )),
-                },
-            },
+                }
+            }
         }
     }
     Ok((launches, skipped))
@@ -446,26 +482,17 @@ fn image_launches(
                 let _ = std::fs::remove_dir_all(&rootfs);
                 std::fs::create_dir_all(&bundle).map_err(|e| e.to_string())?;
                 vmm_image::unpack(&image, &rootfs, true).map_err(|e| e.to_string())?;
-                bundle::write_config(&bundle, &bundle::Process::of_image(&spec), false)
+                bundle::write_config(&bundle, &spec, false)
                     .map_err(|e| format!("cannot write the bundle's config: {e}"))?;
-                Ok(rootfs)
+                Ok(bundle.clone())
             })
             .clone()
     };
     let mut launches = Vec::new();
     let mut skipped = Vec::new();
     for &system in &opts.systems {
-        let launch = |argv: Vec<String>, ready: &Ready| Launch {
-            system,
-            argv,
-            clear_env: !system.is_vm(),
-            ready: ready.clone(),
-            limit: opts.limit,
-            runc_id: None,
-            metrics_dir: system.is_this_vmm().then(|| work.to_path_buf()),
-            env: Vec::new(),
-            cold_cache: None,
-        };
+        let launch =
+            |argv: Vec<String>, ready: &Ready| base_launch(opts, work, system, argv, ready);
         let vm_argv = || -> Vec<String> {
             let mut argv: Vec<String> = [
                 exe.as_str(),
@@ -506,58 +533,12 @@ fn image_launches(
                 launches.push(l);
             }
             System::Qemu => skipped.push((system, "not measured with --image".into())),
-            System::Runc => match run::which("runc") {
-                _ if !is_root() => skipped.push((system, "needs root".into())),
-                None => skipped.push((system, "runc not installed".into())),
-                Some(runc) => match unpacked() {
+            System::Runc | System::Unshare => {
+                match container_launch(opts, work, system, &mut unpacked, &spec) {
+                    Ok(l) => launches.push(l),
                     Err(why) => skipped.push((system, why)),
-                    Ok(_) => {
-                        let mut l = launch(
-                            vec![
-                                runc.display().to_string(),
-                                "run".into(),
-                                "--bundle".into(),
-                                bundle.display().to_string(),
-                            ],
-                            &Ready::FirstOutput,
-                        );
-                        l.runc_id = Some(format!("vmm-bench-{}", std::process::id()));
-                        launches.push(l);
-                    }
-                },
-            },
-            System::Unshare => match run::which("unshare") {
-                _ if !is_root() => skipped.push((system, "needs root".into())),
-                None => skipped.push((system, "unshare not installed".into())),
-                Some(unshare) => match unpacked() {
-                    Err(why) => skipped.push((system, why)),
-                    Ok(rootfs) => {
-                        let mut argv = vec![
-                            unshare.display().to_string(),
-                            "--fork".into(),
-                            "--pid".into(),
-                            "--mount".into(),
-                            "--net".into(),
-                            "--uts".into(),
-                            "--ipc".into(),
-                            format!("--root={}", rootfs.display()),
-                            format!("--wd={}", spec.workdir),
-                            format!("--setgid={}", spec.gid),
-                            format!("--setuid={}", spec.uid),
-                            "--".into(),
-                        ];
-                        argv.extend(spec.argv.iter().cloned());
-                        let mut l = launch(argv, &Ready::FirstOutput);
-                        l.env = spec
-                            .env
-                            .iter()
-                            .filter_map(|kv| kv.split_once('='))
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                            .collect();
-                        launches.push(l);
-                    }
-                },
-            },
+                }
+            }
         }
     }
     Ok(ImagePlan {
@@ -745,6 +726,70 @@ mod tests {
             d.len() == 20 && d.ends_with(" UTC") && d.starts_with("20"),
             "{d}"
         );
+    }
+
+    #[test]
+    fn containers_run_the_spec_on_the_bundle() {
+        if !is_root() || run::which("unshare").is_none() {
+            eprintln!("skipped: needs root and unshare");
+            return;
+        }
+        let opts = Options {
+            iterations: 1,
+            warmup: 0,
+            parallel: 1,
+            out: None,
+            systems: vec![System::Unshare],
+            limit: Duration::from_secs(1),
+            mem_mib: 128,
+            vmm: "vmm".into(),
+            command: vec!["echo".into(), "ready".into()],
+            image: None,
+        };
+        let work = Path::new("/w");
+        let mut bundle = || Ok(PathBuf::from("/b"));
+        let root = bundle::as_root(&opts.command);
+        let l = container_launch(&opts, work, System::Unshare, &mut bundle, &root).unwrap();
+        assert!(l.argv.ends_with(&[
+            "--root=/b/rootfs".to_string(),
+            "--".into(),
+            "echo".into(),
+            "ready".into()
+        ]));
+        assert_eq!(l.env, [("PATH".to_string(), bundle::PATH.to_string())]);
+        let image = bundle::Spec {
+            argv: vec!["id".into()],
+            env: vec!["A=1".into(), "B=x=y".into()],
+            uid: 1000,
+            gid: 50,
+            groups: vec![50],
+            workdir: "/home/app".into(),
+        };
+        let l = container_launch(&opts, work, System::Unshare, &mut bundle, &image).unwrap();
+        let tail: Vec<&str> = l.argv[7..].iter().map(String::as_str).collect();
+        assert_eq!(
+            tail,
+            [
+                "--root=/b/rootfs",
+                "--wd=/home/app",
+                "--setgid=50",
+                "--setuid=1000",
+                "--",
+                "id"
+            ]
+        );
+        assert_eq!(
+            l.env,
+            [("A".into(), "1".into()), ("B".into(), "x=y".into())]
+        );
+        if run::which("runc").is_some() {
+            let l = container_launch(&opts, work, System::Runc, &mut bundle, &image).unwrap();
+            assert_eq!(l.argv[1..], ["run", "--bundle", "/b"]);
+            assert!(l.env.is_empty() && l.runc_id.is_some());
+        }
+        let mut missing = || Err("busybox not installed".to_string());
+        let e = container_launch(&opts, work, System::Unshare, &mut missing, &root).unwrap_err();
+        assert_eq!(e, "busybox not installed");
     }
 
     #[test]
