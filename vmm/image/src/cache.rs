@@ -286,7 +286,7 @@ impl Cache {
         let unpacked_bytes = tree.disk_usage().map_err(|e| Error::cache(&rootfs, e))?;
         let unpacked = started.elapsed();
         let disk = build.join(DISK_FILE);
-        let run_area = ext4::build(&tree, &disk_root, init, &image.key, &disk)?;
+        let run_area = ext4::build(&tree, unpacked_bytes, &disk_root, init, &image.key, &disk)?;
         log::info!(
             "image: {} unpacked ({} layers, {} files, {:.1} MiB) in {:.2} s, its root disk made in {:.2} s",
             image.reference.text,

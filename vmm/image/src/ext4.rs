@@ -144,8 +144,16 @@ pub fn debugfs_script(
 }
 
 /// Builds the disk image `out` from `tree` (whose root is `<disk_root>/
-/// rootfs`), with `init` at /vmm/init. Returns where the run file is.
-pub fn build(tree: &Tree, disk_root: &Path, init: &Path, key: &str, out: &Path) -> Result<RunArea> {
+/// rootfs`, its files taking `tree_bytes`), with `init` at /vmm/init.
+/// Returns where the run file is.
+pub fn build(
+    tree: &Tree,
+    tree_bytes: u64,
+    disk_root: &Path,
+    init: &Path,
+    key: &str,
+    out: &Path,
+) -> Result<RunArea> {
     let io = |what: &str| {
         let what = what.to_string();
         move |e: std::io::Error| Error::Build(format!("{what}: {e}"))
@@ -164,9 +172,7 @@ pub fn build(tree: &Tree, disk_root: &Path, init: &Path, key: &str, out: &Path) 
     let filler = vec![b'#'; RUN_CAPACITY as usize];
     std::fs::write(vmm.join("run"), &filler).map_err(io("cannot write /vmm/run"))?;
 
-    let used = tree.disk_usage().map_err(io("cannot size the tree"))?
-        + std::fs::metadata(init).map_or(0, |m| m.len())
-        + RUN_CAPACITY;
+    let used = tree_bytes + std::fs::metadata(init).map_or(0, |m| m.len()) + RUN_CAPACITY;
     let inodes = (tree.entries().len() as u64 * 2).max(16384);
     // Room for the file system's own structures (inode tables: 256 bytes
     // an inode, block bitmaps, directories), then the free space.

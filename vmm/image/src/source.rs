@@ -332,36 +332,14 @@ impl Image {
                 .cloned()
                 .collect()
         };
-        let all_tags: Vec<String> = index.manifests().iter().flat_map(names).collect();
-        let chosen: Vec<&Descriptor> = match &reference.tag {
-            Some(tag) => index
-                .manifests()
-                .iter()
-                .filter(|d| names(d).iter().any(|n| n == tag))
-                .collect(),
-            None => index.manifests().iter().collect(),
-        };
-        let descriptor = match (chosen.as_slice(), &reference.tag) {
-            ([one], _) => (*one).clone(),
-            ([], Some(tag)) => {
-                return Err(Self::err(
-                    &reference,
-                    format!("no tag '{tag}' (the layout holds: {})", list(&all_tags)),
-                ))
-            }
-            ([], None) => return Err(Self::err(&reference, "the layout holds no image".into())),
-            (many, _) => {
-                return Err(Self::err(
-                    &reference,
-                    format!(
-                        "the layout holds {} images: pick one with {}:TAG (tags: {})",
-                        many.len(),
-                        reference.path.display(),
-                        list(&all_tags)
-                    ),
-                ))
-            }
-        };
+        let descriptor = pick(
+            &reference,
+            index.manifests(),
+            names,
+            |name, tag| name == tag,
+            ("layout", "no tag", "TAG"),
+        )?
+        .clone();
         let manifest_desc = Self::platform_manifest(&reference, &store, descriptor)?;
         let manifest_bytes = Self::read_descriptor(&reference, &store, &manifest_desc, "manifest")?;
         let manifest = ImageManifest::from_reader(&manifest_bytes[..]).map_err(|e| {
@@ -373,17 +351,12 @@ impl Image {
         let config_bytes = Self::read_descriptor(&reference, &store, manifest.config(), "config")?;
         let config = Self::parse_config(&reference, &config_bytes)?;
         let diff_ids = config.rootfs().diff_ids().clone();
-        if diff_ids.len() != manifest.layers().len() {
-            return Err(Error::Content {
-                reference: reference.text.clone(),
-                what: "config".into(),
-                reason: format!(
-                    "{} layers in the manifest, {} diff IDs in the config",
-                    manifest.layers().len(),
-                    diff_ids.len()
-                ),
-            });
-        }
+        check_diff_ids(
+            &reference,
+            manifest.layers().len(),
+            "the manifest",
+            diff_ids.len(),
+        )?;
         let mut layers = Vec::new();
         for (i, d) in manifest.layers().iter().enumerate() {
             let media_type = d.media_type().to_string();
@@ -490,49 +463,13 @@ impl Image {
                 format!("manifest.json is not a docker save manifest: {e}"),
             )
         })?;
-        let all_tags: Vec<String> = entries
-            .iter()
-            .flat_map(|e| e.repo_tags.iter().flatten().cloned())
-            .collect();
-        let chosen: Vec<&Entry> = match &reference.tag {
-            Some(tag) => {
-                let want = normalize_name(tag);
-                entries
-                    .iter()
-                    .filter(|e| {
-                        e.repo_tags
-                            .iter()
-                            .flatten()
-                            .any(|t| normalize_name(t) == want)
-                    })
-                    .collect()
-            }
-            None => entries.iter().collect(),
-        };
-        let entry = match (chosen.as_slice(), &reference.tag) {
-            ([one], _) => *one,
-            ([], Some(tag)) => {
-                return Err(Self::err(
-                    &reference,
-                    format!(
-                        "no image tagged '{tag}' (the archive holds: {})",
-                        list(&all_tags)
-                    ),
-                ))
-            }
-            ([], None) => return Err(Self::err(&reference, "the archive holds no image".into())),
-            (many, _) => {
-                return Err(Self::err(
-                    &reference,
-                    format!(
-                        "the archive holds {} images: pick one with {}:REPO:TAG (tags: {})",
-                        many.len(),
-                        reference.path.display(),
-                        list(&all_tags)
-                    ),
-                ))
-            }
-        };
+        let entry = pick(
+            &reference,
+            &entries,
+            |e: &Entry| e.repo_tags.clone().unwrap_or_default(),
+            |name, tag| normalize_name(name) == normalize_name(tag),
+            ("archive", "no image tagged", "REPO:TAG"),
+        )?;
         // The config's name is its digest ("HEX.json" or "blobs/sha256/HEX").
         let named = entry
             .config
@@ -549,17 +486,12 @@ impl Image {
         )?;
         let config = Self::parse_config(&reference, &config_bytes)?;
         let diff_ids = config.rootfs().diff_ids().clone();
-        if diff_ids.len() != entry.layers.len() {
-            return Err(Error::Content {
-                reference: reference.text.clone(),
-                what: "config".into(),
-                reason: format!(
-                    "{} layers in manifest.json, {} diff IDs in the config",
-                    entry.layers.len(),
-                    diff_ids.len()
-                ),
-            });
-        }
+        check_diff_ids(
+            &reference,
+            entry.layers.len(),
+            "manifest.json",
+            diff_ids.len(),
+        )?;
         let layers = entry
             .layers
             .iter()
@@ -671,6 +603,60 @@ fn layer_media_type_ok(mt: &str) -> bool {
             | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
             | "application/vnd.docker.image.rootfs.diff.tar"
     )
+}
+
+/// The one image of `items` the reference's tag names (`matches(name,
+/// tag)` over each item's `names`), or the only one when no tag is given.
+/// `naming`: what holds them ("layout"), how a missing tag is said ("no
+/// tag") and how to pick one ("TAG"), for the errors.
+fn pick<'a, T>(
+    reference: &Reference,
+    items: &'a [T],
+    names: impl Fn(&T) -> Vec<String>,
+    matches: impl Fn(&str, &str) -> bool,
+    naming: (&str, &str, &str),
+) -> Result<&'a T> {
+    let (holder, missing, how) = naming;
+    let all_tags: Vec<String> = items.iter().flat_map(&names).collect();
+    let chosen: Vec<&T> = match &reference.tag {
+        Some(tag) => items
+            .iter()
+            .filter(|i| names(i).iter().any(|n| matches(n, tag)))
+            .collect(),
+        None => items.iter().collect(),
+    };
+    let reason = match (chosen.as_slice(), &reference.tag) {
+        ([one], _) => return Ok(one),
+        ([], Some(tag)) => format!(
+            "{missing} '{tag}' (the {holder} holds: {})",
+            list(&all_tags)
+        ),
+        ([], None) => format!("the {holder} holds no image"),
+        (many, _) => format!(
+            "the {holder} holds {} images: pick one with {}:{how} (tags: {})",
+            many.len(),
+            reference.path.display(),
+            list(&all_tags)
+        ),
+    };
+    Err(Image::err(reference, reason))
+}
+
+/// A config whose diff IDs are as many as the layers `source` lists.
+fn check_diff_ids(
+    reference: &Reference,
+    layers: usize,
+    source: &str,
+    diff_ids: usize,
+) -> Result<()> {
+    if layers == diff_ids {
+        return Ok(());
+    }
+    Err(Error::Content {
+        reference: reference.text.clone(),
+        what: "config".into(),
+        reason: format!("{layers} layers in {source}, {diff_ids} diff IDs in the config"),
+    })
 }
 
 fn list(items: &[String]) -> String {

@@ -283,6 +283,36 @@ fn oci_layouts_are_found_by_tag_with_any_compression() {
 }
 
 #[test]
+fn a_layout_of_several_images_needs_a_tag() {
+    let tmp = Tmp::new("two-tags");
+    let index = |tag: &str, layer: Vec<u8>| -> serde_json::Value {
+        let layers = [layer];
+        testing::oci_layout(
+            &tmp,
+            &layers,
+            &image_config(&layers),
+            tag,
+            Compression::None,
+        );
+        serde_json::from_slice(&std::fs::read(tmp.join("index.json")).unwrap()).unwrap()
+    };
+    let mut a = index("a", base());
+    let b = index("b", top());
+    let second = b["manifests"][0].clone();
+    a["manifests"].as_array_mut().unwrap().push(second.clone());
+    std::fs::write(tmp.join("index.json"), serde_json::to_vec(&a).unwrap()).unwrap();
+    let e = Image::open(tmp.to_str().unwrap()).err().unwrap();
+    let says = format!(
+        "the layout holds 2 images: pick one with {}:TAG (tags: a, b)",
+        tmp.display()
+    );
+    assert!(e.to_string().contains(&says), "{e}");
+    assert_eq!(e.class(), Class::Reference);
+    let image = Image::open(&format!("{}:b", tmp.display())).unwrap();
+    assert_eq!(image.key, second["digest"].as_str().unwrap());
+}
+
+#[test]
 fn an_oci_layout_in_a_tar_is_read_in_place() {
     let tmp = Tmp::new("oci-tar");
     let layout = tmp.join("layout");
@@ -547,6 +577,23 @@ fn the_cached_disk_holds_init_the_run_file_and_the_image_with_its_owners() {
     }
 }
 
+/// `n` images of one small file each (`img0`, ...) in `dir`, opened, with
+/// their keys.
+fn one_file_images(dir: &Path, n: usize) -> Vec<(Image, String)> {
+    (0..n)
+        .map(|i| {
+            let at = dir.join(format!("img{i}"));
+            std::fs::create_dir(&at).unwrap();
+            let layers = [Layer::new()
+                .file("f", format!("image {i}").as_bytes(), 0o644)
+                .tar()];
+            let config = testing::config(&layers, json!({"Cmd": ["true"]}));
+            let key = testing::oci_layout(&at, &layers, &config, "t", Compression::None);
+            (Image::open(at.to_str().unwrap()).unwrap(), key)
+        })
+        .collect()
+}
+
 #[test]
 fn a_full_cache_drops_its_least_recently_used_images() {
     if !have_e2fsprogs() {
@@ -555,43 +602,23 @@ fn a_full_cache_drops_its_least_recently_used_images() {
     let tmp = Tmp::new("evict");
     let init = tmp.join("init");
     std::fs::write(&init, b"init").unwrap();
-    let mut refs = Vec::new();
-    for i in 0..3 {
-        let dir = tmp.join(format!("img{i}"));
-        std::fs::create_dir(&dir).unwrap();
-        let layers = [Layer::new()
-            .file("f", format!("image {i}").as_bytes(), 0o644)
-            .tar()];
-        let config = testing::config(&layers, json!({"Cmd": ["true"]}));
-        refs.push((
-            dir.clone(),
-            testing::oci_layout(&dir, &layers, &config, "t", Compression::None),
-        ));
-    }
+    let refs = one_file_images(&tmp, 3);
     // Room for about two entries.
     let cache_dir = tmp.join("cache");
     let one = {
         let c = Cache::new(cache_dir.clone(), 1 << 40);
-        let (e, _) = c
-            .get(&Image::open(refs[0].0.to_str().unwrap()).unwrap(), &init)
-            .unwrap();
+        let (e, _) = c.get(&refs[0].0, &init).unwrap();
         crate::cache::usage(&e.dir)
     };
     let cache = Cache::new(cache_dir.clone(), one * 2 + one / 2);
     std::thread::sleep(std::time::Duration::from_millis(20));
-    cache
-        .get(&Image::open(refs[1].0.to_str().unwrap()).unwrap(), &init)
-        .unwrap();
+    cache.get(&refs[1].0, &init).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));
     // Image 0 used again: image 1 is now the least recently used.
-    let (_, built) = cache
-        .get(&Image::open(refs[0].0.to_str().unwrap()).unwrap(), &init)
-        .unwrap();
+    let (_, built) = cache.get(&refs[0].0, &init).unwrap();
     assert!(!built);
     std::thread::sleep(std::time::Duration::from_millis(20));
-    cache
-        .get(&Image::open(refs[2].0.to_str().unwrap()).unwrap(), &init)
-        .unwrap();
+    cache.get(&refs[2].0, &init).unwrap();
     let present = |d: &str| cache_dir.join(d.replace(':', "-")).exists();
     assert!(present(&refs[0].1) && present(&refs[2].1));
     assert!(!present(&refs[1].1), "the least recently used image stayed");
@@ -645,26 +672,12 @@ fn the_cache_lists_and_removes_its_images() {
     std::fs::write(&init, b"init").unwrap();
     let cache = Cache::new(tmp.join("cache"), 1 << 40);
     assert!(cache.list().unwrap().is_empty());
-    let mut keys = Vec::new();
-    for i in 0..3 {
-        let dir = tmp.join(format!("img{i}"));
-        std::fs::create_dir(&dir).unwrap();
-        let layers = [Layer::new()
-            .file("f", format!("image {i}").as_bytes(), 0o644)
-            .tar()];
-        let config = testing::config(&layers, json!({"Cmd": ["true"]}));
-        keys.push(testing::oci_layout(
-            &dir,
-            &layers,
-            &config,
-            "t",
-            Compression::None,
-        ));
-        cache
-            .get(&Image::open(dir.to_str().unwrap()).unwrap(), &init)
-            .unwrap();
+    let refs = one_file_images(&tmp, 3);
+    for (image, _) in &refs {
+        cache.get(image, &init).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    let keys: Vec<String> = refs.into_iter().map(|(_, key)| key).collect();
     let listed = cache.list().unwrap();
     let order: Vec<&str> = listed.iter().map(|l| l.entry.info.key.as_str()).collect();
     assert_eq!(

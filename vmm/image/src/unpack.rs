@@ -251,23 +251,13 @@ impl Tree {
                 self.meta_of(entry, Kind::File)?
             }
             T::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| {
-                        ApplyError::Content(format!("'{shown}': a link without a target"))
-                    })?
-                    .into_owned();
+                let target = link_target(entry, &shown)?;
                 std::os::unix::fs::symlink(OsStr::from_bytes(&target), &path)
                     .map_err(host("cannot make", &path))?;
                 self.meta_of(entry, Kind::Symlink)?
             }
             T::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| {
-                        ApplyError::Content(format!("'{shown}': a hard link without a target"))
-                    })?
-                    .into_owned();
+                let target = link_target(entry, &shown)?;
                 let mut tparts = components(&target).or_else(content)?;
                 let Some(tname) = tparts.pop() else {
                     return content(format!("'{shown}': a hard link to the root"));
@@ -541,6 +531,14 @@ impl Tree {
             total += m.blocks() * 512;
         }
         Ok(total)
+    }
+}
+
+/// A link entry's target (symbolic or hard), as the layer gives it.
+fn link_target<R: Read>(entry: &tar::Entry<R>, shown: &str) -> Applied<Vec<u8>> {
+    match entry.link_name_bytes() {
+        Some(target) => Ok(target.into_owned()),
+        None => content(format!("'{shown}': a link without a target")),
     }
 }
 
