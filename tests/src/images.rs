@@ -56,13 +56,6 @@ fn run(cmd: &mut Command) -> Result<(), String> {
     Ok(())
 }
 
-fn have(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// What making the images needs that this machine lacks.
 pub fn missing_tools() -> Vec<&'static str> {
     [
@@ -72,7 +65,7 @@ pub fn missing_tools() -> Vec<&'static str> {
         ("busybox", "busybox-static"),
     ]
     .into_iter()
-    .filter(|(p, _)| !have(p))
+    .filter(|(p, _)| vmm_bench::run::which(p).is_none())
     .map(|(_, pkg)| pkg)
     .collect()
 }

@@ -105,13 +105,6 @@ fn tiny_guests_bin() -> Option<PathBuf> {
         .map(|e| e.path())
 }
 
-fn have(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// Whether this machine can boot the nested host; says why not. Under CI
 /// a missing piece is a failure: .ci/run installs and builds them all.
 fn possible() -> bool {
@@ -120,7 +113,7 @@ fn possible() -> bool {
         ("debugfs", "debugfs (e2fsprogs)"),
     ]
     .into_iter()
-    .filter(|(p, _)| !have(p))
+    .filter(|(p, _)| vmm_bench::run::which(p).is_none())
     .map(|(_, what)| what)
     .chain(vmm_tests::images::missing_tools())
     .chain(default_guest().is_none().then_some("the default guest"))
@@ -448,19 +441,33 @@ fn write_scenarios(n: &Nested) -> PathBuf {
          nc {NET_HOST} 5002 > /tmp/down || exit 12; \
          echo down $(wc -c < /tmp/down) $(sha256sum < /tmp/down)"
     );
+    // A network test's start, in a network namespace of its own: lo up,
+    // tap0 with the host side's address, dnsmasq serving DHCP on it (with
+    // `options`; its leases and log in the results as NAME.leases and
+    // NAME.dnsmasq.log), and everything it started ended with the script.
+    let dhcp_on_tap0 = |name: &str, options: &str| -> String {
+        format!(
+            "trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT; set -e; \
+             ip link set lo up; ip tuntap add dev tap0 mode tap; \
+             ip addr add {NET_HOST}/24 dev tap0; ip link set tap0 up; \
+             dnsmasq --no-daemon --conf-file=/dev/null --user=root --group=root --interface=tap0 \
+               --bind-interfaces --except-interface=lo --port=0 --dhcp-range=172.31.0.10,172.31.0.20,1h \
+               {options}--dhcp-leasefile={leases} --pid-file= 2> {dnsmasq} & ",
+            leases = quote(&r(&format!("{name}.leases"))),
+            dnsmasq = quote(&r(&format!("{name}.dnsmasq.log"))),
+        )
+    };
     let net_script = format!(
-        "trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT; set -e; \
-         ip link set lo up; ip tuntap add dev tap0 mode tap; \
-         ip addr add {NET_HOST}/24 dev tap0; ip link set tap0 up; \
-         dnsmasq --no-daemon --conf-file=/dev/null --user=root --group=root --interface=tap0 \
-           --bind-interfaces --except-interface=lo --port=0 --dhcp-range=172.31.0.10,172.31.0.20,1h \
-           --dhcp-leasefile={leases} --pid-file= 2> {dnsmasq} & \
-         python3 {peer} {NET_HOST} {NET_BYTES} {peer_out} & peer=$!; \
+        "{}python3 {peer} {NET_HOST} {NET_BYTES} {peer_out} & peer=$!; \
          set +e; {vmm} run --memory 256M --net tap=tap0 --dhcp -- sh -c {guest}; rc=$?; \
          wait $peer; echo \"peer ended with $?\" >&2; exit $rc",
-        leases = quote(&r("net.leases")),
-        dnsmasq = quote(&r("net.dnsmasq.log")),
-        peer = quote(&repo_root().join("tests/data/tcp_peer.py").display().to_string()),
+        dhcp_on_tap0("net", ""),
+        peer = quote(
+            &repo_root()
+                .join("tests/data/tcp_peer.py")
+                .display()
+                .to_string()
+        ),
         peer_out = quote(&r("net.peer")),
         guest = quote(&guest_net),
     );
@@ -487,19 +494,24 @@ fn write_scenarios(n: &Nested) -> PathBuf {
     let image_net_guest =
         format!("ip -4 addr show eth0; ping -c 2 {NET_HOST} || exit 10; cat /etc/resolv.conf");
     let image_net = format!(
-        "trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT; set -e; \
-         ip link set lo up; ip tuntap add dev tap0 mode tap; \
-         ip addr add {NET_HOST}/24 dev tap0; ip link set tap0 up; \
-         dnsmasq --no-daemon --conf-file=/dev/null --user=root --group=root --interface=tap0 \
-           --bind-interfaces --except-interface=lo --port=0 --dhcp-range=172.31.0.10,172.31.0.20,1h \
-           --dhcp-option=6,{NET_HOST} --dhcp-leasefile={leases} --pid-file= 2> {dnsmasq} & \
-         set +e; {}",
+        "{}set +e; {}",
+        dhcp_on_tap0("image-net", &format!("--dhcp-option=6,{NET_HOST} ")),
         image_run(
             "/tmp/image-net",
-            &["--image", &two, "--net", "tap=tap0", "--dhcp", "--user", "root", "--", "sh", "-c", &image_net_guest]
+            &[
+                "--image",
+                &two,
+                "--net",
+                "tap=tap0",
+                "--dhcp",
+                "--user",
+                "root",
+                "--",
+                "sh",
+                "-c",
+                &image_net_guest
+            ]
         ),
-        leases = quote(&r("image-net.leases")),
-        dnsmasq = quote(&r("image-net.dnsmasq.log")),
     );
     let sh = |script: String| vec!["bash".to_string(), "-c".to_string(), script];
     let scenarios: Vec<(&str, Vec<String>)> = vec![
@@ -1441,17 +1453,17 @@ fn the_guest_gets_its_address_by_dhcp_pings_and_moves_32_mib_each_way_over_tcp()
     assert_ne!(up, down, "{all}");
 }
 
-#[test]
-fn vmm_bench_times_the_same_command_in_the_vm_and_the_container() {
-    let Some(n) = nested() else { return };
-    let ran = n.scenario("bench");
-    let out = n.results().join("bench-out");
+/// A `vmm bench` scenario ended with 0, its report and samples copied to
+/// the results as NAME-out/, with a start of each of `systems` ready and
+/// none failed: its report, and all it left for the messages.
+fn bench_ran(n: &Nested, name: &str, systems: &[&str]) -> (String, String) {
+    let ran = n.scenario(name);
+    let out = n.results().join(format!("{name}-out"));
     let report = std::fs::read_to_string(out.join("report.md")).unwrap_or_default();
     let csv = std::fs::read_to_string(out.join("samples.csv")).unwrap_or_default();
     let all = format!("{}\n{}\n{report}\n{csv}", ran.stdout, ran.stderr);
     assert_eq!(ran.code, Some(0), "{all}");
-    // One start of each, both ready, none failed.
-    for sys in ["vmm", "runc"] {
+    for sys in systems {
         let row = csv
             .lines()
             .find(|l| l.starts_with(&format!("{sys},")))
@@ -1460,6 +1472,14 @@ fn vmm_bench_times_the_same_command_in_the_vm_and_the_container() {
         assert!(fields[4].parse::<f64>().is_ok(), "{sys} not ready: {all}");
         assert_eq!(fields.last(), Some(&"\"\""), "{sys} failed: {all}");
     }
+    (report, all)
+}
+
+#[test]
+fn vmm_bench_times_the_same_command_in_the_vm_and_the_container() {
+    let Some(n) = nested() else { return };
+    // One start of each, both ready, none failed.
+    let (report, all) = bench_ran(n, "bench", &["vmm", "runc"]);
     assert!(
         report.contains("whose init runs `uname -r`; ready at its first output after the line \"Hello from the guest\""),
         "{all}"
@@ -1569,21 +1589,7 @@ fn an_images_vm_gets_its_address_by_dhcp_and_its_resolv_conf() {
 #[test]
 fn vmm_bench_runs_an_images_command_as_a_vm_cold_and_warm_and_as_containers() {
     let Some(n) = nested() else { return };
-    let ran = n.scenario("image-bench");
-    let out = n.results().join("image-bench-out");
-    let report = std::fs::read_to_string(out.join("report.md")).unwrap_or_default();
-    let csv = std::fs::read_to_string(out.join("samples.csv")).unwrap_or_default();
-    let all = format!("{}\n{}\n{report}\n{csv}", ran.stdout, ran.stderr);
-    assert_eq!(ran.code, Some(0), "{all}");
-    for sys in ["vmm-cold", "vmm", "runc", "unshare"] {
-        let row = csv
-            .lines()
-            .find(|l| l.starts_with(&format!("{sys},")))
-            .unwrap_or_else(|| panic!("no {sys} sample: {all}"));
-        let fields: Vec<&str> = row.split(',').collect();
-        assert!(fields[4].parse::<f64>().is_ok(), "{sys} not ready: {all}");
-        assert_eq!(fields.last(), Some(&"\"\""), "{sys} failed: {all}");
-    }
+    let (report, all) = bench_ran(n, "image-bench", &["vmm-cold", "vmm", "runc", "unshare"]);
     assert!(report.contains("The container image: "), "{all}");
     assert!(
         report.contains("as the same user in the same directory with the same environment"),
