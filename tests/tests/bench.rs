@@ -156,6 +156,44 @@ fn bad_bench_options_are_usage_errors() {
     }
 }
 
+#[test]
+fn an_image_the_bench_cannot_find_or_read_is_refused_before_any_start() {
+    if vmm_tests::default_guest().is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!("the default guest is not built; CI must run guest-kernels/build.sh first");
+        }
+        eprintln!("skipped: default guest not built");
+        return;
+    }
+    let tmp = vmm_tests::TempDir::new("bench-image");
+    let missing = tmp.join("no-such-image").display().to_string();
+    let out = run_vmm(
+        &["bench", "--image", &missing],
+        Duration::from_secs(30),
+        None,
+    );
+    assert_eq!(out.code, Some(vmm::exit_code::FILE), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no such directory or file"),
+        "{}",
+        out.stderr
+    );
+    std::fs::create_dir(tmp.join("empty")).unwrap();
+    let empty = tmp.join("empty").display().to_string();
+    let out = run_vmm(&["bench", "--image", &empty], Duration::from_secs(30), None);
+    assert_eq!(
+        out.code,
+        Some(vmm::exit_code::CONTAINER_IMAGE),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "nothing was measured: {}",
+        out.stdout
+    );
+}
+
 /// Slow: one boot of the default guest (about a minute and a half on an
 /// emulated KVM, well under a second on VT-x/AMD-V).
 #[test]

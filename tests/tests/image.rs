@@ -357,6 +357,19 @@ fn vmm_image_lists_removes_and_prunes_the_cache() {
     };
     let (code, out, err) = image_cmd(&["list"]);
     assert_eq!(code, Some(0), "{err}");
+    // A cache limit that is no size.
+    let bad = Command::new(vmm_bin())
+        .env("VMM_IMAGE_CACHE", &cache_dir)
+        .env("VMM_IMAGE_CACHE_MAX", "lots")
+        .args(["image", "list"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(exit_code::CONFIG), "{log}");
+    assert!(
+        log.contains("invalid VMM_IMAGE_CACHE_MAX 'lots': expected a size"),
+        "{log}"
+    );
     for (reference, key) in &refs {
         assert!(
             out.lines()
