@@ -387,15 +387,6 @@ pub fn kvm_is_emulated() -> bool {
     Path::new("/sys/module/kvm_pvm").exists()
 }
 
-/// Whether /dev/kvm can be opened (KVM tests need it).
-pub fn kvm_available() -> bool {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
-}
-
 /// The repository's root directory.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -441,23 +432,25 @@ pub fn default_guest() -> Option<PathBuf> {
 
 /// The default guest for an end-to-end test, if this machine can run it
 /// and it has every file in `needs` (beyond vmlinux and initramfs.cpio).
-/// None means skip (said on stderr); under CI a missing guest is a failure,
-/// since CI builds it first.
+/// None means skip (`prereq`: said in every run; under CI a failure, since
+/// CI builds the guest first).
 pub fn default_guest_or_skip(needs: &[&str]) -> Option<PathBuf> {
-    if !kvm_available() {
-        eprintln!("skipped: /dev/kvm not available");
-        return None;
-    }
-    match default_guest().filter(|d| needs.iter().all(|f| d.join(f).is_file())) {
-        Some(dir) => Some(dir),
-        None if std::env::var_os("CI").is_some() => {
-            panic!("the default guest is not built; CI must run guest-kernels/build.sh first")
-        }
-        None => {
-            eprintln!("skipped: default guest not built (run guest-kernels/build.sh)");
-            None
-        }
-    }
+    let guest = default_guest().filter(|d| needs.iter().all(|f| d.join(f).is_file()));
+    let built = prereq::Need::that(
+        guest.is_some(),
+        format!(
+            "the default guest with {} (guest-kernels/build.sh)",
+            ["vmlinux", "initramfs.cpio"]
+                .iter()
+                .chain(needs)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+    prereq::require([prereq::Need::kvm(), built])
+        .then_some(guest)
+        .flatten()
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use prereq::Need;
 use vmm_tests::{default_guest_or_skip, run_vmm, TempDir};
 
 const LIMIT: Duration = Duration::from_secs(900);
@@ -30,18 +31,14 @@ fn read(dir: &Path, name: &str) -> String {
 }
 
 fn containers_can_run() -> bool {
-    // SAFETY: geteuid has no arguments and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    let have = |p: &str| Path::new(p).exists();
-    let ok = root && (have("/usr/sbin/runc") || have("/usr/bin/runc")) && have("/bin/busybox");
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs as root with runc and busybox-static (scripts/setup.sh)"
-        );
-        eprintln!("skipped: needs root, runc and busybox-static");
-    }
-    ok
+    prereq::require([
+        Need::root(),
+        Need::tool("runc", "runc"),
+        Need::that(
+            Path::new("/bin/busybox").exists(),
+            "/bin/busybox (apt-get install busybox-static)",
+        ),
+    ])
 }
 
 #[test]
@@ -158,11 +155,10 @@ fn bad_bench_options_are_usage_errors() {
 
 #[test]
 fn an_image_the_bench_cannot_find_or_read_is_refused_before_any_start() {
-    if vmm_tests::default_guest().is_none() {
-        if std::env::var_os("CI").is_some() {
-            panic!("the default guest is not built; CI must run guest-kernels/build.sh first");
-        }
-        eprintln!("skipped: default guest not built");
+    if !prereq::require([Need::that(
+        vmm_tests::default_guest().is_some(),
+        "the default guest (guest-kernels/build.sh)",
+    )]) {
         return;
     }
     let tmp = vmm_tests::TempDir::new("bench-image");

@@ -5,7 +5,7 @@
 //! makes no system call, so it stays up on an emulated KVM too: the replies
 //! come from the guest kernel alone.
 
-use std::path::Path;
+use prereq::Need;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -95,30 +95,15 @@ impl Drop for Netns {
     }
 }
 
-fn have(tool: &str) -> bool {
-    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
-        .iter()
-        .any(|d| Path::new(d).join(tool).exists())
-}
-
 /// Root and the tools, or a skip (a failure in CI, where setup installs
 /// them and runs as root).
 fn net_test_possible() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let missing: Vec<&str> = ["ip", "dnsmasq", "ping"]
-        .into_iter()
-        .filter(|t| !have(t))
-        .collect();
-    if root && missing.is_empty() {
-        return true;
-    }
-    let why = format!("root: {root}, missing tools: {missing:?}");
-    if std::env::var_os("CI").is_some() {
-        panic!("the network test cannot run in CI ({why}); scripts/setup.sh installs the tools");
-    }
-    eprintln!("skipped: {why}");
-    false
+    prereq::require([
+        Need::root(),
+        Need::tool("ip", "iproute2"),
+        Need::tool("dnsmasq", "dnsmasq-base"),
+        Need::tool("ping", "iputils-ping"),
+    ])
 }
 
 #[test]

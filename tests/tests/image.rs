@@ -17,14 +17,10 @@ use vmm_tests::{default_guest, default_guest_or_skip, images, run_until, vmm_bin
 /// The default guest's init goes on every image disk: these tests need it
 /// built (not KVM: they end before a VM is made).
 fn guest_built() -> bool {
-    if default_guest().is_some() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("the default guest is not built; CI must run guest-kernels/build.sh first");
-    }
-    eprintln!("skipped: default guest not built (run guest-kernels/build.sh)");
-    false
+    prereq::require([prereq::Need::that(
+        default_guest().is_some(),
+        "the default guest (guest-kernels/build.sh)",
+    )])
 }
 
 /// `vmm run --image ARGS...` with the cache in `cache`: (exit code, log).

@@ -7,7 +7,8 @@
 
 use std::sync::Mutex;
 
-use vmm_tests::{kvm_available, soak, TempDir};
+use prereq::Need;
+use vmm_tests::{soak, TempDir};
 
 /// One soak at a time: a VM alive in this process while the other spawns
 /// `vmm` processes would lend them descriptors (a dup'ed eventfd is not
@@ -32,8 +33,7 @@ fn check(what: &str, r: &soak::Report) {
 
 #[test]
 fn cycles_in_one_process_leak_nothing() {
-    if !kvm_available() {
-        eprintln!("skipped: /dev/kvm not available");
+    if !prereq::require([Need::kvm()]) {
         return;
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -44,8 +44,7 @@ fn cycles_in_one_process_leak_nothing() {
 
 #[test]
 fn cycles_as_separate_processes_leak_nothing() {
-    if !kvm_available() {
-        eprintln!("skipped: /dev/kvm not available");
+    if !prereq::require([Need::kvm()]) {
         return;
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use vmm_tests::{asm, kvm_available, kvm_is_emulated, run_vmm, tiny_elf, TempDir};
+use prereq::Need;
+use vmm_tests::{asm, kvm_is_emulated, run_vmm, tiny_elf, TempDir};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -26,8 +27,7 @@ fn boot(code: &[u8], extra: &[&str]) -> vmm_tests::Outcome {
 
 #[test]
 fn prints_on_the_serial_port_then_resets() {
-    if !kvm_available() {
-        eprintln!("skipped: /dev/kvm not available");
+    if !prereq::require([Need::kvm()]) {
         return;
     }
     let mut code = asm::print(b"Hello from a tiny guest\n");
@@ -45,7 +45,7 @@ fn prints_on_the_serial_port_then_resets() {
 
 #[test]
 fn serial_output_to_a_file_and_to_nowhere() {
-    if !kvm_available() {
+    if !prereq::require([Need::kvm()]) {
         return;
     }
     let mut code = asm::print(b"to file\n");
@@ -64,7 +64,7 @@ fn serial_output_to_a_file_and_to_nowhere() {
 
 #[test]
 fn a_triple_fault_is_a_guest_crash() {
-    if !kvm_available() {
+    if !prereq::require([Need::kvm()]) {
         return;
     }
     let mut code = asm::print(b"about to fault\n");
@@ -90,7 +90,7 @@ fn a_triple_fault_is_a_guest_crash() {
 
 #[test]
 fn an_instruction_the_host_cannot_emulate() {
-    if !kvm_available() {
+    if !prereq::require([Need::kvm()]) {
         return;
     }
     let mut code = asm::print(b"A");
@@ -119,7 +119,7 @@ fn an_instruction_the_host_cannot_emulate() {
 
 #[test]
 fn two_vcpus_boot_and_the_bsp_resets() {
-    if !kvm_available() {
+    if !prereq::require([Need::kvm()]) {
         return;
     }
     let mut code = asm::print(b"smp\n");
@@ -132,7 +132,7 @@ fn two_vcpus_boot_and_the_bsp_resets() {
 
 #[test]
 fn the_emulated_host_adaptation_is_logged_and_can_be_turned_off() {
-    if !kvm_available() {
+    if !prereq::require([Need::kvm()]) {
         return;
     }
     let mut code = asm::print(b"x");
@@ -163,7 +163,7 @@ fn the_emulated_host_adaptation_is_logged_and_can_be_turned_off() {
 
 #[test]
 fn a_user_clearcpuid_is_extended_not_replaced() {
-    if !kvm_available() {
+    if !prereq::require([Need::kvm()]) {
         return;
     }
     let mut code = asm::print(b"x");
@@ -200,8 +200,7 @@ fn a_user_clearcpuid_is_extended_not_replaced() {
 
 #[test]
 fn sigterm_tears_the_vm_down_cleanly() {
-    if !kvm_available() {
-        eprintln!("skipped: /dev/kvm not available");
+    if !prereq::require([Need::kvm()]) {
         return;
     }
     let dir = TempDir::new("sigterm");
@@ -238,8 +237,7 @@ fn phase_ms(log: &str, name: &str) -> Option<f64> {
 
 #[test]
 fn the_boot_timer_port_and_page_mark_init_reached_after_the_other_phases() {
-    if !kvm_available() {
-        eprintln!("skipped: /dev/kvm not available");
+    if !prereq::require([Need::kvm()]) {
         return;
     }
     // Port 0x440: mov dx, 0x440; mov al, 123; out dx, al.
@@ -275,8 +273,7 @@ fn the_boot_timer_port_and_page_mark_init_reached_after_the_other_phases() {
 
 #[test]
 fn the_kernels_init_line_on_the_console_is_a_phase() {
-    if !kvm_available() {
-        eprintln!("skipped: /dev/kvm not available");
+    if !prereq::require([Need::kvm()]) {
         return;
     }
     let mut code = asm::print(b"[    1.000000] Run /init as init process\r\n");
@@ -303,8 +300,7 @@ fn rss_kib(pid: u32) -> u64 {
 fn a_serial_flood_to_a_closed_or_slow_stdout_does_not_grow_memory() {
     use std::io::Read;
     use std::process::{Command, Stdio};
-    if !kvm_available() {
-        eprintln!("skipped: /dev/kvm not available");
+    if !prereq::require([Need::kvm()]) {
         return;
     }
     // mov dx, 0x3f8; l: mov al, 'x'; out dx, al; jmp l
@@ -401,8 +397,7 @@ fn seccomp_modes(pid: u32) -> Vec<(String, String)> {
 #[test]
 fn every_thread_is_filtered_unless_seccomp_is_off() {
     use std::process::{Command, Stdio};
-    if !kvm_available() {
-        eprintln!("skipped: /dev/kvm not available");
+    if !prereq::require([Need::kvm()]) {
         return;
     }
     // A guest that spins: jmp $.
@@ -451,8 +446,7 @@ fn every_thread_is_filtered_unless_seccomp_is_off() {
 /// serves a read, and the disk file is untouched.
 #[test]
 fn a_broken_virtio_ring_needs_reset_and_a_reset_brings_the_device_back() {
-    if !kvm_available() {
-        eprintln!("skipped: /dev/kvm not available");
+    if !prereq::require([Need::kvm()]) {
         return;
     }
     const MMIO: u64 = 0xd000_0000; // virtio-mmio slot 0: the first disk

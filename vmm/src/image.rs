@@ -148,12 +148,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("vmm-image-apply-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("oci")).unwrap();
-        if std::process::Command::new("mkfs.ext4")
-            .arg("-V")
-            .output()
-            .is_err()
-        {
-            eprintln!("skipped: no e2fsprogs");
+        if !prereq::require([prereq::Need::tool("mkfs.ext4", "e2fsprogs")]) {
             return;
         }
         use vmm_image::testing::{self, Compression, Layer};

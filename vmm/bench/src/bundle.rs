@@ -199,8 +199,12 @@ mod applet_tests {
 
     #[test]
     fn busyboxs_own_list_gives_the_applets() {
-        let Some(busybox) = crate::run::which("busybox") else {
-            eprintln!("skipped: no busybox");
+        let busybox = crate::run::which("busybox");
+        let need = prereq::Need::that(
+            busybox.is_some(),
+            "busybox (apt-get install busybox-static)",
+        );
+        let (true, Some(busybox)) = (prereq::require([need]), busybox) else {
             return;
         };
         let list = applets(&busybox).unwrap();

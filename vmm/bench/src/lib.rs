@@ -730,8 +730,8 @@ mod tests {
 
     #[test]
     fn containers_run_the_spec_on_the_bundle() {
-        if !is_root() || run::which("unshare").is_none() {
-            eprintln!("skipped: needs root and unshare");
+        use prereq::Need;
+        if !prereq::require([Need::root(), Need::tool("unshare", "util-linux")]) {
             return;
         }
         let opts = Options {

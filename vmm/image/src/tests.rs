@@ -161,8 +161,7 @@ fn layers_apply_in_order_with_whiteouts_and_opaque_directories() {
 
 #[test]
 fn as_root_ownership_modes_and_device_nodes_are_on_the_files() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
+    if !prereq::require([prereq::Need::root()]) {
         return;
     }
     use std::os::unix::fs::FileTypeExt;
@@ -450,15 +449,11 @@ fn docker_save_archives_are_found_by_repo_and_tag() {
 }
 
 fn have_e2fsprogs() -> bool {
-    let ok = Command::new("debugfs").arg("-V").output().is_ok()
-        && Command::new("mkfs.ext4").arg("-V").output().is_ok();
-    if !ok {
-        if std::env::var_os("CI").is_some() {
-            panic!("e2fsprogs is needed (scripts/setup.sh installs it)");
-        }
-        eprintln!("skipped: no e2fsprogs");
-    }
-    ok
+    use prereq::Need;
+    prereq::require([
+        Need::tool("debugfs", "e2fsprogs"),
+        Need::tool("mkfs.ext4", "e2fsprogs"),
+    ])
 }
 
 fn debugfs(image: &Path, request: &str) -> String {
@@ -492,8 +487,12 @@ fn the_cached_disk_holds_init_the_run_file_and_the_image_with_its_owners() {
         return;
     }
     for native in [false, true] {
-        if native && !is_root() {
-            eprintln!("skipped the root half: needs root");
+        if native
+            && !prereq::require([prereq::Need::that(
+                is_root(),
+                "root (for the half that stages owners natively)",
+            )])
+        {
             continue;
         }
         let tmp = Tmp::new("cache");
