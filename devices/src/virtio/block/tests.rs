@@ -199,8 +199,8 @@ fn flush_and_get_id() {
 }
 
 /// The helper side of `an_acknowledged_flush_survives_kill_9`: a write
-/// and a flush through the device, "acked" once both are answered OK,
-/// then it waits to be killed.
+/// and a flush through the device, "acked" (with its pid) once both are
+/// answered OK, then it waits to be killed.
 fn flush_helper(path: &str) {
     let f = std::fs::OpenOptions::new()
         .read(true)
@@ -218,24 +218,58 @@ fn flush_helper(path: &str) {
     );
     header(&m, VIRTIO_BLK_T_FLUSH, 0);
     assert_eq!(run(&mut dev, &m, &[hdr, st]).status, VIRTIO_BLK_S_OK);
-    println!("acked");
+    println!("acked {}", std::process::id());
     std::io::stdout().flush().unwrap();
     std::thread::sleep(std::time::Duration::from_secs(120));
 }
 
+/// The system calls of a strace log (`strace -y`) that name `path`, as
+/// (call, result), and the helper's write of its "acked" line, as
+/// ("acked", ""), in order.
+fn disk_calls(log: &str, path: &str) -> Vec<(String, String)> {
+    log.lines()
+        .filter_map(|l| {
+            if l.contains("\"acked ") {
+                return Some(("acked".into(), String::new()));
+            }
+            if !l.contains(&format!("<{path}>")) {
+                return None;
+            }
+            // "PID  call(args...) = result"
+            let call = l.split_whitespace().nth(1)?;
+            let call = call.split('(').next()?.to_string();
+            let result = l.rsplit_once(" = ")?.1.trim().to_string();
+            Some((call, result))
+        })
+        .collect()
+}
+
 /// A write the guest saw acknowledged by a flush is in the host file
-/// after the VMM process is killed with SIGKILL. The device runs in a
-/// child process (this test binary again, in helper mode).
+/// after the VMM process is killed with SIGKILL, and it got there by an
+/// fdatasync of the disk file between the write and the acknowledgement:
+/// the data surviving the kill alone would prove nothing, since a killed
+/// process's writes stay in the host's page cache. The device runs in a
+/// child process (this test binary again, in helper mode) under strace,
+/// which records its system calls on the disk file.
 #[test]
 fn an_acknowledged_flush_survives_kill_9() {
     if let Ok(path) = std::env::var("VMM_FLUSH_HELPER") {
         flush_helper(&path);
         return;
     }
+    if !prereq::require([prereq::Need::tool("strace", "strace")]) {
+        return;
+    }
     use std::io::BufRead;
     let path = std::env::temp_dir().join(format!("vmm-blk-kill-{}", std::process::id()));
+    let trace = path.with_extension("strace");
     std::fs::write(&path, vec![0u8; (DISK_SECTORS * SECTOR_SIZE) as usize]).unwrap();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+    let mut strace = std::process::Command::new("strace")
+        .args(["-f", "--seccomp-bpf", "-qq", "-y", "-o"])
+        .arg(&trace)
+        .arg("-e")
+        .arg("trace=pwrite64,pwritev,pwritev2,write,fdatasync,fsync,sync_file_range")
+        .arg(std::env::current_exe().unwrap())
         .args([
             "--exact",
             "virtio::block::tests::an_acknowledged_flush_survives_kill_9",
@@ -246,20 +280,43 @@ fn an_acknowledged_flush_survives_kill_9() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let acked = out
+    let out = std::io::BufReader::new(strace.stdout.take().unwrap());
+    let helper: Option<i32> = out
         .lines()
         .map_while(Result::ok)
-        .any(|l| l.contains("acked"));
-    child.kill().unwrap(); // SIGKILL
-    let status = child.wait().unwrap();
-    assert!(acked, "the helper never acknowledged");
+        .find_map(|l| l.split_once("acked ")?.1.trim().parse().ok());
+    let Some(helper) = helper else {
+        let _ = strace.kill();
+        panic!("the helper never acknowledged");
+    };
+    // SAFETY: kill takes plain integers; the helper is strace's child,
+    // alive until this SIGKILL (it sleeps 120 s after acking).
+    assert_eq!(unsafe { libc::kill(helper, libc::SIGKILL) }, 0);
+    let status = strace.wait().unwrap();
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    // strace ends as its tracee did.
+    assert!(
+        status.signal() == Some(libc::SIGKILL) || status.code() == Some(128 + libc::SIGKILL),
+        "{status:?}"
+    );
     let data = std::fs::read(&path).unwrap();
+    let log = std::fs::read_to_string(&trace).unwrap();
     std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(&trace).unwrap();
     assert_eq!(&data[8 * 512..8 * 512 + 4096], &[0xab; 4096][..]);
     assert!(data[..8 * 512].iter().all(|&b| b == 0));
+    // On the disk file: the write, then a successful fdatasync, then the
+    // acknowledgement, and nothing else.
+    let calls = disk_calls(&log, &path.display().to_string());
+    let calls: Vec<(&str, &str)> = calls
+        .iter()
+        .map(|(c, r)| (c.as_str(), r.as_str()))
+        .collect();
+    assert_eq!(
+        calls,
+        [("pwrite64", "4096"), ("fdatasync", "0"), ("acked", "")],
+        "{log}"
+    );
 }
 
 /// Host faults under a running disk: the guest gets IOERR, the device
@@ -267,7 +324,8 @@ fn an_acknowledged_flush_survives_kill_9() {
 #[test]
 fn a_full_host_disk_gives_the_guest_ioerr() {
     // /dev/full: every write fails with ENOSPC, reads give zeros, and
-    // it cannot be synced.
+    // it cannot be synced (a character device without fsync: fdatasync
+    // fails with EINVAL).
     let full = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -283,8 +341,8 @@ fn a_full_host_disk_gives_the_guest_ioerr() {
         VIRTIO_BLK_S_IOERR
     );
     header(&m, VIRTIO_BLK_T_FLUSH, 0);
-    let flushed = run(&mut dev, &m, &[hdr, st]).status;
-    assert!(matches!(flushed, VIRTIO_BLK_S_OK | VIRTIO_BLK_S_IOERR));
+    assert_eq!(run(&mut dev, &m, &[hdr, st]).status, VIRTIO_BLK_S_IOERR);
+    assert_eq!(dev.stats.flushes, 0);
     // Reads still work: the device goes on.
     header(&m, VIRTIO_BLK_T_IN, 0);
     m.write_slice(&[0x55; 4096], GuestAddress(DATA)).unwrap();
@@ -293,7 +351,7 @@ fn a_full_host_disk_gives_the_guest_ioerr() {
     let mut back = [0xffu8; 4096];
     m.read_slice(&mut back, GuestAddress(DATA)).unwrap();
     assert_eq!(back, [0u8; 4096]);
-    assert_eq!(dev.stats.failed, 1 + u64::from(flushed != VIRTIO_BLK_S_OK));
+    assert_eq!(dev.stats.failed, 2);
 }
 
 #[test]
@@ -489,25 +547,47 @@ fn chains_without_a_status_byte_are_returned_unanswered() {
     assert_eq!(file_bytes(&mut dev), content);
 }
 
+/// A write whose chain would be well formed but for its last descriptor
+/// naming the first again (a loop): returned unanswered, counted as
+/// malformed, no host I/O. The same chain without the loop is written.
 #[test]
 fn a_looping_chain_ends_without_host_io() {
     let (mut dev, content) = block(false);
     let m = mem();
     header(&m, VIRTIO_BLK_T_OUT, 0);
-    let vq = MockSplitQueue::create(&m, GuestAddress(0), 16);
-    // 0 -> 1 -> 0 -> ...
-    let d0 = RawDescriptor::from(SplitDescriptor::new(HDR, 16, VRING_DESC_F_NEXT as u16, 1));
-    let d1 = RawDescriptor::from(SplitDescriptor::new(
-        DATA,
-        512,
-        (VRING_DESC_F_NEXT | VRING_DESC_F_WRITE) as u16,
-        0,
-    ));
-    vq.add_desc_chains(&[d0, d1], 0).unwrap();
-    let mut q: Queue = vq.create_queue().unwrap();
-    dev.process_queue(&m, 0, &mut q);
-    assert_eq!(dev.stats.bytes_written, 0);
-    assert_eq!(file_bytes(&mut dev), content);
+    m.write_slice(&[0x5a; 512], GuestAddress(DATA)).unwrap();
+    let chain = |last_flags: u32| {
+        [
+            RawDescriptor::from(SplitDescriptor::new(HDR, 16, VRING_DESC_F_NEXT as u16, 1)),
+            RawDescriptor::from(SplitDescriptor::new(DATA, 512, VRING_DESC_F_NEXT as u16, 2)),
+            // The status byte; with NEXT it leads back to descriptor 0.
+            RawDescriptor::from(SplitDescriptor::new(STATUS, 1, last_flags as u16, 0)),
+        ]
+    };
+    for looped in [true, false] {
+        m.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
+        let flags = VRING_DESC_F_WRITE | if looped { VRING_DESC_F_NEXT } else { 0 };
+        let vq = MockSplitQueue::create(&m, GuestAddress(0), 16);
+        vq.add_desc_chains(&chain(flags), 0).unwrap();
+        let mut q: Queue = vq.create_queue().unwrap();
+        assert!(dev.process_queue(&m, 0, &mut q), "looped={looped}");
+        // Returned either way, so that the driver gets its buffers back.
+        assert_eq!(q.next_used(), 1, "looped={looped}");
+        let used_len = vq.used().ring().ref_at(0).unwrap().load().len();
+        let status: u8 = m.read_obj(GuestAddress(STATUS)).unwrap();
+        if looped {
+            assert_eq!((used_len, status), (0, 0xff));
+            assert_eq!(dev.stats.malformed, 1);
+            assert_eq!((dev.stats.ok, dev.stats.failed), (0, 0));
+            assert_eq!(dev.stats.bytes_written, 0);
+            assert_eq!(file_bytes(&mut dev), content);
+        } else {
+            assert_eq!((used_len, status), (1, VIRTIO_BLK_S_OK));
+            assert_eq!(dev.stats.malformed, 1);
+            assert_eq!(dev.stats.bytes_written, 512);
+            assert_eq!(file_bytes(&mut dev)[..512], [0x5a; 512]);
+        }
+    }
 }
 
 #[test]
