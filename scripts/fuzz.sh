@@ -10,6 +10,10 @@
 # AddressSanitizer (the code under test has no unsafe memory handling of
 # its own beyond guest memory, which vm-memory bounds-checks).
 #
+# Each target's longest input (-max_len) is 4096 bytes, or its longest seed
+# (corpus or regression) when that is longer, so that every seed is fuzzed
+# whole; the table shows it.
+#
 # New inputs the fuzzer finds go to a scratch folder, not into the repo.
 # With --keep, those that reach code (edges) the corpus does not are
 # added to fuzz/corpus/TARGET (libFuzzer's -set_cover_merge, without hit
@@ -29,7 +33,7 @@ while (($#)); do
     case $1 in
         --seconds) seconds=${2-}; shift; (($#)) && shift ;;
         --keep) keep=1; shift ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         -*) echo "fuzz: unknown option $1" >&2; exit 2 ;;
         *) targets+=("$1"); shift ;;
     esac
@@ -54,14 +58,17 @@ scratch=$(mktemp -d /tmp/vmm-fuzz.XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
 
 status=0
-printf '%-14s %8s %10s %8s %9s  %s\n' target seconds runs exec/s coverage result
+printf '%-14s %8s %8s %10s %8s %9s  %s\n' target seconds max_len runs exec/s coverage result
 for t in "${targets[@]}"; do
     mkdir -p "$scratch/$t" "$scratch/artifacts"
     inputs=(fuzz/corpus/"$t")
     [[ -d fuzz/regressions/$t ]] && inputs+=(fuzz/regressions/"$t")
     log=$scratch/$t.log
+    max_len=4096
+    longest=$(find "${inputs[@]}" -type f -printf '%s\n' | sort -n | tail -n 1)
+    ((${longest:-0} > max_len)) && max_len=$longest
     set +e
-    "$bin/$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=4096 \
+    "$bin/$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len="$max_len" \
         -print_final_stats=1 -artifact_prefix="$scratch/artifacts/$t-" \
         "$scratch/$t" "${inputs[@]}" >"$log" 2>&1
     rc=$?
@@ -78,9 +85,9 @@ for t in "${targets[@]}"; do
         cp "$scratch"/artifacts/"$t"-* "$kept"/ 2>/dev/null || true
         result="FAILED (exit $rc): inputs kept in $kept"
     fi
-    printf '%-14s %8s %10s %8s %9s  %s\n' "$t" "$seconds" "${runs:-?}" "${speed:-?}" "${cov:-?}" "$result"
+    printf '%-14s %8s %8s %10s %8s %9s  %s\n' "$t" "$seconds" "$max_len" "${runs:-?}" "${speed:-?}" "${cov:-?}" "$result"
     if ((rc == 0 && keep)); then
-        "$bin/$t" -set_cover_merge=1 -use_counters=0 -max_len=4096 -timeout=10 \
+        "$bin/$t" -set_cover_merge=1 -use_counters=0 -max_len="$max_len" -timeout=10 \
             fuzz/corpus/"$t" "$scratch/$t" >"$scratch/$t.merge" 2>&1
         grep -o 'MERGE-OUTER: [0-9]* new files' "$scratch/$t.merge" | sed "s|^|$t: |" >&2
     fi

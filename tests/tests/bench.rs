@@ -141,15 +141,36 @@ fn a_short_container_run_writes_the_csv_report_and_chart() {
 
 #[test]
 fn bad_bench_options_are_usage_errors() {
-    for args in [
-        &["bench", "--iterations", "0"][..],
-        &["bench", "--parallel", "0"][..],
-        &["bench", "--warmup", "101"][..],
-        &["bench", "--warmup", "-1"][..],
-        &["bench", "--systems", "vmm,docker"][..],
+    for (args, says) in [
+        (
+            &["bench", "--iterations", "0"][..],
+            "invalid value '0' for '--iterations <N>'",
+        ),
+        (
+            &["bench", "--iterations", "-3"][..],
+            "invalid value '-3' for '--iterations <N>'",
+        ),
+        (
+            &["bench", "--parallel", "0"][..],
+            "invalid value '0' for '--parallel <K>'",
+        ),
+        (
+            &["bench", "--warmup", "101"][..],
+            "invalid value '101' for '--warmup <N>'",
+        ),
+        (
+            &["bench", "--warmup", "-1"][..],
+            "invalid value '-1' for '--warmup <N>'",
+        ),
+        (
+            &["bench", "--systems", "vmm,docker"][..],
+            "invalid value 'docker' for '--systems <LIST>': unknown system 'docker'",
+        ),
     ] {
         let out = run_vmm(args, Duration::from_secs(30), None);
         assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
+        assert!(out.stdout.is_empty(), "{args:?}: {}", out.stdout);
     }
 }
 

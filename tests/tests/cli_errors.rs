@@ -143,6 +143,12 @@ fn bad_serial_and_flags_are_usage_errors() {
     );
     let out = run(&["run", "--no-such-flag"]);
     assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("unexpected argument '--no-such-flag' found"),
+        "{}",
+        out.stderr
+    );
     let out = run(&["run", "--smt=maybe"]);
     assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(out.stderr.contains("--smt"), "{}", out.stderr);

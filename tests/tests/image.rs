@@ -124,6 +124,10 @@ fn images_that_cannot_run_are_refused_before_any_vm_with_their_exit_codes() {
 
     let (code, log) = run_image(&cache, &["--entrypoint", "/bin/sh"]);
     assert_eq!(code, Some(exit_code::USAGE), "{log}");
+    assert!(
+        log.contains("the following required arguments were not provided:\n  --image <REF>"),
+        "{log}"
+    );
 
     use std::os::unix::ffi::OsStrExt;
     let out = Command::new(vmm_bin())

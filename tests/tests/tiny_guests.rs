@@ -438,6 +438,12 @@ fn every_thread_is_filtered_unless_seccomp_is_off() {
     }
     let out = run_vmm(&["run", "--seccomp", "maybe"], LIMIT, None);
     assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("invalid value 'maybe' for '--seccomp <on|off>'"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// A guest that breaks its virtio-blk queue (an avail index more than a

@@ -573,9 +573,13 @@ fn cpu_description() -> String {
 }
 
 fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
+    utc(std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+        .map_or(0, |d| d.as_secs()))
+}
+
+/// `secs` since 1970-01-01 00:00 UTC as "YYYY-MM-DD HH:MM UTC".
+fn utc(secs: u64) -> String {
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let days = (secs / 86_400) as i64;
     let z = days + 719_468;
@@ -721,11 +725,24 @@ mod tests {
 
     #[test]
     fn dates_are_civil() {
-        let d = utc_now();
-        assert!(
-            d.len() == 20 && d.ends_with(" UTC") && d.starts_with("20"),
-            "{d}"
-        );
+        for (secs, date) in [
+            (0, "1970-01-01 00:00 UTC"),
+            // A leap day, and the day after it.
+            (951_782_400, "2000-02-29 00:00 UTC"),
+            (951_868_799, "2000-02-29 23:59 UTC"),
+            (951_868_800, "2000-03-01 00:00 UTC"),
+            (1_709_164_800 + 13 * 3600 + 37 * 60, "2024-02-29 13:37 UTC"),
+            // 2100 is no leap year: February 28, then March 1.
+            (4_107_456_000, "2100-02-28 00:00 UTC"),
+            (4_107_542_400, "2100-03-01 00:00 UTC"),
+            // A year's last minute and the next year's first.
+            (1_767_225_599, "2025-12-31 23:59 UTC"),
+            (1_767_225_600, "2026-01-01 00:00 UTC"),
+        ] {
+            assert_eq!(utc(secs), date, "{secs}");
+        }
+        let now = utc_now();
+        assert!(now.len() == 20 && now.ends_with(" UTC"), "{now}");
     }
 
     #[test]

@@ -16,11 +16,11 @@ use vmm_bench::System;
 #[command(name = "vmm bench", bin_name = "vmm bench", version, long_about = None, args_override_self = true)]
 struct BenchArgs {
     /// Rounds; each starts every system once (or --parallel times).
-    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, value_name = "N", default_value_t = 5, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=1000))]
     iterations: u32,
     /// Rounds run first and not counted (they warm the page cache with
     /// every system's files).
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=100))]
+    #[arg(long, value_name = "N", default_value_t = 1, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(0..=100))]
     warmup: u32,
     /// Starts at once, per system and round: per-instance times and starts
     /// per second.
