@@ -6,7 +6,7 @@
 #
 #   scripts/nested.sh [--smp N] [--memory SIZE] [--icount] [--results DIR]
 #                     [--timeout SECS] [--console FILE] [--monitor SOCKET]
-#                     -- COMMAND [ARGS...]
+#                     [--heartbeat SECS] -- COMMAND [ARGS...]
 #
 # This machine's files are the L1's, at the same paths, read-only under an
 # overlay whose writes are thrown away at the end: a nested run never changes
@@ -15,6 +15,10 @@
 # environment; its stdout and stderr come back on this script's.
 # --monitor SOCKET puts QEMU's human monitor on that Unix socket (`info
 # registers` there shows where the L1's CPU is, when it seems stuck).
+# --heartbeat SECS (needs --results) has the L1's init write its uptime to
+# RESULTS/l1.heartbeat every SECS seconds of its own clock, beside COMMAND
+# and whatever it does: a caller tells an L1 that lives (the heartbeat goes
+# on) from one that froze (it stops).
 #
 # Exit code: COMMAND's, or
 #   2    bad options
@@ -28,7 +32,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '7,10p' "${BASH_SOURCE[0]}" | sed 's/^# *//' >&2
+    sed -n '7,9p' "${BASH_SOURCE[0]}" | sed 's/^# *//' >&2
     exit 2
 }
 bad() { echo "nested: $*" >&2; exit 2; }
@@ -41,6 +45,7 @@ results=
 timeout=0
 console=
 monitor=()
+heartbeat=
 while (($#)); do
     case $1 in
         --smp) [[ ${2:-} =~ ^[1-8]$ ]] || bad "--smp takes 1 to 8, not '${2:-}'"; smp=$2; shift 2 ;;
@@ -50,6 +55,7 @@ while (($#)); do
         --timeout) [[ ${2:-} =~ ^[0-9]+$ ]] || bad "--timeout takes seconds, not '${2:-}'"; timeout=$2; shift 2 ;;
         --console) [[ -n ${2:-} ]] || bad "--console takes a file"; console=$2; shift 2 ;;
         --monitor) [[ -n ${2:-} && ${2:-} != *,* ]] || bad "--monitor takes a socket path without commas"; monitor=(-monitor "unix:$2,server=on,wait=off"); shift 2 ;;
+        --heartbeat) [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || bad "--heartbeat takes seconds (1 or more), not '${2:-}'"; heartbeat=$2; shift 2 ;;
         --) shift; break ;;
         -h | --help) usage ;;
         *) bad "unknown option '$1' (the command goes after --)" ;;
@@ -57,6 +63,7 @@ while (($#)); do
 done
 (($#)) || bad "no command: scripts/nested.sh [options] -- COMMAND [ARGS...]"
 ((icount == 0 || smp == 1)) || bad "--icount needs --smp 1 (an icount L1 with two CPUs does not reach its init)"
+[[ -z $heartbeat || -n $results ]] || bad "--heartbeat needs --results (the heartbeat is written there)"
 
 fail() { echo "nested: $*" >&2; exit 125; }
 command -v qemu-system-x86_64 >/dev/null ||
@@ -82,6 +89,7 @@ if [[ -n $results ]]; then
     mkdir -p "$results"
     results=$(cd "$results" && pwd)
     printf '%s' "$results" > "$ctl/results"
+    [[ -z $heartbeat ]] || printf '%s' "$heartbeat" > "$ctl/heartbeat"
     share+=(-fsdev "local,id=results,path=$results,security_model=none"
             -device virtio-9p-pci,fsdev=results,mount_tag=results)
 fi

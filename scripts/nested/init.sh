@@ -54,6 +54,13 @@ if [ -f "$r$ctl/results" ]; then
     mkdir -p "$r$results"
     mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 results "$r$results" ||
         fail l1-failed "cannot mount the results directory (9p tag results)"
+    # The heartbeat (nested.sh --heartbeat): the L1's uptime, rewritten
+    # every few seconds of its clock whatever the command does, so that the
+    # caller can tell an L1 that lives from one that froze.
+    if [ -f "$r$ctl/heartbeat" ]; then
+        every=$(cat "$r$ctl/heartbeat")
+        (while :; do cat /proc/uptime > "$r$results/l1.heartbeat"; sleep "$every"; done) &
+    fi
 fi
 
 # The command's output ports carry bytes as they are: no newline translation.

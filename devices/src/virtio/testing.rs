@@ -101,6 +101,24 @@ pub fn blk_request(kind: u32, header: u64, data: u64, len: u32, status: u64) -> 
     ]
 }
 
+/// The calls an `strace -f -y` log records on the file at `path` (its
+/// descriptor shown as `N<path>`), in order: (call, result), such as
+/// ("fdatasync", "0"). How the tests see that a device's flush reaches the
+/// disk: data still in the file after the VMM is killed proves nothing,
+/// since a killed process's writes stay in the page cache.
+pub fn file_calls(log: &str, path: &str) -> Vec<(String, String)> {
+    let named = format!("<{path}>");
+    log.lines()
+        .filter(|l| l.contains(&named))
+        .filter_map(|l| {
+            // "PID  call(args...) = result"
+            let call = l.split_whitespace().nth(1)?.split('(').next()?;
+            let result = l.rsplit_once(" = ")?.1.trim();
+            Some((call.to_string(), result.to_string()))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +149,28 @@ mod tests {
         assert!(
             blk_request(0, 0, 0, 512, 0)[1].2,
             "a read's data is written by the device"
+        );
+    }
+
+    #[test]
+    fn strace_lines_on_a_file_become_calls() {
+        let log = "12  pwrite64(3</tmp/d.img>, \"\\253\"..., 4096, 4096) = 4096\n\
+                   12  write(1<pipe:[5]>, \"acked\\n\", 6) = 6\n\
+                   13  fdatasync(3</tmp/d.img>) = 0\n\
+                   13  fdatasync(4</tmp/other>) = -1 EINVAL (Invalid argument)\n\
+                   12  +++ killed by SIGKILL +++\n";
+        let calls = file_calls(log, "/tmp/d.img");
+        let calls: Vec<(&str, &str)> = calls
+            .iter()
+            .map(|(c, r)| (c.as_str(), r.as_str()))
+            .collect();
+        assert_eq!(calls, [("pwrite64", "4096"), ("fdatasync", "0")]);
+        assert_eq!(
+            file_calls(log, "/tmp/other"),
+            [(
+                "fdatasync".to_string(),
+                "-1 EINVAL (Invalid argument)".to_string()
+            )]
         );
     }
 }
