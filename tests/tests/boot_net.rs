@@ -116,8 +116,11 @@ fn the_guest_gets_a_dhcp_lease_and_answers_ping() {
     }
     let tmp = TempDir::new("net");
     let ns = Netns::new(&tmp);
+    let metrics = tmp.join("metrics.json");
     let mut vm = ns.exec(vmm_bin().to_str().unwrap());
-    vm.args(["run", "--kernel"])
+    vm.args(["run", "--metrics"])
+        .arg(&metrics)
+        .arg("--kernel")
         .arg(dir.join("vmlinux"))
         .arg("--initrd")
         .arg(dir.join("initramfs.cpio"))
@@ -126,9 +129,11 @@ fn the_guest_gets_a_dhcp_lease_and_answers_ping() {
             "--cmdline",
             "console=ttyS0 reboot=k panic=-1 ip=dhcp rdinit=/idle",
         ]);
+    // Once init runs, the host pings the guest, then stops the VMM with
+    // SIGTERM, which ends the VM cleanly and writes the final metrics.
     let mut ping = None;
-    let out = run_until(vm, LIMIT, |serial, _| {
-        if !serial.contains("Run /idle as init process") {
+    let out = run_until(vm, LIMIT, |serial, pid| {
+        if ping.is_some() || !serial.contains("Run /idle as init process") {
             return false;
         }
         ping = Some(
@@ -137,7 +142,9 @@ fn the_guest_gets_a_dhcp_lease_and_answers_ping() {
                 .output()
                 .expect("run ping"),
         );
-        true
+        // SAFETY: kill takes plain integers; the VMM is not reaped yet.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        false
     });
     assert!(
         !out.timed_out,
@@ -164,4 +171,36 @@ fn the_guest_gets_a_dhcp_lease_and_answers_ping() {
         leases.contains(GUEST_MAC) && leases.contains(GUEST_IP),
         "dnsmasq leases: {leases}"
     );
+    assert_eq!(out.code, Some(143), "{}", out.stderr);
+    // The metrics document: what virtio-net moved, and each queue's
+    // notifications and interrupts (receive queue first).
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["state"], "ended", "{text}");
+    let net = doc["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["kind"] == "virtio-net")
+        .unwrap_or_else(|| panic!("no virtio-net device: {text}"));
+    let counter = |name: &str| {
+        net["counters"][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name}: {text}"))
+    };
+    // DHCP's offer and ack and five echo requests in; discover, request
+    // and five replies out.
+    assert!(counter("rx_frames") >= 7, "{text}");
+    assert!(counter("tx_frames") >= 7, "{text}");
+    assert!(counter("rx_bytes") >= 7 * 60, "{text}");
+    assert!(counter("tx_bytes") >= 7 * 60, "{text}");
+    for name in ["rx_dropped", "tx_dropped", "tx_errors"] {
+        assert_eq!(counter(name), 0, "{name}: {text}");
+    }
+    let queues = net["queues"].as_array().unwrap();
+    assert_eq!(queues.len(), 2, "{text}");
+    // Frames came in with interrupts; the driver notified the transmit
+    // queue for what it sent.
+    assert!(queues[0]["interrupts"].as_u64() > Some(0), "{text}");
+    assert!(queues[1]["notifications"].as_u64() > Some(0), "{text}");
 }

@@ -111,6 +111,17 @@ fn images_that_cannot_run_are_refused_before_any_vm_with_their_exit_codes() {
     assert_eq!(code, Some(exit_code::CONTAINER_IMAGE), "{log}");
     assert!(log.contains("the image is for linux/arm64"), "{log}");
 
+    let bzip2 = layout(&tmp.join("bzip2"), &[small_system()]);
+    testing::edit_manifest(Path::new(&bzip2), |m| {
+        m["layers"][0]["mediaType"] = json!("application/vnd.oci.image.layer.v1.tar+bzip2");
+    });
+    let (code, log) = run_image(&cache, &["--image", &bzip2]);
+    assert_eq!(code, Some(exit_code::CONTAINER_IMAGE), "{log}");
+    assert!(
+        log.contains("layer 1 has media type application/vnd.oci.image.layer.v1.tar+bzip2"),
+        "{log}"
+    );
+
     let (code, log) = run_image(&cache, &["--image", &ok, "--user", "nobody"]);
     assert_eq!(code, Some(exit_code::CONFIG), "{log}");
     assert!(
@@ -401,4 +412,222 @@ fn vmm_image_lists_removes_and_prunes_the_cache() {
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(cache.list().unwrap().is_empty());
+}
+
+/// A kernel that resets the VM at once: an image's VM that ends in
+/// milliseconds on any KVM, for what `vmm run --image` does before and
+/// around the guest (the cache, the kernel's command line).
+fn resetting_kernel(dir: &TempDir) -> String {
+    dir.write("reset.elf", &vmm_tests::tiny_elf(&vmm_tests::asm::reset()))
+        .display()
+        .to_string()
+}
+
+/// `vmm run --image REF --kernel KERNEL` with the cache in `cache` (and
+/// `VMM_IMAGE_CACHE_MAX=max`), then `args`: not yet run.
+fn image_vm(
+    cache: &Path,
+    max: Option<&str>,
+    kernel: &str,
+    reference: &str,
+    args: &[&str],
+) -> Command {
+    let mut cmd = Command::new(vmm_bin());
+    cmd.env("VMM_IMAGE_CACHE", cache)
+        .args(["run", "--image", reference, "--kernel", kernel])
+        .args(["--memory", "16M", "--serial", "none"])
+        .args(args);
+    if let Some(max) = max {
+        cmd.env("VMM_IMAGE_CACHE_MAX", max);
+    }
+    cmd
+}
+
+/// The cache's complete entries (directories named by their keys).
+fn cache_entries(cache: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(cache)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("sha256-"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Two cold `vmm run --image` of one image at once: both boot, one
+/// unpacks and the other waits for the cache's lock and takes what it
+/// made. What dead VMMs left (a half-built entry, a private copy) is
+/// removed; what a live process is building is not. The kernel's command
+/// line gets `quiet` with the image's init parameters when it is the
+/// default one, and only then.
+#[test]
+fn two_cold_runs_of_one_image_unpack_it_once_and_clear_what_dead_vmms_left() {
+    if !guest_built() || !prereq::require([prereq::Need::kvm()]) {
+        return;
+    }
+    let tmp = TempDir::new("image-lock");
+    let cache = tmp.join("cache");
+    let kernel = resetting_kernel(&tmp);
+    let image = layout(&tmp.join("img"), &[small_system()]);
+    // Leftovers: a process that has ended (its pid), and this one.
+    let dead = Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    let mut dead = dead;
+    dead.wait().unwrap();
+    let mine = std::process::id();
+    for dir in [
+        format!(".build-{dead_pid}"),
+        format!(".build-{mine}"),
+        ".run".into(),
+    ] {
+        std::fs::create_dir_all(cache.join(&dir)).unwrap();
+    }
+    std::fs::write(cache.join(format!(".build-{dead_pid}/half")), b"x").unwrap();
+    std::fs::write(cache.join(format!(".run/{dead_pid}-copy")), b"x").unwrap();
+
+    let runs: Vec<_> = (0..2)
+        .map(|i| {
+            let metrics = tmp.join(&format!("m{i}.json")).display().to_string();
+            image_vm(&cache, None, &kernel, &image, &["--metrics", &metrics])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let logs: Vec<String> = runs
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            let log = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert_eq!(out.status.code(), Some(0), "{log}");
+            log
+        })
+        .collect();
+    let unpacked = logs
+        .iter()
+        .filter(|l| l.contains("unpacked now into the cache"))
+        .count();
+    let cached = logs.iter().filter(|l| l.contains("from the cache")).count();
+    assert_eq!((unpacked, cached), (1, 1), "{logs:#?}");
+    assert_eq!(cache_entries(&cache).len(), 1);
+    assert!(!cache.join(format!(".build-{dead_pid}")).exists());
+    assert!(!cache.join(format!(".run/{dead_pid}-copy")).exists());
+    assert!(
+        cache.join(format!(".build-{mine}")).exists(),
+        "a live process's build was removed"
+    );
+    std::fs::remove_dir(cache.join(format!(".build-{mine}"))).unwrap();
+    assert_no_leftovers(&cache);
+    for i in 0..2 {
+        let doc: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(tmp.join(&format!("m{i}.json"))).unwrap(),
+        )
+        .unwrap();
+        let cmdline = doc["kernel_cmdline"].as_str().unwrap();
+        let words: Vec<&str> = cmdline.split_whitespace().collect();
+        for want in ["quiet", "init=/vmm/init", "VMM_IMAGE=1", "root=/dev/vda"] {
+            assert!(words.contains(&want), "{want}: {cmdline}");
+        }
+    }
+    // A command line of one's own gets no `quiet`.
+    let metrics = tmp.join("own.json").display().to_string();
+    let out = image_vm(&cache, None, &kernel, &image, &["--metrics", &metrics])
+        .args(["--cmdline", "console=ttyS0 reboot=k"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
+    let cmdline = doc["kernel_cmdline"].as_str().unwrap();
+    assert!(
+        !cmdline.split_whitespace().any(|w| w == "quiet"),
+        "{cmdline}"
+    );
+    assert!(cmdline.contains("init=/vmm/init VMM_IMAGE=1"), "{cmdline}");
+}
+
+/// The bytes `path` takes on disk, all it holds included.
+fn disk_usage(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    let own = meta.blocks() * 512;
+    if !meta.is_dir() {
+        return own;
+    }
+    own + std::fs::read_dir(path)
+        .unwrap()
+        .flatten()
+        .map(|e| disk_usage(&e.path()))
+        .sum::<u64>()
+}
+
+/// `VMM_IMAGE_CACHE_MAX` in K (or M, G, T: powers of 1024): past it,
+/// after an image is added, the least recently used go and the new one
+/// stays; a limit in T keeps them all.
+#[test]
+fn the_cache_limit_with_its_unit_evicts_the_least_recently_used_images() {
+    if !guest_built() || !prereq::require([prereq::Need::kvm()]) {
+        return;
+    }
+    let tmp = TempDir::new("image-evict");
+    let kernel = resetting_kernel(&tmp);
+    let images: Vec<String> = (0..3)
+        .map(|i| {
+            layout(
+                &tmp.join(&format!("img{i}")),
+                &[
+                    small_system(),
+                    Layer::new()
+                        .file("n", format!("{i}").as_bytes(), 0o644)
+                        .tar(),
+                ],
+            )
+        })
+        .collect();
+    let run = |cache: &Path, max: &str, image: &str| {
+        let out = image_vm(cache, Some(max), &kernel, image, &[])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Later runs must be later in the cache's order of use.
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let roomy = tmp.join("roomy");
+    for image in &images {
+        run(&roomy, "1T", image);
+    }
+    let all = cache_entries(&roomy);
+    assert_eq!(all.len(), 3);
+    let entry = disk_usage(&roomy.join(&all[0]));
+    // Room for two and a half entries, in KiB.
+    let max = format!("{}K", entry * 5 / 2 / 1024);
+    let tight = tmp.join("tight");
+    run(&tight, &max, &images[0]);
+    run(&tight, &max, &images[1]);
+    run(&tight, &max, &images[0]); // image 1 is now the least recently used
+    assert_eq!(cache_entries(&tight).len(), 2);
+    run(&tight, &max, &images[2]);
+    let key = |i: usize| {
+        vmm_image::Image::open(&images[i])
+            .unwrap()
+            .key
+            .replace(':', "-")
+    };
+    let mut want = vec![key(0), key(2)];
+    want.sort();
+    assert_eq!(cache_entries(&tight), want, "{max}");
 }

@@ -374,6 +374,105 @@ fn a_serial_flood_to_a_closed_or_slow_stdout_does_not_grow_memory() {
     }
 }
 
+/// A terminal's settings.
+fn termios(fd: i32) -> libc::termios {
+    // SAFETY: termios is plain data; tcgetattr fills it from a descriptor
+    // this test holds open.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::tcgetattr(fd, &mut t) }, 0);
+    t
+}
+
+fn modes(t: &libc::termios) -> [libc::tcflag_t; 4] {
+    [t.c_iflag, t.c_oflag, t.c_cflag, t.c_lflag]
+}
+
+/// SIGINT, SIGHUP and SIGTERM end the VM cleanly with exit code 128+N
+/// (130, 129, 143), and the terminal the console was on, which the VMM put
+/// in raw mode, is as it was before.
+#[test]
+fn stop_signals_exit_128_plus_n_and_restore_the_terminal() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::process::{Command, Stdio};
+    if !prereq::require([Need::kvm()]) {
+        return;
+    }
+    let dir = TempDir::new("signals");
+    let kernel = dir.write("spin.elf", &tiny_elf(&[0xeb, 0xfe]));
+    for (sig, code) in [
+        (libc::SIGINT, 130),
+        (libc::SIGHUP, 129),
+        (libc::SIGTERM, 143),
+    ] {
+        let (mut master, mut slave) = (-1, -1);
+        // SAFETY: openpty writes two descriptors it opens into the two
+        // integers; no name, settings or size are passed.
+        let made = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(made, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors were just opened and are owned here.
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        use std::os::fd::AsRawFd;
+        let before = termios(slave.as_raw_fd());
+        assert_ne!(before.c_lflag & libc::ICANON, 0, "a new terminal is cooked");
+        let mut child = Command::new(vmm_tests::vmm_bin())
+            .args([
+                "run",
+                "--kernel",
+                kernel.to_str().unwrap(),
+                "--memory",
+                "16M",
+            ])
+            .args(["--cmdline", ""])
+            .stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The VMM puts the terminal in raw mode before the guest runs.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while termios(slave.as_raw_fd()).c_lflag & libc::ICANON != 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "signal {sig}: the terminal never went raw"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        // SAFETY: kill takes plain integers; the child is not reaped yet.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let status = child.wait().unwrap();
+        let mut log = String::new();
+        use std::io::Read;
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut log)
+            .unwrap();
+        assert_eq!(status.code(), Some(code), "signal {sig}: {log}");
+        assert!(
+            log.contains(&format!("stopped by signal {sig}; VM torn down")),
+            "{log}"
+        );
+        assert_eq!(
+            modes(&termios(slave.as_raw_fd())),
+            modes(&before),
+            "signal {sig}: the terminal was not restored"
+        );
+        drop(master);
+    }
+}
+
 /// The seccomp mode of each thread of `pid` (2: filtered), by name.
 fn seccomp_modes(pid: u32) -> Vec<(String, String)> {
     let mut v = Vec::new();
@@ -403,23 +502,48 @@ fn every_thread_is_filtered_unless_seccomp_is_off() {
     // A guest that spins: jmp $.
     let dir = TempDir::new("seccomp");
     let kernel = dir.write("spin.elf", &tiny_elf(&[0xeb, 0xfe]));
-    for (extra, want) in [(None, "2"), (Some("off"), "0")] {
-        let mut cmd = Command::new(vmm_tests::vmm_bin());
-        cmd.args([
-            "run",
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--memory",
-            "16M",
-        ])
-        .args(["--cmdline", "", "--vcpus", "2", "--serial", "none"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        if let Some(v) = extra {
-            cmd.args(["--seccomp", v]);
-        }
-        let mut child = cmd.spawn().unwrap();
+    let k = kernel.to_str().unwrap();
+    let cli = ["run", "--kernel", k, "--memory", "16M"]
+        .into_iter()
+        .chain(["--cmdline", "", "--vcpus", "2", "--serial", "none"])
+        .map(String::from)
+        .collect::<Vec<_>>();
+    // The same VM from a config file, with x-vmm.seccomp.
+    let file = |seccomp: bool| -> Vec<String> {
+        let doc = serde_json::json!({
+            "boot-source": {"kernel_image_path": k, "boot_args": ""},
+            "machine-config": {"vcpu_count": 2, "mem_size_mib": 16},
+            "x-vmm": {"serial": "none", "seccomp": seccomp}
+        });
+        let path = dir.write(
+            &format!("seccomp-{seccomp}.json"),
+            doc.to_string().as_bytes(),
+        );
+        vec![
+            "run".into(),
+            "--config-file".into(),
+            path.display().to_string(),
+        ]
+    };
+    let with = |extra: &[&str]| -> Vec<String> {
+        cli.iter()
+            .cloned()
+            .chain(extra.iter().map(|a| a.to_string()))
+            .collect()
+    };
+    for (args, want) in [
+        (cli.clone(), "2"),
+        (with(&["--seccomp", "off"]), "0"),
+        (file(true), "2"),
+        (file(false), "0"),
+    ] {
+        let mut child = Command::new(vmm_tests::vmm_bin())
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         // Wait for both vCPU threads to be up.
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         let modes = loop {
@@ -428,13 +552,13 @@ fn every_thread_is_filtered_unless_seccomp_is_off() {
                 std::thread::sleep(Duration::from_millis(300));
                 break seccomp_modes(child.id());
             }
-            assert!(std::time::Instant::now() < deadline, "{m:?}");
+            assert!(std::time::Instant::now() < deadline, "{args:?}: {m:?}");
             std::thread::sleep(Duration::from_millis(20));
         };
         // SAFETY: kill takes plain integers; the child is not reaped yet.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        assert_eq!(child.wait().unwrap().code(), Some(143), "{extra:?}");
-        assert!(modes.iter().all(|(_, m)| m == want), "{extra:?}: {modes:?}");
+        assert_eq!(child.wait().unwrap().code(), Some(143), "{args:?}");
+        assert!(modes.iter().all(|(_, m)| m == want), "{args:?}: {modes:?}");
     }
     let out = run_vmm(&["run", "--seccomp", "maybe"], LIMIT, None);
     assert_eq!(out.code, Some(2), "{}", out.stderr);

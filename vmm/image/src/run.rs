@@ -102,6 +102,16 @@ fn set_env(env: &mut Vec<String>, kv: String) {
 /// Resolves the run of `config` with `opts`, users and groups from
 /// `accounts` (the image's own, as the container would see them).
 pub fn resolve(config: &ImageConfiguration, accounts: &Accounts, opts: &Options) -> Result<Spec> {
+    resolve_with(config, accounts, opts, |key| std::env::var(key).ok())
+}
+
+/// `resolve`, with `host_env` giving this process's variables (`-e KEY`).
+fn resolve_with(
+    config: &ImageConfiguration,
+    accounts: &Accounts,
+    opts: &Options,
+    host_env: impl Fn(&str) -> Option<String>,
+) -> Result<Spec> {
     let c = config.config().clone().unwrap_or_default();
     let entrypoint: Vec<String> = match &opts.entrypoint {
         Some(e) if e.is_empty() => Vec::new(),
@@ -133,9 +143,9 @@ pub fn resolve(config: &ImageConfiguration, accounts: &Accounts, opts: &Options)
             None if e.is_empty() => return Err(Error::run("-e", e, "expected KEY=VALUE or KEY")),
             // -e KEY: this process's value, as docker takes it; left out
             // when unset.
-            None => match std::env::var(e) {
-                Ok(v) => format!("{e}={v}"),
-                Err(_) => continue,
+            None => match host_env(e) {
+                Some(v) => format!("{e}={v}"),
+                None => continue,
             },
         };
         set_env(&mut env, kv);
@@ -364,6 +374,28 @@ mod tests {
                 "A=3".into(),
                 "B=over".into(),
                 "C=new=x".into(),
+                "HOME=/root".into()
+            ]
+        );
+        // -e KEY: this process's value, over the image's; left out when
+        // this process has none.
+        let o = Options {
+            env: vec!["A".into(), "UNSET".into(), "D".into()],
+            ..opts()
+        };
+        let host = |k: &str| match k {
+            "A" => Some("from-host".to_string()),
+            "D" => Some(String::new()),
+            _ => None,
+        };
+        let s = resolve_with(&img, &accounts(), &o, host).unwrap();
+        assert_eq!(
+            s.env,
+            [
+                format!("PATH={DEFAULT_PATH}"),
+                "A=from-host".into(),
+                "B=2".into(),
+                "D=".into(),
                 "HOME=/root".into()
             ]
         );

@@ -212,6 +212,58 @@ pub fn oci_layout(
     digest
 }
 
+/// Rewrites, with `edit`, the manifest of the first image that the layout
+/// at `dir` indexes, as a new blob, and points index.json at it.
+pub fn edit_manifest(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let index_path = dir.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let old = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let blob = dir.join("blobs/sha256").join(&old["sha256:".len()..]);
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob).unwrap()).unwrap();
+    edit(&mut manifest);
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    index["manifests"][0]["digest"] = json!(write_blob(dir, &bytes));
+    index["manifests"][0]["size"] = json!(bytes.len());
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+/// Makes the layout at `dir` a multi-platform image tagged `tag`: an
+/// image index blob listing `manifests` (each a manifest digest already
+/// in `dir`'s blobs, with its platform's os and architecture), which
+/// index.json names alone.
+pub fn multi_platform_index(dir: &Path, manifests: &[(&str, &str, &str)], tag: &str) {
+    let blobs = dir.join("blobs/sha256");
+    let entries: Vec<serde_json::Value> = manifests
+        .iter()
+        .map(|(digest, os, arch)| {
+            let size = std::fs::metadata(blobs.join(&digest["sha256:".len()..]))
+                .unwrap()
+                .len();
+            json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                   "digest": digest, "size": size,
+                   "platform": {"os": os, "architecture": arch}})
+        })
+        .collect();
+    let index_bytes = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries
+    }))
+    .unwrap();
+    let index = json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json",
+                       "digest": write_blob(dir, &index_bytes), "size": index_bytes.len(),
+                       "annotations": {"org.opencontainers.image.ref.name": tag}}]
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
 /// Writes a `docker save` archive at `file`: `layers` (uncompressed) as
 /// `N/layer.tar`, `config` as `HEX.json`, tagged `repo_tag`.
 pub fn docker_archive(file: &Path, layers: &[Vec<u8>], config: &serde_json::Value, repo_tag: &str) {

@@ -417,6 +417,84 @@ fn what_is_not_an_image_for_this_vmm_says_why() {
     assert_eq!(e.class(), Class::Reference);
 }
 
+/// A multi-platform image (an index of manifests, arm64 first) gives its
+/// linux/amd64 image; an index without one is refused, naming what it has.
+#[test]
+fn a_multi_platform_index_gives_its_linux_amd64_image() {
+    let tmp = Tmp::new("multi");
+    let amd_layers = [base()];
+    let amd = testing::oci_layout(
+        &tmp,
+        &amd_layers,
+        &image_config(&amd_layers),
+        "amd",
+        Compression::Gzip,
+    );
+    // The arm64 image's blobs, made in a layout of their own, join them.
+    let arm_dir = tmp.join("arm");
+    let arm_layers = [top()];
+    let mut arm_config = image_config(&arm_layers);
+    arm_config["architecture"] = json!("arm64");
+    let arm = testing::oci_layout(&arm_dir, &arm_layers, &arm_config, "arm", Compression::Gzip);
+    for blob in std::fs::read_dir(arm_dir.join("blobs/sha256")).unwrap() {
+        let blob = blob.unwrap();
+        std::fs::copy(blob.path(), tmp.join("blobs/sha256").join(blob.file_name())).unwrap();
+    }
+    testing::multi_platform_index(
+        &tmp,
+        &[(&arm, "linux", "arm64"), (&amd, "linux", "amd64")],
+        "multi",
+    );
+    let image = Image::open(&format!("{}:multi", tmp.display())).unwrap();
+    assert_eq!(image.key, amd);
+    assert_eq!(image.layers.len(), 1);
+    let tree = crate::unpack(&image, &tmp.join("unpacked"), false).unwrap();
+    assert!(exists(tree.root(), "opaque/lower-file"), "the amd64 layer");
+    assert!(!exists(tree.root(), "opaque/upper-file"), "the arm64 layer");
+
+    testing::multi_platform_index(
+        &tmp,
+        &[(&arm, "linux", "arm64"), (&arm, "linux", "s390x")],
+        "multi",
+    );
+    let e = Image::open(&format!("{}:multi", tmp.display()))
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string()
+            .contains("no manifest for linux/amd64 (the index has: linux/arm64, linux/s390x)"),
+        "{e}"
+    );
+    assert_eq!(e.class(), Class::Reference);
+}
+
+/// A layer whose media type is not a tar (plain, gzip or zstd) is refused
+/// on open, before anything is unpacked.
+#[test]
+fn a_layer_of_a_media_type_this_vmm_cannot_unpack_is_refused() {
+    let tmp = Tmp::new("media");
+    let layers = [base(), top()];
+    testing::oci_layout(
+        &tmp,
+        &layers,
+        &image_config(&layers),
+        "v1",
+        Compression::Gzip,
+    );
+    testing::edit_manifest(&tmp, |m| {
+        m["layers"][1]["mediaType"] = json!("application/vnd.oci.image.layer.v1.tar+bzip2");
+    });
+    let e = Image::open(tmp.to_str().unwrap()).err().unwrap();
+    assert!(
+        e.to_string().contains(
+            "layer 2 has media type application/vnd.oci.image.layer.v1.tar+bzip2, \
+             which this VMM cannot unpack"
+        ),
+        "{e}"
+    );
+    assert_eq!(e.class(), Class::Reference);
+}
+
 #[test]
 fn docker_save_archives_are_found_by_repo_and_tag() {
     let tmp = Tmp::new("docker");
@@ -696,4 +774,79 @@ fn the_cache_lists_and_removes_its_images() {
     assert!(cache.remove("").is_err(), "an empty key matches nothing");
     assert_eq!(cache.prune().unwrap().len(), 2);
     assert!(cache.list().unwrap().is_empty());
+}
+
+/// A key prefix that several cached images share removes none of them and
+/// says how many (exit 3 from `vmm image rm`); one more digit names one.
+#[test]
+fn a_key_prefix_that_several_images_share_removes_none() {
+    if !have_e2fsprogs() {
+        return;
+    }
+    let tmp = Tmp::new("shared-prefix");
+    let init = tmp.join("init");
+    std::fs::write(&init, b"init").unwrap();
+    let cache = Cache::new(tmp.join("cache"), 1 << 40);
+    // 17 keys over 16 hex digits: two start with the same one.
+    let keys: Vec<String> = one_file_images(&tmp, 17)
+        .into_iter()
+        .map(|(image, key)| {
+            cache.get(&image, &init).unwrap();
+            key
+        })
+        .collect();
+    let hex = |k: &String| k["sha256:".len()..].to_string();
+    let (a, b) = keys
+        .iter()
+        .enumerate()
+        .flat_map(|(i, a)| keys[i + 1..].iter().map(move |b| (a, b)))
+        .find(|(a, b)| hex(a)[..1] == hex(b)[..1])
+        .expect("two keys share their first digit");
+    let common = hex(a)
+        .bytes()
+        .zip(hex(b).bytes())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let shared = &hex(a)[..common];
+    let sharing = keys.iter().filter(|k| hex(k).starts_with(shared)).count();
+    assert!(sharing >= 2);
+    for prefix in [shared.to_string(), format!("sha256:{shared}")] {
+        let e = cache.remove(&prefix).unwrap_err();
+        assert!(
+            e.to_string().contains(&format!(
+                "{sharing} cached images have keys starting so: give more of the key"
+            )),
+            "{e}"
+        );
+        assert_eq!(e.class(), Class::Config);
+        assert_eq!(cache.list().unwrap().len(), 17, "none removed");
+    }
+    assert_eq!(cache.remove(&hex(a)[..common + 1]).unwrap(), *a);
+    assert_eq!(cache.list().unwrap().len(), 16);
+}
+
+/// `VMM_IMAGE_CACHE_MAX`'s sizes: bytes, or with K, M, G or T (powers of
+/// 1024, either case); anything else is no size.
+#[test]
+fn cache_sizes_are_bytes_or_powers_of_1024() {
+    use crate::cache::parse_size;
+    for (text, size) in [
+        ("0", Some(0)),
+        ("4096", Some(4096)),
+        ("3k", Some(3 << 10)),
+        ("3K", Some(3 << 10)),
+        ("512M", Some(512 << 20)),
+        ("10G", Some(10 << 30)),
+        ("2t", Some(2 << 40)),
+        (" 2m ", Some(2 << 20)),
+        ("", None),
+        ("M", None),
+        ("1.5G", None),
+        ("-1", None),
+        ("10GB", None),
+        ("10 G", None),
+        ("99999999999T", None),
+    ] {
+        assert_eq!(parse_size(text), size, "{text:?}");
+    }
 }

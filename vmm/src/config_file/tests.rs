@@ -133,6 +133,22 @@ fn defaults_and_extensions() {
     assert_eq!(c.serial, SerialOutput::File("/tmp/console.log".into()));
     assert_eq!(c.emulated_host, EmulatedHost::Off);
     assert_eq!(c.boot_protocol, BootProtocol::Pvh);
+    // x-vmm.seccomp: on unless false; --seccomp wins over it.
+    assert!(c.seccomp, "filters are on by default");
+    for (value, on) in [("false", false), ("true", true)] {
+        let text = with_kernel(&format!(r#", "x-vmm": {{"seccomp": {value}}}"#));
+        let c = load_str(&text, Overrides::default()).unwrap();
+        assert_eq!(c.seccomp, on, "{value}");
+        let c = load_str(
+            &text,
+            Overrides {
+                seccomp: Some(!on),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.seccomp, !on, "--seccomp over {value}");
+    }
 }
 
 #[test]
@@ -237,6 +253,11 @@ fn wrong_types_and_missing_fields_name_the_field() {
             with_kernel(r#", "drives": {"drive_id": "a"}"#),
             "drives (line 1,",
             "expected a sequence",
+        ),
+        (
+            with_kernel(r#", "x-vmm": {"seccomp": "off"}"#),
+            "x-vmm.seccomp (line 1,",
+            "invalid type: string \"off\", expected a boolean",
         ),
         (
             r#""vm.json""#.to_string(),
