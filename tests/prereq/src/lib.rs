@@ -47,14 +47,19 @@ impl Need {
         }
     }
 
-    /// /dev/kvm, opened for reading and writing.
+    /// /dev/kvm: opened for reading and writing, it answers
+    /// KVM_GET_API_VERSION with 12, the only version there is.
     pub fn kvm() -> Need {
+        use std::os::fd::AsRawFd;
+        const KVM_GET_API_VERSION: libc::c_ulong = 0xae00;
         let ok = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open("/dev/kvm")
-            .is_ok();
-        Need::that(ok, "/dev/kvm (readable and writable)")
+            // SAFETY: KVM_GET_API_VERSION takes no argument; on a file
+            // that is not KVM the ioctl fails, and nothing is written.
+            .is_ok_and(|f| unsafe { libc::ioctl(f.as_raw_fd(), KVM_GET_API_VERSION, 0) } == 12);
+        Need::that(ok, "/dev/kvm (KVM, readable and writable)")
     }
 
     /// Root (effective user id 0).
@@ -155,7 +160,17 @@ mod tests {
         assert!(Need::tool("sh", "dash").met());
         assert!(!Need::tool("no-such-tool-here", "nothing").met());
         assert!(which("/bin/sh").is_some());
-        assert!(which("/etc/hostname").is_none());
+        // A path is a program when it is an executable file.
+        use std::os::unix::fs::PermissionsExt;
+        let file = std::env::temp_dir().join(format!("prereq-which-{}", std::process::id()));
+        std::fs::write(&file, b"#!/bin/sh\n").unwrap();
+        let path = file.to_str().unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(which(path).is_none());
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(which(path).is_some());
+        std::fs::remove_file(&file).unwrap();
+        assert!(which(path).is_none());
         // Everything met: no skip, nothing said.
         assert!(require([Need::that(true, "x")]));
     }
