@@ -552,6 +552,11 @@ mod tests {
         processed: AtomicUsize,
         resets: AtomicUsize,
         acked: AtomicUsize,
+        /// The last configuration write's offset, plus one.
+        config_written: AtomicUsize,
+        /// Host events the device handled, and the queues each changes.
+        host_events: AtomicUsize,
+        host_changes: AtomicUsize,
     }
 
     struct Fake(Arc<Counters>);
@@ -570,9 +575,20 @@ mod tests {
             self.0.acked.store(features as usize, Ordering::SeqCst);
         }
         fn read_config(&self, offset: u64, data: &mut [u8]) {
-            data.fill(offset as u8 + 1);
+            // The offset itself, little-endian, for the test to read back.
+            let bytes = offset.to_le_bytes();
+            let n = data.len().min(8);
+            data[..n].copy_from_slice(&bytes[..n]);
         }
-        fn write_config(&mut self, _: u64, _: &[u8]) {}
+        fn write_config(&mut self, offset: u64, _: &[u8]) {
+            self.0
+                .config_written
+                .store(offset as usize + 1, Ordering::SeqCst);
+        }
+        fn host_event(&mut self, _: &GuestMemoryMmap, _: usize, _: &mut [Queue]) -> u32 {
+            self.0.host_events.fetch_add(1, Ordering::SeqCst);
+            self.0.host_changes.load(Ordering::SeqCst) as u32
+        }
         fn process_queue(&mut self, _: &GuestMemoryMmap, _: usize, _: &mut Queue) -> bool {
             self.0.processed.fetch_add(1, Ordering::SeqCst);
             true
@@ -660,9 +676,159 @@ mod tests {
         assert_eq!(r.rd(REG_DEVICE_FEATURES), 1);
         r.wr(REG_DEVICE_FEATURES_SEL, 0);
         assert_eq!(r.rd(REG_DEVICE_FEATURES), 0b110);
+        assert_eq!(r.rd(REG_VENDOR_ID), 0x554d_4551);
+        assert_eq!(r.rd(REG_CONFIG_GENERATION), 0);
+        // The configuration space at its offset inside it, both ways.
         let mut cfg = [0u8; 2];
-        r.t.read(REG_CONFIG + 4, &mut cfg);
-        assert_eq!(cfg, [5, 5]);
+        r.t.read(REG_CONFIG + 0x104, &mut cfg);
+        assert_eq!(cfg, [4, 1]);
+        r.t.write(REG_CONFIG + 0x21, &[1, 2]);
+        assert_eq!(r.c.config_written.load(Ordering::SeqCst), 0x22);
+        assert_eq!(r.t.metrics().kind, "virtio-blk");
+    }
+
+    /// Queue addresses take both 32-bit halves, each written alone keeping
+    /// the other: rings above 4 GiB are found there.
+    #[test]
+    fn queue_addresses_above_4_gib_take_both_halves() {
+        let mut r = rig();
+        let high = GuestAddress(1 << 32);
+        r.t.mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000), (high, 0x10_0000)])
+            .unwrap();
+        r.negotiate(1);
+        r.wr(REG_QUEUE_SEL, 0);
+        r.wr(REG_QUEUE_NUM, 16);
+        // High halves first, then low ones, one of them twice: the second
+        // replaces the first.
+        for (hi, lo) in [
+            (REG_QUEUE_DESC_HIGH, REG_QUEUE_DESC_LOW),
+            (REG_QUEUE_DRIVER_HIGH, REG_QUEUE_DRIVER_LOW),
+            (REG_QUEUE_DEVICE_HIGH, REG_QUEUE_DEVICE_LOW),
+        ] {
+            r.wr(hi, 1);
+            r.wr(lo, 0xffff_f000);
+        }
+        r.wr(REG_QUEUE_DESC_LOW, 0x1000);
+        r.wr(REG_QUEUE_DRIVER_LOW, 0x2000);
+        r.wr(REG_QUEUE_DEVICE_LOW, 0x3000);
+        r.wr(REG_QUEUE_READY, 1);
+        assert_eq!(r.rd(REG_QUEUE_READY), 1);
+        let q = &r.t.queues[0];
+        assert_eq!(
+            (q.desc_table(), q.avail_ring(), q.used_ring()),
+            ((1 << 32) + 0x1000, (1 << 32) + 0x2000, (1 << 32) + 0x3000)
+        );
+        // A high half rewritten to 0 brings the ring below 4 GiB.
+        let mut r2 = rig();
+        r2.negotiate(1);
+        r2.wr(REG_QUEUE_NUM, 16);
+        r2.wr(REG_QUEUE_DESC_LOW, 0x1000);
+        r2.wr(REG_QUEUE_DESC_HIGH, 7);
+        r2.wr(REG_QUEUE_DESC_HIGH, 0);
+        assert_eq!(r2.t.queues[0].desc_table(), 0x1000);
+    }
+
+    /// Both halves of the driver's features reach the device, each written
+    /// alone keeping the other; EVENT_IDX (bit 29) turns on the queues'
+    /// event index.
+    #[test]
+    fn driver_features_take_both_halves_and_event_idx_reaches_the_queues() {
+        let mut r = rig();
+        r.wr(REG_STATUS, status::ACKNOWLEDGE | status::DRIVER);
+        r.wr(REG_DRIVER_FEATURES_SEL, 1);
+        r.wr(REG_DRIVER_FEATURES, 1);
+        r.wr(REG_DRIVER_FEATURES_SEL, 0);
+        r.wr(REG_DRIVER_FEATURES, 0b100);
+        r.wr(REG_DRIVER_FEATURES, 0b010);
+        r.wr(REG_DRIVER_FEATURES_SEL, 5); // no such half: ignored
+        r.wr(REG_DRIVER_FEATURES, 0xffff_ffff);
+        r.wr(
+            REG_STATUS,
+            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+        );
+        assert_ne!(r.rd(REG_STATUS) & status::FEATURES_OK, 0);
+        assert_eq!(r.c.acked.load(Ordering::SeqCst), (1 << 32) | 0b010);
+        assert!(!r.t.queues[0].event_idx_enabled());
+        // A device that offers EVENT_IDX, a driver that takes it.
+        let mut r = rig();
+        r.t.device = Box::new(EventIdxFake(Fake(r.c.clone())));
+        r.wr(REG_STATUS, status::ACKNOWLEDGE | status::DRIVER);
+        r.wr(REG_DRIVER_FEATURES_SEL, 0);
+        r.wr(
+            REG_DRIVER_FEATURES,
+            1 << super::super::VIRTIO_RING_F_EVENT_IDX,
+        );
+        r.wr(REG_DRIVER_FEATURES_SEL, 1);
+        r.wr(REG_DRIVER_FEATURES, 1);
+        r.wr(
+            REG_STATUS,
+            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+        );
+        assert_ne!(r.rd(REG_STATUS) & status::FEATURES_OK, 0);
+        assert!(r.t.queues[0].event_idx_enabled());
+    }
+
+    /// The fake device, offering VIRTIO_RING_F_EVENT_IDX too.
+    struct EventIdxFake(Fake);
+
+    impl VirtioDevice for EventIdxFake {
+        fn device_type(&self) -> u32 {
+            self.0.device_type()
+        }
+        fn queue_max_sizes(&self) -> &[u16] {
+            self.0.queue_max_sizes()
+        }
+        fn features(&self) -> u64 {
+            self.0.features() | (1 << super::super::VIRTIO_RING_F_EVENT_IDX)
+        }
+        fn ack_features(&mut self, features: u64) {
+            self.0.ack_features(features)
+        }
+        fn read_config(&self, offset: u64, data: &mut [u8]) {
+            self.0.read_config(offset, data)
+        }
+        fn write_config(&mut self, offset: u64, data: &[u8]) {
+            self.0.write_config(offset, data)
+        }
+        fn process_queue(&mut self, m: &GuestMemoryMmap, i: usize, q: &mut Queue) -> bool {
+            self.0.process_queue(m, i, q)
+        }
+        fn reset(&mut self) {
+            self.0.reset()
+        }
+    }
+
+    /// Refused features leave the status as the driver wrote it but for
+    /// FEATURES_OK: it reads back ACKNOWLEDGE and DRIVER.
+    #[test]
+    fn refused_features_keep_the_drivers_other_status_bits() {
+        let mut r = rig();
+        r.negotiate(0);
+        assert_eq!(r.rd(REG_STATUS), status::ACKNOWLEDGE | status::DRIVER);
+    }
+
+    /// A host event reaches the device only while the driver runs it, and
+    /// interrupts the guest for the queues the device says changed.
+    #[test]
+    fn host_events_reach_a_running_device_and_interrupt_for_changed_queues() {
+        let mut r = rig();
+        r.c.host_changes.store(1, Ordering::SeqCst);
+        r.t.host_event(0);
+        assert_eq!(r.c.host_events.load(Ordering::SeqCst), 0, "not set up");
+        r.negotiate(1);
+        r.valid_queue();
+        r.t.host_event(0);
+        assert_eq!(r.c.host_events.load(Ordering::SeqCst), 0, "no DRIVER_OK");
+        r.driver_ok();
+        r.c.host_changes.store(0, Ordering::SeqCst);
+        r.t.host_event(0);
+        assert_eq!(r.c.host_events.load(Ordering::SeqCst), 1);
+        assert!(r.irq.read().is_err(), "nothing changed, no interrupt");
+        r.c.host_changes.store(1, Ordering::SeqCst);
+        r.t.host_event(0);
+        assert_eq!(r.c.host_events.load(Ordering::SeqCst), 2);
+        assert_eq!(r.irq.read().unwrap(), 1);
+        assert_eq!(r.t.metrics().queues, vec![(0, 1)]);
     }
 
     #[test]
@@ -701,21 +867,31 @@ mod tests {
 
     #[test]
     fn invalid_queues_are_never_made_ready() {
-        for (what, size, desc) in [
-            ("size 0", 0u32, 0x1000u64),
-            ("size not a power of two", 12, 0x1000),
-            ("size above the maximum", 32, 0x1000),
-            ("rings outside RAM", 16, 0x10_0000 - 8),
-            ("misaligned descriptor table", 16, 0x1001),
+        // Each with one fault alone.
+        for (what, size, desc, avail, used) in [
+            ("size 0", 0u32, 0x1000u64, 0x2000u64, 0x3000u64),
+            ("size not a power of two", 12, 0x1000, 0x2000, 0x3000),
+            ("size above the maximum", 32, 0x1000, 0x2000, 0x3000),
+            ("rings outside RAM", 16, 0x10_0000 - 8, 0x2000, 0x3000),
+            ("misaligned descriptor table", 16, 0x1001, 0x2000, 0x3000),
+            ("misaligned driver area", 16, 0x1000, 0x2001, 0x3000),
+            ("misaligned device area", 16, 0x1000, 0x2000, 0x3002),
         ] {
             let mut r = rig();
             r.negotiate(1);
-            r.queue(size, desc, 0x2000, 0x3000);
+            r.queue(size, desc, avail, used);
             assert_eq!(r.rd(REG_QUEUE_READY), 0, "{what}");
             // Notifications for it do nothing.
             r.driver_ok();
             r.wr(REG_QUEUE_NOTIFY, 0);
             assert_eq!(r.c.processed.load(Ordering::SeqCst), 0, "{what}");
+        }
+        // The largest size the device takes, and a smaller power of two.
+        for size in [16, 8] {
+            let mut r = rig();
+            r.negotiate(1);
+            r.queue(size, 0x1000, 0x2000, 0x3000);
+            assert_eq!(r.rd(REG_QUEUE_READY), 1, "size {size}");
         }
     }
 

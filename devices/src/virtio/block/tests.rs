@@ -769,3 +769,121 @@ fn with_event_idx_requests_go_through_add_used_and_set_the_avail_event() {
     m.read_slice(&mut got, GuestAddress(DATA)).unwrap();
     assert_eq!(got, content[512..1024]);
 }
+
+/// What the device is to the transport: type 2, one queue of QUEUE_SIZE,
+/// exactly VERSION_1, FLUSH, SEG_MAX and EVENT_IDX (and RO when read-only).
+#[test]
+fn the_device_offers_its_type_queue_and_features() {
+    for ro in [false, true] {
+        let (dev, _) = block(ro);
+        assert_eq!(dev.device_type(), DEVICE_TYPE_BLOCK);
+        assert_eq!(DEVICE_TYPE_BLOCK, 2);
+        assert_eq!(dev.queue_max_sizes(), &[QUEUE_SIZE]);
+        let want = (1u64 << VIRTIO_F_VERSION_1)
+            | (1 << VIRTIO_BLK_F_FLUSH)
+            | (1 << VIRTIO_BLK_F_SEG_MAX)
+            | (1 << VIRTIO_RING_F_EVENT_IDX)
+            | if ro { 1 << VIRTIO_BLK_F_RO } else { 0 };
+        assert_eq!(dev.features(), want, "ro={ro}");
+        assert_eq!(
+            (VIRTIO_F_VERSION_1, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_SEG_MAX),
+            (32, 9, 2)
+        );
+        assert_eq!((VIRTIO_RING_F_EVENT_IDX, VIRTIO_BLK_F_RO), (29, 5));
+    }
+}
+
+/// The device's id, counters and the line it logs follow its requests.
+#[test]
+fn counters_and_stats_follow_the_requests() {
+    let (mut dev, _) = block(false);
+    let m = mem();
+    let (hdr, st) = (desc(HDR, 16, false), desc(STATUS, 1, true));
+    header(&m, VIRTIO_BLK_T_IN, 0);
+    assert_eq!(
+        run(&mut dev, &m, &[hdr, desc(DATA, 1024, true), st]).status,
+        VIRTIO_BLK_S_OK
+    );
+    header(&m, VIRTIO_BLK_T_OUT, 2);
+    assert_eq!(
+        run(&mut dev, &m, &[hdr, desc(DATA, 512, false), st]).status,
+        VIRTIO_BLK_S_OK
+    );
+    header(&m, VIRTIO_BLK_T_FLUSH, 0);
+    assert_eq!(run(&mut dev, &m, &[hdr, st]).status, VIRTIO_BLK_S_OK);
+    // Refused when parsed (past the disk's end): failed.
+    header(&m, VIRTIO_BLK_T_IN, DISK_SECTORS);
+    assert_eq!(
+        run(&mut dev, &m, &[hdr, desc(DATA, 512, true), st]).status,
+        VIRTIO_BLK_S_IOERR
+    );
+    // An unknown type: failed, UNSUPP.
+    header(&m, 99, 0);
+    assert_eq!(run(&mut dev, &m, &[hdr, st]).status, VIRTIO_BLK_S_UNSUPP);
+    // No status byte: malformed, twice.
+    for _ in 0..2 {
+        run(&mut dev, &m, &[hdr, desc(DATA, 512, false)]);
+    }
+    assert_eq!(dev.id(), "disk-id-1");
+    assert_eq!(
+        dev.counters(),
+        vec![
+            ("requests_ok", 3),
+            ("requests_failed", 2),
+            ("requests_malformed", 2),
+            ("bytes_read", 1024),
+            ("bytes_written", 512),
+            ("flushes", 1),
+        ]
+    );
+    assert_eq!(
+        dev.stats().as_deref(),
+        Some("virtio-blk disk-id-1: 3 requests done, 2 failed, 2 malformed; 1024 bytes read, 512 written, 1 flushes")
+    );
+}
+
+/// GET_ID into a buffer in two segments: the 20 bytes of the id across
+/// both, and no more than 20 however large the buffer.
+#[test]
+fn get_id_fills_buffers_in_segments() {
+    let (mut dev, _) = block(false);
+    let m = mem();
+    m.write_slice(&[0xee; 0x200], GuestAddress(DATA)).unwrap();
+    header(&m, VIRTIO_BLK_T_GET_ID, 0);
+    let r = run(
+        &mut dev,
+        &m,
+        &[
+            desc(HDR, 16, false),
+            desc(DATA, 4, true),
+            desc(DATA + 0x100, 30, true),
+            desc(STATUS, 1, true),
+        ],
+    );
+    assert_eq!((r.status, r.used_len), (VIRTIO_BLK_S_OK, 21));
+    let mut first = [0u8; 5];
+    m.read_slice(&mut first, GuestAddress(DATA)).unwrap();
+    assert_eq!(&first, b"disk\xee");
+    let mut rest = [0u8; 30];
+    m.read_slice(&mut rest, GuestAddress(DATA + 0x100)).unwrap();
+    assert_eq!(&rest[..5], b"-id-1");
+    assert_eq!(rest[5..16], [0; 11]);
+    assert_eq!(rest[16..], [0xee; 14], "nothing past the 20 bytes");
+}
+
+/// An avail entry naming a descriptor past the table is counted as
+/// malformed, and the device goes on with the next one.
+#[test]
+fn an_avail_entry_past_the_table_is_malformed() {
+    let (mut dev, _) = block(false);
+    let m = mem();
+    let vq = MockSplitQueue::create(&m, GuestAddress(0), 16);
+    let mut q: Queue = vq.create_queue().unwrap();
+    header(&m, VIRTIO_BLK_T_FLUSH, 0);
+    write_chains(&vq, &[&[desc(HDR, 16, false), desc(STATUS, 1, true)]], 0);
+    make_available(&m, &vq, 16, &[40, 0]);
+    assert!(dev.process_queue(&m, 0, &mut q));
+    assert_eq!(dev.stats.malformed, 1);
+    assert_eq!(dev.stats.flushes, 1);
+    assert_eq!(q.next_used(), 1, "only the real chain is returned");
+}

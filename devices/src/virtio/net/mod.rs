@@ -599,7 +599,7 @@ impl VirtioDevice for Net {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::virtio::testing::{offer, used};
+    use crate::virtio::testing::{make_available, offer, used};
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixDatagram;
     use std::sync::{Arc, Mutex};
@@ -615,6 +615,21 @@ mod tests {
         sock: UnixDatagram,
         offloads: Arc<Mutex<Vec<u32>>>,
         takes_offloads: bool,
+        /// How many reads and writes to come fail with EINTR first.
+        eintr: Arc<std::sync::atomic::AtomicU32>,
+    }
+
+    impl Pair {
+        /// EINTR while the test asks for it, as a signal would.
+        fn interrupted(&self) -> io::Result<()> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let left = self.eintr.load(SeqCst);
+            if left > 0 {
+                self.eintr.store(left - 1, SeqCst);
+                return Err(io::Error::from(io::ErrorKind::Interrupted));
+            }
+            Ok(())
+        }
     }
 
     impl AsRawFd for Pair {
@@ -625,9 +640,11 @@ mod tests {
 
     impl NetBackend for Pair {
         fn read_frame(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.interrupted()?;
             self.sock.recv(buf)
         }
         fn write_frame(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.interrupted()?;
             self.sock.send(buf)
         }
         fn set_offload(&mut self, flags: u32) -> io::Result<()> {
@@ -644,6 +661,7 @@ mod tests {
         peer: UnixDatagram,
         offloads: Arc<Mutex<Vec<u32>>>,
         mem: GuestMemoryMmap,
+        eintr: Arc<std::sync::atomic::AtomicU32>,
     }
 
     fn rig(takes_offloads: bool) -> Rig {
@@ -651,16 +669,19 @@ mod tests {
         a.set_nonblocking(true).unwrap();
         b.set_nonblocking(true).unwrap();
         let offloads = Arc::new(Mutex::new(Vec::new()));
+        let eintr = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let backend = Pair {
             sock: a,
             offloads: offloads.clone(),
             takes_offloads,
+            eintr: eintr.clone(),
         };
         Rig {
             dev: Net::new(Box::new(backend), MacAddr::from([0x02, 1, 2, 3, 4, 5])).unwrap(),
             peer: b,
             offloads,
             mem: GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap(),
+            eintr,
         }
     }
 
@@ -1015,5 +1036,205 @@ mod tests {
             .unwrap();
         assert_eq!(avail_event, 2, "notify me from the next frame on");
         assert_eq!(r.dev.stats.tx_frames, 2);
+    }
+
+    /// What the device is to the transport: type 1, two queues, its
+    /// features (exactly, with and without offloads), the TAP's and the
+    /// completion timer's descriptors.
+    #[test]
+    fn the_device_offers_its_type_queues_features_and_fds() {
+        for offloads in [false, true] {
+            let r = rig(offloads);
+            assert_eq!((r.dev.device_type(), DEVICE_TYPE_NET), (1, 1));
+            assert_eq!(r.dev.queue_max_sizes(), &[QUEUE_SIZE, QUEUE_SIZE]);
+            let mut want = (1u64 << VIRTIO_F_VERSION_1)
+                | (1 << features::MAC)
+                | (1 << features::STATUS)
+                | (1 << features::MRG_RXBUF)
+                | (1 << VIRTIO_RING_F_EVENT_IDX);
+            if offloads {
+                for bit in [
+                    features::CSUM,
+                    features::GUEST_CSUM,
+                    features::GUEST_TSO4,
+                    features::GUEST_TSO6,
+                    features::HOST_TSO4,
+                    features::HOST_TSO6,
+                ] {
+                    want |= 1 << bit;
+                }
+            }
+            assert_eq!(r.dev.features(), want, "offloads={offloads}");
+            let fds = r.dev.host_fds();
+            assert_eq!(fds.len(), 2);
+            assert_eq!(fds[1], r.dev.tx_timer.as_raw_fd());
+            assert_ne!(fds[0], fds[1]);
+            assert_eq!(r.dev.id(), "02:01:02:03:04:05");
+        }
+        // GUEST_CSUM with both TSOs: all three offloads.
+        let mut r = rig(true);
+        r.dev.ack_features(
+            (1 << features::GUEST_CSUM) | (1 << features::GUEST_TSO4) | (1 << features::GUEST_TSO6),
+        );
+        assert_eq!(
+            r.offloads.lock().unwrap().last(),
+            Some(&(offload::CSUM | offload::TSO4 | offload::TSO6))
+        );
+        r.dev
+            .ack_features((1 << features::GUEST_CSUM) | (1 << features::GUEST_TSO6));
+        assert_eq!(
+            r.offloads.lock().unwrap().last(),
+            Some(&(offload::CSUM | offload::TSO6))
+        );
+    }
+
+    /// A frame of just its header (empty) is received; a shorter one is
+    /// dropped and counted, and the next one still comes in. A read or a
+    /// write that a signal interrupts (EINTR) is tried again.
+    #[test]
+    fn edge_lengths_and_interrupted_calls() {
+        let mut r = rig(true);
+        let vq = MockSplitQueue::create(&r.mem, GuestAddress(0), 16);
+        offer(
+            &vq,
+            &[&[(BUF, 2048, true)], &[(BUF + 0x1000, 2048, true)]],
+            0,
+        );
+        let mut queues = [vq.create_queue::<Queue>().unwrap()];
+        r.peer.send(&[9; VNET_HDR_LEN - 1]).unwrap();
+        r.peer.send(&[7; VNET_HDR_LEN]).unwrap();
+        r.peer.send(&frame(VNET_HDR_LEN + 30, 1)).unwrap();
+        r.eintr.store(2, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(r.dev.host_event(&r.mem, 0, &mut queues), 1 << RX_QUEUE);
+        assert_eq!(used(&vq, 0), (0, VNET_HDR_LEN as u32));
+        assert_eq!(used(&vq, 1), (1, (VNET_HDR_LEN + 30) as u32));
+        assert_eq!((r.dev.stats.rx_frames, r.dev.stats.rx_dropped), (2, 1));
+        assert_eq!(r.dev.stats.rx_bytes, (2 * VNET_HDR_LEN + 30) as u64);
+
+        // Transmit: a chain of just a header is an (empty) frame; a write
+        // interrupted twice still goes out once.
+        let tx_vq = MockSplitQueue::create(&r.mem, GuestAddress(0x8000), 16);
+        r.mem
+            .write_slice(&[5; VNET_HDR_LEN], GuestAddress(BUF + 0x4000))
+            .unwrap();
+        offer(&tx_vq, &[&[(BUF + 0x4000, VNET_HDR_LEN as u32, false)]], 0);
+        let mut q: Queue = tx_vq.create_queue().unwrap();
+        r.eintr.store(2, std::sync::atomic::Ordering::SeqCst);
+        r.dev.process_queue(&r.mem, TX_QUEUE, &mut q);
+        let mut got = [0u8; 64];
+        assert_eq!(r.peer.recv(&mut got).unwrap(), VNET_HDR_LEN);
+        assert_eq!((r.dev.stats.tx_frames, r.dev.stats.tx_errors), (1, 0));
+        assert_eq!(r.dev.stats.tx_bytes, VNET_HDR_LEN as u64);
+    }
+
+    /// The largest frame is sent whole, one byte more is dropped; a piece
+    /// that crosses from one guest memory region into the next is copied
+    /// and the frame goes out whole; a TX avail entry past the table is
+    /// counted as dropped.
+    #[test]
+    fn the_largest_frame_and_a_frame_across_memory_regions_go_out_whole() {
+        let mut r = rig(true);
+        // Two adjacent regions, the second from 0x20_0000.
+        r.mem = GuestMemoryMmap::from_ranges(&[
+            (GuestAddress(0), 0x20_0000),
+            (GuestAddress(0x20_0000), 0x20_0000),
+        ])
+        .unwrap();
+        let big = frame(MAX_FRAME_LEN, 3);
+        r.mem.write_slice(&big, GuestAddress(BUF)).unwrap();
+        let across = frame(VNET_HDR_LEN + 3000, 4);
+        let at = 0x20_0000 - 1000;
+        r.mem.write_slice(&across, GuestAddress(at)).unwrap();
+        let vq = MockSplitQueue::create(&r.mem, GuestAddress(0), 16);
+        offer(
+            &vq,
+            &[
+                &[(BUF, MAX_FRAME_LEN as u32, false)],
+                &[(BUF, MAX_FRAME_LEN as u32 - 1, false), (BUF, 2, false)],
+                &[
+                    (at, 100, false),
+                    (at + 100, across.len() as u32 - 100, false),
+                ],
+            ],
+            0,
+        );
+        make_available(&r.mem, &vq, 16, &[40]);
+        let mut q: Queue = vq.create_queue().unwrap();
+        r.dev.process_queue(&r.mem, TX_QUEUE, &mut q);
+        let mut got = vec![0u8; MAX_FRAME_LEN + 10];
+        let n = r.peer.recv(&mut got).unwrap();
+        assert_eq!(&got[..n], &big[..]);
+        let n = r.peer.recv(&mut got).unwrap();
+        assert_eq!(&got[..n], &across[..]);
+        assert_eq!(
+            r.peer.recv(&mut got).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        assert_eq!((r.dev.stats.tx_frames, r.dev.stats.tx_dropped), (2, 2));
+        assert_eq!(r.dev.stats.tx_bytes, (MAX_FRAME_LEN + across.len()) as u64);
+        assert_eq!(
+            r.dev.counters(),
+            vec![
+                ("rx_frames", 0),
+                ("rx_bytes", 0),
+                ("rx_dropped", 0),
+                ("tx_frames", 2),
+                ("tx_bytes", (MAX_FRAME_LEN + across.len()) as u64),
+                ("tx_dropped", 2),
+                ("tx_errors", 0),
+            ]
+        );
+        assert_eq!(
+            r.dev.stats().as_deref(),
+            Some(
+                format!(
+                    "virtio-net 02:01:02:03:04:05: received 0 frames (0 bytes, 0 dropped), \
+                     sent 2 frames ({} bytes, 2 malformed, 0 refused by the TAP)",
+                    MAX_FRAME_LEN + across.len()
+                )
+                .as_str()
+            )
+        );
+    }
+
+    /// Whether the completion timer is armed: its descriptor becomes
+    /// readable within a few delays.
+    fn timer_fires(dev: &Net) -> bool {
+        let mut p = libc::pollfd {
+            fd: dev.tx_timer.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd, live for the call.
+        unsafe { libc::poll(&mut p, 1, 50) == 1 }
+    }
+
+    /// Each transmission after a completion arms the timer again; a TAP
+    /// event with no frame for the guest leaves the pending completions to
+    /// the timer.
+    #[test]
+    fn the_completion_timer_is_armed_again_for_each_transmission() {
+        let mut r = rig(true);
+        let vq = MockSplitQueue::create(&r.mem, GuestAddress(0), 16);
+        let f = frame(VNET_HDR_LEN + 60, 9);
+        r.mem.write_slice(&f, GuestAddress(BUF)).unwrap();
+        offer(&vq, &[&[(BUF, f.len() as u32, false)]], 0);
+        let mut q: Queue = vq.create_queue().unwrap();
+        r.dev.process_queue(&r.mem, TX_QUEUE, &mut q);
+        assert!(timer_fires(&r.dev));
+        // A TAP event, no frame: the buffer stays with the device.
+        let rx = Queue::new(QUEUE_SIZE).unwrap();
+        let mut queues = [rx, q];
+        assert_eq!(r.dev.host_event(&r.mem, 0, &mut queues), 0);
+        assert_eq!(queues[1].next_used(), 0);
+        let [_, q] = queues;
+        let (mask, mut q) = complete_tx(&mut r.dev, &r.mem, q);
+        assert_eq!((mask, q.next_used()), (1 << TX_QUEUE, 1));
+        assert!(!timer_fires(&r.dev), "disarmed once the buffers went back");
+        offer(&vq, &[&[(BUF, f.len() as u32, false)]], 1);
+        r.dev.process_queue(&r.mem, TX_QUEUE, &mut q);
+        assert!(timer_fires(&r.dev), "armed again");
+        let (mask, q) = complete_tx(&mut r.dev, &r.mem, q);
+        assert_eq!((mask, q.next_used()), (1 << TX_QUEUE, 2));
     }
 }
