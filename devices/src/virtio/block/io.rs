@@ -85,26 +85,25 @@ fn vectored_io(
     let mut iovecs = crate::IoVecs::new(&slices);
     let iov = &mut iovecs.iov;
     let fd = file.as_raw_fd();
-    let (mut first, end) = (0usize, segs.len());
+    let mut first = 0usize;
     let mut pos = offset;
-    while first < end {
+    while first < iov.len() {
         let off =
             libc::off_t::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let count = (end - first) as libc::c_int;
-        // SAFETY: iov[first..end] describe pieces of guest memory that
-        // vm-memory checked lie inside mappings `mem` keeps alive for this
-        // call (their guards are held in `iovecs`); the kernel reads or
-        // writes at most their lengths there. No Rust reference to that
-        // memory exists.
+        let rest = &iov[first..];
+        // SAFETY: `rest` describes pieces of guest memory that vm-memory
+        // checked lie inside mappings `mem` keeps alive for this call
+        // (their guards are held in `iovecs`); the kernel reads or writes
+        // at most their lengths there. No Rust reference to that memory
+        // exists.
         let n = unsafe {
-            let v = iov.as_ptr().add(first);
             if write {
-                libc::pwritev(fd, v, count, off)
+                libc::pwritev(fd, rest.as_ptr(), rest.len() as libc::c_int, off)
             } else {
-                libc::preadv(fd, v, count, off)
+                libc::preadv(fd, rest.as_ptr(), rest.len() as libc::c_int, off)
             }
         };
-        let mut n = match n {
+        let n = match n {
             n if n > 0 => n as usize,
             0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
             _ => {
@@ -116,20 +115,26 @@ fn vectored_io(
             }
         };
         pos += n as u64;
-        // Skip what was transferred; a segment done in part goes on from
-        // where it stopped.
-        while first < end && n >= iov[first].iov_len {
-            n -= iov[first].iov_len;
-            first += 1;
-        }
-        if n > 0 {
-            // SAFETY: n < iov[first].iov_len, so the pointer stays inside
-            // the same piece of guest memory.
-            iov[first].iov_base = unsafe { iov[first].iov_base.cast::<u8>().add(n).cast() };
-            iov[first].iov_len -= n;
-        }
+        first = skip_done(iov, first, n);
     }
     Ok(true)
+}
+
+/// After a transfer of `n` bytes from `iov[first..]`: the index of the
+/// first piece not done, that piece shortened by what of it was done (a
+/// piece done in part goes on from where it stopped).
+fn skip_done(iov: &mut [libc::iovec], mut first: usize, mut n: usize) -> usize {
+    while first < iov.len() && n >= iov[first].iov_len {
+        n -= iov[first].iov_len;
+        first += 1;
+    }
+    if n > 0 && first < iov.len() {
+        // SAFETY: n < iov[first].iov_len, so the pointer stays inside the
+        // same piece of memory.
+        iov[first].iov_base = unsafe { iov[first].iov_base.cast::<u8>().add(n).cast() };
+        iov[first].iov_len -= n;
+    }
+    first
 }
 
 /// pread into, or pwrite from, one slice of guest memory.
@@ -169,4 +174,51 @@ fn slice_io(file: &File, slice: &GuestSlice<'_>, offset: u64, write: bool) -> io
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::skip_done;
+
+    /// Pieces of 4, 8 and 2 bytes of `buf`.
+    fn pieces(buf: &mut [u8; 14]) -> Vec<libc::iovec> {
+        let base = buf.as_mut_ptr();
+        [(0, 4), (4, 8), (12, 2)]
+            .into_iter()
+            .map(|(at, len)| libc::iovec {
+                // SAFETY: at < 14: inside `buf`.
+                iov_base: unsafe { base.add(at) }.cast(),
+                iov_len: len,
+            })
+            .collect()
+    }
+
+    /// What is left after short transfers: whole pieces skipped, a piece
+    /// done in part going on from where it stopped.
+    #[test]
+    fn a_short_transfer_goes_on_where_it_stopped() {
+        let mut buf = [0u8; 14];
+        let base = buf.as_mut_ptr() as usize;
+        let left = |iov: &[libc::iovec], first: usize| -> Vec<(usize, usize)> {
+            iov[first..]
+                .iter()
+                .map(|v| (v.iov_base as usize - base, v.iov_len))
+                .collect()
+        };
+        let mut iov = pieces(&mut buf);
+        // Nothing done yet, the first piece exactly, into the second.
+        assert_eq!(skip_done(&mut iov, 0, 0), 0);
+        assert_eq!(left(&iov, 0), [(0, 4), (4, 8), (12, 2)]);
+        let first = skip_done(&mut iov, 0, 4);
+        assert_eq!((first, left(&iov, first)), (1, vec![(4, 8), (12, 2)]));
+        let first = skip_done(&mut iov, first, 3);
+        assert_eq!((first, left(&iov, first)), (1, vec![(7, 5), (12, 2)]));
+        let first = skip_done(&mut iov, first, 6);
+        assert_eq!((first, left(&iov, first)), (2, vec![(13, 1)]));
+        assert_eq!(skip_done(&mut iov, first, 1), 3);
+        // Across two pieces and into a third at once.
+        let mut iov = pieces(&mut buf);
+        let first = skip_done(&mut iov, 0, 13);
+        assert_eq!((first, left(&iov, first)), (2, vec![(13, 1)]));
+    }
 }

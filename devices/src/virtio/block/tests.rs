@@ -5,7 +5,7 @@ use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::QueueT;
-use vm_memory::Address;
+use vm_memory::{Address, GuestMemoryBackend};
 
 const MEM_SIZE: usize = 0x10_0000;
 const STATUS: u64 = 0x3000;
@@ -886,4 +886,111 @@ fn an_avail_entry_past_the_table_is_malformed() {
     assert_eq!(dev.stats.malformed, 1);
     assert_eq!(dev.stats.flushes, 1);
     assert_eq!(q.next_used(), 1, "only the real chain is returned");
+}
+
+/// A data segment that crosses from one guest memory region into the
+/// next: the request goes segment by segment, each at its own offset in
+/// the file, and what is written reads back the same.
+#[test]
+fn a_segment_across_two_memory_regions_is_read_and_written_whole() {
+    let (f, content) = disk();
+    let mut dev = Block::new(f, DISK_SECTORS * SECTOR_SIZE, false, "regions");
+    let m = GuestMemoryMmap::from_ranges(&[
+        (GuestAddress(0), 0x8800),
+        (GuestAddress(0x8800), MEM_SIZE - 0x8800),
+    ])
+    .unwrap();
+    assert!(m.get_slice(GuestAddress(DATA), 0x1000).is_err());
+    let written: Vec<u8> = (0..0x1200u32).map(|i| (i * 13 % 251) as u8).collect();
+    m.write_slice(&written[..0x1000], GuestAddress(DATA))
+        .unwrap();
+    m.write_slice(&written[0x1000..], GuestAddress(0x20000))
+        .unwrap();
+    let (hdr, st) = (desc(HDR, 16, false), desc(STATUS, 1, true));
+    header(&m, VIRTIO_BLK_T_OUT, 4);
+    let segs = |write: bool| {
+        [
+            hdr,
+            desc(DATA, 0x1000, write),
+            desc(0x20000, 0x200, write),
+            st,
+        ]
+    };
+    assert_eq!(run(&mut dev, &m, &segs(false)).status, VIRTIO_BLK_S_OK);
+    let file = file_bytes(&mut dev);
+    assert_eq!(&file[4 * 512..4 * 512 + 0x1200], &written[..]);
+    assert_eq!(file[..4 * 512], content[..4 * 512]);
+    assert_eq!(file[4 * 512 + 0x1200..], content[4 * 512 + 0x1200..]);
+    m.write_slice(&[0u8; 0x1000], GuestAddress(DATA)).unwrap();
+    m.write_slice(&[0u8; 0x200], GuestAddress(0x20000)).unwrap();
+    header(&m, VIRTIO_BLK_T_IN, 4);
+    let r = run(&mut dev, &m, &segs(true));
+    assert_eq!((r.status, r.used_len), (VIRTIO_BLK_S_OK, 0x1201));
+    let mut back = vec![0u8; 0x1200];
+    m.read_slice(&mut back[..0x1000], GuestAddress(DATA))
+        .unwrap();
+    m.read_slice(&mut back[0x1000..], GuestAddress(0x20000))
+        .unwrap();
+    assert_eq!(back, written);
+}
+
+/// A write of several segments that the host refuses (ENOSPC on
+/// /dev/full) is IOERR at once, not retried.
+#[test]
+fn a_refused_write_of_several_segments_is_ioerr() {
+    let full = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let mut dev = Block::new(full, DISK_SECTORS * SECTOR_SIZE, false, "full");
+    let m = mem();
+    header(&m, VIRTIO_BLK_T_OUT, 0);
+    let r = run(
+        &mut dev,
+        &m,
+        &[
+            desc(HDR, 16, false),
+            desc(DATA, 512, false),
+            desc(DATA + 0x1000, 512, false),
+            desc(STATUS, 1, true),
+        ],
+    );
+    assert_eq!(r.status, VIRTIO_BLK_S_IOERR);
+    assert_eq!((dev.stats.failed, dev.stats.bytes_written), (1, 0));
+}
+
+/// The status descriptor: at least one byte (a longer one is fine, the
+/// status goes in its first byte); an empty one is no place for it.
+/// An empty data segment is skipped, wherever it points.
+#[test]
+fn the_status_needs_a_byte_and_empty_segments_are_skipped() {
+    let (mut dev, content) = block(false);
+    let m = mem();
+    header(&m, VIRTIO_BLK_T_IN, 0);
+    let r = run(
+        &mut dev,
+        &m,
+        &[
+            desc(HDR, 16, false),
+            desc(DATA, 512, true),
+            desc(STATUS, 0, true),
+        ],
+    );
+    assert_eq!((r.status, r.used_len), (0xff, 0));
+    assert_eq!(dev.stats.malformed, 1);
+    let r = run(
+        &mut dev,
+        &m,
+        &[
+            desc(HDR, 16, false),
+            desc(DATA, 512, true),
+            desc(MEM_SIZE as u64 * 4, 0, true),
+            desc(STATUS, 4, true),
+        ],
+    );
+    assert_eq!((r.status, r.used_len), (VIRTIO_BLK_S_OK, 513));
+    let mut got = [0u8; 512];
+    m.read_slice(&mut got, GuestAddress(DATA)).unwrap();
+    assert_eq!(got[..], content[..512]);
 }
