@@ -994,3 +994,21 @@ fn the_status_needs_a_byte_and_empty_segments_are_skipped() {
     m.read_slice(&mut got, GuestAddress(DATA)).unwrap();
     assert_eq!(got[..], content[..512]);
 }
+
+/// The last sector is the disk's: a request that ends at the disk's end
+/// is served, one a sector further is not.
+#[test]
+fn a_request_may_end_at_the_disks_end_and_no_further() {
+    let (mut dev, content) = block(false);
+    let m = mem();
+    let (hdr, st) = (desc(HDR, 16, false), desc(STATUS, 1, true));
+    header(&m, VIRTIO_BLK_T_IN, DISK_SECTORS - 2);
+    let r = run(&mut dev, &m, &[hdr, desc(DATA, 1024, true), st]);
+    assert_eq!(r.status, VIRTIO_BLK_S_OK);
+    let mut got = vec![0u8; 1024];
+    m.read_slice(&mut got, GuestAddress(DATA)).unwrap();
+    assert_eq!(got[..], content[content.len() - 1024..]);
+    header(&m, VIRTIO_BLK_T_IN, DISK_SECTORS - 1);
+    let r = run(&mut dev, &m, &[hdr, desc(DATA, 1024, true), st]);
+    assert_eq!(r.status, VIRTIO_BLK_S_IOERR);
+}

@@ -8,7 +8,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
 
 use super::{NetBackend, VNET_HDR_LEN};
 use crate::GuestSlice;
@@ -66,12 +65,24 @@ struct IfReq {
     _pad: [u8; 22],
 }
 
+/// Whether the network interface `name` exists in the calling thread's
+/// network namespace.
+fn interface_exists(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: if_nametoindex reads the NUL-terminated string, live for the
+    // call.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
 impl Tap {
     /// Opens the TAP `name`, creating it if it does not exist (which needs
     /// CAP_NET_ADMIN; a TAP the VMM creates goes away when it exits).
     pub fn open(name: &str) -> io::Result<Tap> {
         check_name(name).map_err(|m| io::Error::new(io::ErrorKind::InvalidInput, m))?;
-        let existed = Path::new("/sys/class/net").join(name).exists();
+        // In this thread's network namespace (sysfs may show another).
+        let existed = interface_exists(name);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -316,9 +327,44 @@ mod tests {
 
     #[test]
     fn a_real_tap_carries_frames_with_the_virtio_header() {
+        if !prereq::require([prereq::Need::tool("ip", "iproute2")]) {
+            return;
+        }
         in_new_netns(|| {
             let mut tap = Tap::open("vmmt0").expect("open a TAP in a fresh namespace");
             assert!(tap.created(), "the namespace had no vmmt0");
+            assert_eq!(tap.name(), "vmmt0");
+            // Non-blocking (the event loop drains it) and closed on exec.
+            let fd = tap.as_raw_fd();
+            // SAFETY: F_GETFL and F_GETFD only read the descriptor's flags.
+            let (fl, fdfl) = unsafe {
+                (
+                    libc::fcntl(fd, libc::F_GETFL),
+                    libc::fcntl(fd, libc::F_GETFD),
+                )
+            };
+            assert_ne!(fl & libc::O_NONBLOCK, 0);
+            assert_ne!(fdfl & libc::FD_CLOEXEC, 0);
+            // What the TUN driver refuses is an error: offloads it does not
+            // know, a runt frame, a name that is no TAP.
+            assert!(tap.set_offload(0x8000_0000).is_err());
+            {
+                use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+                let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x1000)]).unwrap();
+                mem.write_slice(&[0u8; VNET_HDR_LEN + 5], GuestAddress(0))
+                    .unwrap();
+                let runt = mem.get_slice(GuestAddress(0), VNET_HDR_LEN + 5).unwrap();
+                assert!(tap.write_gathered(&[runt]).is_err());
+            }
+            assert!(Tap::open("lo").is_err(), "lo is no TAP");
+            // A TAP that exists already is opened, not created.
+            let made = std::process::Command::new("ip")
+                .args(["tuntap", "add", "dev", "vmmt1", "mode", "tap", "vnet_hdr"])
+                .status()
+                .unwrap();
+            assert!(made.success(), "ip tuntap add: {made}");
+            let existing = Tap::open("vmmt1").expect("open an existing TAP");
+            assert!(!existing.created());
             tap.set_offload(offload::CSUM | offload::TSO4 | offload::TSO6)
                 .expect("offloads");
             tap.set_offload(0).unwrap();
