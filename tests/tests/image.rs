@@ -443,6 +443,21 @@ fn image_vm(
     cmd
 }
 
+/// Runs `cmd` (an `image_vm`) to its end, which must be exit 0; its log.
+fn ran_ok(mut cmd: Command) -> String {
+    let out = cmd.output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    log
+}
+
+/// The kernel command line in a metrics document (`vmm run --metrics`).
+fn kernel_cmdline(metrics: &Path) -> String {
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(metrics).unwrap()).unwrap();
+    doc["kernel_cmdline"].as_str().unwrap().to_string()
+}
+
 /// The cache's complete entries (directories named by their keys).
 fn cache_entries(cache: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(cache)
@@ -523,51 +538,29 @@ fn two_cold_runs_of_one_image_unpack_it_once_and_clear_what_dead_vmms_left() {
     std::fs::remove_dir(cache.join(format!(".build-{mine}"))).unwrap();
     assert_no_leftovers(&cache);
     for i in 0..2 {
-        let doc: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(tmp.join(&format!("m{i}.json"))).unwrap(),
-        )
-        .unwrap();
-        let cmdline = doc["kernel_cmdline"].as_str().unwrap();
+        let cmdline = kernel_cmdline(&tmp.join(&format!("m{i}.json")));
         let words: Vec<&str> = cmdline.split_whitespace().collect();
         for want in ["quiet", "init=/vmm/init", "VMM_IMAGE=1", "root=/dev/vda"] {
             assert!(words.contains(&want), "{want}: {cmdline}");
         }
     }
     // A command line of one's own gets no `quiet`.
-    let metrics = tmp.join("own.json").display().to_string();
-    let out = image_vm(&cache, None, &kernel, &image, &["--metrics", &metrics])
-        .args(["--cmdline", "console=ttyS0 reboot=k"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let metrics = tmp.join("own.json");
+    let mut own = image_vm(
+        &cache,
+        None,
+        &kernel,
+        &image,
+        &["--cmdline", "console=ttyS0 reboot=k"],
     );
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
-    let cmdline = doc["kernel_cmdline"].as_str().unwrap();
+    own.arg("--metrics").arg(&metrics);
+    ran_ok(own);
+    let cmdline = kernel_cmdline(&metrics);
     assert!(
         !cmdline.split_whitespace().any(|w| w == "quiet"),
         "{cmdline}"
     );
     assert!(cmdline.contains("init=/vmm/init VMM_IMAGE=1"), "{cmdline}");
-}
-
-/// The bytes `path` takes on disk, all it holds included.
-fn disk_usage(path: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::symlink_metadata(path).unwrap();
-    let own = meta.blocks() * 512;
-    if !meta.is_dir() {
-        return own;
-    }
-    own + std::fs::read_dir(path)
-        .unwrap()
-        .flatten()
-        .map(|e| disk_usage(&e.path()))
-        .sum::<u64>()
 }
 
 /// `VMM_IMAGE_CACHE_MAX` in K (or M, G, T: powers of 1024): past it,
@@ -594,15 +587,7 @@ fn the_cache_limit_with_its_unit_evicts_the_least_recently_used_images() {
         })
         .collect();
     let run = |cache: &Path, max: &str, image: &str| {
-        let out = image_vm(cache, Some(max), &kernel, image, &[])
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ran_ok(image_vm(cache, Some(max), &kernel, image, &[]));
         // Later runs must be later in the cache's order of use.
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -612,7 +597,7 @@ fn the_cache_limit_with_its_unit_evicts_the_least_recently_used_images() {
     }
     let all = cache_entries(&roomy);
     assert_eq!(all.len(), 3);
-    let entry = disk_usage(&roomy.join(&all[0]));
+    let entry = vmm_image::cache::usage(&roomy.join(&all[0]));
     // Room for two and a half entries, in KiB.
     let max = format!("{}K", entry * 5 / 2 / 1024);
     let tight = tmp.join("tight");

@@ -9,6 +9,11 @@ use vmm_tests::{asm, kvm_is_emulated, run_vmm, tiny_elf, TempDir};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// A guest that spins (`jmp $`) until the VMM is stopped.
+fn spin() -> Vec<u8> {
+    tiny_elf(&[0xeb, 0xfe])
+}
+
 fn boot(code: &[u8], extra: &[&str]) -> vmm_tests::Outcome {
     let dir = TempDir::new("tiny");
     let kernel = dir.write("tiny.elf", &tiny_elf(code));
@@ -399,7 +404,7 @@ fn stop_signals_exit_128_plus_n_and_restore_the_terminal() {
         return;
     }
     let dir = TempDir::new("signals");
-    let kernel = dir.write("spin.elf", &tiny_elf(&[0xeb, 0xfe]));
+    let kernel = dir.write("spin.elf", &spin());
     for (sig, code) in [
         (libc::SIGINT, 130),
         (libc::SIGHUP, 129),
@@ -499,9 +504,8 @@ fn every_thread_is_filtered_unless_seccomp_is_off() {
     if !prereq::require([Need::kvm()]) {
         return;
     }
-    // A guest that spins: jmp $.
     let dir = TempDir::new("seccomp");
-    let kernel = dir.write("spin.elf", &tiny_elf(&[0xeb, 0xfe]));
+    let kernel = dir.write("spin.elf", &spin());
     let k = kernel.to_str().unwrap();
     let cli = ["run", "--kernel", k, "--memory", "16M"]
         .into_iter()

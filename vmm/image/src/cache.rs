@@ -117,7 +117,7 @@ fn pid_alive(pid: i32) -> bool {
 }
 
 /// The bytes `path` takes on disk (a directory: all it holds).
-pub(crate) fn usage(path: &Path) -> u64 {
+pub fn usage(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return 0;

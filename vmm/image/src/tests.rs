@@ -850,3 +850,35 @@ fn cache_sizes_are_bytes_or_powers_of_1024() {
         assert_eq!(parse_size(text), size, "{text:?}");
     }
 }
+
+/// Whiteouts and an opaque directory hide only what lower layers left:
+/// this layer's own entries stay, even those it put there before the
+/// marker, and the directories above them.
+#[test]
+fn a_layers_own_entries_survive_its_whiteouts_and_opaque_markers() {
+    let lower = Layer::new()
+        .dir("opaque", 0o755)
+        .file("opaque/lower-file", b"lower", 0o644)
+        .file("lower-x", b"lower", 0o644)
+        .tar();
+    let upper = Layer::new()
+        .dir("opaque/sub", 0o755)
+        .file("opaque/sub/deep", b"mine", 0o644)
+        .file("opaque/mine", b"mine", 0o644)
+        .opaque("opaque")
+        .file("same-x", b"mine", 0o644)
+        .whiteout("same-x")
+        .whiteout("lower-x")
+        .tar();
+    let (_tmp, tree) = apply(&[lower, upper], false);
+    let r = tree.root();
+    assert_eq!(read(r, "opaque/mine"), "mine");
+    assert_eq!(read(r, "opaque/sub/deep"), "mine");
+    assert!(!exists(r, "opaque/lower-file"));
+    assert_eq!(
+        read(r, "same-x"),
+        "mine",
+        "a whiteout hides lower layers only"
+    );
+    assert!(!exists(r, "lower-x"));
+}

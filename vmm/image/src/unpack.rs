@@ -224,7 +224,7 @@ impl Tree {
             .resolve_dir(&parts, true, &shown, layer)?
             .expect("made when missing");
         let rel = parent.join(&name);
-        let path = self.root.join(&rel);
+        let path = self.inside(&rel)?;
         let existing = std::fs::symlink_metadata(&path).ok();
         use tar::EntryType as T;
         let keep_dir = kind.is_dir() && existing.as_ref().is_some_and(|m| m.is_dir());
@@ -264,9 +264,10 @@ impl Tree {
                 };
                 let tparent = self.resolve_dir(&tparts, false, &shown, layer)?;
                 let trel = tparent.map(|p| p.join(&tname));
-                let tmeta = trel
+                let tpath = trel.as_ref().map(|t| self.inside(t)).transpose()?;
+                let tmeta = tpath
                     .as_ref()
-                    .and_then(|t| std::fs::symlink_metadata(self.root.join(t)).ok());
+                    .and_then(|t| std::fs::symlink_metadata(t).ok());
                 let (Some(trel), Some(tmeta)) = (trel, tmeta) else {
                     return content(format!(
                         "'{shown}': a hard link to '{}', which is not there",
@@ -276,7 +277,7 @@ impl Tree {
                 if tmeta.is_dir() {
                     return content(format!("'{shown}': a hard link to a directory"));
                 }
-                std::fs::hard_link(self.root.join(&trel), &path)
+                std::fs::hard_link(self.inside(&trel)?, &path)
                     .map_err(host("cannot link", &path))?;
                 // One inode: the target's record is the link's.
                 match self.entries.get(&trel) {
@@ -347,10 +348,28 @@ impl Tree {
         Ok(meta)
     }
 
+    /// `rel` under the root (the root itself when empty), when each of
+    /// its components is a plain name: no root, `.` or `..`. `components`
+    /// never makes another, so this refusal is the last line against a
+    /// bug here writing or removing outside the root; every path the
+    /// unpacker writes, links, changes or removes is made by it.
+    fn inside(&self, rel: &Path) -> Applied<PathBuf> {
+        if !rel
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+        {
+            return content(format!(
+                "'{}' is no path inside the image's root",
+                rel.display()
+            ));
+        }
+        Ok(self.root.join(rel))
+    }
+
     /// Records `meta` for `rel` and, as root, puts it on the file.
     fn set_meta(&mut self, rel: &Path, meta: Meta) -> Applied<()> {
         if self.native {
-            let path = self.root.join(rel);
+            let path = self.inside(rel)?;
             let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| {
                 ApplyError::Content(format!("'{}': a NUL in the name", rel.display()))
             })?;
@@ -397,7 +416,7 @@ impl Tree {
                 _ => {}
             }
             let rel = cur.join(&c);
-            let path = self.root.join(&rel);
+            let path = self.inside(&rel)?;
             match std::fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => cur = rel,
                 Ok(m) if m.file_type().is_symlink() => {
@@ -465,8 +484,7 @@ impl Tree {
             return content(format!("'{shown}': a whiteout of no file"));
         }
         let rel = dir.join(OsStr::from_bytes(hidden));
-        if !layer.created.contains(&rel) && std::fs::symlink_metadata(self.root.join(&rel)).is_ok()
-        {
+        if !layer.created.contains(&rel) && std::fs::symlink_metadata(self.inside(&rel)?).is_ok() {
             self.remove(&rel)?;
         }
         Ok(())
@@ -474,7 +492,7 @@ impl Tree {
 
     /// Removes what lower layers left in `dir`, keeping this layer's own.
     fn prune_lower(&mut self, dir: &Path, layer: &Layer) -> Applied<()> {
-        let path = self.root.join(dir);
+        let path = self.inside(dir)?;
         let children = std::fs::read_dir(&path).map_err(host("cannot read", &path))?;
         for child in children {
             let child = child.map_err(host("cannot read", &path))?;
@@ -493,7 +511,10 @@ impl Tree {
     /// Removes `rel` (a directory with all it holds; a link itself, never
     /// what it points to) and its records.
     fn remove(&mut self, rel: &Path) -> Applied<()> {
-        let path = self.root.join(rel);
+        if rel.as_os_str().is_empty() {
+            return content("removing the image's root itself");
+        }
+        let path = self.inside(rel)?;
         let meta = std::fs::symlink_metadata(&path).map_err(host("cannot look at", &path))?;
         if meta.is_dir() {
             std::fs::remove_dir_all(&path).map_err(host("cannot remove", &path))?;
@@ -565,4 +586,38 @@ fn mknod(path: &Path, kind: Kind, perm: u32) -> Applied<()> {
         return Err(host("cannot make", path)(io::Error::last_os_error()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod guard_tests {
+    use super::*;
+
+    /// Paths that are not plain names under the root are refused before
+    /// anything is written or removed, and the root itself is never
+    /// removed; a file beside the root stays.
+    #[test]
+    fn nothing_outside_the_root_is_touched() {
+        let base = std::env::temp_dir().join(format!("vmm-unpack-guard-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let beside = base.join("beside");
+        std::fs::write(&beside, b"keep").unwrap();
+        let mut tree = Tree::new(base.join("root"), false).unwrap();
+        for bad in ["/", "/etc", "../beside", "a/../../beside", "./x"] {
+            assert!(
+                matches!(tree.inside(Path::new(bad)), Err(ApplyError::Content(_))),
+                "{bad}"
+            );
+            assert!(tree.remove(Path::new(bad)).is_err(), "{bad}");
+        }
+        assert!(tree.remove(Path::new("")).is_err(), "the root itself");
+        assert_eq!(
+            tree.inside(Path::new("a/b")).unwrap(),
+            base.join("root/a/b")
+        );
+        assert_eq!(tree.inside(Path::new("")).unwrap(), base.join("root"));
+        assert_eq!(std::fs::read(&beside).unwrap(), b"keep");
+        assert!(base.join("root").is_dir());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }

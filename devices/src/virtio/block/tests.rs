@@ -299,19 +299,23 @@ fn an_acknowledged_flush_survives_kill_9() {
     );
 }
 
-/// Host faults under a running disk: the guest gets IOERR, the device
-/// keeps answering, nothing panics.
-#[test]
-fn a_full_host_disk_gives_the_guest_ioerr() {
-    // /dev/full: every write fails with ENOSPC, reads give zeros, and
-    // it cannot be synced (a character device without fsync: fdatasync
-    // fails with EINVAL).
+/// A disk on /dev/full: every write fails with ENOSPC, reads give zeros,
+/// and it cannot be synced (a character device without fsync: fdatasync
+/// fails with EINVAL).
+fn full_disk() -> Block {
     let full = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/full")
         .unwrap();
-    let mut dev = Block::new(full, DISK_SECTORS * SECTOR_SIZE, false, "full");
+    Block::new(full, DISK_SECTORS * SECTOR_SIZE, false, "full")
+}
+
+/// Host faults under a running disk: the guest gets IOERR, the device
+/// keeps answering, nothing panics.
+#[test]
+fn a_full_host_disk_gives_the_guest_ioerr() {
+    let mut dev = full_disk();
     let m = mem();
     let data = desc(DATA, 4096, false);
     let (hdr, st) = (desc(HDR, 16, false), desc(STATUS, 1, true));
@@ -938,12 +942,7 @@ fn a_segment_across_two_memory_regions_is_read_and_written_whole() {
 /// /dev/full) is IOERR at once, not retried.
 #[test]
 fn a_refused_write_of_several_segments_is_ioerr() {
-    let full = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/full")
-        .unwrap();
-    let mut dev = Block::new(full, DISK_SECTORS * SECTOR_SIZE, false, "full");
+    let mut dev = full_disk();
     let m = mem();
     header(&m, VIRTIO_BLK_T_OUT, 0);
     let r = run(
