@@ -859,10 +859,13 @@ fn a_layers_own_entries_survive_its_whiteouts_and_opaque_markers() {
     let lower = Layer::new()
         .dir("opaque", 0o755)
         .file("opaque/lower-file", b"lower", 0o644)
+        .dir("opaque/sub", 0o755)
+        .file("opaque/sub/lower-deep", b"lower", 0o644)
         .file("lower-x", b"lower", 0o644)
         .tar();
+    // opaque/sub, a lower layer's, holds this layer's deep: the marker
+    // empties it of the lower layer's files, and deep stays.
     let upper = Layer::new()
-        .dir("opaque/sub", 0o755)
         .file("opaque/sub/deep", b"mine", 0o644)
         .file("opaque/mine", b"mine", 0o644)
         .opaque("opaque")
@@ -875,10 +878,105 @@ fn a_layers_own_entries_survive_its_whiteouts_and_opaque_markers() {
     assert_eq!(read(r, "opaque/mine"), "mine");
     assert_eq!(read(r, "opaque/sub/deep"), "mine");
     assert!(!exists(r, "opaque/lower-file"));
+    assert!(!exists(r, "opaque/sub/lower-deep"));
     assert_eq!(
         read(r, "same-x"),
         "mine",
         "a whiteout hides lower layers only"
     );
     assert!(!exists(r, "lower-x"));
+}
+
+/// A file of the image is read back only when it is a regular file (not
+/// a link, not a directory) of at most the limit.
+#[test]
+fn files_are_read_back_only_when_regular_and_within_the_limit() {
+    let layer = Layer::new()
+        .dir("etc", 0o755)
+        .file("etc/passwd", b"root:x:0:0::/root:/bin/sh\n", 0o644)
+        .symlink("etc/link", "passwd")
+        .tar();
+    let (_tmp, tree) = apply(&[layer], false);
+    let len = b"root:x:0:0::/root:/bin/sh\n".len() as u64;
+    assert_eq!(
+        tree.read_file("etc/passwd", len).as_deref(),
+        Some(&b"root:x:0:0::/root:/bin/sh\n"[..])
+    );
+    assert_eq!(
+        tree.read_file("etc/passwd", len - 1),
+        None,
+        "over the limit"
+    );
+    assert_eq!(tree.read_file("etc/link", 1 << 20), None, "a link");
+    assert_eq!(tree.read_file("etc", 1 << 20), None, "a directory");
+    assert_eq!(tree.read_file("etc/none", 1 << 20), None);
+}
+
+/// A path may go through at most 40 symbolic links (MAX_LINKS), as the
+/// kernel's own lookup; a loop of links is refused, not followed forever.
+#[test]
+fn a_path_goes_through_at_most_40_links_and_a_loop_is_refused() {
+    // d0 -> d1 -> ... -> dN, a real directory.
+    let chain = |n: usize| {
+        let mut l = Layer::new().dir(&format!("d{n}"), 0o755);
+        for i in 0..n {
+            l = l.symlink(&format!("d{i}"), &format!("d{}", i + 1));
+        }
+        l.tar()
+    };
+    let (_tmp, tree) = apply(
+        &[chain(40), Layer::new().file("d0/x", b"40", 0o644).tar()],
+        false,
+    );
+    assert_eq!(read(tree.root(), "d40/x"), "40");
+    for (name, layers) in [
+        (
+            "41 links",
+            vec![chain(41), Layer::new().file("d0/x", b"41", 0o644).tar()],
+        ),
+        (
+            "a loop",
+            vec![
+                Layer::new().symlink("a", "b").symlink("b", "a").tar(),
+                Layer::new().file("a/x", b"loop", 0o644).tar(),
+            ],
+        ),
+    ] {
+        let tmp = Tmp::new("links");
+        let mut tree = Tree::new(tmp.join("root"), false).unwrap();
+        tree.apply_layer(&layers[0][..]).unwrap();
+        match tree.apply_layer(&layers[1][..]) {
+            Err(crate::unpack::ApplyError::Content(e)) => {
+                assert!(
+                    e.contains("too many levels of symbolic links"),
+                    "{name}: {e}"
+                )
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+/// The bytes the files take (what the root disk must hold), a link's
+/// target written with `.` in it, and whether the tree was made as root.
+#[test]
+fn disk_usage_links_through_dot_and_the_trees_mode() {
+    let layer = Layer::new()
+        .dir("d", 0o755)
+        .file("d/big", &vec![7u8; 256 << 10], 0o644)
+        .file("small", b"x", 0o644)
+        .symlink("via", "./d/.")
+        .tar();
+    let (_tmp, mut tree) = apply(&[layer], false);
+    assert!(!tree.native());
+    let usage = tree.disk_usage().unwrap();
+    assert!(
+        (256 << 10..(256 << 10) + (64 << 10)).contains(&usage),
+        "{usage}"
+    );
+    tree.apply_layer(&Layer::new().file("via/new", b"n", 0o644).tar()[..])
+        .unwrap();
+    assert_eq!(read(tree.root(), "d/new"), "n");
+    let tmp = Tmp::new("native");
+    assert!(Tree::new(tmp.join("root"), true).unwrap().native());
 }
