@@ -4,10 +4,11 @@
 # of the container image unpacker (vmm/image/src/unpack.rs, against
 # vmm-image's), in a sandbox.
 #
-#   scripts/mutants.sh [--out DIR] [virtio|unpack]...
+#   scripts/mutants.sh [--out DIR] [--jobs N] [virtio|unpack]...
 #
 # Results (caught, missed, timeout, unviable lists and logs) go to
-# DIR/virtio and DIR/unpack (default /tmp/vmm-mutants). Needs root.
+# DIR/virtio and DIR/unpack (default /tmp/vmm-mutants); --jobs N builds and
+# tests N mutants at once (default 1). Needs root.
 #
 # The sandbox: a mutant of the unpacker can write or remove outside the
 # image's root (one that split paths at every byte but '/' once removed
@@ -20,13 +21,15 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [[ -f $HOME/.cargo/env ]] && . "$HOME/.cargo/env"
 
 out=/tmp/vmm-mutants
+jobs=1
 sets=()
 while (($#)); do
     case $1 in
         --out) [[ -n ${2:-} ]] || { echo "mutants: --out takes a directory" >&2; exit 2; }; out=$2; shift 2 ;;
+        --jobs) [[ ${2:-} =~ ^[1-9][0-9]?$ ]] || { echo "mutants: --jobs takes 1 to 99" >&2; exit 2; }; jobs=$2; shift 2 ;;
         virtio | unpack) sets+=("$1"); shift ;;
-        -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
-        *) echo "mutants: unknown argument '$1' (virtio, unpack, --out DIR)" >&2; exit 2 ;;
+        -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+        *) echo "mutants: unknown argument '$1' (virtio, unpack, --out DIR, --jobs N)" >&2; exit 2 ;;
     esac
 done
 ((${#sets[@]})) || sets=(virtio unpack)
@@ -38,7 +41,7 @@ if [[ ${VMM_MUTANTS_SANDBOX:-} != 1 ]]; then
         echo "mutants: installing cargo-mutants" >&2
         cargo install --quiet --locked cargo-mutants >&2
     fi
-    exec unshare --mount --propagation private env VMM_MUTANTS_SANDBOX=1 "$0" --out "$out" "${sets[@]}"
+    exec unshare --mount --propagation private env VMM_MUTANTS_SANDBOX=1 "$0" --out "$out" --jobs "$jobs" "${sets[@]}"
 fi
 
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
@@ -60,6 +63,6 @@ for set in "${sets[@]}"; do
         unpack) args=(-f vmm/image/src/unpack.rs --test-package vmm-image) ;;
     esac
     # Without debug info the many incremental builds are quicker.
-    CARGO_PROFILE_DEV_DEBUG=0 cargo mutants "${args[@]}" -o "$out/$set" || status=$?
+    CARGO_PROFILE_DEV_DEBUG=0 cargo mutants "${args[@]}" --jobs "$jobs" -o "$out/$set" || status=$?
 done
 exit "$status"
