@@ -511,3 +511,19 @@ fn a_loop_device_is_a_disk_of_its_size() {
         );
     }
 }
+
+/// scripts/mutants.sh refuses bad options with exit code 2 and a message
+/// naming the option, before it installs, sandboxes or runs anything.
+#[test]
+fn mutants_sh_refuses_bad_options_with_exit_code_2() {
+    let script = vmm_tests::repo_root().join("scripts/mutants.sh");
+    for (args, says) in [
+        (&["--jobs", "x"][..], "--jobs takes 1 to 99"),
+        (&["--jobs", "0"], "--jobs takes 1 to 99"),
+        (&["--out"], "--out takes a directory"),
+        (&["--out", "/var/x"], "--out must be under /tmp"),
+        (&["everything"], "unknown argument 'everything'"),
+    ] {
+        vmm_tests::assert_script_refuses(&script, args, says);
+    }
+}
