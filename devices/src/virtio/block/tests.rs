@@ -783,6 +783,8 @@ fn the_device_offers_its_type_queue_and_features() {
         assert_eq!(dev.device_type(), DEVICE_TYPE_BLOCK);
         assert_eq!(DEVICE_TYPE_BLOCK, 2);
         assert_eq!(dev.queue_max_sizes(), &[QUEUE_SIZE]);
+        // No host descriptor for the event loop to watch (not stdin's 0).
+        assert!(dev.host_fds().is_empty());
         let want = (1u64 << VIRTIO_F_VERSION_1)
             | (1 << VIRTIO_BLK_F_FLUSH)
             | (1 << VIRTIO_BLK_F_SEG_MAX)
