@@ -62,6 +62,15 @@ impl Layer {
         self
     }
 
+    /// PAX extended header records (`uid`, `gid`, `mtime`, ...) for the
+    /// entry appended next.
+    pub fn pax(mut self, records: &[(&str, &str)]) -> Layer {
+        self.builder
+            .append_pax_extensions(records.iter().map(|(k, v)| (*k, v.as_bytes())))
+            .expect("append to a Vec");
+        self
+    }
+
     /// A regular file.
     pub fn file(self, path: &str, data: &[u8], mode: u32) -> Layer {
         self.file_owned(path, data, mode, 0, 0)
@@ -105,6 +114,14 @@ impl Layer {
     /// A character device.
     pub fn char_device(self, path: &str, major: u32, minor: u32, mode: u32) -> Layer {
         let mut h = Self::header(tar::EntryType::Char, mode, 0, 0);
+        h.set_device_major(major).unwrap();
+        h.set_device_minor(minor).unwrap();
+        self.append(h, path.as_bytes(), b"")
+    }
+
+    /// A block device node.
+    pub fn block_device(self, path: &str, major: u32, minor: u32, mode: u32) -> Layer {
+        let mut h = Self::header(tar::EntryType::Block, mode, 0, 0);
         h.set_device_major(major).unwrap();
         h.set_device_minor(minor).unwrap();
         self.append(h, path.as_bytes(), b"")

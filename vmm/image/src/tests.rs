@@ -72,6 +72,7 @@ fn base() -> Vec<u8> {
         .dir_owned("home/app", 0o700, 1000, 1000)
         .file_owned("home/app/.profile", b"app's", 0o600, 1000, 1000)
         .char_device("dev/null", 1, 3, 0o666)
+        .block_device("dev/loop9", 7, 9, 0o660)
         .fifo("run/pipe", 0o600)
         .tar()
 }
@@ -176,6 +177,12 @@ fn as_root_ownership_modes_and_device_nodes_are_on_the_files() {
     let dev = std::fs::symlink_metadata(r.join("dev/null")).unwrap();
     assert!(dev.file_type().is_char_device());
     assert_eq!(dev.rdev(), libc::makedev(1, 3));
+    let blk = std::fs::symlink_metadata(r.join("dev/loop9")).unwrap();
+    assert!(blk.file_type().is_block_device());
+    assert_eq!(
+        (blk.rdev(), blk.mode() & 0o7777),
+        (libc::makedev(7, 9), 0o660)
+    );
     // Times are the layers' once set.
     tree.set_times().unwrap();
     assert_eq!(
@@ -979,4 +986,31 @@ fn disk_usage_links_through_dot_and_the_trees_mode() {
     assert_eq!(read(tree.root(), "d/new"), "n");
     let tmp = Tmp::new("native");
     assert!(Tree::new(tmp.join("root"), true).unwrap().native());
+}
+
+/// PAX records give owners past the header's 7 octal digits and a
+/// fractional modification time (its whole seconds); without them the
+/// header's own values stand.
+#[test]
+fn pax_records_give_owners_and_times() {
+    let layer = Layer::new()
+        .pax(&[
+            ("uid", "3000000"),
+            ("gid", "3000001"),
+            ("mtime", "1800000000.75"),
+        ])
+        .file("big-ids", b"x", 0o644)
+        .file("plain", b"y", 0o640)
+        .tar();
+    let (_tmp, tree) = apply(&[layer], false);
+    let big = tree.entries()[Path::new("big-ids")];
+    assert_eq!(
+        (big.uid, big.gid, big.mtime),
+        (3_000_000, 3_000_001, 1_800_000_000)
+    );
+    let plain = tree.entries()[Path::new("plain")];
+    assert_eq!(
+        (plain.uid, plain.gid, plain.mtime, plain.mode),
+        (0, 0, 1_700_000_000, 0o640)
+    );
 }
