@@ -826,6 +826,13 @@ fn counters_and_stats_follow_the_requests() {
     // An unknown type: failed, UNSUPP.
     header(&m, 99, 0);
     assert_eq!(run(&mut dev, &m, &[hdr, st]).status, VIRTIO_BLK_S_UNSUPP);
+    // Refused as it is parsed (a write whose data the device would write):
+    // failed too.
+    header(&m, VIRTIO_BLK_T_OUT, 0);
+    assert_eq!(
+        run(&mut dev, &m, &[hdr, desc(DATA, 512, true), st]).status,
+        VIRTIO_BLK_S_IOERR
+    );
     // No status byte: malformed, twice.
     for _ in 0..2 {
         run(&mut dev, &m, &[hdr, desc(DATA, 512, false)]);
@@ -835,7 +842,7 @@ fn counters_and_stats_follow_the_requests() {
         dev.counters(),
         vec![
             ("requests_ok", 3),
-            ("requests_failed", 2),
+            ("requests_failed", 3),
             ("requests_malformed", 2),
             ("bytes_read", 1024),
             ("bytes_written", 512),
@@ -844,7 +851,7 @@ fn counters_and_stats_follow_the_requests() {
     );
     assert_eq!(
         dev.stats().as_deref(),
-        Some("virtio-blk disk-id-1: 3 requests done, 2 failed, 2 malformed; 1024 bytes read, 512 written, 1 flushes")
+        Some("virtio-blk disk-id-1: 3 requests done, 3 failed, 2 malformed; 1024 bytes read, 512 written, 1 flushes")
     );
 }
 

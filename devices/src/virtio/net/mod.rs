@@ -1125,6 +1125,12 @@ mod tests {
         assert_eq!(r.peer.recv(&mut got).unwrap(), VNET_HDR_LEN);
         assert_eq!((r.dev.stats.tx_frames, r.dev.stats.tx_errors), (1, 0));
         assert_eq!(r.dev.stats.tx_bytes, VNET_HDR_LEN as u64);
+        // A frame the backend refuses (its peer is gone) is counted, not
+        // tried again.
+        drop(r.peer);
+        offer(&tx_vq, &[&[(BUF + 0x4000, VNET_HDR_LEN as u32, false)]], 1);
+        r.dev.process_queue(&r.mem, TX_QUEUE, &mut q);
+        assert_eq!((r.dev.stats.tx_frames, r.dev.stats.tx_errors), (1, 1));
     }
 
     /// The largest frame is sent whole, one byte more is dropped; a piece
