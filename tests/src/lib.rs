@@ -424,6 +424,13 @@ pub fn firecracker_config(guest: &Path, rootfs: &Path) -> String {
     text
 }
 
+/// The metrics document `vmm run --metrics PATH` left at `path`.
+pub fn metrics_document(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{path:?} is no JSON document: {e}\n{text}"))
+}
+
 /// The default guest directory (as `vmm run` finds it), if it is built.
 pub fn default_guest() -> Option<PathBuf> {
     let dir = vmm::config::default_guest_dir();

@@ -119,8 +119,7 @@ fn the_guest_mounts_its_ext4_root_read_write_and_the_write_reaches_the_host() {
         "read-only disk changed"
     );
     // The metrics document says the same, for programs.
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
+    let doc = vmm_tests::metrics_document(&metrics);
     assert_eq!(doc["state"], "ended", "{doc}");
     assert_eq!(doc["end"]["exit_code"], 0, "{doc}");
     assert!(

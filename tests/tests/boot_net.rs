@@ -174,8 +174,8 @@ fn the_guest_gets_a_dhcp_lease_and_answers_ping() {
     assert_eq!(out.code, Some(143), "{}", out.stderr);
     // The metrics document: what virtio-net moved, and each queue's
     // notifications and interrupts (receive queue first).
-    let text = std::fs::read_to_string(&metrics).unwrap();
-    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let doc = vmm_tests::metrics_document(&metrics);
+    let text = doc.to_string();
     assert_eq!(doc["state"], "ended", "{text}");
     let net = doc["devices"]
         .as_array()

@@ -453,9 +453,10 @@ fn ran_ok(mut cmd: Command) -> String {
 
 /// The kernel command line in a metrics document (`vmm run --metrics`).
 fn kernel_cmdline(metrics: &Path) -> String {
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(metrics).unwrap()).unwrap();
-    doc["kernel_cmdline"].as_str().unwrap().to_string()
+    vmm_tests::metrics_document(metrics)["kernel_cmdline"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// The cache's complete entries (directories named by their keys).

@@ -125,16 +125,14 @@ fn tiny_guests_bin() -> Option<PathBuf> {
 /// What booting the nested host and its scenarios needs from this
 /// machine (`.ci/run` installs and builds them all).
 fn needs() -> Vec<Need> {
+    let image_tools = vmm_tests::images::missing_tools();
     vec![
         Need::tool("qemu-system-x86_64", "qemu-system-x86"),
         Need::tool("debugfs", "e2fsprogs"),
         Need::tool("strace", "strace"),
         Need::that(
-            vmm_tests::images::missing_tools().is_empty(),
-            format!(
-                "the image tools ({})",
-                vmm_tests::images::missing_tools().join(", ")
-            ),
+            image_tools.is_empty(),
+            format!("the image tools ({})", image_tools.join(", ")),
         ),
         Need::that(
             default_guest().is_some(),
@@ -1131,8 +1129,8 @@ fn the_pvh_entry_boots_to_user_space() {
 /// document (`vmm run --metrics`), once the VM has ended.
 fn disk_counters(n: &Nested, name: &str) -> serde_json::Map<String, serde_json::Value> {
     let path = n.results().join(format!("{name}.metrics.json"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
-    let doc: serde_json::Value = serde_json::from_str(&text).expect("the metrics document");
+    let doc = vmm_tests::metrics_document(&path);
+    let text = doc.to_string();
     assert_eq!(doc["state"], "ended", "{text}");
     let disks: Vec<&serde_json::Value> = doc["devices"]
         .as_array()
