@@ -78,6 +78,11 @@ impl Timeline {
         }
     }
 
+    /// The instant the times count from.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     /// Stamps `phase` now unless it has its stamp already, and logs it the
     /// first time as "phase NAME at MS ms". Returns whether it was the
     /// first time.

@@ -64,6 +64,10 @@ const KBD_CMD_SETREP: u8 = 0xf3;
 const KBD_CMD_RESET: u8 = 0xff;
 const KBD_ID: [u8; 2] = [0xab, 0x83];
 
+/// Ctrl, Alt and Delete pressed, then released, in scan code set 1:
+/// Ctrl 0x1d, Alt 0x38, Delete 0xe0 0x53; a release adds 0x80.
+pub const CTRL_ALT_DEL: [u8; 8] = [0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d];
+
 /// Bytes the output buffer holds before it drops new ones.
 pub const BUFFER_SIZE: usize = 16;
 
@@ -104,6 +108,21 @@ impl I8042 {
             pending: Pending::None,
             scan_set: 2,
         }
+    }
+
+    /// Presses and releases Ctrl-Alt-Del on the keyboard, as Firecracker's
+    /// SendCtrlAltDel does: the scan codes (set 1, as the controller's
+    /// translation hands them to the guest) wait in the output buffer and
+    /// IRQ 1 is raised. A Linux guest with the AT keyboard driver restarts
+    /// (or signals its init, if init asked for that). Returns false when
+    /// the buffer had no room for them all (nothing is queued then).
+    pub fn ctrl_alt_del(&mut self) -> bool {
+        if self.out.len() + CTRL_ALT_DEL.len() > BUFFER_SIZE {
+            return false;
+        }
+        self.out.extend(CTRL_ALT_DEL);
+        self.raise_irq();
+        true
     }
 
     fn status(&self) -> u8 {
@@ -396,5 +415,28 @@ mod tests {
         assert_eq!(d[1..], [0, 0, 0]);
         r.dev.read(2, &mut d[..1]);
         assert_eq!(d[0], 0xff);
+    }
+
+    #[test]
+    fn ctrl_alt_del_queues_its_scan_codes_and_interrupts() {
+        let mut r = rig();
+        assert!(r.dev.ctrl_alt_del());
+        assert_eq!(r.irq.read().unwrap(), 1);
+        let mut got = Vec::new();
+        while r.status() & STR_OBF != 0 {
+            got.push(r.data());
+        }
+        assert_eq!(got, CTRL_ALT_DEL);
+        // With the keyboard interrupt masked, the codes wait unannounced.
+        r.cmd(CMD_WRITE_CTR);
+        r.put(CTR_SYS | CTR_XLATE);
+        let _ = r.irq.read();
+        assert!(r.dev.ctrl_alt_del());
+        assert!(r.irq.read().is_err());
+        // A buffer without room for all of them takes none.
+        assert!(r.dev.ctrl_alt_del());
+        assert_eq!(r.dev.out.len(), BUFFER_SIZE);
+        assert!(!r.dev.ctrl_alt_del());
+        assert_eq!(r.dev.out.len(), BUFFER_SIZE);
     }
 }

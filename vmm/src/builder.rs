@@ -4,47 +4,65 @@
 
 use std::fs::File;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
-use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::{Address, GuestMemoryMmap};
 
 use crate::cmdline::guest_cmdline;
 use crate::config::{BootProtocol, EmulatedHost, SerialOutput, VmConfig};
-use crate::device_manager::VirtioSlot;
-use crate::device_manager::{self, LegacyDevices, Slotted};
+use crate::control::Control;
+use crate::device_manager::{self, LegacyDevices, Slotted, VirtioSlot};
 use crate::error::{Error, Result};
-use crate::event_loop::{ExitHandler, StdinHandler, VirtioHandler};
 use crate::host;
 use crate::metrics::MetricsFile;
-use crate::signals::{install_kick_handler, install_stop_handler, stop_vcpus, StopHandler};
-use crate::terminal::RawTerminal;
 use crate::vcpu::{self, Vcpu, VmEnd, VmExitState};
 use crate::vm::{self, VmError};
 use devices::boot_timer::{Phase, Timeline};
 use devices::exit_device::{self, ExitDevice};
+use devices::i8042::I8042;
 use devices::serial::SerialDevice;
+use devices::virtio::net::tap::Tap;
 use vmm_sys_util::eventfd::EventFd;
 
-/// A built VM, ready to run.
+/// A built VM, ready to start (`Vmm::start`) or run (`Vmm::run`).
 pub struct Vmm {
     // Field order is drop order: vCPUs and devices go before the VM fd,
     // the VM fd before guest memory, so KVM never sees unmapped memory.
-    vcpus: Vec<Vcpu>,
-    virtio: Vec<VirtioSlot>,
-    serial: Arc<Mutex<SerialDevice>>,
-    serial_input_ready: EventFd,
-    reset_evt: EventFd,
-    exit: Arc<VmExitState>,
-    serial_stdio: bool,
-    seccomp: bool,
+    pub(crate) vcpus: Vec<Vcpu>,
+    pub(crate) virtio: Vec<VirtioSlot>,
+    pub(crate) disks: Vec<crate::handle::DiskSlot>,
+    pub(crate) serial: Arc<Mutex<SerialDevice>>,
+    pub(crate) serial_input_ready: EventFd,
+    pub(crate) reset_evt: EventFd,
+    pub(crate) i8042: Arc<Mutex<I8042>>,
+    pub(crate) exit: Arc<VmExitState>,
+    pub(crate) control: Arc<Control>,
+    pub(crate) buses: (Arc<devices::Bus>, Arc<devices::Bus>),
+    pub(crate) serial_stdio: bool,
+    pub(crate) seccomp: bool,
+    pub(crate) metrics: Option<MetricsFile>,
+    pub(crate) vm: VmFd,
+    pub(crate) kvm: Kvm,
+    pub(crate) mem: GuestMemoryMmap,
+}
+
+/// What the first stage found: the configuration checked and the host's
+/// files and devices opened, before KVM is touched.
+pub struct Checked {
+    disk_files: Vec<(File, u64)>,
+    taps: Vec<Tap>,
+    kernel: File,
+    cmdline: arch::boot::Cmdline,
+    cmdline_text: String,
+    timeline: Arc<Timeline>,
     metrics: Option<MetricsFile>,
-    _vm: VmFd,
-    _kvm: Kvm,
-    _mem: GuestMemoryMmap,
+}
+
+/// The guest as loaded into memory: where to enter it.
+pub struct Loaded {
+    kernel: arch::boot::LoadedKernel,
 }
 
 fn ms_since(start: Instant) -> f64 {
@@ -60,12 +78,42 @@ fn open_image(what: &'static str, path: &std::path::Path) -> Result<File> {
 }
 
 impl Vmm {
-    /// Validates `config`, then builds the VM. Errors in the configuration
-    /// or the images are reported before KVM is touched.
+    /// Validates `config`, then builds the VM stage by stage: the
+    /// configuration checked and the host's files opened (`check`), the
+    /// KVM VM (`create_vm`), guest memory and the guest loaded into it
+    /// (`load_guest`), the devices (`devices`) and the vCPUs (`vcpus`).
+    /// Errors in the configuration or the images are reported before KVM
+    /// is touched.
     pub fn build(config: &VmConfig, started: Instant) -> Result<Vmm> {
+        let checked = Self::check(config, started)?;
+        let (kvm, vm) = Self::create_vm(config, &checked)?;
+        let (mem, loaded) = Self::load_guest(
+            config,
+            &vm,
+            checked.kernel.try_clone().map_err(|e| Error::File {
+                what: "kernel",
+                path: config.kernel.clone(),
+                reason: e.to_string(),
+            })?,
+            &checked,
+        )?;
+        let mut vmm = Self::devices(config, kvm, vm, mem, checked)?;
+        vmm.vcpus(config, &loaded)?;
+        vmm.exit.timeline.mark(Phase::VmBuilt);
+        if let Some(m) = &mut vmm.metrics {
+            let transports: Vec<_> = vmm.virtio.iter().map(|s| s.transport.clone()).collect();
+            m.write(&transports, None);
+        }
+        Ok(vmm)
+    }
+
+    /// Stage 1: the configuration and the host's side of the VM, before
+    /// KVM: the disks and the kernel opened, the kernel probed, the guest
+    /// command line made, the memory the host can give, the TAPs opened.
+    pub fn check(config: &VmConfig, started: Instant) -> Result<Checked> {
         let disk_files = config.check()?;
         let timeline = Arc::new(Timeline::new(started));
-        let mut metrics = match &config.metrics {
+        let metrics = match &config.metrics {
             Some(path) => Some(MetricsFile::create(path, timeline.clone())?),
             None => None,
         };
@@ -77,51 +125,10 @@ impl Vmm {
 
         let emulated = config.emulated_host.applies();
         let cmdline_text = guest_cmdline(config, emulated);
-        let cmdline =
-            arch::boot::make_cmdline(&cmdline_text).map_err(|e| match &config.command {
-                // The command travels on the command line (VMM_CMD=...).
-                Some(command) if cmdline_text.len() >= arch::layout::CMDLINE_MAX_SIZE => {
-                    Error::config(
-                        "command",
-                        command
-                            .iter()
-                            .map(|a| a.to_string_lossy())
-                            .collect::<Vec<_>>()
-                            .join(" "),
-                        format!(
-                            "too long: encoded it takes {} of the kernel command line's {} bytes, \
-                         {} with the rest",
-                            crate::cmdline::encode_command(command).len(),
-                            arch::layout::CMDLINE_MAX_SIZE - 1,
-                            cmdline_text.len()
-                        ),
-                    )
-                }
-                _ => Error::config("cmdline", &config.cmdline, e.to_string()),
-            })?;
+        let cmdline = arch::boot::make_cmdline(&cmdline_text)
+            .map_err(|e| cmdline_error(config, &cmdline_text, e))?;
         if emulated {
-            let why = match config.emulated_host {
-                EmulatedHost::On => {
-                    "adapting the guest to an emulated KVM (--emulated-host on)".to_string()
-                }
-                _ => format!("emulated KVM detected ({})", host::PVM_MODULE),
-            };
-            let params: Vec<String> = host::emulated_host_params()
-                .iter()
-                .map(|(key, value)| match value {
-                    Some(v) if host::LIST_PARAMS.contains(key) => {
-                        format!("{key}=<{} features>", v.split(',').count())
-                    }
-                    Some(v) => format!("{key}={v}"),
-                    None => key.to_string(),
-                })
-                .collect();
-            log::warn!(
-                "{why}: guest kernel code is interpreted (about 1000x slower than VT-x/AMD-V) and \
-                 guest user space cannot make system calls, so init will not run; added to the \
-                 guest command line where not already set: {} (turn off with --emulated-host off)",
-                params.join(" ")
-            );
+            warn_emulated(config);
         }
         if let Some(avail) = host::available_mem_mib() {
             if config.mem_mib > avail {
@@ -132,7 +139,6 @@ impl Vmm {
                 ));
             }
         }
-
         // The host's network devices, before KVM: a TAP that cannot be
         // opened stops the VM before anything is built.
         let taps = config
@@ -140,7 +146,20 @@ impl Vmm {
             .iter()
             .map(device_manager::open_tap)
             .collect::<Result<Vec<_>>>()?;
+        Ok(Checked {
+            disk_files,
+            taps,
+            kernel,
+            cmdline,
+            cmdline_text,
+            timeline,
+            metrics,
+        })
+    }
 
+    /// Stage 2: KVM and the VM with its irqchip and PIT.
+    pub fn create_vm(config: &VmConfig, checked: &Checked) -> Result<(Kvm, VmFd)> {
+        let started = checked.timeline.started();
         let kvm = host::open_kvm()?;
         log::debug!("timing: /dev/kvm opened at {:.3} ms", ms_since(started));
         let max = host::max_vcpus(&kvm);
@@ -151,14 +170,24 @@ impl Vmm {
                 format!("KVM allows at most {max} vCPUs per VM"),
             ));
         }
-        let vcpu_count = config.vcpus as u8; // validated: at most 254
-
         let vm = vm::create_vm(&kvm)?;
         log::debug!(
             "timing: VM, irqchip and PIT created at {:.3} ms",
             ms_since(started)
         );
+        Ok((kvm, vm))
+    }
 
+    /// Stage 3: guest memory, registered with KVM, with the kernel, the
+    /// initrd and the boot data (command line, boot parameters, MP table)
+    /// in it.
+    pub fn load_guest(
+        config: &VmConfig,
+        vm: &VmFd,
+        mut kernel: File,
+        checked: &Checked,
+    ) -> Result<(GuestMemoryMmap, Loaded)> {
+        let started = checked.timeline.started();
         let mem_bytes = config.mem_mib << 20;
         let mem = vm::guest_memory(config.mem_mib)?;
         log::debug!("timing: guest memory mapped at {:.3} ms", ms_since(started));
@@ -167,7 +196,7 @@ impl Vmm {
         // an emulated KVM): do them at the same time.
         let want_pvh = config.boot_protocol == BootProtocol::Pvh;
         let (registered, loaded) = std::thread::scope(|scope| {
-            let registration = scope.spawn(|| vm::register_memory(&vm, &mem));
+            let registration = scope.spawn(|| vm::register_memory(vm, &mem));
             let loaded = arch::boot::load_kernel(&mem, &mut kernel, want_pvh);
             let registered = registration
                 .join()
@@ -195,11 +224,11 @@ impl Vmm {
         };
         let setup = arch::BootSetup {
             kernel: &loaded,
-            cmdline: &cmdline,
+            cmdline: &checked.cmdline,
             mem_bytes,
             initrd,
             rng_seed: host::random_seed()?,
-            vcpus: vcpu_count,
+            vcpus: config.vcpus as u8,
         };
         arch::configure_system(&mem, &setup).map_err(|e| match e {
             arch::SystemError::Boot(source) => Error::Kernel {
@@ -215,20 +244,46 @@ impl Vmm {
             loaded.entry.raw_value(),
             loaded.mode,
             config.mem_mib,
-            vcpu_count,
-            cmdline_text
+            config.vcpus,
+            checked.cmdline_text
         );
+        Ok((mem, Loaded { kernel: loaded }))
+    }
 
+    /// Stage 4: the devices (serial port, i8042, CMOS, boot timer, the
+    /// exit device, the virtio disks and network interfaces) on their
+    /// buses, their interrupts wired to KVM.
+    pub fn devices(
+        config: &VmConfig,
+        kvm: Kvm,
+        vm: VmFd,
+        mem: GuestMemoryMmap,
+        checked: Checked,
+    ) -> Result<Vmm> {
+        let Checked {
+            disk_files,
+            taps,
+            cmdline_text,
+            timeline,
+            mut metrics,
+            ..
+        } = checked;
         if let Some(m) = &mut metrics {
-            m.describe(&cmdline_text, config.mem_mib, u32::from(vcpu_count));
+            m.describe(&cmdline_text, config.mem_mib, config.vcpus);
         }
-        let exit = Arc::new(VmExitState::new(timeline.clone())?);
+        // Every vCPU and the event loop take part in pauses.
+        let control = Arc::new(
+            Control::new(config.vcpus as usize + 1)
+                .map_err(|e| device_manager::DeviceError::EventFd("control", e))?,
+        );
+        let exit = Arc::new(VmExitState::new(timeline.clone(), control.clone())?);
         let LegacyDevices {
             mut pio,
-            mmio,
+            mut mmio,
             serial,
             serial_input_ready,
             reset_evt,
+            i8042,
         } = device_manager::create(
             &vm,
             device_manager::serial_writer(&config.serial)?,
@@ -244,12 +299,12 @@ impl Vmm {
             u64::from(arch::layout::EXIT_DEVICE_PORT),
             exit_device::LEN,
         )?;
-        let mut mmio = mmio;
         let mut virtio = Vec::with_capacity(config.disks.len() + config.nets.len());
+        let mut disks = Vec::with_capacity(config.disks.len());
         let mut disk_files = disk_files.into_iter();
         let mut taps = taps.into_iter();
         for (slot, device) in device_manager::virtio_layout(config) {
-            let device = match device {
+            let (device, disk) = match device {
                 Slotted::Disk(i, disk) => {
                     // One opened file per disk, in the disks' order.
                     let (file, size) = disk_files.next().ok_or(VmError::Unopened)?;
@@ -264,7 +319,10 @@ impl Vmm {
                         },
                         slot.param()
                     );
-                    device_manager::block_device(disk, file, size, i)
+                    (
+                        device_manager::block_device(disk, file, size, i),
+                        Some((i, disk)),
+                    )
                 }
                 Slotted::Net(n, net) => {
                     let tap = taps.next().ok_or(VmError::Unopened)?;
@@ -274,26 +332,57 @@ impl Vmm {
                         net.mac_for(n),
                         slot.param()
                     );
-                    device_manager::net_device(net, n, tap)?
+                    (device_manager::net_device(net, n, tap)?, None)
                 }
             };
-            virtio.push(device_manager::add_virtio(
-                &vm, &mut mmio, &mem, slot, device,
-            )?);
+            let added = device_manager::add_virtio(&vm, &mut mmio, &mem, slot, device)?;
+            if let Some((i, disk)) = disk {
+                disks.push(crate::handle::DiskSlot {
+                    index: i,
+                    read_only: disk.read_only,
+                    transport: added.transport.clone(),
+                });
+            }
+            virtio.push(added);
         }
-        let (pio, mmio) = (Arc::new(pio), Arc::new(mmio));
-        let mut base_cpuid = kvm
+        Ok(Vmm {
+            buses: (Arc::new(pio), Arc::new(mmio)),
+            vcpus: Vec::new(),
+            virtio,
+            disks,
+            serial,
+            serial_input_ready,
+            reset_evt,
+            i8042,
+            exit,
+            control,
+            serial_stdio: config.serial == SerialOutput::Stdio,
+            seccomp: config.seccomp,
+            metrics,
+            vm,
+            kvm,
+            mem,
+        })
+    }
+
+    /// Stage 5: the vCPUs, each configured for the boot: CPUID, MSRs,
+    /// registers, FPU and LAPIC.
+    pub fn vcpus(&mut self, config: &VmConfig, loaded: &Loaded) -> Result<()> {
+        let (pio, mmio) = self.buses.clone();
+        let mut base_cpuid = self
+            .kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))?;
         // KVM emulates the TSC-deadline timer in its local APIC (this VM's
         // irqchip is in the kernel) but leaves the CPUID bit to user space,
         // as QEMU and Firecracker set it.
-        if kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer) {
+        if self.kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer) {
             arch::cpuid::offer_tsc_deadline(&mut base_cpuid);
         }
-        let mut vcpus = Vec::with_capacity(vcpu_count as usize);
+        let vcpu_count = config.vcpus as u8; // validated: at most 254
         for id in 0..vcpu_count {
-            let fd = vm
+            let fd = self
+                .vm
                 .create_vcpu(u64::from(id))
                 .map_err(Error::kvm("KVM_CREATE_VCPU"))?;
             vcpu::configure(
@@ -304,134 +393,74 @@ impl Vmm {
                     threads_per_core: if config.smt { 2 } else { 1 },
                 },
                 &base_cpuid,
-                &mem,
-                loaded.entry,
-                loaded.mode,
+                &self.mem,
+                loaded.kernel.entry,
+                loaded.kernel.mode,
             )?;
-            vcpus.push(Vcpu {
+            self.vcpus.push(Vcpu {
                 id,
                 fd,
                 pio: pio.clone(),
                 mmio: mmio.clone(),
-                exit: exit.clone(),
+                exit: self.exit.clone(),
+                control: self.control.clone(),
             });
         }
-        timeline.mark(Phase::VmBuilt);
-        if let Some(m) = &mut metrics {
-            let transports: Vec<_> = virtio.iter().map(|s| s.transport.clone()).collect();
-            m.write(&transports, None);
-        }
-
-        Ok(Vmm {
-            vcpus,
-            virtio,
-            serial,
-            serial_input_ready,
-            reset_evt,
-            exit,
-            serial_stdio: config.serial == SerialOutput::Stdio,
-            seccomp: config.seccomp,
-            metrics,
-            _vm: vm,
-            _kvm: kvm,
-            _mem: mem,
-        })
+        Ok(())
     }
 
-    /// Runs the VM until the guest ends it. Returns why it ended.
+    /// Builds and runs the VM on this thread's behalf until the guest ends
+    /// it: `start`, then `wait`.
     pub fn run(self) -> Result<VmEnd> {
-        install_kick_handler()?;
-        // The VM, KVM and guest memory stay bound until the vCPU threads
-        // are joined at the end of this function.
-        let Vmm {
-            vcpus,
-            virtio,
-            serial,
-            serial_input_ready,
-            reset_evt,
-            exit,
-            serial_stdio,
-            seccomp,
-            mut metrics,
-            _vm,
-            _kvm,
-            _mem,
-        } = self;
-
-        let mut em = EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new()
-            .map_err(|e| VmError::EventLoop(format!("{e:?}")))?;
-        em.add_subscriber(Arc::new(Mutex::new(ExitHandler {
-            exit: exit.clone(),
-            reset_evt,
-        })));
-        em.add_subscriber(Arc::new(Mutex::new(StopHandler {
-            evt: install_stop_handler()?,
-            exit: exit.clone(),
-        })));
-        let transports: Vec<_> = virtio.iter().map(|s| s.transport.clone()).collect();
-        for slot in virtio {
-            em.add_subscriber(Arc::new(Mutex::new(VirtioHandler {
-                slot,
-                host_fds: Vec::new(),
-            })));
-        }
-        let _raw = if serial_stdio {
-            em.add_subscriber(Arc::new(Mutex::new(StdinHandler::new(
-                std::io::stdin(),
-                serial,
-                serial_input_ready,
-            ))));
-            RawTerminal::enter()
-        } else {
-            None
-        };
-
-        let mut threads: Vec<JoinHandle<()>> = Vec::new();
-        for vcpu in vcpus {
-            let name = format!("vcpu{}", vcpu.id);
-            let thread_exit = exit.clone();
-            let spawned = std::thread::Builder::new()
-                .name(name.clone())
-                .spawn(move || {
-                    if seccomp {
-                        if let Err(e) = crate::seccomp::install(crate::seccomp::Thread::Vcpu) {
-                            thread_exit.finish(VmEnd::VmmError(e.to_string()));
-                            return;
-                        }
-                    }
-                    vcpu.run()
-                });
-            match spawned {
-                Ok(t) => threads.push(t),
-                Err(e) => {
-                    exit.finish(VmEnd::VmmError(format!("cannot start thread {name}: {e}")));
-                    break;
-                }
-            }
-        }
-
-        if seccomp {
-            if let Err(e) = crate::seccomp::install(crate::seccomp::Thread::Main) {
-                exit.finish(VmEnd::VmmError(e.to_string()));
-            }
-        }
-        let end = loop {
-            if let Some(end) = exit.end() {
-                break end;
-            }
-            if let Err(e) = em.run() {
-                log::warn!("event loop: {e:?}");
-            }
-        };
-        stop_vcpus(&exit, threads);
-        for t in &transports {
-            if let Some(line) = devices::bus::lock(t).device_stats() {
-                log::info!("{line}");
-            }
-        }
-        if let Some(m) = &mut metrics {
-            m.write(&transports, Some(&end));
-        }
-        Ok(end)
+        Ok(self.start()?.wait())
     }
+}
+
+/// The error for a guest command line that does not fit.
+fn cmdline_error(config: &VmConfig, cmdline_text: &str, e: arch::boot::Error) -> Error {
+    match &config.command {
+        // The command travels on the command line (VMM_CMD=...).
+        Some(command) if cmdline_text.len() >= arch::layout::CMDLINE_MAX_SIZE => Error::config(
+            "command",
+            command
+                .iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" "),
+            format!(
+                "too long: encoded it takes {} of the kernel command line's {} bytes, {} with \
+                 the rest",
+                crate::cmdline::encode_command(command).len(),
+                arch::layout::CMDLINE_MAX_SIZE - 1,
+                cmdline_text.len()
+            ),
+        ),
+        _ => Error::config("cmdline", &config.cmdline, e.to_string()),
+    }
+}
+
+/// Says how the guest is adapted to an emulated KVM.
+fn warn_emulated(config: &VmConfig) {
+    let why = match config.emulated_host {
+        EmulatedHost::On => {
+            "adapting the guest to an emulated KVM (--emulated-host on)".to_string()
+        }
+        _ => format!("emulated KVM detected ({})", host::PVM_MODULE),
+    };
+    let params: Vec<String> = host::emulated_host_params()
+        .iter()
+        .map(|(key, value)| match value {
+            Some(v) if host::LIST_PARAMS.contains(key) => {
+                format!("{key}=<{} features>", v.split(',').count())
+            }
+            Some(v) => format!("{key}={v}"),
+            None => key.to_string(),
+        })
+        .collect();
+    log::warn!(
+        "{why}: guest kernel code is interpreted (about 1000x slower than VT-x/AMD-V) and guest \
+         user space cannot make system calls, so init will not run; added to the guest command \
+         line where not already set: {} (turn off with --emulated-host off)",
+        params.join(" ")
+    );
 }

@@ -40,6 +40,8 @@ pub struct LegacyDevices {
     pub serial_input_ready: EventFd,
     /// Signalled by the i8042 when the guest resets the CPU.
     pub reset_evt: EventFd,
+    /// The i8042, for Ctrl-Alt-Del.
+    pub i8042: Arc<Mutex<I8042>>,
 }
 
 /// Failures wiring devices to the VM.
@@ -113,7 +115,8 @@ pub fn create(
         ),
         kbd_irq,
     );
-    pio.insert(Arc::new(Mutex::new(i8042)), I8042_PORT, I8042_PORT_LEN)?;
+    let i8042 = Arc::new(Mutex::new(i8042));
+    pio.insert(i8042.clone(), I8042_PORT, I8042_PORT_LEN)?;
     pio.insert(Arc::new(Mutex::new(Cmos::new())), CMOS_PORT, CMOS_PORT_LEN)?;
     pio.insert(Arc::new(Mutex::new(Sink::new(0))), POST_PORT, 1)?;
     let boot_timer = Arc::new(Mutex::new(BootTimer::new(timeline.clone())));
@@ -130,6 +133,7 @@ pub fn create(
         serial,
         serial_input_ready,
         reset_evt,
+        i8042,
     })
 }
 

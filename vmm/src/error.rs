@@ -140,9 +140,9 @@ pub enum Error {
     /// The seccomp filters could not be built or installed.
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
-    /// A signal handler could not be installed.
+    /// The VM could not be started or driven through its handle.
     #[error(transparent)]
-    Signal(#[from] crate::signals::SignalError),
+    Handle(#[from] crate::handle::HandleError),
     /// The host could not provide something the VM needs.
     #[error(transparent)]
     Host(#[from] crate::host::HostError),

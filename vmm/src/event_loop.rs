@@ -216,9 +216,10 @@ mod tests {
     #[test]
     fn reset_event_ends_the_vm() {
         let exit = Arc::new(
-            VmExitState::new(Arc::new(devices::boot_timer::Timeline::new(
-                std::time::Instant::now(),
-            )))
+            VmExitState::new(
+                Arc::new(devices::boot_timer::Timeline::new(std::time::Instant::now())),
+                Arc::new(crate::control::Control::new(1).unwrap()),
+            )
             .unwrap(),
         );
         let reset = EventFd::new(libc::EFD_NONBLOCK).unwrap();

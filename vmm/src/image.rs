@@ -66,6 +66,15 @@ pub fn default_init() -> Result<PathBuf> {
     Ok(init)
 }
 
+/// Makes `cfg` boot `image` with the image cache of the environment
+/// (`VMM_IMAGE_CACHE`, else the user's cache) and the default guest's
+/// init: what every front end's `--image` does.
+pub fn prepare(image: &ImageRun, cfg: &mut VmConfig, quiet: bool) -> Result<PrivateDisk> {
+    let cache = vmm_image::Cache::from_env()?;
+    let init = default_init()?;
+    apply(image, cfg, &init, &cache, quiet)
+}
+
 /// Makes `cfg` boot `image`: finds and checks the image, gets its cached
 /// disk (made on a miss), resolves its run, and puts a private copy of the
 /// disk first among the VM's disks as its root. The cache is `cache`.

@@ -14,15 +14,22 @@ use std::collections::BTreeMap;
 
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, SeccompRule, TargetArch};
 
-use crate::error::{exit_code, Error, Result};
+use crate::error::{Error, Result};
 
 /// Which thread a filter is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Thread {
     /// A vCPU thread.
     Vcpu,
-    /// The main thread, once it runs the event loop.
+    /// A VM's device event loop (`vmm-events`).
+    EventLoop,
+    /// A front end's main thread once the VM runs: it waits for the VM's
+    /// end and for stop signals, serves the API's requests on the running
+    /// VM (a disk's new backing file is opened here) and reads its own
+    /// resources at the end.
     Main,
+    /// The API server's thread: its socket's connections only.
+    Api,
 }
 
 /// What every thread of a running VM needs: memory, locks, signals, its own
@@ -63,18 +70,58 @@ const COMMON: &[i64] = &[
     // virtio-net's TX completion timer.
     libc::SYS_timerfd_settime,
     libc::SYS_getrandom,
-    // KVM_RUN and the other KVM calls; TUNSETOFFLOAD when the driver
-    // acknowledges features; the terminal's mode.
-    libc::SYS_ioctl,
 ];
 
 /// The vCPU threads' additions: a queue notification that KVM's ioeventfd
 /// does not take (an odd width or value) reaches the device from here.
-const VCPU: &[i64] = &[libc::SYS_pread64, libc::SYS_pwrite64, libc::SYS_fdatasync];
+/// KVM_RUN; TUNSETOFFLOAD when the driver acknowledges features; kicking
+/// the other vCPUs when this one ends the VM.
+const VCPU: &[i64] = &[
+    libc::SYS_ioctl,
+    libc::SYS_tgkill,
+    libc::SYS_pread64,
+    libc::SYS_pwrite64,
+    libc::SYS_fdatasync,
+];
 
-/// The main thread's additions: the event loop, virtio-blk, kicking and
-/// joining the vCPU threads, and reading its own resources at the end.
+/// The event loop's additions: epoll, virtio-blk, kicking and joining
+/// the vCPU threads.
+const EVENT_LOOP: &[i64] = &[
+    libc::SYS_ioctl,
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_epoll_ctl,
+    libc::SYS_pread64,
+    libc::SYS_pwrite64,
+    libc::SYS_preadv,
+    libc::SYS_pwritev,
+    libc::SYS_fdatasync,
+    libc::SYS_fsync,
+    libc::SYS_tgkill,
+];
+
+/// The API server's additions: accepting and serving its connections.
+const API: &[i64] = &[
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_epoll_ctl,
+    libc::SYS_accept4,
+    libc::SYS_recvfrom,
+    libc::SYS_sendto,
+    libc::SYS_shutdown,
+];
+
+/// A front end's main thread's additions: its wait, the API's requests
+/// on the running VM (a disk's new file opened, the VM paused, kicking
+/// vCPUs), and reading its own resources at the end.
 const MAIN: &[i64] = &[
+    // The terminal's mode restored.
+    libc::SYS_ioctl,
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+    // The API socket removed at the end.
+    libc::SYS_unlink,
+    libc::SYS_unlinkat,
     libc::SYS_epoll_wait,
     libc::SYS_epoll_pwait,
     libc::SYS_epoll_ctl,
@@ -94,7 +141,9 @@ const MAIN: &[i64] = &[
 pub fn allowed(thread: Thread) -> Vec<i64> {
     let extra = match thread {
         Thread::Vcpu => VCPU,
+        Thread::EventLoop => EVENT_LOOP,
         Thread::Main => MAIN,
+        Thread::Api => API,
     };
     COMMON.iter().chain(extra).copied().collect()
 }
@@ -141,10 +190,10 @@ pub fn program(thread: Thread) -> Result<BpfProgram> {
         .map_err(|e: seccompiler::BackendError| err(e.to_string()))
 }
 
-/// Installs `thread`'s filter on the calling thread (and the SIGSYS
-/// handler, once per process).
+/// Installs `thread`'s filter on the calling thread. A forbidden call
+/// raises SIGSYS: its handler is the front end's to install
+/// (`install_sigsys_handler`), else the process dies of the signal.
 pub fn install(thread: Thread) -> Result<()> {
-    install_sigsys_handler()?;
     let prog = program(thread)?;
     seccompiler::apply_filter(&prog).map_err(|e| {
         SeccompError::Install {
@@ -155,7 +204,13 @@ pub fn install(thread: Thread) -> Result<()> {
     })
 }
 
-fn install_sigsys_handler() -> Result<()> {
+/// The exit code the SIGSYS handler ends the process with.
+static SIGSYS_EXIT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(1);
+
+/// Installs, once per process, a SIGSYS handler that names the forbidden
+/// call on stderr and ends the process with `code`: a front end's choice.
+pub fn install_sigsys_handler(code: i32) -> Result<()> {
+    SIGSYS_EXIT.store(code, std::sync::atomic::Ordering::SeqCst);
     static ONCE: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
     ONCE.get_or_init(|| {
         vmm_sys_util::signal::register_signal_handler(libc::SIGSYS, sigsys_handler)
@@ -193,10 +248,15 @@ extern "C" fn sigsys_handler(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut
     };
     let mut buf = [0u8; 20];
     let start = decimal(nr.max(0) as u64, &mut buf);
-    let parts: [&[u8]; 3] = [
+    let code = SIGSYS_EXIT.load(std::sync::atomic::Ordering::SeqCst);
+    let mut code_buf = [0u8; 20];
+    let code_start = decimal(code.max(0) as u64, &mut code_buf);
+    let parts: [&[u8]; 5] = [
         b"vmm: seccomp: a VMM thread made system call ",
         &buf[start..],
-        b", which its filter forbids; stopping (exit 11). --seccomp off runs without filters.\n",
+        b", which its filter forbids; stopping (exit ",
+        &code_buf[code_start..],
+        b"). --seccomp off runs without filters.\n",
     ];
     for p in parts {
         // SAFETY: write(2) and _exit(2) are async-signal-safe; the buffers
@@ -204,12 +264,13 @@ extern "C" fn sigsys_handler(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut
         unsafe { libc::write(2, p.as_ptr().cast(), p.len()) };
     }
     // SAFETY: as above; nothing else runs after this.
-    unsafe { libc::_exit(exit_code::SECCOMP) };
+    unsafe { libc::_exit(code) };
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::exit_code;
 
     #[test]
     fn filters_build_and_differ_by_thread() {
@@ -229,8 +290,19 @@ mod tests {
         ] {
             assert!(!vcpu.contains(&forbidden) && !main.contains(&forbidden));
         }
-        assert!(!program(Thread::Vcpu).unwrap().is_empty());
-        assert!(!program(Thread::Main).unwrap().is_empty());
+        for t in [Thread::Vcpu, Thread::EventLoop, Thread::Main, Thread::Api] {
+            assert!(!program(t).unwrap().is_empty());
+        }
+        let api = allowed(Thread::Api);
+        assert!(api.contains(&libc::SYS_accept4));
+        for forbidden in [
+            libc::SYS_ioctl,
+            libc::SYS_openat,
+            libc::SYS_execve,
+            libc::SYS_socket,
+        ] {
+            assert!(!api.contains(&forbidden), "{forbidden}");
+        }
     }
 
     #[test]
@@ -248,6 +320,7 @@ mod tests {
     #[test]
     fn a_forbidden_call_ends_the_process_with_its_code_and_message() {
         if std::env::var_os("VMM_SECCOMP_CHILD").is_some() {
+            install_sigsys_handler(exit_code::SECCOMP).unwrap();
             install(Thread::Vcpu).unwrap();
             // SAFETY: socket takes plain integers; it is the forbidden call.
             unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };

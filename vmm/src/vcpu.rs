@@ -1,7 +1,6 @@
 //! vCPUs: their boot configuration, the run loop of each vCPU thread, and
 //! exit handling as a free function that unit tests drive with a dummy bus.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use devices::boot_timer::{Phase, Timeline};
@@ -92,6 +91,8 @@ pub enum VmEnd {
     /// The VMM was asked to stop (SIGTERM, SIGINT or SIGHUP): the VM is
     /// torn down cleanly, the terminal restored.
     Signal(i32),
+    /// The VM's owner stopped it through its handle (`VmHandle::stop`).
+    Stopped,
     /// KVM stopped the guest with an internal error.
     InternalError {
         /// vCPU index.
@@ -121,7 +122,7 @@ impl VmEnd {
     /// The process exit code for this end.
     pub fn exit_code(&self) -> i32 {
         match self {
-            VmEnd::Reset(_) | VmEnd::PowerOff | VmEnd::Halted(_) => exit_code::OK,
+            VmEnd::Reset(_) | VmEnd::PowerOff | VmEnd::Halted(_) | VmEnd::Stopped => exit_code::OK,
             VmEnd::CommandExited(status) => i32::from(*status),
             VmEnd::TripleFault { .. } | VmEnd::Crash(_) => exit_code::GUEST_CRASH,
             VmEnd::InternalError { .. } => exit_code::KVM_INTERNAL_ERROR,
@@ -159,6 +160,7 @@ impl VmEnd {
             ),
             VmEnd::Crash(v) => format!("guest crashed: crash event from vCPU {v}"),
             VmEnd::Signal(sig) => format!("stopped by signal {sig}; VM torn down"),
+            VmEnd::Stopped => "stopped by its owner; VM torn down".into(),
             VmEnd::InternalError {
                 vcpu,
                 suberror,
@@ -224,10 +226,10 @@ pub struct VmExitState {
     end: Mutex<Option<VmEnd>>,
     /// Signalled when `end` is set.
     pub evt: EventFd,
-    /// Set when vCPU threads must stop.
-    pub stop: AtomicBool,
     /// The boot phases, stamped as they happen.
     pub timeline: Arc<Timeline>,
+    /// The VM's threads, told to leave when the end is recorded.
+    control: Arc<crate::control::Control>,
 }
 
 /// Failures setting up a vCPU's state or the state the vCPUs share.
@@ -243,18 +245,18 @@ pub enum VcpuError {
 
 impl VmExitState {
     /// A fresh state.
-    pub fn new(timeline: Arc<Timeline>) -> Result<Self> {
+    pub fn new(timeline: Arc<Timeline>, control: Arc<crate::control::Control>) -> Result<Self> {
         Ok(VmExitState {
             end: Mutex::new(None),
             evt: EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
                 .map_err(VcpuError::ExitEventFd)?,
-            stop: AtomicBool::new(false),
             timeline,
+            control,
         })
     }
 
-    /// Records `end` unless an earlier end is recorded, and wakes the main
-    /// loop.
+    /// Records `end` unless an earlier end is recorded, tells the VM's
+    /// threads to leave (a paused one too) and wakes the event loop.
     pub fn finish(&self, end: VmEnd) {
         {
             let mut slot = devices::bus::lock(&self.end);
@@ -262,6 +264,7 @@ impl VmExitState {
                 *slot = Some(end);
             }
         }
+        self.control.stop();
         if let Err(e) = self.evt.write(1) {
             log::error!("cannot signal the end of the VM: {e}");
         }
@@ -338,6 +341,8 @@ pub struct Vcpu {
     pub mmio: Arc<Bus>,
     /// Shared end-of-VM state.
     pub exit: Arc<VmExitState>,
+    /// Pause and stop requests.
+    pub control: Arc<crate::control::Control>,
 }
 
 impl Vcpu {
@@ -401,30 +406,38 @@ impl Vcpu {
         (suberror, insn)
     }
 
-    /// The vCPU thread's body: run until the VM ends or the VMM stops it.
+    /// The vCPU thread's body: run until the VM ends or the VMM stops it,
+    /// parking whenever a pause is asked for.
     pub fn run(mut self) {
-        if self.id == 0 && !self.exit.stop.load(Ordering::Acquire) {
-            self.exit.timeline.mark(Phase::FirstRun);
-        }
-        while !self.exit.stop.load(Ordering::Acquire) {
+        use crate::control::{set_kick_target, Next};
+        let immediate_exit: *mut u8 = &mut self.fd.get_kvm_run().immediate_exit;
+        set_kick_target(immediate_exit);
+        let mut first = self.id == 0;
+        while self.control.checkpoint() == Next::Go {
+            if std::mem::take(&mut first) {
+                self.exit.timeline.mark(Phase::FirstRun);
+            }
             let action = match self.fd.run() {
                 Ok(exit) => handle_exit(exit, &self.pio, &self.mmio),
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    // Kicked: back to the checkpoint.
                     self.fd.set_kvm_immediate_exit(0);
                     ExitAction::Continue
                 }
                 Err(e) => {
                     self.exit
                         .finish(VmEnd::VmmError(format!("KVM_RUN on vCPU {}: {e}", self.id)));
-                    return;
+                    break;
                 }
             };
             if action != ExitAction::Continue {
                 let end = self.resolve(action);
                 self.exit.finish(end);
-                return;
+                break;
             }
         }
+        set_kick_target(std::ptr::null_mut());
+        self.control.leave();
     }
 }
 
@@ -628,10 +641,12 @@ mod tests {
 
     #[test]
     fn first_end_wins_and_wakes_the_loop() {
-        let s = VmExitState::new(Arc::new(Timeline::new(Instant::now()))).unwrap();
+        let control = Arc::new(crate::control::Control::new(1).unwrap());
+        let s = VmExitState::new(Arc::new(Timeline::new(Instant::now())), control.clone()).unwrap();
         s.finish(VmEnd::Reset("i8042"));
         s.finish(VmEnd::Crash(0));
         assert_eq!(s.end(), Some(VmEnd::Reset("i8042")));
         assert_eq!(s.evt.read().unwrap(), 2);
+        assert_eq!(control.request(), crate::control::Request::Stop);
     }
 }

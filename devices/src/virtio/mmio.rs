@@ -293,6 +293,20 @@ impl MmioTransport {
         self.status = value;
     }
 
+    /// Replaces the device's host backing (a disk's file) while the VM
+    /// runs, then tells the driver: the configuration generation moves on
+    /// and, once the driver is running, a configuration-change interrupt
+    /// makes it read the new configuration (a disk's capacity), as
+    /// Firecracker's drive update does.
+    pub fn replace_backing(&mut self, file: std::fs::File, size: u64) -> Result<(), String> {
+        self.device.replace_backing(file, size)?;
+        self.config_generation = self.config_generation.wrapping_add(1);
+        if self.status & status::DRIVER_OK != 0 {
+            self.interrupt.signal(INTERRUPT_CONFIG);
+        }
+        Ok(())
+    }
+
     /// Processes a notification for queue `index`: the device consumes what
     /// is available and the guest is interrupted if it asked to be.
     pub fn notify(&mut self, index: usize) {

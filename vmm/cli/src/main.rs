@@ -12,7 +12,10 @@ use vmm::config::{
 };
 use vmm::config_file::{self, ConfigFile, Overrides};
 use vmm::image::{self, ImageRun};
-use vmm::{exit_code, Error, Vmm};
+use vmm::{exit_code, Error, VmEnd, VmHandle, Vmm};
+
+mod signals;
+mod terminal;
 
 /// A KVM virtual machine monitor: every VM boots its own Linux kernel.
 #[derive(Parser)]
@@ -262,28 +265,98 @@ fn run(args: RunArgs, started: Instant) -> i32 {
     // An image's VM shows the kernel's errors only, unless told otherwise.
     let quiet = vm.cmdline.is_none();
     let mut private_disk = None;
-    let result = to_config(args.config, vm)
-        .and_then(|mut cfg| {
-            // An interactive `vmm run` with no command gets the guest's
-            // shell on its terminal.
-            cfg.shell = cfg.command.is_none()
-                && cfg.serial == SerialOutput::Stdio
-                && std::io::IsTerminal::is_terminal(&std::io::stdin());
-            if let Some(image) = &image {
-                let cache = vmm_image::Cache::from_env()?;
-                let init = image::default_init()?;
-                private_disk = Some(image::apply(image, &mut cfg, &init, &cache, quiet)?);
-            }
-            Vmm::build(&cfg, started)
+    let result = to_config(args.config, vm).and_then(|mut cfg| {
+        // An interactive `vmm run` with no command gets the guest's
+        // shell on its terminal.
+        cfg.shell = cfg.command.is_none()
+            && cfg.serial == SerialOutput::Stdio
+            && std::io::IsTerminal::is_terminal(&std::io::stdin());
+        if let Some(image) = &image {
+            private_disk = Some(image::prepare(image, &mut cfg, quiet)?);
+        }
+        let policy = Policy::install(&cfg)?;
+        let handle = Vmm::build(&cfg, started)?.start()?;
+        // The VM holds its disk open: its copy leaves the cache now, and
+        // nothing is left behind however the VMM ends.
+        if let Some(d) = private_disk.as_mut() {
+            d.release();
+        }
+        Ok(policy.wait(&handle))
+    });
+    finish(result)
+}
+
+/// What the `vmm` command sets for its whole process around a VM: the
+/// stop signals caught, the terminal in raw mode while the guest's console
+/// is on it, and the seccomp filter of the main thread (with the SIGSYS
+/// handler that names a forbidden call).
+struct Policy {
+    signals: signals::StopSignals,
+    raw: Option<terminal::RawTerminal>,
+    seccomp: bool,
+}
+
+impl Policy {
+    fn install(cfg: &VmConfig) -> Result<Policy, Error> {
+        let signals =
+            signals::StopSignals::install().map_err(|e| Error::config("signals", "", e))?;
+        if cfg.seccomp {
+            vmm::seccomp::install_sigsys_handler(exit_code::SECCOMP)?;
+        }
+        Ok(Policy {
+            signals,
+            raw: None,
+            seccomp: cfg.seccomp,
         })
-        .and_then(|vmm| {
-            // The VM holds its disk open: its copy leaves the cache now,
-            // and nothing is left behind however the VMM ends.
-            if let Some(d) = private_disk.as_mut() {
-                d.release();
+    }
+
+    /// Once the VM runs: the terminal raw and the filter on; then waits for
+    /// the VM's end or a stop signal, which stops the VM.
+    fn wait(mut self, handle: &VmHandle) -> VmEnd {
+        self.raw = terminal::RawTerminal::enter_if_console(handle);
+        if self.seccomp {
+            if let Err(e) = vmm::seccomp::install(vmm::seccomp::Thread::Main) {
+                handle.stop_with(VmEnd::VmmError(e.to_string()));
             }
-            vmm.run()
-        });
+        }
+        wait_or_stop(handle, &self.signals)
+    }
+}
+
+/// Waits for the VM's end; a stop signal first stops it.
+fn wait_or_stop(handle: &VmHandle, signals: &signals::StopSignals) -> VmEnd {
+    let mut fds = [
+        libc::pollfd {
+            fd: handle.ended_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: signals.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    while handle.try_end().is_none() {
+        // SAFETY: `fds` is a live array of two pollfds for the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            continue; // EINTR
+        }
+        if fds[1].revents & libc::POLLIN != 0 {
+            if let Some(sig) = signals.take() {
+                handle.stop_with(VmEnd::Signal(sig));
+            }
+        }
+        if fds[0].revents & libc::POLLIN != 0 {
+            break;
+        }
+    }
+    handle.wait()
+}
+
+/// The exit code of a run: the VM's end, or the error that stopped it.
+fn finish(result: Result<VmEnd, Error>) -> i32 {
     if let Some(r) = vmm::host::resources() {
         log::debug!(
             "resources at VM end: {} open fds, RSS {} KiB, peak RSS {} KiB",
@@ -295,9 +368,7 @@ fn run(args: RunArgs, started: Instant) -> i32 {
     match result {
         Ok(end) => {
             let code = end.exit_code();
-            if code == exit_code::OK
-                || matches!(end, vmm::VmEnd::Signal(_) | vmm::VmEnd::CommandExited(_))
-            {
+            if code == exit_code::OK || matches!(end, VmEnd::Signal(_) | VmEnd::CommandExited(_)) {
                 log::info!("{}", end.describe());
             } else {
                 log::error!("{}", end.describe());

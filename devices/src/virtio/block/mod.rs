@@ -253,6 +253,17 @@ impl VirtioDevice for Block {
         log::debug!("virtio-blk: write to read-only config at {offset:#x} ignored");
     }
 
+    fn replace_backing(&mut self, file: File, size: u64) -> Result<(), String> {
+        if size % SECTOR_SIZE != 0 {
+            return Err(format!(
+                "its size, {size} bytes, is not a multiple of {SECTOR_SIZE}"
+            ));
+        }
+        self.file = file;
+        self.capacity = size / SECTOR_SIZE;
+        Ok(())
+    }
+
     fn process_queue(&mut self, mem: &GuestMemoryMmap, _index: usize, queue: &mut Queue) -> bool {
         queue::serve(mem, queue, "virtio-blk", |mem, queue| {
             self.one_pass(mem, queue)

@@ -8,6 +8,16 @@ pub struct RawTerminal {
 }
 
 impl RawTerminal {
+    /// Raw mode when the VM's serial console is on this terminal.
+    pub fn enter_if_console(handle: &vmm::VmHandle) -> Option<RawTerminal> {
+        if handle.serial_on_stdio() {
+            Self::enter()
+        } else {
+            None
+        }
+    }
+
+    /// Puts stdin's terminal, if it is one, in raw mode.
     pub fn enter() -> Option<RawTerminal> {
         let fd = libc::STDIN_FILENO;
         // SAFETY: isatty only inspects the descriptor.
