@@ -25,6 +25,22 @@ pub mod vcpu;
 pub mod vm;
 
 pub use builder::Vmm;
+
+/// A log level by Firecracker's names (Error, Warning, Info, Debug, Trace,
+/// Off) or the `log` crate's, in any case.
+pub fn logging_level(name: &str) -> std::result::Result<log::LevelFilter, String> {
+    match name.to_ascii_lowercase().as_str() {
+        "error" => Ok(log::LevelFilter::Error),
+        "warning" | "warn" => Ok(log::LevelFilter::Warn),
+        "info" => Ok(log::LevelFilter::Info),
+        "debug" => Ok(log::LevelFilter::Debug),
+        "trace" => Ok(log::LevelFilter::Trace),
+        "off" => Ok(log::LevelFilter::Off),
+        _ => Err(format!(
+            "'{name}' is not a level: Error, Warning, Info, Debug, Trace or Off"
+        )),
+    }
+}
 pub use config::VmConfig;
 pub use error::{exit_code, Error, Result};
 pub use handle::{HandleError, VmHandle, VmState};

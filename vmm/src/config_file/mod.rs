@@ -24,7 +24,9 @@ mod schema;
 mod tests;
 
 pub use overrides::Overrides;
-pub use schema::{BootSource, ConfigFile, Drive, Extensions, MachineConfig, NetworkInterface};
+pub use schema::{
+    BootSource, ConfigFile, Drive, Extensions, Logger, MachineConfig, Metrics, NetworkInterface,
+};
 
 /// A config file error: where, and what is wrong.
 fn error(file: &Path, at: impl Into<String>, reason: impl Into<String>) -> Error {
@@ -75,16 +77,43 @@ fn read_capped(path: &Path) -> Result<String> {
 /// line and column of bad JSON, or the path of a field that is unknown
 /// (with the field it probably meant), missing or of the wrong type.
 pub fn parse(path: &Path, text: &str) -> Result<ConfigFile> {
+    parse_json(text).map_err(|e| error(path, e.at, e.reason))
+}
+
+/// Where a JSON document is wrong, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// A field's path (`drives[1].is_read_only`), or a line and column.
+    pub at: String,
+    /// What is wrong, and what would be right.
+    pub reason: String,
+}
+
+/// Parses JSON `text` into `T`, one of this file's sections or the whole
+/// file, with the same errors the config file gets: the API's request
+/// bodies go through here.
+pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> std::result::Result<T, FieldError> {
     let de = &mut serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let parsed: std::result::Result<T, _> = serde_path_to_error::deserialize(&mut *de);
+    if parsed.is_ok() {
+        // Nothing but white space may follow the document.
+        if let Err(e) = de.end() {
+            return Err(FieldError {
+                at: format!("line {}, column {}", e.line(), e.column()),
+                reason: "invalid JSON: trailing characters after the document".into(),
+            });
+        }
+    }
+    parsed.map_err(|e| {
         let at = e.path().to_string();
         let inner = e.inner();
         let position = format!(" at line {} column {}", inner.line(), inner.column());
         let msg = inner.to_string();
         let msg = msg.strip_suffix(&position).unwrap_or(&msg).to_string();
         let line_col = format!("line {}, column {}", inner.line(), inner.column());
+        let fail = |at: String, reason: String| FieldError { at, reason };
         if inner.is_syntax() || inner.is_eof() || inner.is_io() {
-            return error(path, line_col, format!("invalid JSON: {msg}"));
+            return fail(line_col, format!("invalid JSON: {msg}"));
         }
         if let Some((field, expected)) = unknown_field(&msg) {
             let at = if at == "." {
@@ -99,14 +128,14 @@ pub fn parse(path: &Path, text: &str) -> Result<ConfigFile> {
                 None if expected.is_empty() => "no fields are allowed here".into(),
                 None => format!("expected one of {}", expected.join(", ")),
             };
-            return error(path, at, format!("unknown field ({line_col}); {hint}"));
+            return fail(at, format!("unknown field ({line_col}); {hint}"));
         }
         let at = if at == "." {
             line_col.clone()
         } else {
             format!("{at} ({line_col})")
         };
-        error(path, at, msg)
+        fail(at, msg)
     })
 }
 

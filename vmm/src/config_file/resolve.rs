@@ -89,6 +89,7 @@ impl ConfigFile {
             boot_protocol,
             disks: devices.disks,
             nets: devices.nets,
+            metrics: self.metrics.map(|m| m.metrics_path),
             ..VmConfig::with_defaults(boot.kernel_image_path, boot.initrd_path)
         };
         overrides.apply(base)
@@ -99,16 +100,6 @@ impl ConfigFile {
         for (name, value, what) in [
             ("balloon", &u.balloon, "the balloon device"),
             ("cpu-config", &u.cpu_config, "custom CPU templates"),
-            (
-                "logger",
-                &u.logger,
-                "Firecracker's logger; use --log-level and RUST_LOG",
-            ),
-            (
-                "metrics",
-                &u.metrics,
-                "Firecracker's metrics file; this VMM writes its own with vmm run --metrics",
-            ),
             (
                 "mmds-config",
                 &u.mmds_config,
@@ -123,6 +114,7 @@ impl ConfigFile {
             ("pmem", &u.pmem, "virtio-pmem"),
             ("memory-hotplug", &u.memory_hotplug, "memory hotplug"),
         ] {
+            let value: &Option<serde_json::Value> = value;
             if value.is_some() {
                 return Err(error(
                     file,
@@ -131,6 +123,28 @@ impl ConfigFile {
                         "not supported by this VMM ({what}); remove the section or set it to null"
                     ),
                 ));
+            }
+        }
+        if let Some(m) = &u.metrics {
+            if m.emit_id == Some(true) {
+                return Err(error(
+                    file,
+                    "metrics.emit_id",
+                    "not supported by this VMM (its metrics document is one JSON object, not \
+                     lines); remove it or set it to false",
+                ));
+            }
+            if m.properties.is_some() {
+                return Err(error(
+                    file,
+                    "metrics.properties",
+                    "not supported by this VMM; remove it",
+                ));
+            }
+        }
+        if let Some(l) = &u.logger {
+            if let Some(level) = &l.level {
+                crate::logging_level(level).map_err(|e| error(file, "logger.level", e))?;
             }
         }
         Ok(())
@@ -297,6 +311,14 @@ impl ConfigFile {
                     format!("'{}': {e}", n.host_dev_name),
                 )
             })?;
+            if n.mtu.is_some() {
+                return Err(error(
+                    file,
+                    at("mtu"),
+                    "not supported by this VMM (the guest uses its default MTU); remove it or \
+                     set it to null",
+                ));
+            }
             for (key, limiter) in [
                 ("rx_rate_limiter", &n.rx_rate_limiter),
                 ("tx_rate_limiter", &n.tx_rate_limiter),

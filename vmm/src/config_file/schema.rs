@@ -31,6 +31,13 @@ pub struct ConfigFile {
     /// Network interfaces.
     #[serde(rename = "network-interfaces", default)]
     pub network_interfaces: Vec<NetworkInterface>,
+    /// The log: level, file, what each line shows (the front end applies
+    /// it; `PUT /logger` in the API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logger: Option<Logger>,
+    /// Where the VM's metrics document goes (`--metrics`; `PUT /metrics`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Metrics>,
     /// This VMM's own settings.
     #[serde(rename = "x-vmm", default, skip_serializing_if = "Option::is_none")]
     pub vmm: Option<Extensions>,
@@ -40,10 +47,6 @@ pub struct ConfigFile {
     pub(super) balloon: Option<serde_json::Value>,
     #[serde(rename = "cpu-config", default, skip_serializing)]
     pub(super) cpu_config: Option<serde_json::Value>,
-    #[serde(default, skip_serializing)]
-    pub(super) logger: Option<serde_json::Value>,
-    #[serde(default, skip_serializing)]
-    pub(super) metrics: Option<serde_json::Value>,
     #[serde(rename = "mmds-config", default, skip_serializing)]
     pub(super) mmds_config: Option<serde_json::Value>,
     #[serde(default, skip_serializing)]
@@ -54,6 +57,42 @@ pub struct ConfigFile {
     pub(super) pmem: Option<serde_json::Value>,
     #[serde(rename = "memory-hotplug", default, skip_serializing)]
     pub(super) memory_hotplug: Option<serde_json::Value>,
+}
+
+/// `logger`, as Firecracker's (`PUT /logger`).
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Logger {
+    /// Error, Warning, Info, Debug, Trace or Off (any case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    /// A file or named pipe the log is appended to, instead of stderr.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_path: Option<PathBuf>,
+    /// Each line shows its level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub show_level: Option<bool>,
+    /// Each line shows the source file and line it comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub show_log_origin: Option<bool>,
+    /// Only this module's lines (a path prefix such as `vmm::handle`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+}
+
+/// `metrics`, as Firecracker's (`PUT /metrics`): this VMM writes its own
+/// metrics document there (`vmm run --metrics`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// The file (or named pipe).
+    pub metrics_path: PathBuf,
+    /// Firecracker's per-line id: not supported unless false or absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emit_id: Option<bool>,
+    /// Firecracker's per-line properties: not supported unless absent.
+    #[serde(default, skip_serializing)]
+    pub properties: Option<serde_json::Value>,
 }
 
 /// `boot-source`.
@@ -137,6 +176,9 @@ pub struct NetworkInterface {
     /// The guest's MAC; generated from the TAP name if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest_mac: Option<String>,
+    /// VIRTIO_NET_F_MTU: not supported unless null.
+    #[serde(default, skip_serializing)]
+    pub mtu: Option<serde_json::Value>,
     /// Not supported unless null.
     #[serde(default, skip_serializing)]
     pub rx_rate_limiter: Option<serde_json::Value>,
@@ -225,10 +267,16 @@ impl ConfigFile {
                     iface_id: format!("eth{i}"),
                     host_dev_name: n.tap.clone(),
                     guest_mac: Some(n.mac_for(i).to_string()),
+                    mtu: None,
                     rx_rate_limiter: None,
                     tx_rate_limiter: None,
                 })
                 .collect(),
+            metrics: config.metrics.as_ref().map(|p| Metrics {
+                metrics_path: p.clone(),
+                emit_id: None,
+                properties: None,
+            }),
             vmm: Some(Extensions {
                 serial: Some(config.serial.to_string()),
                 emulated_host: Some(config.emulated_host.to_string()),

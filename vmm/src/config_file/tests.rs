@@ -489,8 +489,6 @@ fn firecracker_sections_not_implemented_are_refused_by_name_unless_null() {
     for section in [
         "balloon",
         "cpu-config",
-        "logger",
-        "metrics",
         "mmds-config",
         "vsock",
         "entropy",
@@ -505,6 +503,28 @@ fn firecracker_sections_not_implemented_are_refused_by_name_unless_null() {
             Overrides::default(),
         )
         .unwrap();
+    }
+}
+
+/// Firecracker's logger and metrics sections are read, by the same rules
+/// as the API's `PUT /logger` and `PUT /metrics`.
+#[test]
+fn logger_and_metrics_sections_are_read() {
+    let c = load_str(
+        &with_kernel(r#", "metrics": {"metrics_path": "/tmp/m.json"}, "logger": {"level": "Warning", "show_level": true}"#),
+        Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(c.metrics.as_deref(), Some(std::path::Path::new("/tmp/m.json")));
+    for (text, at, says) in [
+        (r#", "logger": {"level": "Loud"}"#, "logger.level", "'Loud' is not a level"),
+        (r#", "logger": {"x": 1}"#, "logger.x", "unknown field"),
+        (r#", "metrics": {"metrics_path": "/m", "emit_id": true}"#, "metrics.emit_id", "not supported"),
+        (r#", "metrics": {}"#, "metrics", "missing field `metrics_path`"),
+    ] {
+        let (got_at, reason) = fails(&with_kernel(text));
+        assert!(got_at.starts_with(at), "{got_at} {reason}");
+        assert!(reason.contains(says), "{at}: {reason}");
     }
 }
 

@@ -1,0 +1,397 @@
+//! Carries out the API's requests on the front end's thread: the
+//! configuration gathered before `InstanceStart` (a `ConfigFile`, the same
+//! type a config file is read into, checked by the same rules at each PUT),
+//! then the running VM through its `VmHandle`.
+
+use std::path::Path;
+use std::time::Instant;
+
+use vmm::config::VmConfig;
+use vmm::config_file::{ConfigFile, Logger, MachineConfig, Overrides};
+use vmm::{VmEnd, VmHandle, VmState, Vmm};
+
+use crate::http::Response;
+use crate::router::{ActionType, ApiRequest, MachineConfigUpdate, VmStateChange};
+
+/// Firecracker's answer to a pre-boot request after the start.
+pub const AFTER_START: &str = "The requested operation is not supported after starting the microVM.";
+/// Firecracker's answer to a runtime request before the start.
+pub const BEFORE_START: &str =
+    "The requested operation is not supported before starting the microVM.";
+
+/// What the front end does around the requests: its process-wide policy.
+pub trait FrontEnd {
+    /// Applies `PUT /logger`.
+    fn logger(&mut self, logger: &Logger) -> Result<(), String>;
+    /// The VM was started: the terminal's mode, the thread's filter.
+    fn started(&mut self, handle: &VmHandle);
+}
+
+/// A front end with no policy (tests).
+pub struct NoPolicy;
+
+impl FrontEnd for NoPolicy {
+    fn logger(&mut self, _: &Logger) -> Result<(), String> {
+        Ok(())
+    }
+    fn started(&mut self, _: &VmHandle) {}
+}
+
+struct Running {
+    handle: VmHandle,
+    config: VmConfig,
+}
+
+/// The API's state: the configuration, then the VM.
+pub struct Controller {
+    id: String,
+    config: ConfigFile,
+    /// Settings every VM of this front end gets over the configuration
+    /// (`--no-seccomp`).
+    overrides: Overrides,
+    started_at: Instant,
+    vm: Option<Running>,
+    logger_set: bool,
+    front_end: Box<dyn FrontEnd + Send>,
+}
+
+/// A configuration error as the API reports it: the field, then what is
+/// wrong (the config file's message without the file's name).
+fn fault(e: vmm::Error) -> Response {
+    match e {
+        vmm::Error::ConfigFile { at, reason, .. } => Response::fault(format!("{at}: {reason}")),
+        other => {
+            let mut msg = other.to_string();
+            let mut src = std::error::Error::source(&other);
+            while let Some(s) = src {
+                msg.push_str(": ");
+                msg.push_str(&s.to_string());
+                src = s.source();
+            }
+            Response::fault(msg)
+        }
+    }
+}
+
+fn json(value: &impl serde::Serialize) -> Response {
+    match serde_json::to_string(value) {
+        Ok(s) => Response::ok(s),
+        Err(e) => Response::fault_status(500, format!("cannot write the answer: {e}")),
+    }
+}
+
+impl Controller {
+    /// A controller waiting for its configuration; `started_at` is when the
+    /// process started (the boot phases count from it).
+    pub fn new(
+        id: String,
+        overrides: Overrides,
+        started_at: Instant,
+        front_end: Box<dyn FrontEnd + Send>,
+    ) -> Controller {
+        Controller {
+            id,
+            config: ConfigFile::default(),
+            overrides,
+            started_at,
+            vm: None,
+            logger_set: false,
+            front_end,
+        }
+    }
+
+    /// A controller for a VM already running (`vmm run --api-sock`,
+    /// `firecracker --config-file`).
+    pub fn running(
+        id: String,
+        config: VmConfig,
+        handle: VmHandle,
+        front_end: Box<dyn FrontEnd + Send>,
+    ) -> Controller {
+        Controller {
+            id,
+            config: ConfigFile::from_config(&config),
+            overrides: Overrides::default(),
+            started_at: Instant::now(),
+            vm: Some(Running { handle, config }),
+            logger_set: true,
+            front_end,
+        }
+    }
+
+    /// The running VM's handle, once started.
+    pub fn handle(&self) -> Option<&VmHandle> {
+        self.vm.as_ref().map(|r| &r.handle)
+    }
+
+    /// The VM's state as `GET /` reports it.
+    pub fn state(&self) -> VmState {
+        match &self.vm {
+            None => VmState::NotStarted,
+            Some(r) => r.handle.state(),
+        }
+    }
+
+    /// Checks a candidate configuration by the config file's rules, with a
+    /// stand-in kernel while there is no boot source yet.
+    fn check(&self, candidate: &ConfigFile) -> Result<VmConfig, vmm::Error> {
+        let mut overrides = self.overrides.clone();
+        if candidate.boot_source.is_none() {
+            overrides.kernel = Some("/".into());
+        }
+        candidate
+            .clone()
+            .resolve(Path::new("request"), overrides)
+    }
+
+    /// Applies a pre-boot change if the configuration stays valid.
+    fn change(&mut self, edit: impl FnOnce(&mut ConfigFile)) -> Response {
+        if self.vm.is_some() {
+            return Response::fault(AFTER_START);
+        }
+        let mut candidate = self.config.clone();
+        edit(&mut candidate);
+        match self.check(&candidate) {
+            Ok(_) => {
+                self.config = candidate;
+                Response::no_content()
+            }
+            Err(e) => fault(e),
+        }
+    }
+
+    fn machine_config(&self) -> MachineConfig {
+        self.config.machine_config.clone().unwrap_or(MachineConfig {
+            vcpu_count: 1,
+            mem_size_mib: vmm::config::DEFAULT_MEM_MIB,
+            smt: false,
+            cpu_template: None,
+            track_dirty_pages: false,
+            huge_pages: None,
+        })
+    }
+
+    /// Carries out `request`.
+    pub fn handle_request(&mut self, request: ApiRequest) -> Response {
+        use ApiRequest::*;
+        match request {
+            GetInstanceInfo => json(&serde_json::json!({
+                "id": self.id,
+                "state": self.state().firecracker_name(),
+                "vmm_version": env!("CARGO_PKG_VERSION"),
+                "app_name": "vmm",
+            })),
+            GetVersion => json(&serde_json::json!({
+                "firecracker_version": env!("CARGO_PKG_VERSION"),
+            })),
+            GetVmConfig => match &self.vm {
+                Some(r) => json(&ConfigFile::from_config(&r.config)),
+                None => match self.config.boot_source {
+                    Some(_) => match self.check(&self.config) {
+                        Ok(c) => json(&ConfigFile::from_config(&c)),
+                        Err(_) => json(&self.config),
+                    },
+                    None => json(&self.config),
+                },
+            },
+            GetMachineConfig => json(&self.machine_config()),
+            PutMachineConfig(m) => self.change(|c| c.machine_config = Some(m)),
+            PatchMachineConfig(u) => {
+                let m = patched(self.machine_config(), u);
+                self.change(|c| c.machine_config = Some(m))
+            }
+            PutBootSource(b) => self.change(|c| c.boot_source = Some(b)),
+            PutDrive(d) => self.change(|c| {
+                match c.drives.iter_mut().find(|o| o.drive_id == d.drive_id) {
+                    Some(old) => *old = d,
+                    None => c.drives.push(d),
+                }
+            }),
+            PutNetworkInterface(n) => self.change(|c| {
+                match c
+                    .network_interfaces
+                    .iter_mut()
+                    .find(|o| o.iface_id == n.iface_id)
+                {
+                    Some(old) => *old = n,
+                    None => c.network_interfaces.push(n),
+                }
+            }),
+            PutMetrics(m) => self.change(|c| c.metrics = Some(m)),
+            PutLogger(l) => self.put_logger(l),
+            Action(ActionType::InstanceStart) => self.start(),
+            Action(ActionType::SendCtrlAltDel) => match &self.vm {
+                None => Response::fault(BEFORE_START),
+                Some(r) => match r.handle.send_ctrl_alt_del() {
+                    Ok(()) => Response::no_content(),
+                    Err(e) => Response::fault(format!("SendCtrlAltDel: {e}")),
+                },
+            },
+            Action(ActionType::FlushMetrics) => match &self.vm {
+                None => Response::fault(
+                    "FlushMetrics: the metrics document is written once the microVM is started",
+                ),
+                Some(r) => {
+                    if r.handle.flush_metrics() {
+                        Response::no_content()
+                    } else {
+                        Response::fault("FlushMetrics: no metrics file is set (PUT /metrics)")
+                    }
+                }
+            },
+            PatchVm(change) => match &self.vm {
+                None => Response::fault(BEFORE_START),
+                Some(r) => {
+                    let done = match change {
+                        VmStateChange::Paused => r.handle.pause(),
+                        VmStateChange::Resumed => r.handle.resume(),
+                    };
+                    match done {
+                        Ok(()) => Response::no_content(),
+                        Err(e) => Response::fault(format!("{change:?}: {e}")),
+                    }
+                }
+            },
+            PatchDrive(d) => self.patch_drive(d),
+            PatchNetworkInterface(n) => {
+                if self.vm.is_none() {
+                    return Response::fault(BEFORE_START);
+                }
+                let known = self
+                    .config
+                    .network_interfaces
+                    .iter()
+                    .any(|o| o.iface_id == n.iface_id);
+                if !known {
+                    return Response::fault(format!(
+                        "network-interfaces: no interface has the id '{}'",
+                        n.iface_id
+                    ));
+                }
+                Response::fault(
+                    "network-interfaces: rate limiters are not supported by this VMM, and they \
+                     are all PATCH changes",
+                )
+            }
+        }
+    }
+
+    fn put_logger(&mut self, logger: Logger) -> Response {
+        if self.vm.is_some() {
+            return Response::fault(AFTER_START);
+        }
+        if self.logger_set {
+            return Response::fault("logger: the logger can be configured only once");
+        }
+        if let Some(level) = &logger.level {
+            if let Err(e) = vmm::logging_level(level) {
+                return Response::fault(format!("logger.level: {e}"));
+            }
+        }
+        match self.front_end.logger(&logger) {
+            Ok(()) => {
+                self.logger_set = true;
+                self.config.logger = Some(logger);
+                Response::no_content()
+            }
+            Err(e) => Response::fault(format!("logger: {e}")),
+        }
+    }
+
+    fn start(&mut self) -> Response {
+        if self.vm.is_some() {
+            return Response::fault(AFTER_START);
+        }
+        if self.config.boot_source.is_none() {
+            return Response::fault(
+                "Cannot start microvm without kernel configuration: PUT /boot-source first.",
+            );
+        }
+        let config = match self.check(&self.config) {
+            Ok(c) => c,
+            Err(e) => return fault(e),
+        };
+        let started = Vmm::build(&config, self.started_at).and_then(|v| Ok(v.start()?));
+        match started {
+            Ok(handle) => {
+                self.front_end.started(&handle);
+                self.vm = Some(Running { handle, config });
+                Response::no_content()
+            }
+            Err(e) => {
+                let r = fault(e);
+                let msg = r.body.clone().unwrap_or_default();
+                log::error!("InstanceStart failed: {msg}");
+                r
+            }
+        }
+    }
+
+    fn patch_drive(&mut self, d: crate::router::PartialDrive) -> Response {
+        let Some(r) = &self.vm else {
+            return Response::fault(BEFORE_START);
+        };
+        if d.rate_limiter.is_some() {
+            return Response::fault(
+                "drives.rate_limiter: rate limiters are not supported by this VMM",
+            );
+        }
+        // The disk's place: its serial is the drive id's first 20 ASCII
+        // characters, as the config file's rules make it.
+        let serial: String = d.drive_id.chars().filter(char::is_ascii).take(20).collect();
+        let Some(index) = r
+            .config
+            .disks
+            .iter()
+            .position(|disk| disk.id.as_deref() == Some(serial.as_str()))
+        else {
+            return Response::fault(format!("drives: no drive has the id '{}'", d.drive_id));
+        };
+        let Some(path) = d.path_on_host else {
+            // Nothing to change: Firecracker takes an empty update too.
+            return Response::no_content();
+        };
+        match r.handle.update_disk(index, &path) {
+            Ok(size) => {
+                log::info!(
+                    "drive {} now on {} ({size} bytes)",
+                    d.drive_id,
+                    path.display()
+                );
+                if let Some(r) = &mut self.vm {
+                    r.config.disks[index].path = path;
+                }
+                Response::no_content()
+            }
+            Err(e) => Response::fault(format!("drives.path_on_host: {e}")),
+        }
+    }
+
+    /// Whether the VM ended (the front end then exits).
+    pub fn ended(&self) -> Option<VmEnd> {
+        self.vm.as_ref().and_then(|r| r.handle.try_end())
+    }
+}
+
+/// `base` with the fields `u` gives.
+fn patched(mut base: MachineConfig, u: MachineConfigUpdate) -> MachineConfig {
+    if let Some(v) = u.vcpu_count {
+        base.vcpu_count = v;
+    }
+    if let Some(v) = u.mem_size_mib {
+        base.mem_size_mib = v;
+    }
+    if let Some(v) = u.smt {
+        base.smt = v;
+    }
+    if u.cpu_template.is_some() {
+        base.cpu_template = u.cpu_template;
+    }
+    if let Some(v) = u.track_dirty_pages {
+        base.track_dirty_pages = v;
+    }
+    if u.huge_pages.is_some() {
+        base.huge_pages = u.huge_pages;
+    }
+    base
+}
