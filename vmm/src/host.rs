@@ -89,6 +89,9 @@ pub enum HostError {
     /// getrandom failed.
     #[error("cannot get random bytes for the guest's RNG seed")]
     Random(#[source] std::io::Error),
+    /// A front end's process-wide set-up failed (its signal handlers).
+    #[error("{0}")]
+    Other(String),
 }
 
 /// Fresh random bytes from the host's kernel, to seed the guest's RNG.

@@ -25,7 +25,10 @@ struct Shared;
 
 impl Write for Shared {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        output().lock().unwrap_or_else(|p| p.into_inner()).write(buf)
+        output()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write(buf)
     }
     fn flush(&mut self) -> std::io::Result<()> {
         output().lock().unwrap_or_else(|p| p.into_inner()).flush()
@@ -38,7 +41,11 @@ pub fn init(level: &str) {
     let env = env_logger::Env::default().default_filter_or(level);
     env_logger::Builder::from_env(env)
         .format(|buf, record| {
-            if let Some(m) = module().lock().unwrap_or_else(|p| p.into_inner()).as_deref() {
+            if let Some(m) = module()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_deref()
+            {
                 if !record.module_path().unwrap_or("").starts_with(m) {
                     return Ok(());
                 }

@@ -135,6 +135,8 @@ const MAIN: &[i64] = &[
     libc::SYS_rt_sigaction,
     libc::SYS_openat,
     libc::SYS_getdents64,
+    // Paths made absolute for GET /vm/config.
+    libc::SYS_getcwd,
 ];
 
 /// The system calls `thread` may make.

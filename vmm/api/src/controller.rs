@@ -14,7 +14,8 @@ use crate::http::Response;
 use crate::router::{ActionType, ApiRequest, MachineConfigUpdate, VmStateChange};
 
 /// Firecracker's answer to a pre-boot request after the start.
-pub const AFTER_START: &str = "The requested operation is not supported after starting the microVM.";
+pub const AFTER_START: &str =
+    "The requested operation is not supported after starting the microVM.";
 /// Firecracker's answer to a runtime request before the start.
 pub const BEFORE_START: &str =
     "The requested operation is not supported before starting the microVM.";
@@ -139,9 +140,7 @@ impl Controller {
         if candidate.boot_source.is_none() {
             overrides.kernel = Some("/".into());
         }
-        candidate
-            .clone()
-            .resolve(Path::new("request"), overrides)
+        candidate.clone().resolve(Path::new("request"), overrides)
     }
 
     /// Applies a pre-boot change if the configuration stays valid.
@@ -201,12 +200,14 @@ impl Controller {
                 self.change(|c| c.machine_config = Some(m))
             }
             PutBootSource(b) => self.change(|c| c.boot_source = Some(b)),
-            PutDrive(d) => self.change(|c| {
-                match c.drives.iter_mut().find(|o| o.drive_id == d.drive_id) {
-                    Some(old) => *old = d,
-                    None => c.drives.push(d),
-                }
-            }),
+            PutDrive(d) => {
+                self.change(
+                    |c| match c.drives.iter_mut().find(|o| o.drive_id == d.drive_id) {
+                        Some(old) => *old = d,
+                        None => c.drives.push(d),
+                    },
+                )
+            }
             PutNetworkInterface(n) => self.change(|c| {
                 match c
                     .network_interfaces

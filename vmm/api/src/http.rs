@@ -184,7 +184,8 @@ pub fn parse(buf: &[u8], max_payload: usize) -> Parsed {
             } else if value.eq_ignore_ascii_case("keep-alive") {
                 close = false;
             }
-        } else if h.name.eq_ignore_ascii_case("expect") && value.eq_ignore_ascii_case("100-continue")
+        } else if h.name.eq_ignore_ascii_case("expect")
+            && value.eq_ignore_ascii_case("100-continue")
         {
             return bad(400, "Expect: 100-continue is not supported");
         }
@@ -265,8 +266,14 @@ mod tests {
         assert!(r.body.unwrap().contains("larger than the limit of 99"));
         for (bytes, says) in [
             (&b"\xff\xfe / HTTP/1.1\r\n\r\n"[..], "invalid HTTP request"),
-            (b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n", "Content-Length"),
-            (b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", "Transfer-Encoding"),
+            (
+                b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+                "Content-Length",
+            ),
+            (
+                b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "Transfer-Encoding",
+            ),
         ] {
             let r = refused(bytes, 100);
             assert_eq!(r.status, 400);

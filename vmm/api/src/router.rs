@@ -359,19 +359,74 @@ mod tests {
         use Method::*;
         for (m, path, body, says) in [
             (Put, "/machine-config", "{", "invalid JSON"),
-            (Put, "/machine-config", r#"{"vcpu_count": 1, "mem_size_mib": 128, "vcpus": 2}"#, "unknown field"),
-            (Put, "/machine-config", r#"{"vcpu_count": "two", "mem_size_mib": 128}"#, "vcpu_count"),
-            (Put, "/machine-config", r#"{"vcpu_count": 2}"#, "missing field `mem_size_mib`"),
+            (
+                Put,
+                "/machine-config",
+                r#"{"vcpu_count": 1, "mem_size_mib": 128, "vcpus": 2}"#,
+                "unknown field",
+            ),
+            (
+                Put,
+                "/machine-config",
+                r#"{"vcpu_count": "two", "mem_size_mib": 128}"#,
+                "vcpu_count",
+            ),
+            (
+                Put,
+                "/machine-config",
+                r#"{"vcpu_count": 2}"#,
+                "missing field `mem_size_mib`",
+            ),
             (Put, "/machine-config", "", "needs a JSON body"),
             (Put, "/boot-source", "  \n", "needs a JSON body"),
-            (Put, "/actions", r#"{"action_type": "Reboot"}"#, "unknown variant `Reboot`"),
-            (Patch, "/vm", r#"{"state": "Stopped"}"#, "unknown variant `Stopped`"),
-            (Put, "/drives/a", r#"{"drive_id": "b", "is_root_device": false}"#, "does not match"),
-            (Put, "/drives/a-b", r#"{"drive_id": "a-b", "is_root_device": false}"#, "alphanumeric"),
-            (Put, "/nothing", "{}", "Invalid request method and/or path: PUT /nothing."),
-            (Get, "/actions", "", "Invalid request method and/or path: GET /actions."),
-            (Patch, "/boot-source", "{}", "Invalid request method and/or path"),
-            (Put, "/machine-config", r#"{"vcpu_count": 1, "mem_size_mib": 128} x"#, "trailing characters"),
+            (
+                Put,
+                "/actions",
+                r#"{"action_type": "Reboot"}"#,
+                "unknown variant `Reboot`",
+            ),
+            (
+                Patch,
+                "/vm",
+                r#"{"state": "Stopped"}"#,
+                "unknown variant `Stopped`",
+            ),
+            (
+                Put,
+                "/drives/a",
+                r#"{"drive_id": "b", "is_root_device": false}"#,
+                "does not match",
+            ),
+            (
+                Put,
+                "/drives/a-b",
+                r#"{"drive_id": "a-b", "is_root_device": false}"#,
+                "alphanumeric",
+            ),
+            (
+                Put,
+                "/nothing",
+                "{}",
+                "Invalid request method and/or path: PUT /nothing.",
+            ),
+            (
+                Get,
+                "/actions",
+                "",
+                "Invalid request method and/or path: GET /actions.",
+            ),
+            (
+                Patch,
+                "/boot-source",
+                "{}",
+                "Invalid request method and/or path",
+            ),
+            (
+                Put,
+                "/machine-config",
+                r#"{"vcpu_count": 1, "mem_size_mib": 128} x"#,
+                "trailing characters",
+            ),
         ] {
             let msg = refused(m, path, body);
             assert!(msg.contains(says), "{path} {body}: {msg}");
@@ -416,7 +471,10 @@ mod tests {
             (Put, "/snapshot/load", "snapshots"),
         ] {
             let msg = refused(m, path, "{}");
-            assert!(msg.contains(says) && msg.contains("not supported"), "{path}: {msg}");
+            assert!(
+                msg.contains(says) && msg.contains("not supported"),
+                "{path}: {msg}"
+            );
         }
     }
 }

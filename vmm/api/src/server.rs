@@ -127,7 +127,11 @@ pub struct ApiServer {
 
 impl ApiServer {
     /// Serves `listener` (bound at `path`) on a new thread.
-    pub fn start(listener: UnixListener, path: &Path, options: Options) -> Result<ApiServer, ServerError> {
+    pub fn start(
+        listener: UnixListener,
+        path: &Path,
+        options: Options,
+    ) -> Result<ApiServer, ServerError> {
         let (tx, jobs) = mpsc::channel();
         let new_evt = || {
             EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(|e| ServerError::Io {
@@ -223,12 +227,6 @@ const MAX_PENDING_OUTPUT: usize = 64 * 1024;
 
 impl Worker {
     fn run(&mut self) {
-        if self.options.seccomp {
-            if let Err(e) = vmm::seccomp::install(vmm::seccomp::Thread::Api) {
-                log::error!("API server: {e}; not serving");
-                return;
-            }
-        }
         let epoll = match Epoll::new() {
             Ok(e) => e,
             Err(e) => {
@@ -245,6 +243,14 @@ impl Worker {
                 EpollEvent::new(EventSet::IN, fd as u64),
             ) {
                 log::error!("API server: cannot watch its socket: {e}");
+                return;
+            }
+        }
+        // The filter once the epoll exists: no new descriptors but the
+        // connections accepted.
+        if self.options.seccomp {
+            if let Err(e) = vmm::seccomp::install(vmm::seccomp::Thread::Api) {
+                log::error!("API server: {e}; not serving");
                 return;
             }
         }
@@ -396,7 +402,11 @@ impl Worker {
             if want_out {
                 set |= EventSet::OUT;
             }
-            let _ = epoll.ctl(ControlOperation::Modify, fd, EpollEvent::new(set, fd as u64));
+            let _ = epoll.ctl(
+                ControlOperation::Modify,
+                fd,
+                EpollEvent::new(set, fd as u64),
+            );
             conn.writable_watched = want_out;
         }
     }

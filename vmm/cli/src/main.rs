@@ -12,10 +12,14 @@ use vmm::config::{
 };
 use vmm::config_file::{self, ConfigFile, Overrides};
 use vmm::image::{self, ImageRun};
-use vmm::{exit_code, Error, VmEnd, VmHandle, Vmm};
+use vmm::{exit_code, Error, Vmm};
 
+mod firecracker;
+mod policy;
 mod signals;
 mod terminal;
+
+use policy::{finish, Policy};
 
 /// A KVM virtual machine monitor: every VM boots its own Linux kernel.
 #[derive(Parser)]
@@ -94,6 +98,15 @@ struct RunArgs {
     /// drives and network-interfaces).
     #[arg(long, value_name = "FILE", alias = "config-file")]
     config: Option<PathBuf>,
+    /// Serve Firecracker's REST API for the running VM on a Unix socket
+    /// at PATH (pause, resume, Ctrl-Alt-Del, drive updates, metrics); the
+    /// socket is removed when the VMM exits. A stale socket there is
+    /// replaced; any other file is refused.
+    #[arg(long, value_name = "PATH")]
+    api_sock: Option<PathBuf>,
+    /// With --api-sock: the largest request body the API takes, in bytes.
+    #[arg(long, value_name = "BYTES", requires = "api_sock", default_value_t = vmm_api::http::DEFAULT_MAX_PAYLOAD)]
+    http_api_max_payload_size: usize,
     #[command(flatten)]
     image: ImageArgs,
     #[command(flatten)]
@@ -275,108 +288,31 @@ fn run(args: RunArgs, started: Instant) -> i32 {
             private_disk = Some(image::prepare(image, &mut cfg, quiet)?);
         }
         let policy = Policy::install(&cfg)?;
+        // The API's socket before the VM: a path that cannot be served
+        // stops the VMM before a VM exists.
+        let listener = match &args.api_sock {
+            Some(path) => Some(vmm_api::bind(path).map_err(policy::api_error)?),
+            None => None,
+        };
         let handle = Vmm::build(&cfg, started)?.start()?;
         // The VM holds its disk open: its copy leaves the cache now, and
         // nothing is left behind however the VMM ends.
         if let Some(d) = private_disk.as_mut() {
             d.release();
         }
-        Ok(policy.wait(&handle))
+        match (listener, &args.api_sock) {
+            (Some(listener), Some(path)) => {
+                let options = vmm_api::Options {
+                    max_payload: args.http_api_max_payload_size,
+                    seccomp: cfg.seccomp,
+                    ..Default::default()
+                };
+                policy.serve_running(listener, path, options, "vmm", cfg, handle)
+            }
+            _ => Ok(policy.wait(&handle)),
+        }
     });
     finish(result)
-}
-
-/// What the `vmm` command sets for its whole process around a VM: the
-/// stop signals caught, the terminal in raw mode while the guest's console
-/// is on it, and the seccomp filter of the main thread (with the SIGSYS
-/// handler that names a forbidden call).
-struct Policy {
-    signals: signals::StopSignals,
-    raw: Option<terminal::RawTerminal>,
-    seccomp: bool,
-}
-
-impl Policy {
-    fn install(cfg: &VmConfig) -> Result<Policy, Error> {
-        let signals =
-            signals::StopSignals::install().map_err(|e| Error::config("signals", "", e))?;
-        if cfg.seccomp {
-            vmm::seccomp::install_sigsys_handler(exit_code::SECCOMP)?;
-        }
-        Ok(Policy {
-            signals,
-            raw: None,
-            seccomp: cfg.seccomp,
-        })
-    }
-
-    /// Once the VM runs: the terminal raw and the filter on; then waits for
-    /// the VM's end or a stop signal, which stops the VM.
-    fn wait(mut self, handle: &VmHandle) -> VmEnd {
-        self.raw = terminal::RawTerminal::enter_if_console(handle);
-        if self.seccomp {
-            if let Err(e) = vmm::seccomp::install(vmm::seccomp::Thread::Main) {
-                handle.stop_with(VmEnd::VmmError(e.to_string()));
-            }
-        }
-        wait_or_stop(handle, &self.signals)
-    }
-}
-
-/// Waits for the VM's end; a stop signal first stops it.
-fn wait_or_stop(handle: &VmHandle, signals: &signals::StopSignals) -> VmEnd {
-    let mut fds = [
-        libc::pollfd {
-            fd: handle.ended_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: signals.fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    while handle.try_end().is_none() {
-        // SAFETY: `fds` is a live array of two pollfds for the call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if n < 0 {
-            continue; // EINTR
-        }
-        if fds[1].revents & libc::POLLIN != 0 {
-            if let Some(sig) = signals.take() {
-                handle.stop_with(VmEnd::Signal(sig));
-            }
-        }
-        if fds[0].revents & libc::POLLIN != 0 {
-            break;
-        }
-    }
-    handle.wait()
-}
-
-/// The exit code of a run: the VM's end, or the error that stopped it.
-fn finish(result: Result<VmEnd, Error>) -> i32 {
-    if let Some(r) = vmm::host::resources() {
-        log::debug!(
-            "resources at VM end: {} open fds, RSS {} KiB, peak RSS {} KiB",
-            r.fds,
-            r.rss_kib,
-            r.peak_rss_kib
-        );
-    }
-    match result {
-        Ok(end) => {
-            let code = end.exit_code();
-            if code == exit_code::OK || matches!(end, VmEnd::Signal(_) | VmEnd::CommandExited(_)) {
-                log::info!("{}", end.describe());
-            } else {
-                log::error!("{}", end.describe());
-            }
-            code
-        }
-        Err(e) => e.report(),
-    }
 }
 
 /// `vmm config check FILE`: the resolved configuration, after the checks
@@ -497,6 +433,9 @@ fn config_example() -> i32 {
 
 fn main() -> ExitCode {
     let started = Instant::now();
+    if firecracker::invoked_as_firecracker() {
+        return ExitCode::from(firecracker::main(started) as u8);
+    }
     let cli = Cli::parse();
     vmm::logging::init(&cli.log_level);
     let code = match cli.command {

@@ -45,6 +45,12 @@ pub fn load(path: &Path, overrides: Overrides) -> Result<VmConfig> {
     file.resolve(path, overrides)
 }
 
+/// Reads and parses the config file at `path` (no checks beyond its
+/// JSON's shape: `ConfigFile::resolve` makes them).
+pub fn read(path: &Path) -> Result<ConfigFile> {
+    parse(path, &read_capped(path)?)
+}
+
 /// The largest config file read (1 MiB): Firecracker's files are a few
 /// hundred bytes, and `--config /dev/zero` must not read forever.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -92,7 +98,9 @@ pub struct FieldError {
 /// Parses JSON `text` into `T`, one of this file's sections or the whole
 /// file, with the same errors the config file gets: the API's request
 /// bodies go through here.
-pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> std::result::Result<T, FieldError> {
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    text: &str,
+) -> std::result::Result<T, FieldError> {
     let de = &mut serde_json::Deserializer::from_str(text);
     let parsed: std::result::Result<T, _> = serde_path_to_error::deserialize(&mut *de);
     if parsed.is_ok() {

@@ -515,12 +515,27 @@ fn logger_and_metrics_sections_are_read() {
         Overrides::default(),
     )
     .unwrap();
-    assert_eq!(c.metrics.as_deref(), Some(std::path::Path::new("/tmp/m.json")));
+    assert_eq!(
+        c.metrics.as_deref(),
+        Some(std::path::Path::new("/tmp/m.json"))
+    );
     for (text, at, says) in [
-        (r#", "logger": {"level": "Loud"}"#, "logger.level", "'Loud' is not a level"),
+        (
+            r#", "logger": {"level": "Loud"}"#,
+            "logger.level",
+            "'Loud' is not a level",
+        ),
         (r#", "logger": {"x": 1}"#, "logger.x", "unknown field"),
-        (r#", "metrics": {"metrics_path": "/m", "emit_id": true}"#, "metrics.emit_id", "not supported"),
-        (r#", "metrics": {}"#, "metrics", "missing field `metrics_path`"),
+        (
+            r#", "metrics": {"metrics_path": "/m", "emit_id": true}"#,
+            "metrics.emit_id",
+            "not supported",
+        ),
+        (
+            r#", "metrics": {}"#,
+            "metrics",
+            "missing field `metrics_path`",
+        ),
     ] {
         let (got_at, reason) = fails(&with_kernel(text));
         assert!(got_at.starts_with(at), "{got_at} {reason}");
