@@ -3,7 +3,9 @@
 //! like a vmlinux), running the VMM with a time limit, and finding the
 //! default guest built by guest-kernels/build.sh.
 
+pub mod api_client;
 pub mod images;
+pub mod swagger;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -12,7 +12,10 @@
 
 use std::collections::BTreeMap;
 
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, SeccompRule, TargetArch};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
 
 use crate::error::{Error, Result};
 
@@ -177,9 +180,23 @@ pub enum SeccompError {
 /// The BPF program for `thread`: its calls allowed, any other one trapped
 /// (SIGSYS).
 pub fn program(thread: Thread) -> Result<BpfProgram> {
-    let rules: BTreeMap<i64, Vec<SeccompRule>> =
-        allowed(thread).into_iter().map(|nr| (nr, vec![])).collect();
     let err = |reason: String| Error::from(SeccompError::Build { thread, reason });
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        allowed(thread).into_iter().map(|nr| (nr, vec![])).collect();
+    // glibc grows a thread's malloc arena with mprotect: read-write or
+    // no access, never executable.
+    let prot = |value: u64| {
+        SeccompCondition::new(2, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value)
+            .and_then(|c| SeccompRule::new(vec![c]))
+            .map_err(|e| err(e.to_string()))
+    };
+    rules.insert(
+        libc::SYS_mprotect,
+        vec![
+            prot((libc::PROT_READ | libc::PROT_WRITE) as u64)?,
+            prot(libc::PROT_NONE as u64)?,
+        ],
+    );
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Trap,

@@ -254,7 +254,7 @@ impl VirtioDevice for Block {
     }
 
     fn replace_backing(&mut self, file: File, size: u64) -> Result<(), String> {
-        if size % SECTOR_SIZE != 0 {
+        if !size.is_multiple_of(SECTOR_SIZE) {
             return Err(format!(
                 "its size, {size} bytes, is not a multiple of {SECTOR_SIZE}"
             ));
