@@ -36,6 +36,21 @@ pub fn vmm_bin() -> PathBuf {
     bin
 }
 
+/// The vmm binary under the name `firecracker` (a link beside it, made
+/// here if missing), as tools that start Firecracker by name find it.
+pub fn firecracker_bin() -> PathBuf {
+    let vmm = vmm_bin();
+    let link = vmm.with_file_name("firecracker");
+    if std::fs::read_link(&link).ok().as_deref() != Some(Path::new("vmm")) {
+        // Made under another name and renamed: tests make it at once.
+        let tmp = vmm.with_file_name(format!("firecracker.{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink("vmm", &tmp).expect("the firecracker link");
+        std::fs::rename(&tmp, &link).expect("the firecracker link");
+    }
+    link
+}
+
 /// A minimal 64-bit x86 ELF executable with one loadable segment holding
 /// `code`, loaded and entered at `TINY_GUEST_ADDR`.
 pub fn tiny_elf(code: &[u8]) -> Vec<u8> {
