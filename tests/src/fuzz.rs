@@ -41,6 +41,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("config_json", config_json),
     ("kernel_image", kernel_image),
     ("image_layer", image_layer),
+    ("api_request", api_request),
 ];
 
 /// Guest RAM of the virtio targets: two adjacent regions, so buffers can
@@ -876,5 +877,99 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         .file("etc/x", b"x", 0o644)
         .tar();
     out.push(("image_layer", "hostile", hostile));
+    // The API: each kind of request, pipelined ones, and what cannot be
+    // framed.
+    let req = |m: &str, p: &str, b: &str| crate::api_client::request(m, p, Some(b));
+    let get = |p: &str| crate::api_client::request("GET", p, None);
+    let cat = |parts: &[Vec<u8>]| parts.concat();
+    for (name, bytes) in [
+        ("get-root", get("/")),
+        ("get-version-close", b"GET /version HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec()),
+        ("put-machine-config", req("PUT", "/machine-config", r#"{"vcpu_count": 2, "mem_size_mib": 256}"#)),
+        ("patch-machine-config", req("PATCH", "/machine-config", r#"{"vcpu_count": 1}"#)),
+        ("put-boot-source", req("PUT", "/boot-source", r#"{"kernel_image_path": "/nonexistent/vmlinux", "boot_args": "quiet x"}"#)),
+        ("put-drive", req("PUT", "/drives/rootfs", r#"{"drive_id": "rootfs", "path_on_host": "/dev/null", "is_root_device": true, "is_read_only": true}"#)),
+        ("put-net", req("PUT", "/network-interfaces/eth0", r#"{"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "06:00:ac:10:00:02"}"#)),
+        ("actions", req("PUT", "/actions", r#"{"action_type": "SendCtrlAltDel"}"#)),
+        ("patch-vm", req("PATCH", "/vm", r#"{"state": "Paused"}"#)),
+        ("patch-drive", req("PATCH", "/drives/rootfs", r#"{"drive_id": "rootfs", "path_on_host": "/tmp/x"}"#)),
+        ("logger-metrics", cat(&[req("PUT", "/metrics", r#"{"metrics_path": "/dev/null"}"#), req("PUT", "/logger", r#"{"level": "Info"}"#)])),
+        ("pipelined", cat(&[get("/"), get("/vm/config"), get("/machine-config"), req("PUT", "/balloon", "{}")])),
+        ("unsupported", cat(&[req("PUT", "/snapshot/create", "{}"), get("/mmds")])),
+        ("chunked", b"PUT /actions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec()),
+        ("not-utf8", b"PUT /boot-source HTTP/1.1\r\nContent-Length: 4\r\n\r\n\xff\xfe\xfd\xfc".to_vec()),
+        ("delete", b"DELETE /drives/rootfs HTTP/1.1\r\n\r\n".to_vec()),
+        ("half", b"PUT /machine-config HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"vcpu".to_vec()),
+    ] {
+        out.push(("api_request", name, bytes));
+    }
     out
+}
+
+/// The API's request parser, router and (pre-boot) controller on bytes
+/// from a connection: every request in them is answered, one after
+/// another as pipelined, until one is incomplete or cannot be framed;
+/// every answer is well-formed HTTP of the kind Firecracker gives (200
+/// with JSON, 204 without a body, 400 with a fault message). InstanceStart
+/// is not carried out (it would boot whatever the input names).
+pub fn api_request(data: &[u8]) {
+    let _ = api_answers(data);
+}
+
+/// The statuses of the answers `api_request` gives to `data`, in order.
+pub fn api_answers(data: &[u8]) -> Vec<u16> {
+    use vmm_api::http::{self, Parsed, Response};
+    use vmm_api::router::{self, ActionType, ApiRequest};
+    let mut controller = vmm_api::Controller::new(
+        "fuzz".into(),
+        vmm::config_file::Overrides::default(),
+        std::time::Instant::now(),
+        Box::new(vmm_api::NoPolicy),
+    );
+    let check = |r: &Response| {
+        let bytes = r.to_bytes();
+        let (answer, used) = crate::api_client::parse_answer(&bytes)
+            .unwrap_or_else(|| panic!("not an HTTP answer: {:?}", String::from_utf8_lossy(&bytes)));
+        assert_eq!(used, bytes.len(), "bytes after the answer");
+        assert_eq!(answer.status, r.status);
+        match r.status {
+            204 => assert!(answer.body.is_empty(), "a 204 with a body"),
+            200 => {
+                serde_json::from_str::<serde_json::Value>(&answer.body)
+                    .unwrap_or_else(|e| panic!("200 without JSON ({e}): {}", answer.body));
+            }
+            400 | 500 => {
+                let v: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+                assert!(v["fault_message"].is_string(), "{}", answer.body);
+            }
+            other => panic!("status {other}"),
+        }
+    };
+    let mut rest = data;
+    let mut statuses = Vec::new();
+    for _ in 0..64 {
+        match http::parse(rest, 4096) {
+            Parsed::Incomplete => break,
+            Parsed::Bad(r) => {
+                assert!(r.close && r.status == 400, "{r:?}");
+                check(&r);
+                statuses.push(r.status);
+                break;
+            }
+            Parsed::Request(req, used) => {
+                assert!(used > 0 && used <= rest.len());
+                let r = match router::route(&req) {
+                    Ok(ApiRequest::Action(ActionType::InstanceStart)) => {
+                        Response::fault("not started by the fuzzer")
+                    }
+                    Ok(request) => controller.handle_request(request),
+                    Err(refused) => Response::fault(refused.0),
+                };
+                check(&r);
+                statuses.push(r.status);
+                rest = &rest[used..];
+            }
+        }
+    }
+    statuses
 }

@@ -160,3 +160,27 @@ fn the_fuzz_script_refuses_bad_options() {
         vmm_tests::assert_script_refuses(&script, args, says);
     }
 }
+
+/// The API seeds are answered as their names say, so that the fuzzer
+/// starts from requests the router and controller carry out.
+#[test]
+fn the_api_seeds_are_answered() {
+    for (name, want) in [
+        ("get-root", vec![200]),
+        ("put-machine-config", vec![204]),
+        ("patch-machine-config", vec![204]),
+        ("put-boot-source", vec![400]),
+        ("put-drive", vec![400]),
+        ("put-net", vec![204]),
+        ("actions", vec![400]),
+        ("logger-metrics", vec![204, 204]),
+        ("pipelined", vec![200, 200, 200, 400]),
+        ("unsupported", vec![400, 400]),
+        ("chunked", vec![400]),
+        ("not-utf8", vec![400]),
+        ("delete", vec![400]),
+        ("half", vec![]),
+    ] {
+        assert_eq!(fuzz::api_answers(&seed("api_request", name)), want, "{name}");
+    }
+}
