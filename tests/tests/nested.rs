@@ -449,6 +449,7 @@ fn write_scenarios(n: &Nested) -> PathBuf {
     let probe = dir.write("xsave-probe.elf", &tiny_elf(&probe));
 
     let vmm = vmm_bin().display().to_string();
+    let (vmlinux, initramfs) = (g("vmlinux"), g("initramfs.cpio"));
     let fc_config = dir.write(
         "vm_config.json",
         firecracker_config(guest, &results.join("firecracker.rootfs.ext4")).as_bytes(),
@@ -589,6 +590,30 @@ fn write_scenarios(n: &Nested) -> PathBuf {
         ),
     );
     let sh = |script: String| vec!["bash".to_string(), "-c".to_string(), script];
+    // The API driver for each of `ids` at once, each with its own socket,
+    // TAP and disks (made in the L1's /tmp: OLD, 1 MiB, and NEW, 2 MiB,
+    // each starting with its name); prefixed output; fails if one fails.
+    // A script file of its own, run in a network namespace of its own.
+    let firecracker = vmm_tests::firecracker_bin().display().to_string();
+    let driver = repo_root().join("tests/data/fc_driver.py").display().to_string();
+    let api_driver = |ids: &[&str]| -> String {
+        let mut script = String::from("set -u\npids=\n");
+        for (i, id) in ids.iter().enumerate() {
+            script += &format!(
+                "d=/tmp/api-{id}; mkdir -p $d\n\
+                 {{ printf OLD-DISK-{id}-; head -c 1048576 /dev/zero; }} | head -c 1048576 > $d/old.img\n\
+                 {{ printf NEW-DISK-{id}-; head -c 2097152 /dev/zero; }} | head -c 2097152 > $d/new.img\n\
+                 (set -o pipefail; python3 {driver} {firecracker} $d/api.sock {id} {vmlinux} {initramfs} \
+                 $d/old.img $d/new.img fctap{i} $d/vmm.log 2>&1 | sed 's/^/{id}: /') &\n\
+                 pids=\"$pids $!\"\n"
+            );
+        }
+        script += "rc=0\nfor p in $pids; do wait $p || rc=1; done\n\
+                   for f in /tmp/api-*/vmm.log*; do echo \"== $f\" >&2; cat \"$f\" >&2; done\n\
+                   exit $rc\n";
+        let file = dir.write(&format!("api-{}.sh", ids.join("-")), script.as_bytes());
+        format!("unshare --net bash {}", quote(&file.display().to_string()))
+    };
     let scenarios: Vec<(&str, Vec<String>)> = vec![
         // `vmm run --image`: a two-layer image (a whiteout, an opaque
         // directory) run as its user in its directory, cold and warm; the
@@ -739,6 +764,12 @@ fn write_scenarios(n: &Nested) -> PathBuf {
                  echo worker$0 ran on cpu $(cut -d\" \" -f39 /proc/self/stat)' $c & done; wait",
             ]),
         ),
+        // Firecracker's API as its Go SDK drives it (tests/data/fc_driver.py
+        // over `firecracker --api-sock`), one VM, then two at once; each
+        // VM's TAP in a network namespace of the scenario's own, its
+        // socket and disks on the L1's tmpfs.
+        ("api-sdk", sh(api_driver(&["sdk"]))),
+        ("api-two", sh(api_driver(&["two-a", "two-b"]))),
         ("default-1", run(&["--vcpus", "1", "--memory", "128M"])),
         ("default-2", run(&["--vcpus", "2", "--memory", "128M"])),
         (
@@ -1877,4 +1908,53 @@ fn vmm_bench_runs_an_images_command_as_a_vm_cold_and_warm_and_as_containers() {
         "{all}"
     );
     assert!(report.contains("times as long as a warm one"), "{all}");
+}
+
+/// What the API driver printed for VM `id`, its lines without the prefix.
+fn driver_lines(out: &str, id: &str) -> Vec<String> {
+    let prefix = format!("{id}: ");
+    out.lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+fn assert_driven(all: &str, out: &str, id: &str) {
+    let lines = driver_lines(out, id);
+    let has = |s: &str| lines.iter().any(|l| l.starts_with("ok: ") && l.contains(s));
+    assert!(!lines.iter().any(|l| l.starts_with("FAILED")), "{all}");
+    for step in [
+        "the API answered GET /machine-config",
+        "after InstanceStart",
+        "a typed command was answered",
+        "paused, GET / says Paused, no answer for 3 s",
+        "resumed (Running), the answer came",
+        "runtime error answer: 400 The requested operation is not supported after starting",
+        "SendCtrlAltDel ended the process with 0",
+    ] {
+        assert!(has(step), "{id}: no '{step}'\n{all}");
+    }
+    // The swapped disk: the new file's first bytes and its 2 MiB (4096
+    // sectors) as the guest's capacity.
+    let disk = format!("disk-now NEW-DISK-{id}- 4096 end");
+    assert!(has(&disk), "{id}: no '{disk}'\n{all}");
+}
+
+#[test]
+fn firecrackers_api_drives_a_vm_as_the_go_sdk_does() {
+    let Some(n) = nested() else { return };
+    let ran = n.scenario("api-sdk");
+    let all = format!("{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(0), "{all}");
+    assert_driven(&all, &ran.stdout, "sdk");
+}
+
+#[test]
+fn two_vms_driven_through_the_api_at_once() {
+    let Some(n) = nested() else { return };
+    let ran = n.scenario("api-two");
+    let all = format!("{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(0), "{all}");
+    assert_driven(&all, &ran.stdout, "two-a");
+    assert_driven(&all, &ran.stdout, "two-b");
 }
