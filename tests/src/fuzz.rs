@@ -884,22 +884,93 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let cat = |parts: &[Vec<u8>]| parts.concat();
     for (name, bytes) in [
         ("get-root", get("/")),
-        ("get-version-close", b"GET /version HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec()),
-        ("put-machine-config", req("PUT", "/machine-config", r#"{"vcpu_count": 2, "mem_size_mib": 256}"#)),
-        ("patch-machine-config", req("PATCH", "/machine-config", r#"{"vcpu_count": 1}"#)),
-        ("put-boot-source", req("PUT", "/boot-source", r#"{"kernel_image_path": "/nonexistent/vmlinux", "boot_args": "quiet x"}"#)),
-        ("put-drive", req("PUT", "/drives/rootfs", r#"{"drive_id": "rootfs", "path_on_host": "/dev/null", "is_root_device": true, "is_read_only": true}"#)),
-        ("put-net", req("PUT", "/network-interfaces/eth0", r#"{"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "06:00:ac:10:00:02"}"#)),
-        ("actions", req("PUT", "/actions", r#"{"action_type": "SendCtrlAltDel"}"#)),
+        (
+            "get-version-close",
+            b"GET /version HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec(),
+        ),
+        (
+            "put-machine-config",
+            req(
+                "PUT",
+                "/machine-config",
+                r#"{"vcpu_count": 2, "mem_size_mib": 256}"#,
+            ),
+        ),
+        (
+            "patch-machine-config",
+            req("PATCH", "/machine-config", r#"{"vcpu_count": 1}"#),
+        ),
+        (
+            "put-boot-source",
+            req(
+                "PUT",
+                "/boot-source",
+                r#"{"kernel_image_path": "/nonexistent/vmlinux", "boot_args": "quiet x"}"#,
+            ),
+        ),
+        (
+            "put-drive",
+            req(
+                "PUT",
+                "/drives/rootfs",
+                r#"{"drive_id": "rootfs", "path_on_host": "/dev/null", "is_root_device": true, "is_read_only": true}"#,
+            ),
+        ),
+        (
+            "put-net",
+            req(
+                "PUT",
+                "/network-interfaces/eth0",
+                r#"{"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "06:00:ac:10:00:02"}"#,
+            ),
+        ),
+        (
+            "actions",
+            req("PUT", "/actions", r#"{"action_type": "SendCtrlAltDel"}"#),
+        ),
         ("patch-vm", req("PATCH", "/vm", r#"{"state": "Paused"}"#)),
-        ("patch-drive", req("PATCH", "/drives/rootfs", r#"{"drive_id": "rootfs", "path_on_host": "/tmp/x"}"#)),
-        ("logger-metrics", cat(&[req("PUT", "/metrics", r#"{"metrics_path": "/dev/null"}"#), req("PUT", "/logger", r#"{"level": "Info"}"#)])),
-        ("pipelined", cat(&[get("/"), get("/vm/config"), get("/machine-config"), req("PUT", "/balloon", "{}")])),
-        ("unsupported", cat(&[req("PUT", "/snapshot/create", "{}"), get("/mmds")])),
-        ("chunked", b"PUT /actions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec()),
-        ("not-utf8", b"PUT /boot-source HTTP/1.1\r\nContent-Length: 4\r\n\r\n\xff\xfe\xfd\xfc".to_vec()),
+        (
+            "patch-drive",
+            req(
+                "PATCH",
+                "/drives/rootfs",
+                r#"{"drive_id": "rootfs", "path_on_host": "/tmp/x"}"#,
+            ),
+        ),
+        (
+            "logger-metrics",
+            cat(&[
+                req("PUT", "/metrics", r#"{"metrics_path": "/dev/null"}"#),
+                req("PUT", "/logger", r#"{"level": "Info"}"#),
+            ]),
+        ),
+        (
+            "pipelined",
+            cat(&[
+                get("/"),
+                get("/vm/config"),
+                get("/machine-config"),
+                req("PUT", "/balloon", "{}"),
+            ]),
+        ),
+        (
+            "unsupported",
+            cat(&[req("PUT", "/snapshot/create", "{}"), get("/mmds")]),
+        ),
+        (
+            "chunked",
+            b"PUT /actions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                .to_vec(),
+        ),
+        (
+            "not-utf8",
+            b"PUT /boot-source HTTP/1.1\r\nContent-Length: 4\r\n\r\n\xff\xfe\xfd\xfc".to_vec(),
+        ),
         ("delete", b"DELETE /drives/rootfs HTTP/1.1\r\n\r\n".to_vec()),
-        ("half", b"PUT /machine-config HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"vcpu".to_vec()),
+        (
+            "half",
+            b"PUT /machine-config HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"vcpu".to_vec(),
+        ),
     ] {
         out.push(("api_request", name, bytes));
     }

@@ -99,7 +99,10 @@ fn broken(doc: &Path, link: &str) -> Option<String> {
     if let Some(frag) = fragment {
         let text = std::fs::read_to_string(&target).ok()?;
         if !anchors(&text).contains(frag) {
-            return Some(format!("{link}: no heading #{frag} in {}", target.display()));
+            return Some(format!(
+                "{link}: no heading #{frag} in {}",
+                target.display()
+            ));
         }
     }
     None
@@ -129,15 +132,24 @@ fn the_checker_finds_a_missing_file_and_a_missing_heading() {
     assert!(broken(&readme, "docs/api.md#endpoints").is_none());
     assert!(broken(&readme, "docs/nope.md").is_some());
     assert!(broken(&readme, "docs/api.md#no-such-heading").is_some());
-    assert_eq!(anchor("Config files (Firecracker's layout)"), "config-files-firecrackers-layout");
-    assert_eq!(links("see [a](x.md#y) and `[b](not-a-link)`"), vec!["x.md#y"]);
+    assert_eq!(
+        anchor("Config files (Firecracker's layout)"),
+        "config-files-firecrackers-layout"
+    );
+    assert_eq!(
+        links("see [a](x.md#y) and `[b](not-a-link)`"),
+        vec!["x.md#y"]
+    );
 }
 
 #[test]
 fn the_readme_is_a_front_page_and_every_doc_is_listed() {
     let text = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
     let lines = text.lines().count();
-    assert!(lines <= 300, "README.md has {lines} lines; the reference belongs in docs/");
+    assert!(
+        lines <= 300,
+        "README.md has {lines} lines; the reference belongs in docs/"
+    );
     for doc in documents().iter().skip(1) {
         let name = doc.file_name().unwrap().to_string_lossy();
         assert!(

@@ -181,6 +181,10 @@ fn the_api_seeds_are_answered() {
         ("delete", vec![400]),
         ("half", vec![]),
     ] {
-        assert_eq!(fuzz::api_answers(&seed("api_request", name)), want, "{name}");
+        assert_eq!(
+            fuzz::api_answers(&seed("api_request", name)),
+            want,
+            "{name}"
+        );
     }
 }

@@ -595,7 +595,10 @@ fn write_scenarios(n: &Nested) -> PathBuf {
     // each starting with its name); prefixed output; fails if one fails.
     // A script file of its own, run in a network namespace of its own.
     let firecracker = vmm_tests::firecracker_bin().display().to_string();
-    let driver = repo_root().join("tests/data/fc_driver.py").display().to_string();
+    let driver = repo_root()
+        .join("tests/data/fc_driver.py")
+        .display()
+        .to_string();
     let api_driver = |ids: &[&str]| -> String {
         let mut script = String::from("set -u\npids=\n");
         for (i, id) in ids.iter().enumerate() {
