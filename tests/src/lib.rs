@@ -575,7 +575,7 @@ pub mod soak {
         let mut start = None;
         for i in 0..cycles {
             let ended = vmm::Vmm::build(&cfg, Instant::now()).and_then(vmm::Vmm::run);
-            if !matches!(&ended, Ok(end) if end.exit_code() == 0) {
+            if !matches!(&ended, Ok(vmm::VmEnd::Reset(_))) {
                 failures += 1;
             }
             if i == 0 {

@@ -189,7 +189,7 @@ fn an_image_the_bench_cannot_find_or_read_is_refused_before_any_start() {
         Duration::from_secs(30),
         None,
     );
-    assert_eq!(out.code, Some(vmm::exit_code::FILE), "{}", out.stderr);
+    assert_eq!(out.code, Some(vmm_cli::exit::code::FILE), "{}", out.stderr);
     assert!(
         out.stderr.contains("no such directory or file"),
         "{}",
@@ -200,7 +200,7 @@ fn an_image_the_bench_cannot_find_or_read_is_refused_before_any_start() {
     let out = run_vmm(&["bench", "--image", &empty], Duration::from_secs(30), None);
     assert_eq!(
         out.code,
-        Some(vmm::exit_code::CONTAINER_IMAGE),
+        Some(vmm_cli::exit::code::CONTAINER_IMAGE),
         "{}",
         out.stderr
     );

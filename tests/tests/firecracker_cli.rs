@@ -131,7 +131,7 @@ fn a_vm_configured_and_started_through_the_api_as_the_sdk_does() {
     let kernel = hello(&dir, b"hello through the API\n");
     let sock = dir.join("fc.sock");
     let log = dir.join("fc.log");
-    let mut child = Command::new(firecracker_bin())
+    let child = Command::new(firecracker_bin())
         .args(["--api-sock", sock.to_str().unwrap(), "--id", "sdk-like"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -203,7 +203,7 @@ fn vmm_run_with_the_api_replaces_a_stale_socket_and_removes_it_at_the_end() {
     let sock = dir.join("vm.sock");
     drop(UnixListener::bind(&sock).unwrap()); // left behind
     assert!(sock.exists());
-    let mut child = Command::new(vmm_bin())
+    let child = Command::new(vmm_bin())
         .args([
             "run",
             "--kernel",

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
-use vmm::exit_code;
+use vmm_cli::exit::code as exit_code;
 use vmm_image::testing::{self, Compression, Layer};
 use vmm_tests::{default_guest, default_guest_or_skip, images, run_until, vmm_bin, TempDir};
 

@@ -11,6 +11,7 @@ use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::{Address, GuestMemoryMmap};
 
 use crate::cmdline::guest_cmdline;
+use crate::config::ConfigError;
 use crate::config::{BootProtocol, EmulatedHost, SerialOutput, VmConfig};
 use crate::control::Control;
 use crate::device_manager::{self, LegacyDevices, Slotted, VirtioSlot};
@@ -18,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::host;
 use crate::metrics::MetricsFile;
 use crate::vcpu::{self, Vcpu, VmEnd, VmExitState};
-use crate::vm::{self, VmError};
+use crate::vm::{self, kvm_call, VmError};
 use devices::boot_timer::{Phase, Timeline};
 use devices::exit_device::{self, ExitDevice};
 use devices::i8042::I8042;
@@ -70,10 +71,13 @@ fn ms_since(start: Instant) -> f64 {
 }
 
 fn open_image(what: &'static str, path: &std::path::Path) -> Result<File> {
-    File::open(path).map_err(|e| Error::File {
-        what,
-        path: path.to_path_buf(),
-        reason: e.to_string(),
+    File::open(path).map_err(|e| {
+        ConfigError::Missing {
+            what,
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }
+        .into()
     })
 }
 
@@ -90,11 +94,14 @@ impl Vmm {
         let (mem, loaded) = Self::load_guest(
             config,
             &vm,
-            checked.kernel.try_clone().map_err(|e| Error::File {
-                what: "kernel",
-                path: config.kernel.clone(),
-                reason: e.to_string(),
-            })?,
+            checked
+                .kernel
+                .try_clone()
+                .map_err(|e| ConfigError::Missing {
+                    what: "kernel",
+                    path: config.kernel.clone(),
+                    reason: e.to_string(),
+                })?,
             &checked,
         )?;
         let mut vmm = Self::devices(config, kvm, vm, mem, checked)?;
@@ -145,7 +152,7 @@ impl Vmm {
             .nets
             .iter()
             .map(device_manager::open_tap)
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(Checked {
             disk_files,
             taps,
@@ -200,7 +207,7 @@ impl Vmm {
             let loaded = arch::boot::load_kernel(&mem, &mut kernel, want_pvh);
             let registered = registration
                 .join()
-                .unwrap_or_else(|_| Err(VmError::RegistrationPanicked.into()));
+                .unwrap_or(Err(VmError::RegistrationPanicked));
             (registered, loaded)
         });
         registered?;
@@ -372,7 +379,8 @@ impl Vmm {
         let mut base_cpuid = self
             .kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))?;
+            .map_err(kvm_call("KVM_GET_SUPPORTED_CPUID"))
+            .map_err(VmError::from)?;
         // KVM emulates the TSC-deadline timer in its local APIC (this VM's
         // irqchip is in the kernel) but leaves the CPUID bit to user space,
         // as QEMU and Firecracker set it.
@@ -384,7 +392,8 @@ impl Vmm {
             let fd = self
                 .vm
                 .create_vcpu(u64::from(id))
-                .map_err(Error::kvm("KVM_CREATE_VCPU"))?;
+                .map_err(kvm_call("KVM_CREATE_VCPU"))
+                .map_err(VmError::from)?;
             vcpu::configure(
                 &fd,
                 id,
@@ -407,6 +416,15 @@ impl Vmm {
             });
         }
         Ok(())
+    }
+
+    /// Records the process exit code each end of the VM becomes (the front
+    /// end's mapping), for the metrics document's `end.exit_code`.
+    pub fn end_codes(mut self, code: fn(&VmEnd) -> i32) -> Self {
+        if let Some(m) = &mut self.metrics {
+            m.end_code = Some(code);
+        }
+        self
     }
 
     /// Builds and runs the VM on this thread's behalf until the guest ends

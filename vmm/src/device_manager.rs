@@ -18,8 +18,11 @@ use devices::Bus;
 use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::config::ConfigError;
 use crate::config::{DiskConfig, NetConfig, SerialOutput};
-use crate::error::{Error, Result};
+use crate::vm::{kvm_call, KvmCall};
+
+type Result<T> = std::result::Result<T, DeviceError>;
 use devices::virtio::block::Block;
 use devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
 use devices::virtio::net::tap::Tap;
@@ -53,10 +56,24 @@ pub enum DeviceError {
     /// Two devices claim the same addresses.
     #[error("cannot place a device on the bus")]
     Bus(#[from] devices::bus::Error),
+    /// A KVM call failed (an irqfd or ioeventfd).
+    #[error(transparent)]
+    Kvm(#[from] KvmCall),
+    /// A TAP device cannot be opened or created.
+    #[error("TAP '{name}': {reason}")]
+    Tap {
+        /// The TAP name.
+        name: String,
+        /// What went wrong and what to do about it.
+        reason: String,
+    },
+    /// The serial console's output cannot be opened.
+    #[error(transparent)]
+    Serial(#[from] ConfigError),
 }
 
-fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
-    move |source| DeviceError::EventFd(what, source).into()
+fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> DeviceError {
+    move |source| DeviceError::EventFd(what, source)
 }
 
 /// Opens the serial console's output.
@@ -70,7 +87,7 @@ pub fn serial_writer(output: &SerialOutput) -> Result<Box<dyn Write + Send>> {
                 .append(true)
                 .open(path)
                 .map_err(|e| {
-                    Error::config("serial", output, format!("cannot open for writing: {e}"))
+                    ConfigError::value("serial", output, format!("cannot open for writing: {e}"))
                 })?,
         ),
     })
@@ -90,7 +107,7 @@ pub fn create(
 
     let irq = EventFdTrigger::new().map_err(io_err("serial IRQ"))?;
     vm.register_irqfd(&irq.0, SERIAL_IRQ)
-        .map_err(Error::kvm("KVM_IRQFD (serial)"))?;
+        .map_err(kvm_call("KVM_IRQFD (serial)"))?;
     let serial_input_ready = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
         .map_err(io_err("serial input-ready"))?;
     let serial = Arc::new(Mutex::new(SerialDevice::new(
@@ -106,7 +123,7 @@ pub fn create(
         EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(io_err("i8042 reset"))?;
     let kbd_irq = EventFdTrigger::new().map_err(io_err("keyboard IRQ"))?;
     vm.register_irqfd(&kbd_irq.0, KBD_IRQ)
-        .map_err(Error::kvm("KVM_IRQFD (i8042)"))?;
+        .map_err(kvm_call("KVM_IRQFD (i8042)"))?;
     let i8042 = I8042::new(
         EventFdTrigger(
             reset_evt
@@ -213,7 +230,7 @@ pub fn add_virtio(
     let irq_evt =
         EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(io_err("virtio interrupt"))?;
     vm.register_irqfd(&irq_evt, slot.irq())
-        .map_err(Error::kvm("KVM_IRQFD (virtio)"))?;
+        .map_err(kvm_call("KVM_IRQFD (virtio)"))?;
     let queues = device.queue_max_sizes().len();
     let transport = Arc::new(Mutex::new(MmioTransport::new(
         device,
@@ -229,7 +246,7 @@ pub fn add_virtio(
             &IoEventAddress::Mmio(base + QUEUE_NOTIFY_OFFSET),
             q as u32,
         )
-        .map_err(Error::kvm("KVM_IOEVENTFD (virtio)"))?;
+        .map_err(kvm_call("KVM_IOEVENTFD (virtio)"))?;
         queue_evts.push(evt);
     }
     mmio.insert(transport.clone(), base, VIRTIO_MMIO_SIZE)?;
@@ -270,7 +287,7 @@ pub fn open_tap(net: &NetConfig) -> Result<Tap> {
             }
             _ => e.to_string(),
         };
-        Error::Tap {
+        DeviceError::Tap {
             name: net.tap.clone(),
             reason: advice,
         }

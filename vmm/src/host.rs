@@ -5,7 +5,7 @@ use std::path::Path;
 
 use kvm_ioctls::{Cap, Kvm};
 
-use crate::error::{Error, Result};
+type Result<T> = std::result::Result<T, HostError>;
 
 /// The sysfs node of the pagetable-based KVM ("PVM") module. Where it is
 /// loaded, guest kernel code is interpreted, not run on VT-x/AMD-V.
@@ -59,11 +59,11 @@ pub fn open_kvm() -> Result<Kvm> {
             libc::EACCES | libc::EPERM => "permission denied on /dev/kvm: add your user to the 'kvm' group or run as root",
             _ => "cannot open /dev/kvm",
         };
-        Error::Kvm(format!("{advice} ({e})"))
+        HostError::KvmUnusable(format!("{advice} ({e})"))
     })?;
     let version = kvm.get_api_version();
     if version != kvm_bindings::KVM_API_VERSION as i32 {
-        return Err(Error::Kvm(format!(
+        return Err(HostError::KvmUnusable(format!(
             "KVM API version {version}, expected {}",
             kvm_bindings::KVM_API_VERSION
         )));
@@ -77,7 +77,9 @@ pub fn open_kvm() -> Result<Kvm> {
         (Cap::SetTssAddr, "SET_TSS_ADDR"),
     ] {
         if !kvm.check_extension(cap) {
-            return Err(Error::Kvm(format!("KVM lacks the {name} capability")));
+            return Err(HostError::KvmUnusable(format!(
+                "KVM lacks the {name} capability"
+            )));
         }
     }
     Ok(kvm)
@@ -86,6 +88,10 @@ pub fn open_kvm() -> Result<Kvm> {
 /// What the host could not give.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
+    /// KVM cannot be used: /dev/kvm missing or not accessible, another
+    /// API version, a capability missing.
+    #[error("KVM is not usable: {0}")]
+    KvmUnusable(String),
     /// getrandom failed.
     #[error("cannot get random bytes for the guest's RNG seed")]
     Random(#[source] std::io::Error),
@@ -108,7 +114,7 @@ pub fn random_seed() -> Result<[u8; arch::boot::RNG_SEED_LEN]> {
             if err.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            return Err(HostError::Random(err).into());
+            return Err(HostError::Random(err));
         }
         filled += n as usize;
     }

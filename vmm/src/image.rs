@@ -6,8 +6,22 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::config::ConfigError;
 use crate::config::{self, DiskConfig, VmConfig};
-use crate::error::{Error, Result};
+
+/// Why an image cannot be run: the configuration around it, or the
+/// image itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageRunError {
+    /// The VM's configuration (an initrd given, the default init missing).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The image: not found, not for this platform, corrupt.
+    #[error(transparent)]
+    Image(#[from] vmm_image::Error),
+}
+
+type Result<T> = std::result::Result<T, ImageRunError>;
 
 pub use vmm_image::run::Options;
 
@@ -57,11 +71,12 @@ const IMAGE_INIT_PARAMS: [(&str, &str); 2] =
 pub fn default_init() -> Result<PathBuf> {
     let init = config::default_guest_dir().join("init");
     if !init.is_file() {
-        return Err(Error::File {
+        return Err(ConfigError::Missing {
             what: "default guest's init",
             path: init,
             reason: "not built yet: run guest-kernels/build.sh".into(),
-        });
+        }
+        .into());
     }
     Ok(init)
 }
@@ -95,11 +110,12 @@ pub fn apply(
             if *i == default_initrd
                 || i.canonicalize().ok() == default_initrd.canonicalize().ok() => {}
         Some(i) => {
-            return Err(Error::config(
+            return Err(ConfigError::value(
                 "--initrd",
                 i.display(),
                 "an image boots from its own root disk with the project's init: no initrd",
-            ))
+            )
+            .into())
         }
     }
     cfg.shell = false;

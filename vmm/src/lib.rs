@@ -42,6 +42,6 @@ pub fn logging_level(name: &str) -> std::result::Result<log::LevelFilter, String
     }
 }
 pub use config::VmConfig;
-pub use error::{exit_code, Error, Result};
+pub use error::{Error, Result};
 pub use handle::{HandleError, VmHandle, VmState};
 pub use vcpu::VmEnd;

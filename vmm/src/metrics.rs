@@ -33,11 +33,16 @@ use devices::boot_timer::{Phase, Timeline};
 use devices::virtio::mmio::{DeviceMetrics, MmioTransport};
 use serde_json::{json, Map, Value};
 
-use crate::error::{Error, Result};
+use crate::config::ConfigError;
+
+type Result<T> = std::result::Result<T, ConfigError>;
 use crate::vcpu::VmEnd;
 
 /// The metrics file of a VM and what stays the same in it.
 pub struct MetricsFile {
+    /// The process exit code an end becomes, as the front end maps it
+    /// (`end.exit_code`; null without one).
+    pub end_code: Option<fn(&VmEnd) -> i32>,
     file: File,
     fixed: Map<String, Value>,
     timeline: Arc<Timeline>,
@@ -68,13 +73,14 @@ impl MetricsFile {
             .truncate(true)
             .open(path)
             .map_err(|e| {
-                Error::config(
+                ConfigError::value(
                     "metrics",
                     path.display(),
                     format!("cannot open for writing: {e}"),
                 )
             })?;
         Ok(MetricsFile {
+            end_code: None,
             file,
             fixed: Map::new(),
             timeline,
@@ -107,7 +113,9 @@ impl MetricsFile {
             .map(|t| device(&devices::bus::lock(t).metrics()))
             .collect();
         doc.insert("devices".into(), json!(devices));
-        let end = end.map(|e| json!({"exit_code": e.exit_code(), "description": e.describe()}));
+        let code = self.end_code;
+        let end =
+            end.map(|e| json!({"exit_code": code.map(|f| f(e)), "description": e.describe()}));
         doc.insert("end".into(), end.unwrap_or(Value::Null));
         Value::Object(doc)
     }
@@ -188,6 +196,14 @@ mod tests {
         m.write(&transports, Some(&VmEnd::CommandExited(42)));
         let doc = read(out.as_path());
         assert_eq!(doc["state"], "ended");
+        // Without the front end's mapping, no exit code; with it, its code.
+        assert!(doc["end"]["exit_code"].is_null(), "{doc}");
+        m.end_code = Some(|e| match e {
+            VmEnd::CommandExited(s) => i32::from(*s),
+            _ => -1,
+        });
+        m.write(&transports, Some(&VmEnd::CommandExited(42)));
+        let doc = read(out.as_path());
         assert_eq!(doc["end"]["exit_code"], 42);
         assert!(
             doc["end"]["description"].as_str().unwrap().contains("42"),
@@ -201,7 +217,7 @@ mod tests {
         let e = MetricsFile::create(Path::new("/nonexistent-dir/m.json"), timeline)
             .err()
             .unwrap();
-        assert_eq!(e.exit_code(), crate::exit_code::CONFIG);
+        assert!(matches!(e, crate::config::ConfigError::Value { .. }), "{e}");
         assert!(e.to_string().contains("metrics"), "{e}");
     }
 }

@@ -1,7 +1,7 @@
 //! Seccomp filters per thread, installed before the guest runs: each thread
 //! may make only the system calls its work needs. A forbidden call stops
 //! the whole process at once with a message naming the call and
-//! `exit_code::SECCOMP`; `--seccomp off` leaves the filters out (for
+//! `11`; `--seccomp off` leaves the filters out (for
 //! debugging).
 //!
 //! The vCPU threads run KVM_RUN and the device models the guest reaches by
@@ -17,7 +17,7 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 
-use crate::error::{Error, Result};
+type Result<T> = std::result::Result<T, SeccompError>;
 
 /// Which thread a filter is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,7 +180,7 @@ pub enum SeccompError {
 /// The BPF program for `thread`: its calls allowed, any other one trapped
 /// (SIGSYS).
 pub fn program(thread: Thread) -> Result<BpfProgram> {
-    let err = |reason: String| Error::from(SeccompError::Build { thread, reason });
+    let err = |reason: String| SeccompError::Build { thread, reason };
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
         allowed(thread).into_iter().map(|nr| (nr, vec![])).collect();
     // glibc grows a thread's malloc arena with mprotect: read-write or
@@ -214,12 +214,9 @@ pub fn program(thread: Thread) -> Result<BpfProgram> {
 /// (`install_sigsys_handler`), else the process dies of the signal.
 pub fn install(thread: Thread) -> Result<()> {
     let prog = program(thread)?;
-    seccompiler::apply_filter(&prog).map_err(|e| {
-        SeccompError::Install {
-            thread,
-            reason: e.to_string(),
-        }
-        .into()
+    seccompiler::apply_filter(&prog).map_err(|e| SeccompError::Install {
+        thread,
+        reason: e.to_string(),
     })
 }
 
@@ -236,7 +233,7 @@ pub fn install_sigsys_handler(code: i32) -> Result<()> {
             .map_err(|e| e.to_string())
     })
     .clone()
-    .map_err(|e| SeccompError::SigsysHandler(e).into())
+    .map_err(SeccompError::SigsysHandler)
 }
 
 /// Writes `n` in decimal into the end of `buf`; returns where it starts.
@@ -289,7 +286,6 @@ extern "C" fn sigsys_handler(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::exit_code;
 
     #[test]
     fn filters_build_and_differ_by_thread() {
@@ -339,7 +335,7 @@ mod tests {
     #[test]
     fn a_forbidden_call_ends_the_process_with_its_code_and_message() {
         if std::env::var_os("VMM_SECCOMP_CHILD").is_some() {
-            install_sigsys_handler(exit_code::SECCOMP).unwrap();
+            install_sigsys_handler(11).unwrap();
             install(Thread::Vcpu).unwrap();
             // SAFETY: socket takes plain integers; it is the forbidden call.
             unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
@@ -356,7 +352,7 @@ mod tests {
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(exit_code::SECCOMP), "{err}");
+        assert_eq!(out.status.code(), Some(11), "{err}");
         let socket = format!("system call {}, which its filter forbids", libc::SYS_socket);
         assert!(err.contains(&socket), "{err}");
     }

@@ -12,7 +12,9 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::error::{exit_code, Error, Result};
+use crate::vm::{kvm_call, KvmCall};
+
+type Result<T> = std::result::Result<T, VcpuError>;
 
 /// What the vCPU loop does after an exit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,20 +121,6 @@ pub enum VmEnd {
 pub const KVM_INTERNAL_ERROR_EMULATION: u32 = 1;
 
 impl VmEnd {
-    /// The process exit code for this end.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            VmEnd::Reset(_) | VmEnd::PowerOff | VmEnd::Halted(_) | VmEnd::Stopped => exit_code::OK,
-            VmEnd::CommandExited(status) => i32::from(*status),
-            VmEnd::TripleFault { .. } | VmEnd::Crash(_) => exit_code::GUEST_CRASH,
-            VmEnd::InternalError { .. } => exit_code::KVM_INTERNAL_ERROR,
-            VmEnd::FailEntry { .. } => exit_code::FAIL_ENTRY,
-            VmEnd::VmmError(_) => exit_code::VMM_ERROR,
-            // The shell's convention for a process ended by a signal.
-            VmEnd::Signal(sig) => 128 + sig,
-        }
-    }
-
     /// A one-line description for the log.
     pub fn describe(&self) -> String {
         let hex = |b: &[u8]| {
@@ -241,6 +229,9 @@ pub enum VcpuError {
     /// The boot registers could not be built.
     #[error("cannot set up the boot state")]
     Boot(#[from] arch::regs::Error),
+    /// A KVM call failed.
+    #[error(transparent)]
+    Kvm(#[from] KvmCall),
 }
 
 impl VmExitState {
@@ -299,11 +290,10 @@ pub fn configure(
         }
         Err(e) => log::debug!("vCPU {id}: no TSC frequency from KVM ({e})"),
     }
-    fd.set_cpuid2(&cpuid)
-        .map_err(Error::kvm("KVM_SET_CPUID2"))?;
+    fd.set_cpuid2(&cpuid).map_err(kvm_call("KVM_SET_CPUID2"))?;
 
-    let msrs = arch::regs::boot_msrs().map_err(VcpuError::from)?;
-    let set = fd.set_msrs(&msrs).map_err(Error::kvm("KVM_SET_MSRS"))?;
+    let msrs = arch::regs::boot_msrs()?;
+    let set = fd.set_msrs(&msrs).map_err(kvm_call("KVM_SET_MSRS"))?;
     if set != msrs.as_slice().len() {
         log::warn!(
             "vCPU {id}: KVM took {set} of {} boot MSRs",
@@ -311,20 +301,20 @@ pub fn configure(
         );
     }
 
-    let mut lapic = fd.get_lapic().map_err(Error::kvm("KVM_GET_LAPIC"))?;
+    let mut lapic = fd.get_lapic().map_err(kvm_call("KVM_GET_LAPIC"))?;
     arch::regs::set_lint(&mut lapic);
-    fd.set_lapic(&lapic).map_err(Error::kvm("KVM_SET_LAPIC"))?;
+    fd.set_lapic(&lapic).map_err(kvm_call("KVM_SET_LAPIC"))?;
 
     fd.set_fpu(&arch::regs::boot_fpu())
-        .map_err(Error::kvm("KVM_SET_FPU"))?;
+        .map_err(kvm_call("KVM_SET_FPU"))?;
     // Only the boot vCPU starts at the kernel entry; the others wait for
     // INIT/SIPI from it, as on real hardware.
     if id == 0 {
-        let mut sregs = fd.get_sregs().map_err(Error::kvm("KVM_GET_SREGS"))?;
-        arch::regs::setup_sregs(mem, &mut sregs, mode).map_err(VcpuError::from)?;
-        fd.set_sregs(&sregs).map_err(Error::kvm("KVM_SET_SREGS"))?;
+        let mut sregs = fd.get_sregs().map_err(kvm_call("KVM_GET_SREGS"))?;
+        arch::regs::setup_sregs(mem, &mut sregs, mode)?;
+        fd.set_sregs(&sregs).map_err(kvm_call("KVM_SET_SREGS"))?;
         fd.set_regs(&arch::regs::boot_regs(entry, mode))
-            .map_err(Error::kvm("KVM_SET_REGS"))?;
+            .map_err(kvm_call("KVM_SET_REGS"))?;
     }
     Ok(())
 }
@@ -561,10 +551,10 @@ mod tests {
     #[test]
     fn shutdown_with_empty_idt_is_a_reset_otherwise_a_crash() {
         let empty = kvm_dtable::default();
-        assert_eq!(
-            classify_shutdown(empty, 0, 0x1000).exit_code(),
-            exit_code::OK
-        );
+        assert!(matches!(
+            classify_shutdown(empty, 0, 0x1000),
+            VmEnd::Reset(_)
+        ));
         let idt = kvm_dtable {
             base: 0x520,
             limit: 7,
@@ -578,7 +568,6 @@ mod tests {
                 rip: Some(0xffff_ffff_8100_0000)
             }
         );
-        assert_eq!(end.exit_code(), exit_code::GUEST_CRASH);
         assert!(end.describe().contains("triple fault"));
         assert!(end.describe().contains("0xffffffff81000000"));
         // AMD: the vCPU was put in its reset state before the exit.
@@ -588,15 +577,13 @@ mod tests {
         };
         let end = classify_shutdown(reset, 0, 0xfff0);
         assert_eq!(end, VmEnd::TripleFault { vcpu: 0, rip: None });
-        assert_eq!(end.exit_code(), exit_code::GUEST_CRASH);
         assert!(end.describe().contains("RIP unknown"), "{}", end.describe());
     }
 
     #[test]
-    fn a_reported_command_status_is_the_exit_code() {
+    fn a_reported_command_status_is_described() {
         for status in [0u8, 3, 126, 127, 137, 255] {
             let end = VmEnd::CommandExited(status);
-            assert_eq!(end.exit_code(), i32::from(status));
             assert!(end.describe().contains(&format!("status {status}")));
         }
     }
@@ -607,18 +594,15 @@ mod tests {
             classify_system_event(KVM_SYSTEM_EVENT_SHUTDOWN, 0),
             VmEnd::PowerOff
         );
-        assert_eq!(
-            classify_system_event(KVM_SYSTEM_EVENT_RESET, 0).exit_code(),
-            0
-        );
+        assert!(matches!(
+            classify_system_event(KVM_SYSTEM_EVENT_RESET, 0),
+            VmEnd::Reset(_)
+        ));
         assert_eq!(
             classify_system_event(KVM_SYSTEM_EVENT_CRASH, 2),
             VmEnd::Crash(2)
         );
-        assert_eq!(
-            classify_system_event(99, 0).exit_code(),
-            exit_code::VMM_ERROR
-        );
+        assert!(matches!(classify_system_event(99, 0), VmEnd::VmmError(_)));
     }
 
     #[test]
@@ -632,11 +616,6 @@ mod tests {
         let msg = end.describe();
         assert!(msg.contains("0x1000010"), "{msg}");
         assert!(msg.contains("f3 48 0f b8 c3"), "{msg}");
-        assert_eq!(end.exit_code(), exit_code::KVM_INTERNAL_ERROR);
-        assert_eq!(
-            VmEnd::FailEntry { vcpu: 0, reason: 7 }.exit_code(),
-            exit_code::FAIL_ENTRY
-        );
     }
 
     #[test]

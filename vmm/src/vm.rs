@@ -7,7 +7,23 @@ use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, Gues
 
 use arch::layout::KVM_TSS_ADDRESS;
 
-use crate::error::{Error, Result};
+/// A KVM call that failed, and which.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} failed")]
+pub struct KvmCall {
+    /// The call (its ioctl's name).
+    pub what: &'static str,
+    /// The errno.
+    #[source]
+    pub source: kvm_ioctls::Error,
+}
+
+/// Names a failed KVM call: `.map_err(kvm_call("KVM_CREATE_VM"))`.
+pub fn kvm_call(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> KvmCall {
+    move |source| KvmCall { what, source }
+}
+
+type Result<T> = std::result::Result<T, VmError>;
 
 /// Failures making the VM itself: the VMM's, never the configuration's.
 #[derive(Debug, thiserror::Error)]
@@ -39,20 +55,23 @@ pub enum VmError {
     /// The event loop (epoll) could not be made.
     #[error("cannot create the event loop: {0}")]
     EventLoop(String),
+    /// A KVM call failed.
+    #[error(transparent)]
+    Kvm(#[from] KvmCall),
 }
 
 /// A VM with its TSS, in-kernel irqchip (IOAPIC, PIC, LAPICs) and PIT.
 pub fn create_vm(kvm: &Kvm) -> Result<VmFd> {
-    let vm = kvm.create_vm().map_err(Error::kvm("KVM_CREATE_VM"))?;
+    let vm = kvm.create_vm().map_err(kvm_call("KVM_CREATE_VM"))?;
     vm.set_tss_address(KVM_TSS_ADDRESS as usize)
-        .map_err(Error::kvm("KVM_SET_TSS_ADDR"))?;
+        .map_err(kvm_call("KVM_SET_TSS_ADDR"))?;
     vm.create_irq_chip()
-        .map_err(Error::kvm("KVM_CREATE_IRQCHIP"))?;
+        .map_err(kvm_call("KVM_CREATE_IRQCHIP"))?;
     let pit = kvm_pit_config {
         flags: KVM_PIT_SPEAKER_DUMMY,
         ..Default::default()
     };
-    vm.create_pit2(pit).map_err(Error::kvm("KVM_CREATE_PIT2"))?;
+    vm.create_pit2(pit).map_err(kvm_call("KVM_CREATE_PIT2"))?;
     disable_pit_reinjection(&vm);
     Ok(vm)
 }
@@ -64,7 +83,7 @@ pub fn guest_memory(mib: u64) -> Result<GuestMemoryMmap> {
         .into_iter()
         .map(|(start, size)| (GuestAddress(start), size as usize))
         .collect();
-    Ok(GuestMemoryMmap::from_ranges(&ranges).map_err(|source| VmError::Memory { mib, source })?)
+    GuestMemoryMmap::from_ranges(&ranges).map_err(|source| VmError::Memory { mib, source })
 }
 
 /// Hands every guest RAM region to KVM as a memory slot.
@@ -84,7 +103,7 @@ pub fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<()> {
         // owned by `mem`, which the Vmm keeps until after the VM fd is
         // closed (field order), so KVM never maps freed memory.
         unsafe { vm.set_user_memory_region(region_desc) }
-            .map_err(Error::kvm("KVM_SET_USER_MEMORY_REGION"))?;
+            .map_err(kvm_call("KVM_SET_USER_MEMORY_REGION"))?;
     }
     Ok(())
 }

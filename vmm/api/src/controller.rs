@@ -26,6 +26,11 @@ pub trait FrontEnd {
     fn logger(&mut self, logger: &Logger) -> Result<(), String>;
     /// The VM was started: the terminal's mode, the thread's filter.
     fn started(&mut self, handle: &VmHandle);
+    /// The exit code each end of the VM becomes, for the metrics
+    /// document (the front end's mapping); none by default.
+    fn end_code(&self) -> Option<fn(&VmEnd) -> i32> {
+        None
+    }
 }
 
 /// A front end with no policy (tests).
@@ -60,17 +65,10 @@ pub struct Controller {
 /// wrong (the config file's message without the file's name).
 fn fault(e: vmm::Error) -> Response {
     match e {
-        vmm::Error::ConfigFile { at, reason, .. } => Response::fault(format!("{at}: {reason}")),
-        other => {
-            let mut msg = other.to_string();
-            let mut src = std::error::Error::source(&other);
-            while let Some(s) = src {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
-                src = s.source();
-            }
-            Response::fault(msg)
+        vmm::Error::Config(vmm::config::ConfigError::File { at, reason, .. }) => {
+            Response::fault(format!("{at}: {reason}"))
         }
+        other => Response::fault(other.chain()),
     }
 }
 
@@ -140,7 +138,7 @@ impl Controller {
         if candidate.boot_source.is_none() {
             overrides.kernel = Some("/".into());
         }
-        candidate.clone().resolve(Path::new("request"), overrides)
+        Ok(candidate.clone().resolve(Path::new("request"), overrides)?)
     }
 
     /// Applies a pre-boot change if the configuration stays valid.
@@ -312,7 +310,14 @@ impl Controller {
             Ok(c) => c,
             Err(e) => return fault(e),
         };
-        let started = Vmm::build(&config, self.started_at).and_then(|v| Ok(v.start()?));
+        let end_code = self.front_end.end_code();
+        let started = Vmm::build(&config, self.started_at).and_then(|v| {
+            let v = match end_code {
+                Some(f) => v.end_codes(f),
+                None => v,
+            };
+            Ok(v.start()?)
+        });
         match started {
             Ok(handle) => {
                 self.front_end.started(&handle);

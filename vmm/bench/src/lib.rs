@@ -187,7 +187,7 @@ use report::RunInfo;
 use run::{Launch, Ready};
 use vmm::cmdline::shell_words;
 use vmm::config::{self, VmConfig};
-use vmm::error::{Error, Result};
+use vmm::error::Result;
 
 /// What `vmm bench` was asked to do.
 #[derive(Debug, Clone)]
@@ -293,7 +293,7 @@ pub fn bench(opts: &Options) -> Result<Vec<Sample>> {
         Some(dir) => dir.clone(),
         None => std::env::temp_dir().join(format!("vmm-bench-{}", std::process::id())),
     };
-    std::fs::create_dir_all(&work).map_err(|e| Error::File {
+    std::fs::create_dir_all(&work).map_err(|e| vmm::config::ConfigError::Missing {
         what: "output directory",
         path: work.clone(),
         reason: format!("cannot create it: {e}"),
@@ -386,7 +386,7 @@ pub fn bench(opts: &Options) -> Result<Vec<Sample>> {
     if let Some(dir) = &opts.out {
         let write = |name: &str, text: String| {
             let path = dir.join(name);
-            std::fs::write(&path, text).map_err(|e| Error::File {
+            std::fs::write(&path, text).map_err(|e| vmm::config::ConfigError::Missing {
                 what: "output file",
                 path: path.clone(),
                 reason: format!("cannot write it: {e}"),

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use vmm::{config, exit_code};
+use vmm::config;
 use vmm_bench::System;
+use vmm_cli::exit::{self, code as exit_code};
 
 /// Measure VM boot (this VMM, QEMU microvm) against container start (runc,
 /// bare namespaces) on this machine, interleaved in one run.
@@ -118,7 +119,7 @@ fn bench(args: BenchArgs) -> i32 {
                 exit_code::VMM_ERROR
             }
         }
-        Err(e) => e.report(),
+        Err(e) => exit::report(&e),
     }
 }
 

@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use clap::Parser;
 use vmm::config_file::{self, Logger, Overrides};
-use vmm::{exit_code, Error, VmEnd, Vmm};
+use vmm::{Error, VmEnd, Vmm};
+use vmm_cli::exit::{self, code as exit_code};
 
 use crate::policy::{self, finish, Policy};
 
@@ -157,7 +158,7 @@ pub fn main(started: Instant) -> i32 {
     };
     let applied = policy::logger_settings(&logger).and_then(|s| vmm::logging::apply(&s));
     if let Err(e) = applied {
-        return Error::config("--level/--log-path", "", e).report();
+        return exit::report(&Error::config("--level/--log-path", "", e));
     }
     finish(run(args, started))
 }
@@ -208,7 +209,7 @@ fn run(args: FirecrackerArgs, started: Instant) -> Result<VmEnd, Error> {
         vmm::logging::apply(&settings).map_err(|e| Error::config("logger", "", e))?;
     }
     let cfg = parsed.resolve(file, overrides)?;
-    let handle = Vmm::build(&cfg, started)?.start()?;
+    let handle = Vmm::build(&cfg, started)?.end_codes(exit::of_end).start()?;
     match listener {
         Some(listener) => {
             policy.serve_running(listener, &args.api_sock, options, &args.id, cfg, handle)

@@ -12,7 +12,8 @@ use vmm::config::{
 };
 use vmm::config_file::{self, ConfigFile, Overrides};
 use vmm::image::{self, ImageRun};
-use vmm::{exit_code, Error, Vmm};
+use vmm::{Error, Vmm};
+use vmm_cli::exit::{self, code as exit_code};
 
 mod firecracker;
 mod policy;
@@ -238,8 +239,8 @@ impl VmArgs {
 fn to_config(config: Option<PathBuf>, vm: VmArgs) -> Result<VmConfig, Error> {
     let overrides = vm.overrides();
     match config {
-        Some(file) => config_file::load(&file, overrides),
-        None => overrides.into_config(),
+        Some(file) => Ok(config_file::load(&file, overrides)?),
+        None => Ok(overrides.into_config()?),
     }
 }
 
@@ -256,12 +257,11 @@ fn run(args: RunArgs, started: Instant) -> i32 {
         {
             Ok(c) => (!c.is_empty()).then_some(c),
             Err(a) => {
-                return Error::config(
+                return exit::report(&Error::config(
                     "command",
                     a.to_string_lossy(),
                     "with --image, the command's arguments must be UTF-8",
-                )
-                .report()
+                ))
             }
         };
         image = Some(ImageRun {
@@ -294,7 +294,7 @@ fn run(args: RunArgs, started: Instant) -> i32 {
             Some(path) => Some(vmm_api::bind(path).map_err(policy::api_error)?),
             None => None,
         };
-        let handle = Vmm::build(&cfg, started)?.start()?;
+        let handle = Vmm::build(&cfg, started)?.end_codes(exit::of_end).start()?;
         // The VM holds its disk open: its copy leaves the cache now, and
         // nothing is left behind however the VMM ends.
         if let Some(d) = private_disk.as_mut() {
@@ -319,7 +319,7 @@ fn run(args: RunArgs, started: Instant) -> i32 {
 /// `run` makes before it creates the VM; with the guest command line the
 /// VMM would give on this host.
 fn config_check(file: PathBuf, vm: VmArgs) -> i32 {
-    let checked = to_config(Some(file), vm).and_then(|cfg| cfg.validate().map(|()| cfg));
+    let checked = to_config(Some(file), vm).and_then(|cfg| Ok(cfg.validate().map(|()| cfg)?));
     match checked {
         Ok(cfg) => {
             println!("{}", ConfigFile::from_config(&cfg).to_json());
@@ -329,7 +329,7 @@ fn config_check(file: PathBuf, vm: VmArgs) -> i32 {
             );
             exit_code::OK
         }
-        Err(e) => e.report(),
+        Err(e) => exit::report(&e),
     }
 }
 
@@ -376,7 +376,7 @@ fn ago(t: std::time::SystemTime) -> String {
 fn image_command(cmd: ImageCommand) -> i32 {
     let cache = match vmm_image::Cache::from_env() {
         Ok(c) => c,
-        Err(e) => return Error::from(e).report(),
+        Err(e) => return exit::report(&Error::from(e)),
     };
     let result = match cmd {
         ImageCommand::List => cache.list().map(|listed| {
@@ -417,7 +417,7 @@ fn image_command(cmd: ImageCommand) -> i32 {
     };
     match result {
         Ok(()) => exit_code::OK,
-        Err(e) => Error::from(e).report(),
+        Err(e) => exit::report(&Error::from(e)),
     }
 }
 

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use vmm::config::VmConfig;
 use vmm::config_file::Logger;
-use vmm::{exit_code, Error, VmEnd, VmHandle};
+use vmm::{Error, VmEnd, VmHandle};
+use vmm_cli::exit::{self, code as exit_code};
 
 use crate::{signals, terminal};
 
@@ -30,6 +31,10 @@ pub struct Running {
 impl vmm_api::FrontEnd for Running {
     fn logger(&mut self, logger: &Logger) -> Result<(), String> {
         vmm::logging::apply(&logger_settings(logger)?)
+    }
+
+    fn end_code(&self) -> Option<fn(&VmEnd) -> i32> {
+        Some(exit::of_end)
     }
 
     /// The terminal raw while the guest's console is on it, and this
@@ -181,7 +186,7 @@ pub fn finish(result: Result<VmEnd, Error>) -> i32 {
     }
     match result {
         Ok(end) => {
-            let code = end.exit_code();
+            let code = exit::of_end(&end);
             if code == exit_code::OK || matches!(end, VmEnd::Signal(_) | VmEnd::CommandExited(_)) {
                 log::info!("{}", end.describe());
             } else {
@@ -189,6 +194,6 @@ pub fn finish(result: Result<VmEnd, Error>) -> i32 {
             }
             code
         }
-        Err(e) => e.report(),
+        Err(e) => exit::report(&e),
     }
 }

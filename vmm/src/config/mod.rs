@@ -6,7 +6,11 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use crate::error::{Error, Result};
+pub use error::ConfigError;
+
+mod error;
+
+type Result<T> = std::result::Result<T, ConfigError>;
 
 /// The guest command line when the user gives none. The VMM appends what it
 /// manages itself (devices, host workarounds).
@@ -237,7 +241,7 @@ impl NetConfig {
 /// disk, else read-write): a regular file whose size is a whole, positive
 /// number of 512-byte sectors. Returns the file and its size.
 pub fn open_disk(disk: &DiskConfig) -> Result<(File, u64)> {
-    let err = |reason: String| Error::File {
+    let err = |reason: String| ConfigError::Missing {
         what: "disk",
         path: disk.path.clone(),
         reason,
@@ -255,7 +259,7 @@ pub fn open_disk(disk: &DiskConfig) -> Result<(File, u64)> {
         return Err(err("is a directory".into()));
     }
     if !kind.is_file() && !kind.is_block_device() {
-        return Err(Error::Disk {
+        return Err(ConfigError::Disk {
             path: disk.path.clone(),
             reason: "is neither a regular file nor a block device".into(),
         });
@@ -275,7 +279,7 @@ pub fn open_disk(disk: &DiskConfig) -> Result<(File, u64)> {
         file.metadata().map_err(|e| err(describe(e)))?.len()
     };
     if size == 0 || size % 512 != 0 {
-        return Err(Error::Disk {
+        return Err(ConfigError::Disk {
             path: disk.path.clone(),
             reason: format!("its size, {size} bytes, is not a positive multiple of 512"),
         });
@@ -400,7 +404,7 @@ pub fn default_guest() -> Result<(PathBuf, PathBuf)> {
     let kernel = dir.join("vmlinux");
     let initrd = dir.join("initramfs.cpio");
     if !kernel.is_file() || !initrd.is_file() {
-        return Err(Error::File {
+        return Err(ConfigError::Missing {
             what: "default guest",
             path: dir,
             reason: "not built yet: run guest-kernels/build.sh (or pass --kernel)".into(),
@@ -411,7 +415,7 @@ pub fn default_guest() -> Result<(PathBuf, PathBuf)> {
 
 /// Checks that `path` names a readable regular file.
 pub fn check_file(what: &'static str, path: &Path) -> Result<()> {
-    let err = |reason: String| Error::File {
+    let err = |reason: String| ConfigError::Missing {
         what,
         path: path.to_path_buf(),
         reason,
@@ -420,7 +424,7 @@ pub fn check_file(what: &'static str, path: &Path) -> Result<()> {
     if meta.is_dir() {
         return Err(err("is a directory".into()));
     }
-    let image = |reason: &str| Error::Image {
+    let image = |reason: &str| ConfigError::NotAnImage {
         what,
         path: path.to_path_buf(),
         reason: reason.into(),
@@ -473,14 +477,15 @@ impl VmConfig {
     /// `validate`, returning each disk opened as the VM uses it, with its
     /// size: a VM's disks are opened once, here, and handed over.
     pub fn check(&self) -> Result<Vec<(File, u64)>> {
-        check_mem(self.mem_mib).map_err(|e| Error::config("memory", self.mem_mib, e))?;
-        check_vcpus(self.vcpus, self.smt).map_err(|e| Error::config("vcpus", self.vcpus, e))?;
+        check_mem(self.mem_mib).map_err(|e| ConfigError::value("memory", self.mem_mib, e))?;
+        check_vcpus(self.vcpus, self.smt)
+            .map_err(|e| ConfigError::value("vcpus", self.vcpus, e))?;
         check_file("kernel", &self.kernel)?;
         if let Some(initrd) = &self.initrd {
             check_file("initrd", initrd)?;
         }
         if self.dhcp && self.nets.is_empty() {
-            return Err(Error::config(
+            return Err(ConfigError::value(
                 "dhcp",
                 "true",
                 "there is no network interface for the guest to configure: add --net tap=NAME",
@@ -497,7 +502,7 @@ impl VmConfig {
             .collect::<Result<Vec<_>>>()?;
         if let SerialOutput::File(p) = &self.serial {
             if p.is_dir() {
-                return Err(Error::config(
+                return Err(ConfigError::value(
                     "serial",
                     self.serial.to_string(),
                     "is a directory",
@@ -608,7 +613,10 @@ mod tests {
             n
         });
         let e = e.unwrap_err();
-        assert_eq!(e.exit_code(), crate::exit_code::CONFIG);
+        assert!(matches!(
+            e,
+            ConfigError::Value { .. } | ConfigError::File { .. }
+        ));
         assert_eq!(
             e.to_string(),
             "invalid disk/net '17': at most 16 disks and network interfaces together"
@@ -624,7 +632,10 @@ mod tests {
             "tap=b,mac=02:00:00:00:00:01".parse().unwrap(),
         ];
         let e = c.validate().unwrap_err();
-        assert_eq!(e.exit_code(), crate::exit_code::CONFIG);
+        assert!(matches!(
+            e,
+            ConfigError::Value { .. } | ConfigError::File { .. }
+        ));
         assert!(e.to_string().contains("same MAC"), "{e}");
         // A given MAC equal to another interface's generated one.
         let generated = NetConfig {
@@ -646,10 +657,10 @@ mod tests {
         c.nets = (0..17)
             .map(|i| format!("tap=t{i}").parse().unwrap())
             .collect();
-        assert_eq!(
-            c.validate().unwrap_err().exit_code(),
-            crate::exit_code::CONFIG
-        );
+        assert!(matches!(
+            c.validate().unwrap_err(),
+            ConfigError::Value { .. } | ConfigError::File { .. }
+        ));
         c.nets = vec!["tap=a".parse().unwrap(), "tap=b".parse().unwrap()];
         c.validate().unwrap();
     }
@@ -660,7 +671,10 @@ mod tests {
         let mut c = config(&exe);
         c.dhcp = true;
         let e = c.validate().unwrap_err();
-        assert_eq!(e.exit_code(), crate::exit_code::CONFIG);
+        assert!(matches!(
+            e,
+            ConfigError::Value { .. } | ConfigError::File { .. }
+        ));
         assert!(
             e.to_string().contains("dhcp") && e.to_string().contains("--net"),
             "{e}"
@@ -714,26 +728,26 @@ mod tests {
             e.to_string().contains("not a positive multiple of 512"),
             "{e}"
         );
-        assert_eq!(e.exit_code(), crate::error::exit_code::IMAGE);
-        assert_eq!(
-            open_disk(&disk(&dir.join("missing")))
-                .unwrap_err()
-                .exit_code(),
-            crate::error::exit_code::FILE
-        );
-        assert_eq!(
+        assert!(matches!(
+            e,
+            ConfigError::Disk { .. } | ConfigError::NotAnImage { .. }
+        ));
+        assert!(matches!(
+            open_disk(&disk(&dir.join("missing"))).unwrap_err(),
+            ConfigError::Missing { .. }
+        ));
+        assert!(matches!(
             open_disk(&DiskConfig {
                 read_only: true,
                 ..disk(&dir)
             })
-            .unwrap_err()
-            .exit_code(),
-            crate::error::exit_code::FILE
-        );
-        assert_eq!(
-            open_disk(&disk(&dir)).unwrap_err().exit_code(),
-            crate::error::exit_code::FILE
-        );
+            .unwrap_err(),
+            ConfigError::Missing { .. }
+        ));
+        assert!(matches!(
+            open_disk(&disk(&dir)).unwrap_err(),
+            ConfigError::Missing { .. }
+        ));
         let exe = std::env::current_exe().unwrap();
         let two_roots = VmConfig {
             disks: vec![
@@ -780,7 +794,10 @@ mod tests {
         }
         .validate()
         .unwrap_err();
-        assert_eq!(e.exit_code(), crate::error::exit_code::CONFIG);
+        assert!(matches!(
+            e,
+            ConfigError::Value { .. } | ConfigError::File { .. }
+        ));
         let smt = |vcpus| VmConfig {
             vcpus,
             smt: true,
@@ -796,7 +813,7 @@ mod tests {
         let e = config(Path::new("/nonexistent/vmlinux"))
             .validate()
             .unwrap_err();
-        assert_eq!(e.exit_code(), crate::error::exit_code::FILE);
+        assert!(matches!(e, ConfigError::Missing { .. }));
         assert!(e.to_string().contains("/nonexistent/vmlinux"), "{e}");
         let e = config(Path::new("/")).validate().unwrap_err();
         assert!(e.to_string().contains("is a directory"), "{e}");

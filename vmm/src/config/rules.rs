@@ -2,8 +2,10 @@
 //! each is added, whichever front end adds it.
 
 use super::{DiskConfig, NetConfig, VmConfig, MAX_VIRTIO_DEVICES};
+use crate::config::ConfigError;
 use crate::config::MacAddr;
-use crate::error::{Error, Result};
+
+type Result<T> = std::result::Result<T, ConfigError>;
 
 /// A rule over all of a VM's disks and network interfaces, broken by one
 /// being added (`VmConfig::add_disk`, `VmConfig::add_net`): the one place
@@ -101,7 +103,7 @@ impl VmConfig {
         self.nets.clear();
         let rule = |c: &VmConfig, e: DeviceRule| {
             let (field, value) = e.option(c);
-            Error::config(field, value, e.to_string())
+            ConfigError::value(field, value, e.to_string())
         };
         for d in disks {
             self.add_disk(d).map_err(|e| rule(self, e))?;

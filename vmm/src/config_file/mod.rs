@@ -14,8 +14,10 @@
 
 use std::path::Path;
 
+use crate::config::ConfigError;
 use crate::config::{self, VmConfig};
-use crate::error::{Error, Result};
+
+type Result<T> = std::result::Result<T, ConfigError>;
 
 mod overrides;
 mod resolve;
@@ -29,8 +31,8 @@ pub use schema::{
 };
 
 /// A config file error: where, and what is wrong.
-fn error(file: &Path, at: impl Into<String>, reason: impl Into<String>) -> Error {
-    Error::ConfigFile {
+fn error(file: &Path, at: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::File {
         file: file.to_path_buf(),
         at: at.into(),
         reason: reason.into(),
@@ -59,7 +61,7 @@ pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// <(...)`): at most `MAX_CONFIG_BYTES`, read as a stream.
 fn read_capped(path: &Path) -> Result<String> {
     use std::io::Read;
-    let file_err = |reason: String| Error::File {
+    let file_err = |reason: String| ConfigError::Missing {
         what: "config file",
         path: path.to_path_buf(),
         reason,
@@ -177,7 +179,7 @@ fn closest(name: &str, candidates: &[String]) -> Option<String> {
 /// Checks that `path`, given as field `at`, names a readable regular file.
 fn check_file(file: &Path, at: &str, path: &Path) -> Result<()> {
     config::check_file("file", path).map_err(|e| match e {
-        Error::File { reason, .. } | Error::Image { reason, .. } => {
+        ConfigError::Missing { reason, .. } | ConfigError::NotAnImage { reason, .. } => {
             error(file, at, format!("'{}': {reason}", path.display()))
         }
         other => other,

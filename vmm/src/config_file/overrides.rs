@@ -2,10 +2,12 @@
 
 use std::path::PathBuf;
 
+use crate::config::ConfigError;
 use crate::config::{
     self, BootProtocol, DiskConfig, EmulatedHost, NetConfig, SerialOutput, VmConfig,
 };
-use crate::error::Result;
+
+type Result<T> = std::result::Result<T, ConfigError>;
 
 /// Values given on the command line, which win over the file's. A list
 /// (disks, network interfaces) given on the command line replaces the

@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 
 use super::{check_choice, check_file, error, ConfigFile, Drive, NetworkInterface, Overrides};
 use super::{BootSource, MachineConfig};
+use crate::config::ConfigError;
 use crate::config::{self, DeviceRule, DiskConfig, NetConfig, VmConfig};
-use crate::error::Result;
+
+type Result<T> = std::result::Result<T, ConfigError>;
 
 impl ConfigFile {
     /// Checks every section (those not replaced by `overrides`) and turns

@@ -33,7 +33,7 @@ fn load_str(text: &str, overrides: Overrides) -> Result<VmConfig> {
 /// The error for `text`: its location and reason.
 fn fails(text: &str) -> (String, String) {
     match load_str(text, Overrides::default()) {
-        Err(Error::ConfigFile { at, reason, .. }) => (at, reason),
+        Err(ConfigError::File { at, reason, .. }) => (at, reason),
         other => panic!("expected a config file error for {text}, got {other:?}"),
     }
 }
