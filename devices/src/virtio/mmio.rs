@@ -679,6 +679,74 @@ mod tests {
         }
     }
 
+    /// A disk's backing swapped while the driver runs: the new capacity
+    /// in its configuration, the generation moved on, a configuration
+    /// interrupt; a size the device refuses changes nothing.
+    #[test]
+    fn a_new_backing_file_is_announced_by_a_configuration_interrupt() {
+        use crate::virtio::block::Block;
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let irq = evt.try_clone().unwrap();
+        let file = |len: u64| {
+            let f = tempfile_of(len);
+            (f, len)
+        };
+        let (old, size) = file(4096);
+        let mut t = MmioTransport::new(
+            Box::new(Block::new(old, size, false, "disk")),
+            mem,
+            Arc::new(Interrupt::new(evt)),
+        );
+        let rd = |t: &mut MmioTransport, off: u64| {
+            let mut d = [0u8; 4];
+            t.read(off, &mut d);
+            u32::from_le_bytes(d)
+        };
+        let capacity = |t: &mut MmioTransport| rd(t, REG_CONFIG);
+        assert_eq!(capacity(&mut t), 8);
+        // Before the driver runs: no interrupt, the generation moves on.
+        let (f, len) = file(8192);
+        t.replace_backing(f, len).unwrap();
+        assert_eq!(capacity(&mut t), 16);
+        assert_eq!(rd(&mut t, REG_CONFIG_GENERATION), 1);
+        assert!(irq.read().is_err(), "no interrupt before DRIVER_OK");
+        let wr = |t: &mut MmioTransport, off: u64, v: u32| t.write(off, &v.to_le_bytes());
+        wr(&mut t, REG_STATUS, status::ACKNOWLEDGE | status::DRIVER);
+        wr(&mut t, REG_DRIVER_FEATURES_SEL, 1);
+        wr(&mut t, REG_DRIVER_FEATURES, 1); // VIRTIO_F_VERSION_1
+        let ok = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
+        wr(&mut t, REG_STATUS, ok);
+        wr(&mut t, REG_STATUS, ok | status::DRIVER_OK);
+        let (f, len) = file(1 << 20);
+        t.replace_backing(f, len).unwrap();
+        assert_eq!(capacity(&mut t), 2048);
+        assert_eq!(rd(&mut t, REG_CONFIG_GENERATION), 2);
+        assert_eq!(rd(&mut t, REG_INTERRUPT_STATUS), INTERRUPT_CONFIG);
+        assert_eq!(irq.read().unwrap(), 1);
+        // A size that is not whole sectors: refused, nothing changes.
+        let (f, len) = file(1000);
+        assert!(t.replace_backing(f, len).unwrap_err().contains("512"));
+        assert_eq!(capacity(&mut t), 2048);
+        assert_eq!(rd(&mut t, REG_CONFIG_GENERATION), 2);
+    }
+
+    /// An unlinked temporary file of `len` bytes.
+    fn tempfile_of(len: u64) -> std::fs::File {
+        let path =
+            std::env::temp_dir().join(format!("vmm-mmio-backing-{}-{len}", std::process::id()));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        f.set_len(len).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        f
+    }
+
     #[test]
     fn identity_registers() {
         let mut r = rig();
