@@ -181,6 +181,16 @@ def at_init(vmm, runs, work):
             statistics.median(setup))
 
 
+def read_until(p, marker):
+    """Reads `p`'s stdout until `marker` has come (or it ends)."""
+    out = b""
+    while marker not in out:
+        chunk = p.stdout.read1(4096)
+        if not chunk:
+            return
+        out += chunk
+
+
 def greeting(vmm, guest, runs, work):
     """InstanceStart to the greeting through the API, and `vmm run` from its
     exec to the greeting; medians, ms."""
@@ -195,12 +205,7 @@ def greeting(vmm, guest, runs, work):
         p = subprocess.Popen([vmm, "run", "--kernel", kernel, "--initrd", initrd, "--cmdline", args,
                               "--", "true"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL)
-        out = b""
-        while marker not in out:
-            chunk = p.stdout.read1(4096)
-            if not chunk:
-                break
-            out += chunk
+        read_until(p, marker)
         run.append((time.monotonic() - t0) * 1e3)
         p.wait()
         sock = os.path.join(work, f"g{i}.sock")
@@ -216,12 +221,7 @@ def greeting(vmm, guest, runs, work):
                                             "boot_args": args + " VMM_CMD=true"})
         t0 = time.monotonic()
         call(sock, "PUT", "/actions", {"action_type": "InstanceStart"})
-        out = b""
-        while marker not in out:
-            chunk = p.stdout.read1(4096)
-            if not chunk:
-                break
-            out += chunk
+        read_until(p, marker)
         api.append((time.monotonic() - t0) * 1e3)
         p.terminate()
         p.wait()

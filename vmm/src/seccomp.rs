@@ -114,43 +114,30 @@ const API: &[i64] = &[
     libc::SYS_shutdown,
 ];
 
-/// A front end's main thread's additions: its wait, the API's requests
-/// on the running VM (a disk's new file opened, the VM paused, kicking
-/// vCPUs), and reading its own resources at the end.
+/// A front end's main thread's additions to the event loop's: its wait
+/// (`poll`), the API's requests on the running VM (a disk's new file
+/// opened), removing the API socket, and reading its own resources at the
+/// end (and the paths of GET /vm/config made absolute).
 const MAIN: &[i64] = &[
-    // The terminal's mode restored.
-    libc::SYS_ioctl,
     libc::SYS_poll,
     libc::SYS_ppoll,
-    // The API socket removed at the end.
     libc::SYS_unlink,
     libc::SYS_unlinkat,
-    libc::SYS_epoll_wait,
-    libc::SYS_epoll_pwait,
-    libc::SYS_epoll_ctl,
-    libc::SYS_pread64,
-    libc::SYS_pwrite64,
-    libc::SYS_preadv,
-    libc::SYS_pwritev,
-    libc::SYS_fdatasync,
-    libc::SYS_fsync,
-    libc::SYS_tgkill,
     libc::SYS_rt_sigaction,
     libc::SYS_openat,
     libc::SYS_getdents64,
-    // Paths made absolute for GET /vm/config.
     libc::SYS_getcwd,
 ];
 
 /// The system calls `thread` may make.
 pub fn allowed(thread: Thread) -> Vec<i64> {
-    let extra = match thread {
-        Thread::Vcpu => VCPU,
-        Thread::EventLoop => EVENT_LOOP,
-        Thread::Main => MAIN,
-        Thread::Api => API,
+    let lists: &[&[i64]] = match thread {
+        Thread::Vcpu => &[COMMON, VCPU],
+        Thread::EventLoop => &[COMMON, EVENT_LOOP],
+        Thread::Main => &[COMMON, EVENT_LOOP, MAIN],
+        Thread::Api => &[COMMON, API],
     };
-    COMMON.iter().chain(extra).copied().collect()
+    lists.iter().flat_map(|l| l.iter()).copied().collect()
 }
 
 /// Failures building or installing the filters.

@@ -731,19 +731,10 @@ mod tests {
         assert_eq!(rd(&mut t, REG_CONFIG_GENERATION), 2);
     }
 
-    /// An unlinked temporary file of `len` bytes.
+    /// A temporary file of `len` bytes (removed when dropped).
     fn tempfile_of(len: u64) -> std::fs::File {
-        let path =
-            std::env::temp_dir().join(format!("vmm-mmio-backing-{}-{len}", std::process::id()));
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
+        let f = vmm_sys_util::tempfile::TempFile::new().unwrap().into_file();
         f.set_len(len).unwrap();
-        std::fs::remove_file(&path).unwrap();
         f
     }
 
