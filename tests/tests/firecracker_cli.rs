@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use prereq::Need;
-use vmm_tests::api_client::Client;
+use vmm_tests::api_client::{Answer, Client};
+use vmm_tests::swagger::Swagger;
 use vmm_tests::{asm, firecracker_bin, run_until, tiny_elf, vmm_bin, TempDir};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -107,12 +108,24 @@ fn the_config_file_without_the_api_and_harmless_flags() {
     assert_eq!(vmm_tests::metrics_document(&metrics)["state"], "ended");
 }
 
+/// `c.call(...)`, its answer checked against Firecracker's swagger file.
+fn checked(c: &mut Client, method: &str, uri: &str, body: Option<&str>) -> Answer {
+    static SWAGGER: std::sync::OnceLock<Swagger> = std::sync::OnceLock::new();
+    let a = c.call(method, uri, body).unwrap();
+    SWAGGER
+        .get_or_init(Swagger::load)
+        .check_answer(method, uri, a.status, &a.body)
+        .unwrap_or_else(|e| panic!("{e}"));
+    a
+}
+
 fn wait_for_socket(sock: &Path) -> Client {
     let deadline = Instant::now() + LIMIT;
     loop {
         // As the SDK does: GET /machine-config until it answers.
         if let Ok(mut c) = Client::connect(sock) {
-            if let Ok(a) = c.call("GET", "/machine-config", None) {
+            if c.call("GET", "/", None).is_ok() {
+                let a = checked(&mut c, "GET", "/machine-config", None);
                 assert_eq!(a.status, 200, "{}", a.body);
                 return c;
             }
@@ -163,18 +176,17 @@ fn a_vm_configured_and_started_through_the_api_as_the_sdk_does() {
         ),
     ];
     for (m, uri, body) in &calls {
-        let a = c.call(m, uri, Some(body)).unwrap();
+        let a = checked(&mut c, m, uri, Some(body));
         assert_eq!(a.status, 204, "{m} {uri}: {}", a.body);
     }
-    let a = c.call("GET", "/", None).unwrap();
+    let a = checked(&mut c, "GET", "/", None);
     assert!(a.body.contains(r#""id":"sdk-like""#), "{}", a.body);
-    let a = c
-        .call(
-            "PUT",
-            "/actions",
-            Some(r#"{"action_type": "InstanceStart"}"#),
-        )
-        .unwrap();
+    let a = checked(
+        &mut c,
+        "PUT",
+        "/actions",
+        Some(r#"{"action_type": "InstanceStart"}"#),
+    );
     assert_eq!(a.status, 204, "{}", a.body);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -218,21 +230,18 @@ fn vmm_run_with_the_api_replaces_a_stale_socket_and_removes_it_at_the_end() {
         .spawn()
         .unwrap();
     let mut c = wait_for_socket(&sock);
-    let a = c.call("GET", "/", None).unwrap();
+    let a = checked(&mut c, "GET", "/", None);
     assert!(a.body.contains("Running"), "{}", a.body);
-    let a = c
-        .call("PATCH", "/vm", Some(r#"{"state": "Paused"}"#))
-        .unwrap();
+    let a = checked(&mut c, "PATCH", "/vm", Some(r#"{"state": "Paused"}"#));
     assert_eq!(a.status, 204, "{}", a.body);
-    let a = c.call("GET", "/", None).unwrap();
+    let a = checked(&mut c, "GET", "/", None);
     assert!(a.body.contains("Paused"), "{}", a.body);
-    let a = c
-        .call(
-            "PUT",
-            "/boot-source",
-            Some(r#"{"kernel_image_path": "/k"}"#),
-        )
-        .unwrap();
+    let a = checked(
+        &mut c,
+        "PUT",
+        "/boot-source",
+        Some(r#"{"kernel_image_path": "/k"}"#),
+    );
     assert_eq!(a.status, 400);
     // SAFETY: kill takes plain integers; the child is ours and alive.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
