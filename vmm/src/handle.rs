@@ -209,7 +209,8 @@ impl Vmm {
             ))));
         }
 
-        let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(vcpus.len());
+        let vcpu_count = vcpus.len();
+        let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(vcpu_count);
         let mut failed = None;
         for vcpu in vcpus {
             let name = format!("vcpu{}", vcpu.id);
@@ -237,10 +238,12 @@ impl Vmm {
         }
         control.set_vcpu_threads(threads.iter().map(|t| t.as_pthread_t()).collect());
         if let Some(e) = failed {
-            // The vCPUs that started leave at once; the loop below is not
-            // started, so tear down here.
+            // The vCPUs that started leave at once; those that did not and
+            // the loop below, never started, leave here; then tear down.
             exit.finish(VmEnd::VmmError(e.to_string()));
-            control.leave();
+            for _ in threads.len()..=vcpu_count {
+                control.leave();
+            }
             teardown(&shared, threads);
             return Err(e);
         }
