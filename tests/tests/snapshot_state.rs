@@ -1,0 +1,120 @@
+//! Layer 2: a vCPU's and a VM's KVM state saved from one VM and put into a
+//! new one, which goes on from the very instruction: a tiny guest counts
+//! and reports each count on port 0x80, so the count after the restore is
+//! exactly the saved one plus the exits seen since.
+
+use std::time::Instant;
+
+use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
+use prereq::Need;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmm::snapshot::{vcpu, vm, VcpuState, VmState};
+use vmm_tests::{tiny_elf, TempDir};
+
+const COUNTER: u64 = 0x3004;
+const MIB: u64 = 16;
+
+/// `inc dword [0x3004]; out 0x80, al; jmp` back.
+fn counting() -> Vec<u8> {
+    tiny_elf(&[
+        0xff, 0x04, 0x25, 0x04, 0x30, 0x00, 0x00, 0xe6, 0x80, 0xeb, 0xf5,
+    ])
+}
+
+fn new_vm(kvm: &kvm_ioctls::Kvm) -> (VmFd, GuestMemoryMmap) {
+    let vm = vmm::vm::create_vm(kvm).unwrap();
+    let mem = vmm::vm::guest_memory(MIB).unwrap();
+    vmm::vm::register_memory(&vm, &mem).unwrap();
+    (vm, mem)
+}
+
+/// Runs `fd` until the guest has reported `exits` counts.
+fn run(fd: &mut VcpuFd, exits: u32) {
+    let mut seen = 0;
+    while seen < exits {
+        match fd.run() {
+            Ok(VcpuExit::IoOut(0x80, _)) => seen += 1,
+            Ok(other) => panic!("unexpected exit {other:?} after {seen} counts"),
+            Err(e) if e.errno() == libc::EINTR => {}
+            Err(e) => panic!("KVM_RUN: {e}"),
+        }
+    }
+}
+
+fn count(mem: &GuestMemoryMmap) -> u32 {
+    mem.read_obj(GuestAddress(COUNTER)).unwrap()
+}
+
+#[test]
+fn a_vm_restored_from_saved_state_goes_on_from_the_same_instruction() {
+    if !prereq::require([Need::kvm()]) {
+        return;
+    }
+    let dir = TempDir::new("snapshot-state");
+    let elf = dir.write("count.elf", &counting());
+    let kvm = vmm::host::open_kvm().unwrap();
+    let msrs = vcpu::msr_list(&kvm).unwrap();
+
+    // VM A boots the guest and counts to 1000.
+    let (vm_a, mem_a) = new_vm(&kvm);
+    let loaded =
+        arch::boot::load_kernel(&mem_a, &mut std::fs::File::open(&elf).unwrap(), false).unwrap();
+    let cpuid = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .unwrap();
+    let mut fd_a = vm_a.create_vcpu(0).unwrap();
+    vmm::vcpu::configure(
+        &fd_a,
+        0,
+        arch::cpuid::Topology {
+            count: 1,
+            threads_per_core: 1,
+        },
+        &cpuid,
+        &mem_a,
+        loaded.entry,
+        loaded.mode,
+    )
+    .unwrap();
+    run(&mut fd_a, 1000);
+    assert_eq!(count(&mem_a), 1000);
+
+    // Saved, and through serde (what a state file will hold).
+    let t = Instant::now();
+    let saved_vcpu = vcpu::save(&fd_a, 0, &msrs).unwrap();
+    let saved_vm = vm::save(&vm_a).unwrap();
+    let json = serde_json::to_vec(&(&saved_vcpu, &saved_vm)).unwrap();
+    let (vcpu_state, vm_state): (VcpuState, VmState) = serde_json::from_slice(&json).unwrap();
+    let mut ram = vec![0u8; (MIB << 20) as usize];
+    mem_a.read_slice(&mut ram, GuestAddress(0)).unwrap();
+    assert!(
+        vcpu_state.msrs.len() > 10,
+        "only {} MSRs saved",
+        vcpu_state.msrs.len()
+    );
+    assert_eq!(vcpu_state.regs.rip, saved_vcpu.regs.rip);
+
+    // VM B: the memory and the state put back; it counts on from 1000.
+    let (vm_b, mem_b) = new_vm(&kvm);
+    mem_b.write_slice(&ram, GuestAddress(0)).unwrap();
+    vm::restore(&vm_b, &vm_state).unwrap();
+    let mut fd_b = vm_b.create_vcpu(0).unwrap();
+    vcpu::restore(&fd_b, &vcpu_state).unwrap();
+    let restored = t.elapsed();
+    assert_eq!(count(&mem_b), 1000);
+    run(&mut fd_b, 1000);
+    assert_eq!(
+        count(&mem_b),
+        2000,
+        "the restored VM lost or repeated counts"
+    );
+    // A's memory is its own: B's counting did not touch it.
+    assert_eq!(count(&mem_a), 1000);
+    eprintln!(
+        "snapshot state: {} MSRs, state {} bytes as JSON, saved and restored with {} MiB of RAM copied in {:.1} ms",
+        vcpu_state.msrs.len(),
+        json.len(),
+        MIB,
+        restored.as_secs_f64() * 1e3
+    );
+}
