@@ -118,3 +118,73 @@ fn a_vm_restored_from_saved_state_goes_on_from_the_same_instruction() {
         restored.as_secs_f64() * 1e3
     );
 }
+
+/// Through the library: a running 2-vCPU guest paused, its state read on
+/// each vCPU's own thread (`VmHandle::save_state`), its memory copied, the
+/// VM stopped; a new VM built from them (`Vmm::restore`) runs on: both
+/// vCPUs count on from where they were (the second one, started by INIT
+/// and SIPI in real mode, would wait for a SIPI forever had its state not
+/// come back).
+#[test]
+fn a_paused_two_vcpu_vm_saved_and_restored_through_the_library() {
+    use vmm::config::{SerialOutput, VmConfig};
+    use vmm_tests::asm::{counting_guest, AP_COUNTER, BSP_COUNTER};
+    if !prereq::require([Need::kvm()]) {
+        return;
+    }
+    let dir = TempDir::new("snapshot-handle");
+    let kernel = dir.write("count2.elf", &tiny_elf(&counting_guest(2)));
+    let mut config = VmConfig::with_defaults(kernel, None);
+    config.mem_mib = MIB;
+    config.vcpus = 2;
+    config.cmdline = String::new();
+    config.serial = SerialOutput::None;
+    let read = |mem: &GuestMemoryMmap, at: u64| -> u32 { mem.read_obj(GuestAddress(at)).unwrap() };
+    let a = vmm::Vmm::build(&config, Instant::now())
+        .unwrap()
+        .start()
+        .unwrap();
+    let both_move = |mem: &GuestMemoryMmap| {
+        let before = (read(mem, BSP_COUNTER), read(mem, AP_COUNTER));
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let now = (read(mem, BSP_COUNTER), read(mem, AP_COUNTER));
+            if now.0 != before.0 && now.1 != before.1 {
+                return true;
+            }
+            std::thread::yield_now();
+        }
+        false
+    };
+    assert!(both_move(a.memory()), "VM a's vCPUs do not both count");
+    assert!(a.save_state().is_err(), "a running VM's state was read");
+    a.pause().unwrap();
+    let snapshot = a.save_state().unwrap();
+    let ram = vmm::snapshot::read_ram(a.memory());
+    let saved = (read(a.memory(), BSP_COUNTER), read(a.memory(), AP_COUNTER));
+    assert_eq!(snapshot.vcpus.len(), 2);
+    assert_eq!(snapshot.vcpus[1].id, 1);
+    a.stop();
+    a.wait();
+
+    let b = vmm::Vmm::restore(&config, &snapshot, &ram, Instant::now())
+        .unwrap()
+        .start()
+        .unwrap();
+    assert!(
+        both_move(b.memory()),
+        "the restored VM's vCPUs do not both count"
+    );
+    let now = (read(b.memory(), BSP_COUNTER), read(b.memory(), AP_COUNTER));
+    assert!(
+        now.0 > saved.0 && now.1 > saved.1,
+        "the restored counters {now:?} did not go on from {saved:?}"
+    );
+    b.stop();
+    assert_eq!(b.wait(), vmm::VmEnd::Stopped);
+    // Memory of another size is refused, naming it.
+    let err = vmm::Vmm::restore(&config, &snapshot, &ram[..4096], Instant::now())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("the snapshot's memory"), "{err}");
+}
