@@ -3,6 +3,7 @@
 //! back into a new one. (Work toward issue 24: the state file, the devices
 //! and the restore path come next.)
 
+pub mod file;
 pub mod vcpu;
 pub mod vm;
 
