@@ -188,3 +188,97 @@ fn a_paused_two_vcpu_vm_saved_and_restored_through_the_library() {
         .unwrap();
     assert!(err.to_string().contains("the snapshot's memory"), "{err}");
 }
+
+/// Through the two files: the state file and the memory file written
+/// sparsely (a 16 MiB guest that touched little costs little on disk),
+/// the restored VM's memory the file mapped private (its writes do not
+/// reach the file), and a state file of another version refused.
+#[test]
+fn a_vm_restored_from_its_state_file_and_sparse_memory_file() {
+    use std::os::unix::fs::MetadataExt;
+    use vmm::config::{SerialOutput, VmConfig};
+    use vmm::snapshot::file::{self, StateFile};
+    use vmm_tests::asm::{counting_guest, AP_COUNTER, BSP_COUNTER};
+    if !prereq::require([Need::kvm()]) {
+        return;
+    }
+    let dir = TempDir::new("snapshot-files");
+    let kernel = dir.write("count2.elf", &tiny_elf(&counting_guest(2)));
+    let mut config = VmConfig::with_defaults(kernel, None);
+    config.mem_mib = MIB;
+    config.vcpus = 2;
+    config.cmdline = String::new();
+    config.serial = SerialOutput::None;
+    let read = |mem: &GuestMemoryMmap, at: u64| -> u32 { mem.read_obj(GuestAddress(at)).unwrap() };
+    let a = vmm::Vmm::build(&config, Instant::now())
+        .unwrap()
+        .start()
+        .unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    while read(a.memory(), AP_COUNTER) == 0 && Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    a.pause().unwrap();
+    let state_path = dir.join("vm.state");
+    let mem_path = dir.join("vm.mem");
+    let written = vmm::snapshot::memory::write_sparse(a.memory(), &mem_path).unwrap();
+    file::write(
+        &state_path,
+        &StateFile {
+            config: vmm::config_file::ConfigFile::from_config(&config),
+            memory_bytes: MIB << 20,
+            state: a.save_state().unwrap(),
+        },
+    )
+    .unwrap();
+    let saved = (read(a.memory(), BSP_COUNTER), read(a.memory(), AP_COUNTER));
+    a.stop();
+    a.wait();
+    let meta = std::fs::metadata(&mem_path).unwrap();
+    assert_eq!(meta.len(), MIB << 20);
+    assert!(
+        meta.blocks() * 512 < (1 << 20),
+        "the memory file takes {} bytes on disk for {written} bytes of data",
+        meta.blocks() * 512
+    );
+
+    let loaded = file::read(&state_path).unwrap();
+    let b = vmm::Vmm::restore_mapped(&config, &loaded.state, &mem_path, Instant::now())
+        .unwrap()
+        .start()
+        .unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let now = (read(b.memory(), BSP_COUNTER), read(b.memory(), AP_COUNTER));
+        if now.0 > saved.0 && now.1 > saved.1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no counting on from {saved:?}: {now:?}"
+        );
+        std::thread::yield_now();
+    }
+    b.stop();
+    b.wait();
+    // The guest's writes stayed private: the file holds the saved counts.
+    let bytes = std::fs::read(&mem_path).unwrap();
+    let at = |a: u64| u32::from_le_bytes(bytes[a as usize..a as usize + 4].try_into().unwrap());
+    assert_eq!((at(BSP_COUNTER), at(AP_COUNTER)), saved);
+    // Refusals: a memory file of another size, a state file of another
+    // version.
+    let short = dir.write("short.mem", &[0u8; 4096]);
+    let err = vmm::Vmm::restore_mapped(&config, &loaded.state, &short, Instant::now())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("4096 bytes") && err.contains("memory file"),
+        "{err}"
+    );
+    let mut other = std::fs::read(&state_path).unwrap();
+    other[8] = 9;
+    let other_path = dir.write("other.state", &other);
+    let err = file::read(&other_path).unwrap_err().to_string();
+    assert!(err.contains("format version 9"), "{err}");
+}

@@ -125,6 +125,38 @@ impl Vmm {
         ram: &[u8],
         started: Instant,
     ) -> Result<Vmm> {
+        let mem = vm::guest_memory(config.mem_mib)?;
+        if !crate::snapshot::write_ram(&mem, ram) {
+            return Err(Error::config(
+                "memory",
+                format!("{} MiB", config.mem_mib),
+                format!("the snapshot's memory is {} bytes", ram.len()),
+            ));
+        }
+        Self::restore_into(config, snapshot, mem, started)
+    }
+
+    /// As `restore`, with guest memory the memory file at `memory_file`
+    /// mapped private (`snapshot::memory::map_private`): nothing is read
+    /// up front, pages come in as the guest touches them.
+    pub fn restore_mapped(
+        config: &VmConfig,
+        snapshot: &crate::snapshot::Snapshot,
+        memory_file: &std::path::Path,
+        started: Instant,
+    ) -> Result<Vmm> {
+        let mem =
+            crate::snapshot::memory::map_private(memory_file, &vm::ram_ranges(config.mem_mib))
+                .map_err(|e| Error::config("memory file", memory_file.display(), e.to_string()))?;
+        Self::restore_into(config, snapshot, mem, started)
+    }
+
+    fn restore_into(
+        config: &VmConfig,
+        snapshot: &crate::snapshot::Snapshot,
+        mem: GuestMemoryMmap,
+        started: Instant,
+    ) -> Result<Vmm> {
         let checked = Self::check(config, started)?;
         if snapshot.vcpus.len() != config.vcpus as usize {
             return Err(Error::config(
@@ -134,15 +166,7 @@ impl Vmm {
             ));
         }
         let (kvm, vm) = Self::create_vm(config, &checked)?;
-        let mem = vm::guest_memory(config.mem_mib)?;
         vm::register_memory(&vm, &mem)?;
-        if !crate::snapshot::write_ram(&mem, ram) {
-            return Err(Error::config(
-                "memory",
-                format!("{} MiB", config.mem_mib),
-                format!("the snapshot's memory is {} bytes", ram.len()),
-            ));
-        }
         crate::snapshot::vm::restore(&vm, &snapshot.vm)
             .map_err(crate::handle::HandleError::from)?;
         let mut vmm = Self::devices(config, kvm, vm, mem, checked)?;

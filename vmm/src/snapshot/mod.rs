@@ -4,6 +4,7 @@
 //! and the restore path come next.)
 
 pub mod file;
+pub mod memory;
 pub mod vcpu;
 pub mod vm;
 
