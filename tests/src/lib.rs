@@ -140,6 +140,35 @@ pub mod asm {
         c
     }
 
+    /// Where `counting_guest`'s boot vCPU counts.
+    pub const BSP_COUNTER: u64 = 0x3004;
+    /// Where `counting_guest`'s second vCPU counts.
+    pub const AP_COUNTER: u64 = 0x3000;
+    /// Where the second vCPU starts (SIPI vector 0x10).
+    const AP_CODE: u32 = 0x10000;
+
+    /// A guest whose boot vCPU starts the second one (INIT and SIPI
+    /// through the local APIC), which counts at `AP_COUNTER` in real mode,
+    /// and then counts at `BSP_COUNTER` itself; forever.
+    pub fn counting_guest(vcpus: u32) -> Vec<u8> {
+        let mut code = Vec::new();
+        if vcpus > 1 {
+            // The second vCPU's code: `inc dword [0x3000]; jmp $-5`, 16-bit.
+            let ap = [0x66, 0xff, 0x06, 0x00, 0x30, 0xeb, 0xf9, 0x90];
+            let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            code.extend(store32(AP_CODE, word(&ap[..4])));
+            code.extend(store32(AP_CODE + 4, word(&ap[4..])));
+            code.extend(mov_rbx(arch::layout::APIC_START));
+            code.extend(store_rbx(0xf0, 0x1ff)); // SVR: enabled
+            code.extend(store_rbx(0x310, 1 << 24)); // ICR high: APIC 1
+            code.extend(store_rbx(0x300, 0x4500)); // INIT
+            code.extend(store_rbx(0x300, 0x4600 | (AP_CODE >> 12))); // SIPI
+        }
+        // inc dword [0x3004]; jmp back to it.
+        code.extend_from_slice(&[0xff, 0x04, 0x25, 0x04, 0x30, 0x00, 0x00, 0xeb, 0xf7]);
+        code
+    }
+
     /// `mov dword [addr], imm`, `addr` below 2 GiB.
     pub fn store32(addr: u32, imm: u32) -> Vec<u8> {
         let mut c = vec![0xc7, 0x04, 0x25];

@@ -9,41 +9,9 @@ use prereq::Need;
 use vm_memory::{Bytes, GuestAddress};
 use vmm::config::{SerialOutput, VmConfig};
 use vmm::{VmEnd, VmHandle, VmState, Vmm};
-use vmm_tests::{asm, tiny_elf, TempDir};
+use vmm_tests::{tiny_elf, TempDir};
 
-/// Where the boot vCPU counts.
-const BSP_COUNTER: u64 = 0x3004;
-/// Where the second vCPU counts.
-const AP_COUNTER: u64 = 0x3000;
-/// Where the second vCPU starts (SIPI vector 0x10).
-const AP_CODE: u32 = 0x10000;
-
-/// A guest whose boot vCPU starts the second one (INIT and SIPI through
-/// the local APIC), which counts at `AP_COUNTER` in real mode, and then
-/// counts at `BSP_COUNTER` itself; forever.
-fn counting_guest(vcpus: u32) -> Vec<u8> {
-    let mut code = Vec::new();
-    if vcpus > 1 {
-        // The second vCPU's code: `inc dword [0x3000]; jmp $-5`, 16-bit.
-        let ap = [0x66, 0xff, 0x06, 0x00, 0x30, 0xeb, 0xf9, 0x90];
-        code.extend(asm::store32(
-            AP_CODE,
-            u32::from_le_bytes(ap[..4].try_into().unwrap()),
-        ));
-        code.extend(asm::store32(
-            AP_CODE + 4,
-            u32::from_le_bytes(ap[4..].try_into().unwrap()),
-        ));
-        code.extend(asm::mov_rbx(arch::layout::APIC_START));
-        code.extend(asm::store_rbx(0xf0, 0x1ff)); // SVR: enabled
-        code.extend(asm::store_rbx(0x310, 1 << 24)); // ICR high: APIC 1
-        code.extend(asm::store_rbx(0x300, 0x4500)); // INIT
-        code.extend(asm::store_rbx(0x300, 0x4600 | (AP_CODE >> 12))); // SIPI
-    }
-    // inc dword [0x3004]; jmp back to it.
-    code.extend_from_slice(&[0xff, 0x04, 0x25, 0x04, 0x30, 0x00, 0x00, 0xeb, 0xf7]);
-    code
-}
+use vmm_tests::asm::{counting_guest, AP_COUNTER, BSP_COUNTER};
 
 fn start(dir: &TempDir, name: &str, vcpus: u32) -> VmHandle {
     let kernel = dir.write(name, &tiny_elf(&counting_guest(vcpus)));

@@ -114,6 +114,83 @@ impl Vmm {
         Ok(vmm)
     }
 
+    /// Builds the VM of `config` from a snapshot instead of a boot: the same
+    /// stages, with guest memory filled from `ram` (as
+    /// `snapshot::read_ram` gave it), the VM's and every vCPU's KVM state
+    /// put back in place of the kernel's loading and the vCPUs' boot set-up.
+    /// (The devices start fresh: their state is not in the snapshot yet.)
+    pub fn restore(
+        config: &VmConfig,
+        snapshot: &crate::snapshot::Snapshot,
+        ram: &[u8],
+        started: Instant,
+    ) -> Result<Vmm> {
+        let mem = vm::guest_memory(config.mem_mib)?;
+        if !crate::snapshot::write_ram(&mem, ram) {
+            return Err(Error::config(
+                "memory",
+                format!("{} MiB", config.mem_mib),
+                format!("the snapshot's memory is {} bytes", ram.len()),
+            ));
+        }
+        Self::restore_into(config, snapshot, mem, started)
+    }
+
+    /// As `restore`, with guest memory the memory file at `memory_file`
+    /// mapped private (`snapshot::memory::map_private`): nothing is read
+    /// up front, pages come in as the guest touches them.
+    pub fn restore_mapped(
+        config: &VmConfig,
+        snapshot: &crate::snapshot::Snapshot,
+        memory_file: &std::path::Path,
+        started: Instant,
+    ) -> Result<Vmm> {
+        let mem =
+            crate::snapshot::memory::map_private(memory_file, &vm::ram_ranges(config.mem_mib))
+                .map_err(|e| Error::config("memory file", memory_file.display(), e.to_string()))?;
+        Self::restore_into(config, snapshot, mem, started)
+    }
+
+    fn restore_into(
+        config: &VmConfig,
+        snapshot: &crate::snapshot::Snapshot,
+        mem: GuestMemoryMmap,
+        started: Instant,
+    ) -> Result<Vmm> {
+        let checked = Self::check(config, started)?;
+        if snapshot.vcpus.len() != config.vcpus as usize {
+            return Err(Error::config(
+                "vcpus",
+                config.vcpus,
+                format!("the snapshot has {} vCPUs", snapshot.vcpus.len()),
+            ));
+        }
+        let (kvm, vm) = Self::create_vm(config, &checked)?;
+        vm::register_memory(&vm, &mem)?;
+        crate::snapshot::vm::restore(&vm, &snapshot.vm)
+            .map_err(crate::handle::HandleError::from)?;
+        let mut vmm = Self::devices(config, kvm, vm, mem, checked)?;
+        let (pio, mmio) = vmm.buses.clone();
+        for state in &snapshot.vcpus {
+            let fd = vmm
+                .vm
+                .create_vcpu(u64::from(state.id))
+                .map_err(kvm_call("KVM_CREATE_VCPU"))
+                .map_err(VmError::from)?;
+            crate::snapshot::vcpu::restore(&fd, state).map_err(crate::handle::HandleError::from)?;
+            vmm.vcpus.push(Vcpu {
+                id: state.id,
+                fd,
+                pio: pio.clone(),
+                mmio: mmio.clone(),
+                exit: vmm.exit.clone(),
+                control: vmm.control.clone(),
+            });
+        }
+        vmm.exit.timeline.mark(Phase::VmBuilt);
+        Ok(vmm)
+    }
+
     /// Stage 1: the configuration and the host's side of the VM, before
     /// KVM: the disks and the kernel opened, the kernel probed, the guest
     /// command line made, the memory the host can give, the TAPs opened.

@@ -35,7 +35,14 @@ pub enum Next {
     Leave,
 }
 
+/// Work for a parked vCPU, run on its own thread with its vCPU.
+pub type VcpuWork = Box<dyn FnOnce(&kvm_ioctls::VcpuFd) + Send>;
+
 struct State {
+    /// Per vCPU: work to run while parked.
+    work: Vec<Option<VcpuWork>>,
+    /// Work handed out and not done yet.
+    pending: usize,
     request: Request,
     /// Participants parked now.
     parked: usize,
@@ -60,6 +67,9 @@ pub enum ControlError {
     /// The VM ended (or is ending).
     #[error("the VM has ended")]
     Ended,
+    /// The VM is not paused.
+    #[error("the VM is not paused")]
+    NotPaused,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -72,6 +82,8 @@ impl Control {
         install_kick_handler()?;
         Ok(Control {
             state: Mutex::new(State {
+                work: Vec::new(),
+                pending: 0,
                 request: Request::Run,
                 parked: 0,
                 left: 0,
@@ -117,6 +129,55 @@ impl Control {
         } else {
             Next::Go
         }
+    }
+
+    /// A vCPU's checkpoint: as `checkpoint`, and while parked it runs the
+    /// work handed to vCPU `id` (`on_parked_vcpus`) with its `fd`.
+    pub fn checkpoint_vcpu(&self, id: usize, fd: &kvm_ioctls::VcpuFd) -> Next {
+        let mut s = lock(&self.state);
+        if s.request == Request::Pause {
+            s.parked += 1;
+            self.changed.notify_all();
+            while s.request == Request::Pause {
+                if let Some(work) = s.work.get_mut(id).and_then(Option::take) {
+                    drop(s);
+                    work(fd);
+                    s = lock(&self.state);
+                    s.pending -= 1;
+                    self.changed.notify_all();
+                    continue;
+                }
+                s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+            }
+            s.parked -= 1;
+            self.changed.notify_all();
+        }
+        if s.request == Request::Stop {
+            Next::Leave
+        } else {
+            Next::Go
+        }
+    }
+
+    /// Runs `work[i]` on vCPU `i`'s thread while the VM is paused, and
+    /// waits until all of it is done.
+    pub fn on_parked_vcpus(&self, work: Vec<VcpuWork>) -> Result<(), ControlError> {
+        let mut s = lock(&self.state);
+        if s.request != Request::Pause || s.parked + s.left < self.participants {
+            return Err(ControlError::NotPaused);
+        }
+        s.pending += work.len();
+        s.work = work.into_iter().map(Some).collect();
+        self.changed.notify_all();
+        while s.pending > 0 && s.request == Request::Pause {
+            s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        if s.pending > 0 {
+            s.work.clear();
+            s.pending = 0;
+            return Err(ControlError::Ended);
+        }
+        Ok(())
     }
 
     /// Records that a participant left (its thread ends).

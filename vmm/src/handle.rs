@@ -85,6 +85,9 @@ pub enum HandleError {
     /// The keyboard buffer is full: the guest has not read the last keys.
     #[error("the i8042's buffer is full: the guest has not read the keys sent before")]
     KeyboardFull,
+    /// The VM's state could not be read or put back.
+    #[error("cannot save or restore the VM's state")]
+    Snapshot(#[from] crate::snapshot::StateError),
     /// A thread could not be started.
     #[error("cannot start thread {0}: {1}")]
     Thread(String, String),
@@ -94,8 +97,11 @@ pub enum HandleError {
 }
 
 impl From<ControlError> for HandleError {
-    fn from(_: ControlError) -> Self {
-        HandleError::Ended
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Ended => HandleError::Ended,
+            ControlError::NotPaused => HandleError::State("not paused"),
+        }
     }
 }
 
@@ -106,8 +112,13 @@ struct Shared {
     disks: Vec<DiskSlot>,
     transports: Vec<Arc<Mutex<MmioTransport>>>,
     metrics: Mutex<Option<MetricsFile>>,
+    // The VM before its memory (fields drop in this order).
+    vm: Arc<kvm_ioctls::VmFd>,
     mem: GuestMemoryMmap,
     serial_stdio: bool,
+    /// KVM's MSR save list, for snapshots.
+    msrs: Vec<u32>,
+    vcpu_count: usize,
     /// Set once the VM is torn down: its end.
     ended: Mutex<Option<VmEnd>>,
     ended_cv: Condvar,
@@ -170,6 +181,9 @@ impl Vmm {
             mem,
         } = self;
         let transports: Vec<_> = virtio.iter().map(|s| s.transport.clone()).collect();
+        let msrs = crate::snapshot::vcpu::msr_list(&kvm).unwrap_or_default();
+        let vm = Arc::new(vm);
+        let vcpu_total = vcpus.len();
         let ended_evt = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
             .map_err(|e| HandleError::EventLoop(e.to_string()))?;
         let shared = Arc::new(Shared {
@@ -181,6 +195,9 @@ impl Vmm {
             metrics: Mutex::new(metrics),
             mem: mem.clone(),
             serial_stdio,
+            vm: vm.clone(),
+            msrs,
+            vcpu_count: vcpu_total,
             ended: Mutex::new(None),
             ended_cv: Condvar::new(),
             ended_evt,
@@ -431,6 +448,33 @@ impl VmHandle {
         }
         replaced.map_err(err)?;
         Ok(size)
+    }
+
+    /// Reads the paused VM's KVM state: every vCPU's (each read on its own
+    /// thread, where it is parked) and the VM's.
+    pub fn save_state(&self) -> Result<crate::snapshot::Snapshot, HandleError> {
+        use crate::control::VcpuWork;
+        use crate::snapshot::vcpu;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let work: Vec<VcpuWork> = (0..self.shared.vcpu_count)
+            .map(|id| {
+                let tx = tx.clone();
+                let msrs = self.shared.msrs.clone();
+                Box::new(move |fd: &kvm_ioctls::VcpuFd| {
+                    let _ = tx.send((id, vcpu::save(fd, id as u8, &msrs)));
+                }) as VcpuWork
+            })
+            .collect();
+        self.shared.control.on_parked_vcpus(work)?;
+        drop(tx);
+        let mut saved: Vec<_> = rx.iter().collect();
+        saved.sort_by_key(|(id, _)| *id);
+        let vcpus = saved
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect::<Result<Vec<_>, _>>()?;
+        let vm = crate::snapshot::vm::save(&self.shared.vm)?;
+        Ok(crate::snapshot::Snapshot { vcpus, vm })
     }
 
     /// Writes the metrics file now (`--metrics`), if the VM has one.

@@ -21,6 +21,7 @@ pub mod image;
 pub mod logging;
 pub mod metrics;
 pub mod seccomp;
+pub mod snapshot;
 pub mod vcpu;
 pub mod vm;
 

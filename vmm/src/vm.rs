@@ -76,13 +76,18 @@ pub fn create_vm(kvm: &Kvm) -> Result<VmFd> {
     Ok(vm)
 }
 
+/// Where `mib` MiB of guest RAM lie: (guest address, size) per region.
+pub fn ram_ranges(mib: u64) -> Vec<(GuestAddress, usize)> {
+    arch::memory::ram_regions(mib << 20)
+        .into_iter()
+        .map(|(start, size)| (GuestAddress(start), size as usize))
+        .collect()
+}
+
 /// `mib` MiB of guest RAM, mapped as the layout places it (with the MMIO
 /// gap below 4 GiB).
 pub fn guest_memory(mib: u64) -> Result<GuestMemoryMmap> {
-    let ranges: Vec<(GuestAddress, usize)> = arch::memory::ram_regions(mib << 20)
-        .into_iter()
-        .map(|(start, size)| (GuestAddress(start), size as usize))
-        .collect();
+    let ranges = ram_ranges(mib);
     GuestMemoryMmap::from_ranges(&ranges).map_err(|source| VmError::Memory { mib, source })
 }
 
