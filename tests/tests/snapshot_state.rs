@@ -119,6 +119,28 @@ fn a_vm_restored_from_saved_state_goes_on_from_the_same_instruction() {
     );
 }
 
+/// The configuration of a 16 MiB guest whose two vCPUs count
+/// (`asm::counting_guest`), and that guest started.
+fn counting_pair(dir: &TempDir) -> (vmm::config::VmConfig, vmm::VmHandle) {
+    use vmm::config::{SerialOutput, VmConfig};
+    let kernel = dir.write("count2.elf", &tiny_elf(&vmm_tests::asm::counting_guest(2)));
+    let mut config = VmConfig::with_defaults(kernel, None);
+    config.mem_mib = MIB;
+    config.vcpus = 2;
+    config.cmdline = String::new();
+    config.serial = SerialOutput::None;
+    let vm = vmm::Vmm::build(&config, Instant::now())
+        .unwrap()
+        .start()
+        .unwrap();
+    (config, vm)
+}
+
+/// The counter at `at`.
+fn read(mem: &GuestMemoryMmap, at: u64) -> u32 {
+    mem.read_obj(GuestAddress(at)).unwrap()
+}
+
 /// Through the library: a running 2-vCPU guest paused, its state read on
 /// each vCPU's own thread (`VmHandle::save_state`), its memory copied, the
 /// VM stopped; a new VM built from them (`Vmm::restore`) runs on: both
@@ -127,23 +149,12 @@ fn a_vm_restored_from_saved_state_goes_on_from_the_same_instruction() {
 /// come back).
 #[test]
 fn a_paused_two_vcpu_vm_saved_and_restored_through_the_library() {
-    use vmm::config::{SerialOutput, VmConfig};
-    use vmm_tests::asm::{counting_guest, AP_COUNTER, BSP_COUNTER};
+    use vmm_tests::asm::{AP_COUNTER, BSP_COUNTER};
     if !prereq::require([Need::kvm()]) {
         return;
     }
     let dir = TempDir::new("snapshot-handle");
-    let kernel = dir.write("count2.elf", &tiny_elf(&counting_guest(2)));
-    let mut config = VmConfig::with_defaults(kernel, None);
-    config.mem_mib = MIB;
-    config.vcpus = 2;
-    config.cmdline = String::new();
-    config.serial = SerialOutput::None;
-    let read = |mem: &GuestMemoryMmap, at: u64| -> u32 { mem.read_obj(GuestAddress(at)).unwrap() };
-    let a = vmm::Vmm::build(&config, Instant::now())
-        .unwrap()
-        .start()
-        .unwrap();
+    let (config, a) = counting_pair(&dir);
     let both_move = |mem: &GuestMemoryMmap| {
         let before = (read(mem, BSP_COUNTER), read(mem, AP_COUNTER));
         let deadline = Instant::now() + std::time::Duration::from_secs(20);
@@ -196,24 +207,13 @@ fn a_paused_two_vcpu_vm_saved_and_restored_through_the_library() {
 #[test]
 fn a_vm_restored_from_its_state_file_and_sparse_memory_file() {
     use std::os::unix::fs::MetadataExt;
-    use vmm::config::{SerialOutput, VmConfig};
     use vmm::snapshot::file::{self, StateFile};
-    use vmm_tests::asm::{counting_guest, AP_COUNTER, BSP_COUNTER};
+    use vmm_tests::asm::{AP_COUNTER, BSP_COUNTER};
     if !prereq::require([Need::kvm()]) {
         return;
     }
     let dir = TempDir::new("snapshot-files");
-    let kernel = dir.write("count2.elf", &tiny_elf(&counting_guest(2)));
-    let mut config = VmConfig::with_defaults(kernel, None);
-    config.mem_mib = MIB;
-    config.vcpus = 2;
-    config.cmdline = String::new();
-    config.serial = SerialOutput::None;
-    let read = |mem: &GuestMemoryMmap, at: u64| -> u32 { mem.read_obj(GuestAddress(at)).unwrap() };
-    let a = vmm::Vmm::build(&config, Instant::now())
-        .unwrap()
-        .start()
-        .unwrap();
+    let (config, a) = counting_pair(&dir);
     let deadline = Instant::now() + std::time::Duration::from_secs(20);
     while read(a.memory(), AP_COUNTER) == 0 && Instant::now() < deadline {
         std::thread::yield_now();

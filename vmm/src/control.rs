@@ -9,8 +9,9 @@
 //! still makes it return at once (as Firecracker and Cloud Hypervisor do);
 //! the event loop is woken through an eventfd it watches. Nothing polls.
 
+use devices::bus::lock;
 use std::cell::Cell;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex};
 
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
@@ -72,10 +73,6 @@ pub enum ControlError {
     NotPaused,
 }
 
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Control {
     /// The control of a VM whose `participants` threads take part.
     pub fn new(participants: usize) -> std::io::Result<Control> {
@@ -114,32 +111,24 @@ impl Control {
     /// Called by a participant between pieces of work: parks while a pause
     /// is asked for. Returns whether to go on or leave.
     pub fn checkpoint(&self) -> Next {
-        let mut s = lock(&self.state);
-        if s.request == Request::Pause {
-            s.parked += 1;
-            self.changed.notify_all();
-            while s.request == Request::Pause {
-                s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
-            }
-            s.parked -= 1;
-            self.changed.notify_all();
-        }
-        if s.request == Request::Stop {
-            Next::Leave
-        } else {
-            Next::Go
-        }
+        self.park(None)
     }
 
     /// A vCPU's checkpoint: as `checkpoint`, and while parked it runs the
     /// work handed to vCPU `id` (`on_parked_vcpus`) with its `fd`.
     pub fn checkpoint_vcpu(&self, id: usize, fd: &kvm_ioctls::VcpuFd) -> Next {
+        self.park(Some((id, fd)))
+    }
+
+    /// Parks while a pause is asked for, running a vCPU's work meanwhile.
+    fn park(&self, vcpu: Option<(usize, &kvm_ioctls::VcpuFd)>) -> Next {
         let mut s = lock(&self.state);
         if s.request == Request::Pause {
             s.parked += 1;
             self.changed.notify_all();
             while s.request == Request::Pause {
-                if let Some(work) = s.work.get_mut(id).and_then(Option::take) {
+                let work = vcpu.and_then(|(id, fd)| Some((s.work.get_mut(id)?.take()?, fd)));
+                if let Some((work, fd)) = work {
                     drop(s);
                     work(fd);
                     s = lock(&self.state);

@@ -9,6 +9,7 @@
 //! `KVM_RUN` return): stop signals, the terminal's mode and the calling
 //! thread's filter are the front end's.
 
+use devices::bus::lock;
 use std::fs::OpenOptions;
 use std::os::unix::thread::JoinHandleExt;
 use std::path::Path;
@@ -116,8 +117,8 @@ struct Shared {
     vm: Arc<kvm_ioctls::VmFd>,
     mem: GuestMemoryMmap,
     serial_stdio: bool,
-    /// KVM's MSR save list, for snapshots.
-    msrs: Vec<u32>,
+    /// KVM itself (its MSR save list, for snapshots).
+    kvm: kvm_ioctls::Kvm,
     vcpu_count: usize,
     /// Set once the VM is torn down: its end.
     ended: Mutex<Option<VmEnd>>,
@@ -154,10 +155,6 @@ impl MutEventSubscriber for ControlHandler {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Vmm {
     /// Starts the VM: its vCPU threads and its device event loop. Returns
     /// at once with the handle.
@@ -181,9 +178,8 @@ impl Vmm {
             mem,
         } = self;
         let transports: Vec<_> = virtio.iter().map(|s| s.transport.clone()).collect();
-        let msrs = crate::snapshot::vcpu::msr_list(&kvm).unwrap_or_default();
         let vm = Arc::new(vm);
-        let vcpu_total = vcpus.len();
+        let vcpu_count = vcpus.len();
         let ended_evt = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
             .map_err(|e| HandleError::EventLoop(e.to_string()))?;
         let shared = Arc::new(Shared {
@@ -196,8 +192,8 @@ impl Vmm {
             mem: mem.clone(),
             serial_stdio,
             vm: vm.clone(),
-            msrs,
-            vcpu_count: vcpu_total,
+            kvm,
+            vcpu_count,
             ended: Mutex::new(None),
             ended_cv: Condvar::new(),
             ended_evt,
@@ -226,7 +222,6 @@ impl Vmm {
             ))));
         }
 
-        let vcpu_count = vcpus.len();
         let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(vcpu_count);
         let mut failed = None;
         for vcpu in vcpus {
@@ -271,7 +266,7 @@ impl Vmm {
             .spawn(move || {
                 // The VM, KVM and guest memory live until the vCPU threads
                 // are joined, at the end of this thread.
-                let _keep = (vm, kvm, mem, buses);
+                let _keep = (vm, mem, buses);
                 if seccomp {
                     if let Err(e) = crate::seccomp::install(crate::seccomp::Thread::EventLoop) {
                         loop_shared.exit.finish(VmEnd::VmmError(e.to_string()));
@@ -455,11 +450,12 @@ impl VmHandle {
     pub fn save_state(&self) -> Result<crate::snapshot::Snapshot, HandleError> {
         use crate::control::VcpuWork;
         use crate::snapshot::vcpu;
+        let msrs = vcpu::msr_list(&self.shared.kvm)?;
         let (tx, rx) = std::sync::mpsc::channel();
         let work: Vec<VcpuWork> = (0..self.shared.vcpu_count)
             .map(|id| {
                 let tx = tx.clone();
-                let msrs = self.shared.msrs.clone();
+                let msrs = msrs.clone();
                 Box::new(move |fd: &kvm_ioctls::VcpuFd| {
                     let _ = tx.send((id, vcpu::save(fd, id as u8, &msrs)));
                 }) as VcpuWork
