@@ -203,3 +203,44 @@ fn each_error_class_has_its_message_and_exit_code_before_any_vm() {
         out.stderr
     );
 }
+
+/// A config file's Firecracker `logger` section sets `vmm run`'s log up (a
+/// file, its level, lines with their level and origin), and a logger the
+/// VMM cannot open is refused by name before any VM.
+#[test]
+fn the_logger_section_sets_the_log_up() {
+    use prereq::Need;
+    if !prereq::require([Need::kvm()]) {
+        return;
+    }
+    let dir = TempDir::new("config-logger");
+    let mut code = vmm_tests::asm::print(b"logged\n");
+    code.extend(vmm_tests::asm::reset());
+    let kernel = dir.write("hello.elf", &vmm_tests::tiny_elf(&code));
+    let log = dir.join("vmm.log");
+    let file = |log_path: &Path| {
+        format!(
+            r#"{{"boot-source": {{"kernel_image_path": "{}", "boot_args": ""}},
+                "machine-config": {{"vcpu_count": 1, "mem_size_mib": 16}},
+                "logger": {{"log_path": "{}", "level": "Debug", "show_level": true, "show_log_origin": true}}}}"#,
+            kernel.display(),
+            log_path.display()
+        )
+    };
+    let cfg = dir.write("vm.json", file(&log).as_bytes());
+    let out = vmm(&["run", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, "logged\n");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("guest reset the VM"), "{logged}");
+    assert!(
+        logged.contains("DEBUG") && logged.contains(".rs:"),
+        "{logged}"
+    );
+    assert!(!out.stderr.contains("guest reset the VM"), "{}", out.stderr);
+    let bad = dir.write("bad.json", file(&dir.join("no/such/dir/log")).as_bytes());
+    let out = vmm(&["run", "--config", bad.to_str().unwrap()]);
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    assert!(out.stderr.contains("invalid logger"), "{}", out.stderr);
+    assert!(out.stderr.contains("no/such/dir/log"), "{}", out.stderr);
+}

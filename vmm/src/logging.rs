@@ -38,7 +38,12 @@ impl Write for Shared {
 /// Logs at `level` (error, warn, info, debug or trace; RUST_LOG overrides)
 /// with millisecond timestamps and no module names.
 pub fn init(level: &str) {
-    let env = env_logger::Env::default().default_filter_or(level);
+    // Without RUST_LOG the filter lets everything through and the level
+    // is the log crate's maximum, which `apply` (Firecracker's `--level`,
+    // `PUT /logger`) can raise or lower later; RUST_LOG's filter is kept
+    // as it is.
+    let from_env = std::env::var_os("RUST_LOG").is_some();
+    let env = env_logger::Env::default().default_filter_or("trace");
     env_logger::Builder::from_env(env)
         .format(|buf, record| {
             if let Some(m) = module()
@@ -67,6 +72,9 @@ pub fn init(level: &str) {
         })
         .target(env_logger::Target::Pipe(Box::new(Shared)))
         .init();
+    if !from_env {
+        log::set_max_level(crate::logging_level(level).unwrap_or(log::LevelFilter::Info));
+    }
 }
 
 /// What Firecracker's logger settings (`--level`, `--log-path`,

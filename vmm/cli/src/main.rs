@@ -236,11 +236,19 @@ impl VmArgs {
 
 /// The VM's configuration: the config file's with the options over it, or
 /// the options alone.
-fn to_config(config: Option<PathBuf>, vm: VmArgs) -> Result<VmConfig, Error> {
+/// The VM's configuration, and the config file's `logger` section if any.
+fn to_config(
+    config: Option<PathBuf>,
+    vm: VmArgs,
+) -> Result<(VmConfig, Option<config_file::Logger>), Error> {
     let overrides = vm.overrides();
     match config {
-        Some(file) => Ok(config_file::load(&file, overrides)?),
-        None => Ok(overrides.into_config()?),
+        Some(file) => {
+            let parsed = config_file::read(&file)?;
+            let logger = parsed.logger.clone();
+            Ok((parsed.resolve(&file, overrides)?, logger))
+        }
+        None => Ok((overrides.into_config()?, None)),
     }
 }
 
@@ -278,7 +286,14 @@ fn run(args: RunArgs, started: Instant) -> i32 {
     // An image's VM shows the kernel's errors only, unless told otherwise.
     let quiet = vm.cmdline.is_none();
     let mut private_disk = None;
-    let result = to_config(args.config, vm).and_then(|mut cfg| {
+    let result = to_config(args.config, vm).and_then(|(mut cfg, logger)| {
+        // A config file's Firecracker `logger` section sets the log up, as
+        // `firecracker --config-file` does.
+        if let Some(l) = &logger {
+            policy::logger_settings(l)
+                .and_then(|s| vmm::logging::apply(&s))
+                .map_err(|e| Error::config("logger", "", e))?;
+        }
         // An interactive `vmm run` with no command gets the guest's
         // shell on its terminal.
         cfg.shell = cfg.command.is_none()
@@ -319,7 +334,8 @@ fn run(args: RunArgs, started: Instant) -> i32 {
 /// `run` makes before it creates the VM; with the guest command line the
 /// VMM would give on this host.
 fn config_check(file: PathBuf, vm: VmArgs) -> i32 {
-    let checked = to_config(Some(file), vm).and_then(|cfg| Ok(cfg.validate().map(|()| cfg)?));
+    let checked =
+        to_config(Some(file), vm).and_then(|(cfg, _)| Ok(cfg.validate().map(|()| cfg)?));
     match checked {
         Ok(cfg) => {
             println!("{}", ConfigFile::from_config(&cfg).to_json());

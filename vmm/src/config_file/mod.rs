@@ -42,9 +42,7 @@ fn error(file: &Path, at: impl Into<String>, reason: impl Into<String>) -> Confi
 /// Reads and resolves the config file at `path` with the command line's
 /// `overrides`: the `VmConfig` to validate and build.
 pub fn load(path: &Path, overrides: Overrides) -> Result<VmConfig> {
-    let text = read_capped(path)?;
-    let file = parse(path, &text)?;
-    file.resolve(path, overrides)
+    read(path)?.resolve(path, overrides)
 }
 
 /// Reads and parses the config file at `path` (no checks beyond its
