@@ -39,16 +39,22 @@ pub fn vmm_bin() -> PathBuf {
 /// The vmm binary under the name `firecracker` (a link beside it, made
 /// here if missing), as tools that start Firecracker by name find it.
 pub fn firecracker_bin() -> PathBuf {
-    let vmm = vmm_bin();
-    let link = vmm.with_file_name("firecracker");
-    if std::fs::read_link(&link).ok().as_deref() != Some(Path::new("vmm")) {
-        // Made under another name and renamed: tests make it at once.
-        let tmp = vmm.with_file_name(format!("firecracker.{}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink("vmm", &tmp).expect("the firecracker link");
-        std::fs::rename(&tmp, &link).expect("the firecracker link");
-    }
-    link
+    // Once per process (the tests of one binary run on several threads);
+    // made under a name of this process's and renamed, since test binaries
+    // run at once may make it too.
+    static LINK: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    LINK.get_or_init(|| {
+        let vmm = vmm_bin();
+        let link = vmm.with_file_name("firecracker");
+        if std::fs::read_link(&link).ok().as_deref() != Some(Path::new("vmm")) {
+            let tmp = vmm.with_file_name(format!("firecracker.{}", std::process::id()));
+            let _ = std::fs::remove_file(&tmp);
+            std::os::unix::fs::symlink("vmm", &tmp).expect("the firecracker link");
+            std::fs::rename(&tmp, &link).expect("the firecracker link");
+        }
+        link
+    })
+    .clone()
 }
 
 /// A minimal 64-bit x86 ELF executable with one loadable segment holding
