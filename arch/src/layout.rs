@@ -86,6 +86,9 @@ pub const POST_PORT: u64 = 0x80;
 pub const BOOT_TIMER_PORT: u16 = 0x440;
 /// The exit device's I/O port (devices::exit_device); one 32-bit register.
 pub const EXIT_DEVICE_PORT: u16 = 0x444;
+/// The command device's I/O ports (devices::command): a template's init
+/// takes its command there after a restore; two 32-bit registers.
+pub const COMMAND_PORT: u16 = 0x448;
 /// First IRQ handed to virtio devices.
 pub const VIRTIO_IRQ_START: u32 = 5;
 /// Last IRQ line the IOAPIC has.

@@ -73,6 +73,16 @@ fn bcd(v: u32) -> u8 {
     (((v / 10) % 10) << 4 | (v % 10)) as u8
 }
 
+/// What a snapshot keeps of the CMOS: its index register and RAM (the
+/// clock is the host's, read when the guest reads it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CmosSnapshot {
+    /// The selected register.
+    pub index: u8,
+    /// The 128 bytes of RAM.
+    pub ram: Vec<u8>,
+}
+
 /// CMOS RAM with the RTC's time registers.
 pub struct Cmos {
     index: u8,
@@ -98,6 +108,22 @@ impl Cmos {
         ram[REG_B as usize] = REG_B_24H;
         ram[REG_D as usize] = REG_D_VALID;
         Cmos { index: 0, ram, now }
+    }
+
+    /// The CMOS's state, for a snapshot.
+    pub fn save(&self) -> CmosSnapshot {
+        CmosSnapshot {
+            index: self.index,
+            ram: self.ram.to_vec(),
+        }
+    }
+
+    /// Puts `snap` in place of the CMOS's state.
+    pub fn restore(&mut self, snap: &CmosSnapshot) -> Result<(), String> {
+        self.ram = <[u8; 128]>::try_from(snap.ram.as_slice())
+            .map_err(|_| format!("cmos: {} bytes of RAM, not 128", snap.ram.len()))?;
+        self.index = snap.index & 0x7f;
+        Ok(())
     }
 
     fn read_reg(&self, reg: u8) -> u8 {
@@ -221,5 +247,23 @@ mod tests {
         let mut d = [0u8];
         c.read(0, &mut d);
         assert_eq!(d[0], 0x7f);
+    }
+
+    #[test]
+    fn a_restored_cmos_has_the_saved_ram_and_index() {
+        let mut a = Cmos::with_clock(Box::new(|| 0));
+        a.write(0, &[0x20]);
+        a.write(1, &[0x99]);
+        a.write(0, &[0x21]);
+        let snap = a.save();
+        let mut b = Cmos::with_clock(Box::new(|| 0));
+        b.restore(&snap).unwrap();
+        assert_eq!(b.save(), snap);
+        assert_eq!(read(&mut b, 0x20), 0x99);
+        let short = CmosSnapshot {
+            index: 0,
+            ram: vec![0; 12],
+        };
+        assert!(b.restore(&short).unwrap_err().contains("12 bytes"));
     }
 }

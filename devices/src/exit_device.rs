@@ -47,6 +47,17 @@ impl ExitDevice {
         self.reported
     }
 
+    /// What a snapshot keeps: the status reported, if any (a restored VM
+    /// whose command had already reported does not report again).
+    pub fn save(&self) -> Option<u8> {
+        self.reported
+    }
+
+    /// Puts a saved report back.
+    pub fn restore(&mut self, reported: Option<u8>) {
+        self.reported = reported;
+    }
+
     fn ignore(&mut self, what: std::fmt::Arguments) {
         self.ignored = self.ignored.saturating_add(1);
         if self.ignored <= MAX_LOGGED {
@@ -142,5 +153,18 @@ mod tests {
         // A well-formed report still counts afterwards.
         dev.write(0, &(MAGIC | 3).to_le_bytes());
         assert_eq!(*seen.lock().unwrap(), vec![3]);
+    }
+
+    #[test]
+    fn a_restored_report_is_not_made_again() {
+        let (mut dev, seen) = device();
+        dev.restore(Some(9));
+        dev.write(0, &(MAGIC | 1).to_le_bytes());
+        assert!(seen.lock().unwrap().is_empty());
+        assert_eq!(dev.save(), Some(9));
+        let (mut fresh, seen) = device();
+        fresh.restore(None);
+        fresh.write(0, &(MAGIC | 1).to_le_bytes());
+        assert_eq!(*seen.lock().unwrap(), vec![1]);
     }
 }

@@ -72,14 +72,32 @@ pub const CTRL_ALT_DEL: [u8; 8] = [0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9
 pub const BUFFER_SIZE: usize = 16;
 
 /// What the next byte written to the data port is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pending {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Pending {
     /// A command for the keyboard.
     None,
     /// The parameter of a controller command.
     Controller(u8),
     /// The parameter of a keyboard command.
     Keyboard(u8),
+}
+
+/// What a snapshot keeps of the controller.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct I8042Snapshot {
+    /// The controller configuration byte.
+    pub ctr: u8,
+    /// The output port.
+    pub outp: u8,
+    /// The status register (without the output-buffer-full bit, which
+    /// follows the buffer).
+    pub status: u8,
+    /// Bytes waiting for the guest on the data port.
+    pub out: Vec<u8>,
+    /// What the next data byte is for.
+    pub pending: Pending,
+    /// The keyboard's scan code set.
+    pub scan_set: u8,
 }
 
 /// The controller.
@@ -123,6 +141,37 @@ impl I8042 {
         self.out.extend(CTRL_ALT_DEL);
         self.raise_irq();
         true
+    }
+
+    /// The controller's state, for a snapshot.
+    pub fn save(&self) -> I8042Snapshot {
+        I8042Snapshot {
+            ctr: self.ctr,
+            outp: self.outp,
+            status: self.status,
+            out: self.out.iter().copied().collect(),
+            pending: self.pending,
+            scan_set: self.scan_set,
+        }
+    }
+
+    /// Puts `snap` in place of the controller's state; IRQ 1 is raised
+    /// again if bytes wait. Refused when more bytes wait than it holds.
+    pub fn restore(&mut self, snap: &I8042Snapshot) -> Result<(), String> {
+        if snap.out.len() > BUFFER_SIZE {
+            return Err(format!(
+                "i8042: {} bytes in its buffer, more than its {BUFFER_SIZE}",
+                snap.out.len()
+            ));
+        }
+        self.ctr = snap.ctr;
+        self.outp = snap.outp;
+        self.status = snap.status;
+        self.out = snap.out.iter().copied().collect();
+        self.pending = snap.pending;
+        self.scan_set = snap.scan_set;
+        self.raise_irq();
+        Ok(())
     }
 
     fn status(&self) -> u8 {
@@ -438,5 +487,34 @@ mod tests {
         assert_eq!(r.dev.out.len(), BUFFER_SIZE);
         assert!(!r.dev.ctrl_alt_del());
         assert_eq!(r.dev.out.len(), BUFFER_SIZE);
+    }
+
+    #[test]
+    fn a_restored_controller_answers_as_the_saved_one() {
+        let mut a = rig();
+        // Scan set 1, a command waiting for its parameter, keys waiting.
+        a.put(KBD_CMD_SCANSET);
+        a.put(1);
+        while a.status() & STR_OBF != 0 {
+            a.data();
+        }
+        a.cmd(CMD_WRITE_CTR);
+        assert!(a.dev.ctrl_alt_del());
+        let snap = a.dev.save();
+        assert_eq!(snap.pending, Pending::Controller(CMD_WRITE_CTR));
+
+        let mut b = rig();
+        b.dev.restore(&snap).unwrap();
+        assert_eq!(b.dev.save(), snap);
+        // IRQ 1 is raised again for the waiting keys.
+        assert_eq!(b.irq.read().unwrap(), 1);
+        let keys: Vec<u8> = (0..CTRL_ALT_DEL.len()).map(|_| b.data()).collect();
+        assert_eq!(keys, CTRL_ALT_DEL);
+        // The parameter goes where the saved controller expected it.
+        b.put(0x47);
+        assert_eq!(b.dev.save().ctr, 0x47);
+        let mut too_many = snap.clone();
+        too_many.out = vec![0; BUFFER_SIZE + 1];
+        assert!(b.dev.restore(&too_many).unwrap_err().contains("buffer"));
     }
 }

@@ -4,6 +4,7 @@
 pub mod boot_timer;
 pub mod bus;
 pub mod cmos;
+pub mod command;
 pub mod exit_device;
 pub mod i8042;
 pub mod serial;

@@ -47,8 +47,23 @@ impl SerialEvents for InputReady {
     }
 }
 
+/// The UART's receive FIFO (vm-superio's).
+pub const FIFO_SIZE: usize = 64;
+
 /// Most host input held back while the guest does not read it.
 pub const MAX_PENDING_INPUT: usize = 64 * 1024;
+
+/// What a snapshot keeps of the serial port: the UART's registers, its
+/// receive FIFO, and the host input not yet in the FIFO.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SerialSnapshot {
+    /// DLL, DLM, IER, IIR, LCR, LSR, MCR, MSR, SCR, in that order.
+    pub registers: [u8; 9],
+    /// The receive FIFO, oldest first.
+    pub fifo: Vec<u8>,
+    /// Host input waiting for room in the FIFO.
+    pub pending: Vec<u8>,
+}
 
 /// The first serial port (COM1).
 pub struct SerialDevice {
@@ -102,6 +117,77 @@ impl SerialDevice {
     /// Bytes of host input not yet in the UART FIFO.
     pub fn pending_input(&self) -> usize {
         self.pending.len()
+    }
+
+    /// The port's state, for a snapshot.
+    pub fn save(&self) -> SerialSnapshot {
+        let s = self.uart.state();
+        SerialSnapshot {
+            registers: [
+                s.baud_divisor_low,
+                s.baud_divisor_high,
+                s.interrupt_enable,
+                s.interrupt_identification,
+                s.line_control,
+                s.line_status,
+                s.modem_control,
+                s.modem_status,
+                s.scratch,
+            ],
+            fifo: s.in_buffer,
+            pending: self.pending.iter().copied().collect(),
+        }
+    }
+
+    /// Puts `snap` in place of the port's state; its interrupt is raised
+    /// again if the state has one pending. Refused (nothing changed) when
+    /// the FIFO or the pending input is larger than the port holds.
+    pub fn restore(&mut self, snap: &SerialSnapshot) -> Result<(), String> {
+        if snap.pending.len() > MAX_PENDING_INPUT {
+            return Err(format!(
+                "serial: {} bytes of pending input, more than {MAX_PENDING_INPUT}",
+                snap.pending.len()
+            ));
+        }
+        if snap.fifo.len() > FIFO_SIZE {
+            return Err(format!(
+                "serial: {} bytes in the FIFO, more than its {FIFO_SIZE}",
+                snap.fifo.len()
+            ));
+        }
+        let [dll, dlm, ier, iir, lcr, lsr, mcr, msr, scr] = snap.registers;
+        let state = vm_superio::serial::SerialState {
+            baud_divisor_low: dll,
+            baud_divisor_high: dlm,
+            interrupt_enable: ier,
+            interrupt_identification: iir,
+            line_control: lcr,
+            line_status: lsr,
+            modem_control: mcr,
+            modem_status: msr,
+            scratch: scr,
+            in_buffer: snap.fifo.clone(),
+        };
+        let clone = |e: &EventFd| e.try_clone().map_err(|e| format!("serial: {e}"));
+        let irq = EventFdTrigger(clone(&self.uart.interrupt_evt().0)?);
+        let ready = InputReady(clone(&self.uart.events().0)?);
+        // The UART is rebuilt around the same interrupt, input-ready
+        // eventfd and output.
+        let spare = Serial::with_events(
+            EventFdTrigger(clone(&irq.0)?),
+            InputReady(clone(&ready.0)?),
+            Box::new(io::sink()) as Box<dyn Write + Send>,
+        );
+        let old = std::mem::replace(&mut self.uart, spare);
+        let out = old.into_writer();
+        match Serial::from_state(&state, irq, ready, out) {
+            Ok(uart) => {
+                self.uart = uart;
+                self.pending = snap.pending.iter().copied().collect();
+                Ok(())
+            }
+            Err(e) => Err(format!("serial: {e:?}")),
+        }
     }
 }
 
@@ -222,6 +308,52 @@ mod tests {
         let mut d = [0u8; 1];
         dev.read(LSR, &mut d);
         assert_ne!(d[0], 0, "the UART still answers");
+    }
+
+    #[test]
+    fn a_restored_port_has_the_registers_fifo_input_and_interrupt_it_had() {
+        let (mut dev, _, _) = device(Box::new(io::sink()));
+        dev.write(3, &[0x83]); // LCR: DLAB, 8 bits
+        dev.write(0, &[0x0c]); // DLL
+        dev.write(3, &[0x03]);
+        dev.write(IER, &[0x01]);
+        dev.write(7, &[0x5a]); // scratch
+        let input: Vec<u8> = (0..100u8).collect();
+        dev.queue_input(&input);
+        let snap = dev.save();
+        assert_eq!(snap.fifo.len(), FIFO_SIZE);
+        assert_eq!(snap.pending.len(), 100 - FIFO_SIZE);
+
+        let buf = SharedBuf::default();
+        let (mut other, irq, _) = device(Box::new(buf.clone()));
+        other.restore(&snap).unwrap();
+        assert_eq!(other.save(), snap);
+        // The received-data interrupt is pending again.
+        assert_eq!(irq.read().unwrap(), 1);
+        let mut d = [0u8; 1];
+        other.read(7, &mut d);
+        assert_eq!(d[0], 0x5a);
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            other.read(THR, &mut d);
+            got.push(d[0]);
+            other.flush_input();
+        }
+        assert_eq!(got, input);
+        // The output is the restored port's own.
+        other.write(THR, b"z");
+        assert_eq!(&*buf.0.lock().unwrap(), b"z");
+    }
+
+    #[test]
+    fn a_snapshot_larger_than_the_port_is_refused() {
+        let (mut dev, _, _) = device(Box::new(io::sink()));
+        let mut snap = dev.save();
+        snap.fifo = vec![0; FIFO_SIZE + 1];
+        assert!(dev.restore(&snap).unwrap_err().contains("FIFO"));
+        snap.fifo.clear();
+        snap.pending = vec![0; MAX_PENDING_INPUT + 1];
+        assert!(dev.restore(&snap).unwrap_err().contains("pending"));
     }
 
     #[test]

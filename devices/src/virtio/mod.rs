@@ -90,6 +90,18 @@ impl Interrupt {
         self.status.load(Ordering::SeqCst)
     }
 
+    /// Puts a saved interrupt status back; the interrupt is raised again
+    /// if any bit is set (the driver reads the status either way, and a
+    /// lost interrupt would stall it).
+    pub fn restore(&self, bits: u32) {
+        self.status.store(bits, Ordering::SeqCst);
+        if bits != 0 {
+            if let Err(e) = self.evt.write(1) {
+                log::warn!("virtio: cannot raise interrupt: {e}");
+            }
+        }
+    }
+
     /// Clears acknowledged bits.
     pub fn ack(&self, bits: u32) {
         self.status.fetch_and(!bits, Ordering::SeqCst);
@@ -99,6 +111,32 @@ impl Interrupt {
     pub fn eventfd(&self) -> &EventFd {
         &self.evt
     }
+}
+
+/// What a snapshot keeps of a device behind the transport (the
+/// transport keeps its queues and registers).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum DeviceSnapshot {
+    /// A device with no state of its own.
+    None,
+    /// virtio-blk: what the guest saw of the disk (its file is reopened by
+    /// path and must still match).
+    Block {
+        /// Capacity, 512-byte sectors.
+        capacity: u64,
+        /// Offered read-only.
+        read_only: bool,
+        /// Its serial (GET_ID).
+        id: String,
+    },
+    /// virtio-net: its MAC and the frame it held from the TAP that no RX
+    /// buffer had taken yet (delivered after the restore).
+    Net {
+        /// The MAC the guest reads.
+        mac: String,
+        /// The held frame, virtio-net header included (empty: none).
+        rx_frame: Vec<u8>,
+    },
 }
 
 /// Copies `data.len()` bytes of a device's configuration space `config`
@@ -164,6 +202,25 @@ pub trait VirtioDevice: Send {
     }
     /// Returns the device to its initial state (driver reset).
     fn reset(&mut self);
+    /// Before a snapshot: gives back to the guest what the device holds
+    /// of its queues (buffers used but not yet returned), so that nothing
+    /// is in flight. Returns a mask of the queues whose used ring changed.
+    fn quiesce(&mut self, _mem: &GuestMemoryMmap, _queues: &mut [Queue]) -> u32 {
+        0
+    }
+    /// The device's state, for a snapshot (after `quiesce`).
+    fn save(&self) -> DeviceSnapshot {
+        DeviceSnapshot::None
+    }
+    /// Puts a saved state back into this device, made from the same
+    /// configuration. Refuses a state of another kind or one its host side
+    /// no longer matches.
+    fn restore(&mut self, snap: &DeviceSnapshot) -> Result<(), String> {
+        match snap {
+            DeviceSnapshot::None => Ok(()),
+            other => Err(format!("a device without state given {other:?}")),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -299,6 +299,57 @@ impl VirtioDevice for Block {
 
     /// No state survives a request, so a reset has nothing to undo.
     fn reset(&mut self) {}
+
+    fn save(&self) -> super::DeviceSnapshot {
+        super::DeviceSnapshot::Block {
+            capacity: self.capacity,
+            read_only: self.read_only,
+            id: self.id(),
+        }
+    }
+
+    /// The disk reopened must be what the guest saw: same size, same mode,
+    /// same serial.
+    fn restore(&mut self, snap: &super::DeviceSnapshot) -> Result<(), String> {
+        let super::DeviceSnapshot::Block {
+            capacity,
+            read_only,
+            id,
+        } = snap
+        else {
+            return Err(format!(
+                "virtio-blk given the state of another device: {snap:?}"
+            ));
+        };
+        if *capacity != self.capacity {
+            return Err(format!(
+                "disk '{}' is {} bytes now and was {} bytes in the snapshot",
+                self.id(),
+                self.capacity * SECTOR_SIZE,
+                capacity * SECTOR_SIZE
+            ));
+        }
+        if *read_only != self.read_only {
+            return Err(format!(
+                "disk '{}' is {} now and was {} in the snapshot",
+                self.id(),
+                mode(self.read_only),
+                mode(*read_only)
+            ));
+        }
+        if *id != self.id() {
+            return Err(format!("disk '{}' was '{id}' in the snapshot", self.id()));
+        }
+        Ok(())
+    }
+}
+
+fn mode(read_only: bool) -> &'static str {
+    if read_only {
+        "read-only"
+    } else {
+        "read-write"
+    }
 }
 
 #[cfg(test)]

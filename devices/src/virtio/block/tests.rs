@@ -1020,3 +1020,32 @@ fn a_request_may_end_at_the_disks_end_and_no_further() {
     let r = run(&mut dev, &m, &[hdr, desc(DATA, 1024, true), st]);
     assert_eq!(r.status, VIRTIO_BLK_S_IOERR);
 }
+
+#[test]
+fn a_snapshot_restores_only_onto_the_same_disk() {
+    use crate::virtio::DeviceSnapshot;
+    let (dev, _) = block(false);
+    let snap = dev.save();
+    assert_eq!(
+        snap,
+        DeviceSnapshot::Block {
+            capacity: DISK_SECTORS,
+            read_only: false,
+            id: "disk-id-1".into()
+        }
+    );
+    let (mut same, _) = block(false);
+    same.restore(&snap).unwrap();
+    let (mut ro, _) = block(true);
+    assert!(ro.restore(&snap).unwrap_err().contains("read-only now"));
+    let (f, _) = disk();
+    let mut smaller = Block::new(f, (DISK_SECTORS - 1) * SECTOR_SIZE, false, "disk-id-1");
+    assert!(smaller.restore(&snap).unwrap_err().contains("bytes now"));
+    let (f, _) = disk();
+    let mut renamed = Block::new(f, DISK_SECTORS * SECTOR_SIZE, false, "other");
+    assert!(renamed
+        .restore(&snap)
+        .unwrap_err()
+        .contains("was 'disk-id-1'"));
+    assert!(same.restore(&DeviceSnapshot::None).is_err());
+}

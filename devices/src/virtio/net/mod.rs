@@ -583,6 +583,47 @@ impl VirtioDevice for Net {
         ]
     }
 
+    /// The transmitted buffers not yet returned go back now.
+    fn quiesce(&mut self, mem: &GuestMemoryMmap, queues: &mut [Queue]) -> u32 {
+        if self.tx_unreturned.is_empty() {
+            self.disarm_tx_timer();
+            return 0;
+        }
+        match queues.get_mut(TX_QUEUE) {
+            Some(q) => u32::from(self.complete_tx(mem, q)) << TX_QUEUE,
+            None => 0,
+        }
+    }
+
+    fn save(&self) -> super::DeviceSnapshot {
+        super::DeviceSnapshot::Net {
+            mac: self.mac.to_string(),
+            rx_frame: self.rx_buf[..self.rx_pending].to_vec(),
+        }
+    }
+
+    fn restore(&mut self, snap: &super::DeviceSnapshot) -> Result<(), String> {
+        let super::DeviceSnapshot::Net { mac, rx_frame } = snap else {
+            return Err(format!(
+                "virtio-net given the state of another device: {snap:?}"
+            ));
+        };
+        if rx_frame.len() > self.rx_buf.len() {
+            return Err(format!(
+                "virtio-net: a held frame of {} bytes, more than {}",
+                rx_frame.len(),
+                self.rx_buf.len()
+            ));
+        }
+        self.mac = mac
+            .parse()
+            .map_err(|e| format!("virtio-net: MAC '{mac}': {e}"))?;
+        self.rx_buf[..rx_frame.len()].copy_from_slice(rx_frame);
+        self.rx_pending = rx_frame.len();
+        self.tx_unreturned.clear();
+        Ok(())
+    }
+
     fn reset(&mut self) {
         self.rx_pending = 0;
         self.tx_unreturned.clear();
@@ -1242,5 +1283,60 @@ mod tests {
         assert!(timer_fires(&r.dev), "armed again");
         let (mask, q) = complete_tx(&mut r.dev, &r.mem, q);
         assert_eq!((mask, q.next_used()), (1 << TX_QUEUE, 2));
+    }
+
+    #[test]
+    fn a_snapshot_returns_sent_buffers_and_keeps_the_held_frame() {
+        let mut r = rig(true);
+        let vq = MockSplitQueue::create(&r.mem, GuestAddress(0), 16);
+        let f = frame(VNET_HDR_LEN + 60, 11);
+        r.mem.write_slice(&f, GuestAddress(BUF)).unwrap();
+        offer(&vq, &[&[(BUF, f.len() as u32, false)]], 0);
+        let rx_vq = MockSplitQueue::create(&r.mem, GuestAddress(0x8000), 16);
+        let mut queues = [
+            rx_vq.create_queue::<Queue>().unwrap(),
+            vq.create_queue::<Queue>().unwrap(),
+        ];
+        assert!(!r.dev.process_queue(&r.mem, TX_QUEUE, &mut queues[1]));
+        // A frame comes in with no RX buffer: the device holds it.
+        let held = frame(VNET_HDR_LEN + 40, 12);
+        r.peer.send(&held).unwrap();
+        assert_eq!(r.dev.host_event(&r.mem, 0, &mut queues), 0);
+        // Quiescing returns the sent buffer at once (nothing in flight).
+        assert_eq!(r.dev.quiesce(&r.mem, &mut queues), 1 << TX_QUEUE);
+        assert_eq!(queues[1].next_used(), 1);
+        assert_eq!(r.dev.quiesce(&r.mem, &mut queues), 0);
+        let snap = r.dev.save();
+        assert_eq!(
+            snap,
+            super::super::DeviceSnapshot::Net {
+                mac: "02:01:02:03:04:05".into(),
+                rx_frame: held.clone(),
+            }
+        );
+        // Another device (a new TAP) takes the state: the held frame goes
+        // to the guest's first RX buffer.
+        let mut other = rig(true);
+        other.dev.restore(&snap).unwrap();
+        assert_eq!(other.dev.save(), snap);
+        offer(&rx_vq, &[&[(BUF + 0x2000, 2048, true)]], 0);
+        assert!(other.dev.process_queue(&r.mem, RX_QUEUE, &mut queues[0]));
+        let mut got = vec![0u8; held.len()];
+        r.mem
+            .read_slice(&mut got, GuestAddress(BUF + 0x2000))
+            .unwrap();
+        assert_eq!(&got[VNET_HDR_LEN..], &held[VNET_HDR_LEN..]);
+        // A block device's state, or a bad MAC, is refused.
+        let block = super::super::DeviceSnapshot::Block {
+            capacity: 1,
+            read_only: false,
+            id: "x".into(),
+        };
+        assert!(other.dev.restore(&block).is_err());
+        let bad = super::super::DeviceSnapshot::Net {
+            mac: "nope".into(),
+            rx_frame: vec![],
+        };
+        assert!(other.dev.restore(&bad).unwrap_err().contains("MAC"));
     }
 }
