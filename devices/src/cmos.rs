@@ -75,7 +75,7 @@ fn bcd(v: u32) -> u8 {
 
 /// What a snapshot keeps of the CMOS: its index register and RAM (the
 /// clock is the host's, read when the guest reads it).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CmosSnapshot {
     /// The selected register.
     pub index: u8,

@@ -72,9 +72,10 @@ pub const CTRL_ALT_DEL: [u8; 8] = [0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9
 pub const BUFFER_SIZE: usize = 16;
 
 /// What the next byte written to the data port is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Pending {
     /// A command for the keyboard.
+    #[default]
     None,
     /// The parameter of a controller command.
     Controller(u8),
@@ -83,7 +84,7 @@ pub enum Pending {
 }
 
 /// What a snapshot keeps of the controller.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct I8042Snapshot {
     /// The controller configuration byte.
     pub ctr: u8,

@@ -81,7 +81,7 @@ fn a_vm_restored_from_saved_state_goes_on_from_the_same_instruction() {
 
     // Saved, and through serde (what a state file will hold).
     let t = Instant::now();
-    let saved_vcpu = vcpu::save(&fd_a, 0, &msrs).unwrap();
+    let saved_vcpu = vcpu::save(&mut fd_a, 0, &msrs).unwrap();
     let saved_vm = vm::save(&vm_a).unwrap();
     let json = serde_json::to_vec(&(&saved_vcpu, &saved_vm)).unwrap();
     let (vcpu_state, vm_state): (VcpuState, VmState) = serde_json::from_slice(&json).unwrap();
@@ -141,144 +141,146 @@ fn read(mem: &GuestMemoryMmap, at: u64) -> u32 {
     mem.read_obj(GuestAddress(at)).unwrap()
 }
 
-/// Through the library: a running 2-vCPU guest paused, its state read on
-/// each vCPU's own thread (`VmHandle::save_state`), its memory copied, the
-/// VM stopped; a new VM built from them (`Vmm::restore`) runs on: both
-/// vCPUs count on from where they were (the second one, started by INIT
-/// and SIPI in real mode, would wait for a SIPI forever had its state not
-/// come back).
+fn restore_options(dir: &TempDir) -> vmm::snapshot::RestoreOptions {
+    let mut o = vmm::snapshot::RestoreOptions::new(dir.join("vm.state"), dir.join("vm.mem"));
+    o.serial = vmm::config::SerialOutput::None;
+    o
+}
+
+/// Waits until both counters moved past `from`; returns them.
+fn counts_past(mem: &GuestMemoryMmap, from: (u32, u32)) -> (u32, u32) {
+    use vmm_tests::asm::{AP_COUNTER, BSP_COUNTER};
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let now = (read(mem, BSP_COUNTER), read(mem, AP_COUNTER));
+        if now.0 > from.0 && now.1 > from.1 {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no counting on from {from:?}: {now:?}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// Through the library and the two files: a running 2-vCPU guest paused
+/// and snapshotted (`VmHandle::snapshot`: the state file and the memory
+/// file, written sparsely: a 16 MiB guest that touched little costs little
+/// on disk), the VM stopped; a new VM built from the files
+/// (`Vmm::restore`, memory the file mapped private) runs on: both vCPUs
+/// count on from where they were (the second one, started by INIT and
+/// SIPI in real mode, would wait for a SIPI forever had its state not come
+/// back), and their writes do not reach the file.
 #[test]
-fn a_paused_two_vcpu_vm_saved_and_restored_through_the_library() {
+fn a_paused_two_vcpu_vm_snapshotted_and_restored_goes_on() {
+    use std::os::unix::fs::MetadataExt;
     use vmm_tests::asm::{AP_COUNTER, BSP_COUNTER};
     if !prereq::require([Need::kvm()]) {
         return;
     }
     let dir = TempDir::new("snapshot-handle");
-    let (config, a) = counting_pair(&dir);
-    let both_move = |mem: &GuestMemoryMmap| {
-        let before = (read(mem, BSP_COUNTER), read(mem, AP_COUNTER));
-        let deadline = Instant::now() + std::time::Duration::from_secs(20);
-        while Instant::now() < deadline {
-            let now = (read(mem, BSP_COUNTER), read(mem, AP_COUNTER));
-            if now.0 != before.0 && now.1 != before.1 {
-                return true;
-            }
-            std::thread::yield_now();
-        }
-        false
-    };
-    assert!(both_move(a.memory()), "VM a's vCPUs do not both count");
+    let (_, a) = counting_pair(&dir);
+    counts_past(a.memory(), (0, 0));
+    let (state_path, mem_path) = (dir.join("vm.state"), dir.join("vm.mem"));
+    let err = a.snapshot(&state_path, &mem_path).unwrap_err().to_string();
+    assert!(
+        err.contains("not paused"),
+        "a running VM was snapshotted: {err}"
+    );
     assert!(a.save_state().is_err(), "a running VM's state was read");
     a.pause().unwrap();
-    let snapshot = a.save_state().unwrap();
-    let ram = vmm::snapshot::read_ram(a.memory());
-    let saved = (read(a.memory(), BSP_COUNTER), read(a.memory(), AP_COUNTER));
-    assert_eq!(snapshot.vcpus.len(), 2);
-    assert_eq!(snapshot.vcpus[1].id, 1);
-    a.stop();
-    a.wait();
-
-    let b = vmm::Vmm::restore(&config, &snapshot, &ram, Instant::now())
-        .unwrap()
-        .start()
-        .unwrap();
-    assert!(
-        both_move(b.memory()),
-        "the restored VM's vCPUs do not both count"
-    );
-    let now = (read(b.memory(), BSP_COUNTER), read(b.memory(), AP_COUNTER));
-    assert!(
-        now.0 > saved.0 && now.1 > saved.1,
-        "the restored counters {now:?} did not go on from {saved:?}"
-    );
-    b.stop();
-    assert_eq!(b.wait(), vmm::VmEnd::Stopped);
-    // Memory of another size is refused, naming it.
-    let err = vmm::Vmm::restore(&config, &snapshot, &ram[..4096], Instant::now())
-        .err()
-        .unwrap();
-    assert!(err.to_string().contains("the snapshot's memory"), "{err}");
-}
-
-/// Through the two files: the state file and the memory file written
-/// sparsely (a 16 MiB guest that touched little costs little on disk),
-/// the restored VM's memory the file mapped private (its writes do not
-/// reach the file), and a state file of another version refused.
-#[test]
-fn a_vm_restored_from_its_state_file_and_sparse_memory_file() {
-    use std::os::unix::fs::MetadataExt;
-    use vmm::snapshot::file::{self, StateFile};
-    use vmm_tests::asm::{AP_COUNTER, BSP_COUNTER};
-    if !prereq::require([Need::kvm()]) {
-        return;
-    }
-    let dir = TempDir::new("snapshot-files");
-    let (config, a) = counting_pair(&dir);
-    let deadline = Instant::now() + std::time::Duration::from_secs(20);
-    while read(a.memory(), AP_COUNTER) == 0 && Instant::now() < deadline {
-        std::thread::yield_now();
-    }
-    a.pause().unwrap();
-    let state_path = dir.join("vm.state");
-    let mem_path = dir.join("vm.mem");
-    let written = vmm::snapshot::memory::write_sparse(a.memory(), &mem_path).unwrap();
-    file::write(
-        &state_path,
-        &StateFile {
-            config: vmm::config_file::ConfigFile::from_config(&config),
-            memory_bytes: MIB << 20,
-            state: a.save_state().unwrap(),
-        },
-    )
-    .unwrap();
+    let written = a.snapshot(&state_path, &mem_path).unwrap();
     let saved = (read(a.memory(), BSP_COUNTER), read(a.memory(), AP_COUNTER));
     a.stop();
     a.wait();
     let meta = std::fs::metadata(&mem_path).unwrap();
-    assert_eq!(meta.len(), MIB << 20);
+    assert_eq!((meta.len(), written.memory_bytes), (MIB << 20, MIB << 20));
     assert!(
         meta.blocks() * 512 < (1 << 20),
-        "the memory file takes {} bytes on disk for {written} bytes of data",
-        meta.blocks() * 512
+        "the memory file takes {} bytes on disk for {} bytes of data",
+        meta.blocks() * 512,
+        written.memory_written
     );
+    let state = vmm::snapshot::restore::read_state(&state_path).unwrap();
+    assert_eq!(state.state.vcpus.len(), 2);
+    assert_eq!(state.state.vcpus[1].id, 1);
+    assert!(state.state.devices.virtio.is_empty());
 
-    let loaded = file::read(&state_path).unwrap();
-    let b = vmm::Vmm::restore_mapped(&config, &loaded.state, &mem_path, Instant::now())
+    let b = vmm::Vmm::restore(&restore_options(&dir), Instant::now())
         .unwrap()
         .start()
         .unwrap();
-    let deadline = Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let now = (read(b.memory(), BSP_COUNTER), read(b.memory(), AP_COUNTER));
-        if now.0 > saved.0 && now.1 > saved.1 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no counting on from {saved:?}: {now:?}"
-        );
-        std::thread::yield_now();
-    }
+    assert_eq!(
+        (read(b.memory(), BSP_COUNTER), read(b.memory(), AP_COUNTER)),
+        saved
+    );
+    counts_past(b.memory(), saved);
     b.stop();
-    b.wait();
+    assert_eq!(b.wait(), vmm::VmEnd::Stopped);
     // The guest's writes stayed private: the file holds the saved counts.
     let bytes = std::fs::read(&mem_path).unwrap();
     let at = |a: u64| u32::from_le_bytes(bytes[a as usize..a as usize + 4].try_into().unwrap());
     assert_eq!((at(BSP_COUNTER), at(AP_COUNTER)), saved);
-    // Refusals: a memory file of another size, a state file of another
-    // version.
-    let short = dir.write("short.mem", &[0u8; 4096]);
-    let err = vmm::Vmm::restore_mapped(&config, &loaded.state, &short, Instant::now())
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        err.contains("4096 bytes") && err.contains("memory file"),
-        "{err}"
-    );
-    let mut other = std::fs::read(&state_path).unwrap();
+}
+
+/// Every refusal of a restore names its cause, before a vCPU runs.
+#[test]
+fn a_snapshot_that_does_not_fit_is_refused_with_its_reason() {
+    if !prereq::require([Need::kvm()]) {
+        return;
+    }
+    let dir = TempDir::new("snapshot-refusals");
+    let (_, a) = counting_pair(&dir);
+    counts_past(a.memory(), (0, 0));
+    a.pause().unwrap();
+    a.snapshot(&dir.join("vm.state"), &dir.join("vm.mem"))
+        .unwrap();
+    a.stop();
+    a.wait();
+    let good = std::fs::read(dir.join("vm.state")).unwrap();
+    let refused = |o: &vmm::snapshot::RestoreOptions| -> String {
+        match vmm::Vmm::restore(o, Instant::now()) {
+            Ok(_) => panic!("restored: {o:?}"),
+            Err(e) => e.chain(),
+        }
+    };
+    let mut o = restore_options(&dir);
+    // A memory file of another size.
+    o.mem_path = dir.write("short.mem", &[0u8; 4096]);
+    let e = refused(&o);
+    assert!(e.contains("memory file") && e.contains("4096 bytes"), "{e}");
+    // Missing files.
+    o.mem_path = dir.join("nope.mem");
+    assert!(refused(&o).contains("nope.mem"), "{}", refused(&o));
+    let mut o = restore_options(&dir);
+    o.state_path = dir.join("nope.state");
+    assert!(refused(&o).contains("nope.state"));
+    // Another format version, a flipped byte, a truncated file.
+    let mut other = good.clone();
     other[8] = 9;
-    let other_path = dir.write("other.state", &other);
-    let err = file::read(&other_path).unwrap_err().to_string();
-    assert!(err.contains("format version 9"), "{err}");
+    o.state_path = dir.write("v9.state", &other);
+    assert!(refused(&o).contains("format version 9"), "{}", refused(&o));
+    let mut flipped = good.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 1;
+    o.state_path = dir.write("flipped.state", &flipped);
+    assert!(refused(&o).contains("corrupt"), "{}", refused(&o));
+    o.state_path = dir.write("cut.state", &good[..good.len() - 10]);
+    assert!(refused(&o).contains("truncated"), "{}", refused(&o));
+    // A command for a VM that is not a template, an interface it lacks.
+    let mut o = restore_options(&dir);
+    o.command = Some(vec!["true".into()]);
+    assert!(refused(&o).contains("not a template"), "{}", refused(&o));
+    let mut o = restore_options(&dir);
+    o.net_overrides = vec![("eth7".into(), "tap7".into())];
+    let e = refused(&o);
+    assert!(e.contains("no network interface 'eth7'"), "{e}");
+    // The good files still restore.
+    let vm = vmm::Vmm::restore(&restore_options(&dir), Instant::now())
+        .unwrap()
+        .start()
+        .unwrap();
+    vm.stop();
+    vm.wait();
 }

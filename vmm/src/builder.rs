@@ -38,6 +38,9 @@ pub struct Vmm {
     pub(crate) serial_input_ready: EventFd,
     pub(crate) reset_evt: EventFd,
     pub(crate) i8042: Arc<Mutex<I8042>>,
+    pub(crate) legacy: crate::snapshot::Legacy,
+    pub(crate) ready: Arc<crate::handle::Ready>,
+    pub(crate) config: VmConfig,
     pub(crate) exit: Arc<VmExitState>,
     pub(crate) control: Arc<Control>,
     pub(crate) buses: (Arc<devices::Bus>, Arc<devices::Bus>),
@@ -54,8 +57,8 @@ pub struct Vmm {
 pub struct Checked {
     disk_files: Vec<(File, u64)>,
     taps: Vec<Tap>,
-    kernel: File,
-    cmdline: arch::boot::Cmdline,
+    /// The kernel and its command line (not for a restore).
+    kernel: Option<(File, arch::boot::Cmdline)>,
     cmdline_text: String,
     timeline: Arc<Timeline>,
     metrics: Option<MetricsFile>,
@@ -91,19 +94,7 @@ impl Vmm {
     pub fn build(config: &VmConfig, started: Instant) -> Result<Vmm> {
         let checked = Self::check(config, started)?;
         let (kvm, vm) = Self::create_vm(config, &checked)?;
-        let (mem, loaded) = Self::load_guest(
-            config,
-            &vm,
-            checked
-                .kernel
-                .try_clone()
-                .map_err(|e| ConfigError::Missing {
-                    what: "kernel",
-                    path: config.kernel.clone(),
-                    reason: e.to_string(),
-                })?,
-            &checked,
-        )?;
+        let (mem, loaded) = Self::load_guest(config, &vm, &checked)?;
         let mut vmm = Self::devices(config, kvm, vm, mem, checked)?;
         vmm.vcpus(config, &loaded)?;
         vmm.exit.timeline.mark(Phase::VmBuilt);
@@ -114,106 +105,44 @@ impl Vmm {
         Ok(vmm)
     }
 
-    /// Builds the VM of `config` from a snapshot instead of a boot: the same
-    /// stages, with guest memory filled from `ram` (as
-    /// `snapshot::read_ram` gave it), the VM's and every vCPU's KVM state
-    /// put back in place of the kernel's loading and the vCPUs' boot set-up.
-    /// (The devices start fresh: their state is not in the snapshot yet.)
-    pub fn restore(
-        config: &VmConfig,
-        snapshot: &crate::snapshot::Snapshot,
-        ram: &[u8],
-        started: Instant,
-    ) -> Result<Vmm> {
-        let mem = vm::guest_memory(config.mem_mib)?;
-        if !crate::snapshot::write_ram(&mem, ram) {
-            return Err(Error::config(
-                "memory",
-                format!("{} MiB", config.mem_mib),
-                format!("the snapshot's memory is {} bytes", ram.len()),
-            ));
-        }
-        Self::restore_into(config, snapshot, mem, started)
-    }
-
-    /// As `restore`, with guest memory the memory file at `memory_file`
-    /// mapped private (`snapshot::memory::map_private`): nothing is read
-    /// up front, pages come in as the guest touches them.
-    pub fn restore_mapped(
-        config: &VmConfig,
-        snapshot: &crate::snapshot::Snapshot,
-        memory_file: &std::path::Path,
-        started: Instant,
-    ) -> Result<Vmm> {
-        let mem =
-            crate::snapshot::memory::map_private(memory_file, &vm::ram_ranges(config.mem_mib))
-                .map_err(|e| Error::config("memory file", memory_file.display(), e.to_string()))?;
-        Self::restore_into(config, snapshot, mem, started)
-    }
-
-    fn restore_into(
-        config: &VmConfig,
-        snapshot: &crate::snapshot::Snapshot,
-        mem: GuestMemoryMmap,
-        started: Instant,
-    ) -> Result<Vmm> {
-        let checked = Self::check(config, started)?;
-        if snapshot.vcpus.len() != config.vcpus as usize {
-            return Err(Error::config(
-                "vcpus",
-                config.vcpus,
-                format!("the snapshot has {} vCPUs", snapshot.vcpus.len()),
-            ));
-        }
-        let (kvm, vm) = Self::create_vm(config, &checked)?;
-        vm::register_memory(&vm, &mem)?;
-        crate::snapshot::vm::restore(&vm, &snapshot.vm)
-            .map_err(crate::handle::HandleError::from)?;
-        let mut vmm = Self::devices(config, kvm, vm, mem, checked)?;
-        let (pio, mmio) = vmm.buses.clone();
-        for state in &snapshot.vcpus {
-            let fd = vmm
-                .vm
-                .create_vcpu(u64::from(state.id))
-                .map_err(kvm_call("KVM_CREATE_VCPU"))
-                .map_err(VmError::from)?;
-            crate::snapshot::vcpu::restore(&fd, state).map_err(crate::handle::HandleError::from)?;
-            vmm.vcpus.push(Vcpu {
-                id: state.id,
-                fd,
-                pio: pio.clone(),
-                mmio: mmio.clone(),
-                exit: vmm.exit.clone(),
-                control: vmm.control.clone(),
-            });
-        }
-        vmm.exit.timeline.mark(Phase::VmBuilt);
-        Ok(vmm)
-    }
-
     /// Stage 1: the configuration and the host's side of the VM, before
     /// KVM: the disks and the kernel opened, the kernel probed, the guest
     /// command line made, the memory the host can give, the TAPs opened.
     pub fn check(config: &VmConfig, started: Instant) -> Result<Checked> {
+        Self::check_with(config, started, true)
+    }
+
+    /// Stage 1 without the kernel, all a restore needs: the disks opened,
+    /// the metrics file made, the memory the host can give, the TAPs
+    /// opened.
+    pub fn check_host(config: &VmConfig, started: Instant) -> Result<Checked> {
+        Self::check_with(config, started, false)
+    }
+
+    fn check_with(config: &VmConfig, started: Instant, boot: bool) -> Result<Checked> {
         let disk_files = config.check()?;
         let timeline = Arc::new(Timeline::new(started));
         let metrics = match &config.metrics {
             Some(path) => Some(MetricsFile::create(path, timeline.clone())?),
             None => None,
         };
-        let mut kernel = open_image("kernel", &config.kernel)?;
-        arch::boot::probe_kernel(&mut kernel).map_err(|source| Error::Kernel {
-            path: config.kernel.clone(),
-            source,
-        })?;
-
-        let emulated = config.emulated_host.applies();
-        let cmdline_text = guest_cmdline(config, emulated);
-        let cmdline = arch::boot::make_cmdline(&cmdline_text)
-            .map_err(|e| cmdline_error(config, &cmdline_text, e))?;
-        if emulated {
-            warn_emulated(config);
-        }
+        let (kernel, cmdline_text) = if boot {
+            let mut kernel = open_image("kernel", &config.kernel)?;
+            arch::boot::probe_kernel(&mut kernel).map_err(|source| Error::Kernel {
+                path: config.kernel.clone(),
+                source,
+            })?;
+            let emulated = config.emulated_host.applies();
+            let cmdline_text = guest_cmdline(config, emulated);
+            let cmdline = arch::boot::make_cmdline(&cmdline_text)
+                .map_err(|e| cmdline_error(config, &cmdline_text, e))?;
+            if emulated {
+                warn_emulated(config);
+            }
+            (Some((kernel, cmdline)), cmdline_text)
+        } else {
+            (None, String::new())
+        };
         if let Some(avail) = host::available_mem_mib() {
             if config.mem_mib > avail {
                 return Err(Error::config(
@@ -234,7 +163,6 @@ impl Vmm {
             disk_files,
             taps,
             kernel,
-            cmdline,
             cmdline_text,
             timeline,
             metrics,
@@ -268,10 +196,15 @@ impl Vmm {
     pub fn load_guest(
         config: &VmConfig,
         vm: &VmFd,
-        mut kernel: File,
         checked: &Checked,
     ) -> Result<(GuestMemoryMmap, Loaded)> {
         let started = checked.timeline.started();
+        let (kernel, cmdline) = checked.kernel.as_ref().ok_or(VmError::Unopened)?;
+        let mut kernel = kernel.try_clone().map_err(|e| ConfigError::Missing {
+            what: "kernel",
+            path: config.kernel.clone(),
+            reason: e.to_string(),
+        })?;
         let mem_bytes = config.mem_mib << 20;
         let mem = vm::guest_memory(config.mem_mib)?;
         log::debug!("timing: guest memory mapped at {:.3} ms", ms_since(started));
@@ -308,7 +241,7 @@ impl Vmm {
         };
         let setup = arch::BootSetup {
             kernel: &loaded,
-            cmdline: &checked.cmdline,
+            cmdline,
             mem_bytes,
             initrd,
             rng_seed: host::random_seed()?,
@@ -368,6 +301,7 @@ impl Vmm {
             serial_input_ready,
             reset_evt,
             i8042,
+            cmos,
         } = device_manager::create(
             &vm,
             device_manager::serial_writer(&config.serial)?,
@@ -376,12 +310,24 @@ impl Vmm {
         // The guest's init reports its command's exit status here; the
         // first report ends the VM with that status.
         let reported = exit.clone();
+        let exit_device = Arc::new(Mutex::new(ExitDevice::new(Box::new(move |status| {
+            reported.finish(VmEnd::CommandExited(status))
+        }))));
         pio.insert(
-            Arc::new(Mutex::new(ExitDevice::new(Box::new(move |status| {
-                reported.finish(VmEnd::CommandExited(status))
-            })))),
+            exit_device.clone(),
             u64::from(arch::layout::EXIT_DEVICE_PORT),
             exit_device::LEN,
+        )?;
+        // A template's init says here that it is ready for its command.
+        let ready = Arc::new(crate::handle::Ready::default());
+        let on_ready = ready.clone();
+        let command = Arc::new(Mutex::new(devices::command::CommandDevice::new(Box::new(
+            move || on_ready.set(),
+        ))));
+        pio.insert(
+            command.clone(),
+            u64::from(arch::layout::COMMAND_PORT),
+            devices::command::LEN,
         )?;
         let mut virtio = Vec::with_capacity(config.disks.len() + config.nets.len());
         let mut disks = Vec::with_capacity(config.disks.len());
@@ -438,6 +384,13 @@ impl Vmm {
             serial_input_ready,
             reset_evt,
             i8042,
+            legacy: crate::snapshot::Legacy {
+                cmos,
+                exit_device,
+                command,
+            },
+            ready,
+            config: config.clone(),
             exit,
             control,
             serial_stdio: config.serial == SerialOutput::Stdio,

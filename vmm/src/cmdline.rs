@@ -155,6 +155,13 @@ pub fn guest_cmdline(config: &crate::config::VmConfig, emulated: bool) -> String
         Some(command) => {
             add_param(&mut cmdline, COMMAND_PARAM, Some(&encode_command(command)));
         }
+        None if config.template => {
+            add_param(
+                &mut cmdline,
+                devices::command::CMDLINE_PARAM,
+                Some(&format!("{:#x}", arch::layout::COMMAND_PORT)),
+            );
+        }
         None if config.shell => {
             add_param(&mut cmdline, SHELL_PARAM, Some("1"));
         }

@@ -37,7 +37,7 @@ pub enum Next {
 }
 
 /// Work for a parked vCPU, run on its own thread with its vCPU.
-pub type VcpuWork = Box<dyn FnOnce(&kvm_ioctls::VcpuFd) + Send>;
+pub type VcpuWork = Box<dyn FnOnce(&mut kvm_ioctls::VcpuFd) + Send>;
 
 struct State {
     /// Per vCPU: work to run while parked.
@@ -116,18 +116,25 @@ impl Control {
 
     /// A vCPU's checkpoint: as `checkpoint`, and while parked it runs the
     /// work handed to vCPU `id` (`on_parked_vcpus`) with its `fd`.
-    pub fn checkpoint_vcpu(&self, id: usize, fd: &kvm_ioctls::VcpuFd) -> Next {
+    pub fn checkpoint_vcpu(&self, id: usize, fd: &mut kvm_ioctls::VcpuFd) -> Next {
         self.park(Some((id, fd)))
     }
 
     /// Parks while a pause is asked for, running a vCPU's work meanwhile.
-    fn park(&self, vcpu: Option<(usize, &kvm_ioctls::VcpuFd)>) -> Next {
+    fn park(&self, mut vcpu: Option<(usize, &mut kvm_ioctls::VcpuFd)>) -> Next {
         let mut s = lock(&self.state);
         if s.request == Request::Pause {
             s.parked += 1;
             self.changed.notify_all();
             while s.request == Request::Pause {
-                let work = vcpu.and_then(|(id, fd)| Some((s.work.get_mut(id)?.take()?, fd)));
+                let work = match &mut vcpu {
+                    Some((id, fd)) => s
+                        .work
+                        .get_mut(*id)
+                        .and_then(Option::take)
+                        .map(|w| (w, &mut **fd)),
+                    None => None,
+                };
                 if let Some((work, fd)) = work {
                     drop(s);
                     work(fd);
@@ -140,6 +147,13 @@ impl Control {
             }
             s.parked -= 1;
             self.changed.notify_all();
+            if let Some((_, fd)) = vcpu {
+                // The guest's kvmclock says it was stopped, so that its
+                // watchdogs (soft lockup, RCU stall) do not count the pause
+                // against it, as the anchors do on resume. A guest without
+                // kvmclock makes KVM refuse (EINVAL): nothing to tell then.
+                let _ = fd.kvmclock_ctrl();
+            }
         }
         if s.request == Request::Stop {
             Next::Leave

@@ -45,6 +45,8 @@ pub struct LegacyDevices {
     pub reset_evt: EventFd,
     /// The i8042, for Ctrl-Alt-Del.
     pub i8042: Arc<Mutex<I8042>>,
+    /// The CMOS, for snapshots.
+    pub cmos: Arc<Mutex<Cmos>>,
 }
 
 /// Failures wiring devices to the VM.
@@ -134,7 +136,8 @@ pub fn create(
     );
     let i8042 = Arc::new(Mutex::new(i8042));
     pio.insert(i8042.clone(), I8042_PORT, I8042_PORT_LEN)?;
-    pio.insert(Arc::new(Mutex::new(Cmos::new())), CMOS_PORT, CMOS_PORT_LEN)?;
+    let cmos = Arc::new(Mutex::new(Cmos::new()));
+    pio.insert(cmos.clone(), CMOS_PORT, CMOS_PORT_LEN)?;
     pio.insert(Arc::new(Mutex::new(Sink::new(0))), POST_PORT, 1)?;
     let boot_timer = Arc::new(Mutex::new(BootTimer::new(timeline.clone())));
     pio.insert(boot_timer.clone(), u64::from(BOOT_TIMER_PORT), 1)?;
@@ -151,6 +154,7 @@ pub fn create(
         serial_input_ready,
         reset_evt,
         i8042,
+        cmos,
     })
 }
 

@@ -89,6 +89,12 @@ pub enum HandleError {
     /// The VM's state could not be read or put back.
     #[error("cannot save or restore the VM's state")]
     Snapshot(#[from] crate::snapshot::StateError),
+    /// A snapshot cannot be restored.
+    #[error(transparent)]
+    Restore(Box<crate::snapshot::RestoreError>),
+    /// A snapshot's file could not be written.
+    #[error(transparent)]
+    SnapshotWrite(#[from] crate::snapshot::create::WriteError),
     /// A thread could not be started.
     #[error("cannot start thread {0}: {1}")]
     Thread(String, String),
@@ -106,19 +112,42 @@ impl From<ControlError> for HandleError {
     }
 }
 
-struct Shared {
-    control: Arc<Control>,
-    exit: Arc<VmExitState>,
-    i8042: Arc<Mutex<I8042>>,
+/// Set when a template's init says it is ready for its command (the
+/// command device); waited for by `VmHandle::wait_ready`.
+#[derive(Default)]
+pub(crate) struct Ready {
+    flag: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Ready {
+    pub(crate) fn set(&self) {
+        *lock(&self.flag) = true;
+        self.cv.notify_all();
+    }
+
+    fn wake(&self) {
+        self.cv.notify_all();
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) control: Arc<Control>,
+    pub(crate) exit: Arc<VmExitState>,
+    pub(crate) i8042: Arc<Mutex<I8042>>,
+    pub(crate) serial: Arc<Mutex<devices::serial::SerialDevice>>,
+    pub(crate) legacy: crate::snapshot::Legacy,
+    pub(crate) ready: Arc<Ready>,
+    pub(crate) config: crate::config::VmConfig,
     disks: Vec<DiskSlot>,
-    transports: Vec<Arc<Mutex<MmioTransport>>>,
+    pub(crate) transports: Vec<Arc<Mutex<MmioTransport>>>,
     metrics: Mutex<Option<MetricsFile>>,
     // The VM before its memory (fields drop in this order).
-    vm: Arc<kvm_ioctls::VmFd>,
-    mem: GuestMemoryMmap,
+    pub(crate) vm: Arc<kvm_ioctls::VmFd>,
+    pub(crate) mem: GuestMemoryMmap,
     serial_stdio: bool,
     /// KVM itself (its MSR save list, for snapshots).
-    kvm: kvm_ioctls::Kvm,
+    pub(crate) kvm: kvm_ioctls::Kvm,
     vcpu_count: usize,
     /// Set once the VM is torn down: its end.
     ended: Mutex<Option<VmEnd>>,
@@ -131,7 +160,7 @@ struct Shared {
 /// guest ends it or `stop` is called, not when handles are dropped.
 #[derive(Clone)]
 pub struct VmHandle {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
@@ -167,6 +196,9 @@ impl Vmm {
             serial_input_ready,
             reset_evt,
             i8042,
+            legacy,
+            ready,
+            config,
             exit,
             control,
             buses,
@@ -186,6 +218,10 @@ impl Vmm {
             control: control.clone(),
             exit: exit.clone(),
             i8042,
+            serial: serial.clone(),
+            legacy,
+            ready,
+            config,
             disks,
             transports,
             metrics: Mutex::new(metrics),
@@ -321,6 +357,7 @@ fn teardown(shared: &Shared, threads: Vec<JoinHandle<()>>) {
     }
     *lock(&shared.ended) = Some(end);
     shared.ended_cv.notify_all();
+    shared.ready.wake();
     if let Err(e) = shared.ended_evt.write(1) {
         log::error!("cannot signal the VM's end: {e}");
     }
@@ -445,8 +482,37 @@ impl VmHandle {
         Ok(size)
     }
 
+    /// Waits until a template's init says it is ready for its command
+    /// (`VmConfig::template`), the VM ends, or `timeout` passes. Returns
+    /// whether init is ready.
+    pub fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut ready = lock(&self.shared.ready.flag);
+        while !*ready && !self.ending() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            ready = self
+                .shared
+                .ready
+                .cv
+                .wait_timeout(ready, left.min(Duration::from_millis(200)))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        *ready
+    }
+
+    /// The VM's configuration.
+    pub fn config(&self) -> &crate::config::VmConfig {
+        &self.shared.config
+    }
+
     /// Reads the paused VM's KVM state: every vCPU's (each read on its own
-    /// thread, where it is parked) and the VM's.
+    /// thread, where it is parked, after KVM finished the I/O instruction
+    /// it last exited for) and the VM's. The devices' state is not in it
+    /// (`snapshot` writes everything).
     pub fn save_state(&self) -> Result<crate::snapshot::Snapshot, HandleError> {
         use crate::control::VcpuWork;
         use crate::snapshot::vcpu;
@@ -456,7 +522,7 @@ impl VmHandle {
             .map(|id| {
                 let tx = tx.clone();
                 let msrs = msrs.clone();
-                Box::new(move |fd: &kvm_ioctls::VcpuFd| {
+                Box::new(move |fd: &mut kvm_ioctls::VcpuFd| {
                     let _ = tx.send((id, vcpu::save(fd, id as u8, &msrs)));
                 }) as VcpuWork
             })
@@ -470,7 +536,11 @@ impl VmHandle {
             .map(|(_, s)| s)
             .collect::<Result<Vec<_>, _>>()?;
         let vm = crate::snapshot::vm::save(&self.shared.vm)?;
-        Ok(crate::snapshot::Snapshot { vcpus, vm })
+        Ok(crate::snapshot::Snapshot {
+            vcpus,
+            vm,
+            devices: Default::default(),
+        })
     }
 
     /// Writes the metrics file now (`--metrics`), if the VM has one.

@@ -403,7 +403,11 @@ impl Vcpu {
         let immediate_exit: *mut u8 = &mut self.fd.get_kvm_run().immediate_exit;
         set_kick_target(immediate_exit);
         let mut first = self.id == 0;
-        while self.control.checkpoint_vcpu(usize::from(self.id), &self.fd) == Next::Go {
+        while self
+            .control
+            .checkpoint_vcpu(usize::from(self.id), &mut self.fd)
+            == Next::Go
+        {
             if std::mem::take(&mut first) {
                 self.exit.timeline.mark(Phase::FirstRun);
             }

@@ -39,6 +39,11 @@ pub mod code {
     pub const CONTAINER_IMAGE: i32 = 12;
     /// A blob of the container image is not what the image says.
     pub const IMAGE_CONTENT: i32 = 13;
+    /// A snapshot cannot be restored here: its state file is of another
+    /// format version, corrupt or truncated, its memory file of another
+    /// size, its CPU features not all on this host, a device's state not
+    /// what this VM's device takes.
+    pub const SNAPSHOT: i32 = 14;
 }
 
 /// The exit code for `e`.
@@ -59,6 +64,21 @@ pub fn of_error(e: &Error) -> i32 {
         Error::Host(vmm::host::HostError::KvmUnusable(_)) => KVM,
         Error::Device(vmm::device_manager::DeviceError::Tap { .. }) => NET,
         Error::Device(vmm::device_manager::DeviceError::Serial(_)) => CONFIG,
+        Error::Handle(vmm::handle::HandleError::Restore(r)) => {
+            use vmm::snapshot::restore::RestoreError as R;
+            match r.as_ref() {
+                R::StateFile {
+                    source: vmm::snapshot::file::FileError::Io(_),
+                    ..
+                }
+                | R::MemoryFile {
+                    source: vmm::snapshot::memory::MemoryFileError::Io(_),
+                    ..
+                } => FILE,
+                R::NoSuchDevice { .. } | R::NotTemplate | R::Command(_) => CONFIG,
+                _ => SNAPSHOT,
+            }
+        }
         Error::ContainerImage(e) => match e.class() {
             vmm_image::Class::Missing => FILE,
             vmm_image::Class::Reference => CONTAINER_IMAGE,
@@ -115,6 +135,7 @@ mod tests {
             SECCOMP,
             CONTAINER_IMAGE,
             IMAGE_CONTENT,
+            SNAPSHOT,
         ];
         let set: std::collections::HashSet<_> = all.iter().collect();
         assert_eq!(set.len(), all.len());
@@ -151,6 +172,16 @@ mod tests {
             reason: "x".into(),
         };
         assert_eq!(of_error(&tap.into()), NET);
+        use vmm::snapshot::restore::RestoreError;
+        let restore =
+            |r: RestoreError| -> Error { vmm::handle::HandleError::Restore(Box::new(r)).into() };
+        assert_eq!(of_error(&restore(RestoreError::Cpu("x".into()))), SNAPSHOT);
+        assert_eq!(of_error(&restore(RestoreError::NotTemplate)), CONFIG);
+        let version = RestoreError::StateFile {
+            path: "s".into(),
+            source: vmm::snapshot::file::FileError::Version { found: 9 },
+        };
+        assert_eq!(of_error(&restore(version)), SNAPSHOT);
         // The VMM's own failures are never configuration errors.
         let vm = vmm::vm::VmError::Unmapped { slot: 1 };
         assert_eq!(of_error(&vm.into()), VMM_ERROR);

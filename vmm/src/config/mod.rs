@@ -324,6 +324,10 @@ pub struct VmConfig {
     /// Ask the guest's init to configure eth0 by DHCP (`--dhcp`) before
     /// the command or the shell.
     pub dhcp: bool,
+    /// Without a command: the guest's init waits for one from the command
+    /// device (`devices::command`) once it is ready, instead of ending or
+    /// starting a shell: a template being made (`vmm template create`).
+    pub template: bool,
     /// Where to write the VM's metrics document (`--metrics`), if anywhere.
     pub metrics: Option<PathBuf>,
 }
@@ -349,6 +353,7 @@ impl VmConfig {
             command: None,
             shell: false,
             dhcp: false,
+            template: false,
             metrics: None,
         }
     }

@@ -170,7 +170,70 @@ mod tests {
             state: Snapshot {
                 vcpus: vec![vcpu],
                 vm,
+                devices: fake_devices(),
             },
+        }
+    }
+
+    /// Every device's state with values that are not defaults.
+    fn fake_devices() -> super::super::DevicesSnapshot {
+        use devices::virtio::mmio::{QueueSnapshot, TransportSnapshot};
+        use devices::virtio::DeviceSnapshot;
+        let queue = QueueSnapshot {
+            max_size: 256,
+            size: 128,
+            ready: true,
+            desc_table: 0x10_0000,
+            avail_ring: 0x10_1000,
+            used_ring: 0x10_2000,
+            next_avail: 77,
+            next_used: 75,
+            event_idx: true,
+            requested: (128, 0x10_0000, 0x10_1000, 0x10_2000),
+        };
+        let transport = |device| TransportSnapshot {
+            device_type: 2,
+            queue_sel: 1,
+            device_features_sel: 1,
+            driver_features_sel: 1,
+            driver_features: 0x1_3000_0000,
+            status: 15,
+            config_generation: 3,
+            interrupt_status: 1,
+            queues: vec![queue.clone(), queue.clone()],
+            device,
+        };
+        super::super::DevicesSnapshot {
+            serial: devices::serial::SerialSnapshot {
+                registers: [1, 2, 3, 4, 5, 6, 7, 8, 9],
+                fifo: b"in the fifo".to_vec(),
+                pending: b"waiting".to_vec(),
+            },
+            i8042: devices::i8042::I8042Snapshot {
+                ctr: 0x47,
+                outp: 3,
+                status: 0x14,
+                out: vec![0x1d, 0x38],
+                pending: devices::i8042::Pending::Keyboard(0xf0),
+                scan_set: 1,
+            },
+            cmos: devices::cmos::CmosSnapshot {
+                index: 0x21,
+                ram: (0..128).collect(),
+            },
+            exit_device: Some(42),
+            command: devices::command::CommandSnapshot { ready: true },
+            virtio: vec![
+                transport(DeviceSnapshot::Block {
+                    capacity: 2048,
+                    read_only: true,
+                    id: "root".into(),
+                }),
+                transport(DeviceSnapshot::Net {
+                    mac: "06:00:ac:10:00:02".into(),
+                    rx_frame: vec![7; 60],
+                }),
+            ],
         }
     }
 
@@ -220,6 +283,7 @@ mod tests {
         assert_eq!(back.state.vm.pit.channels[0].count, 0xffff);
         assert_eq!(back.state.vm.irqchips[2].chip_id, 2);
         assert_eq!(back.memory_bytes, 16 << 20);
+        assert_eq!(back.state.devices, fake_devices());
         // And the same bytes again.
         assert_eq!(encode(&back).unwrap(), bytes);
     }

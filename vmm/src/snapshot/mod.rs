@@ -1,23 +1,64 @@
-//! A VM's state for snapshots: every vCPU's KVM state (`vcpu`) and the
-//! VM's own (`vm`: irqchip, PIT, clock), captured from a paused VM and put
-//! back into a new one. (Work toward issue 24: the state file, the devices
-//! and the restore path come next.)
+//! Snapshots: a paused VM written to two files and restored from them in
+//! a new process. Every vCPU's KVM state (`vcpu`), the VM's own (`vm`:
+//! irqchip, PIT, clock), every device's (`DevicesSnapshot`), the VM's
+//! configuration: the state file (`file`); guest RAM: the memory file
+//! (`memory`), mapped private on restore (`restore`).
 
+pub mod create;
 pub mod file;
 pub mod memory;
+pub mod restore;
 pub mod vcpu;
 pub mod vm;
 
+use std::sync::{Arc, Mutex};
+
+use devices::cmos::{Cmos, CmosSnapshot};
+use devices::command::{CommandDevice, CommandSnapshot};
+use devices::exit_device::ExitDevice;
+use devices::i8042::I8042Snapshot;
+use devices::serial::SerialSnapshot;
+use devices::virtio::mmio::TransportSnapshot;
+
+pub use restore::{RestoreError, RestoreOptions};
 pub use vcpu::VcpuState;
 pub use vm::VmState;
 
-/// What KVM holds of a paused VM: every vCPU's state and the VM's.
+/// What a paused VM is: every vCPU's state, the VM's and the devices'.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
     /// Each vCPU's, by index.
     pub vcpus: Vec<VcpuState>,
     /// The irqchip's, the PIT's and the clock's.
     pub vm: VmState,
+    /// The devices'.
+    pub devices: DevicesSnapshot,
+}
+
+/// Every device's state. The boot timer has none the guest can see (it
+/// records the host's timeline), the POST port sink none at all.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DevicesSnapshot {
+    /// The serial port: registers, FIFO, input not yet in the FIFO.
+    pub serial: SerialSnapshot,
+    /// The i8042.
+    pub i8042: I8042Snapshot,
+    /// The CMOS.
+    pub cmos: CmosSnapshot,
+    /// The exit device: the status already reported, if any.
+    pub exit_device: Option<u8>,
+    /// The command device: whether init waits for a command.
+    pub command: CommandSnapshot,
+    /// Each virtio-mmio device, in slot order.
+    pub virtio: Vec<TransportSnapshot>,
+}
+
+/// The legacy devices a snapshot reads besides the serial port and the
+/// i8042 (which the handle holds for other reasons).
+pub(crate) struct Legacy {
+    pub cmos: Arc<Mutex<Cmos>>,
+    pub exit_device: Arc<Mutex<ExitDevice>>,
+    pub command: Arc<Mutex<CommandDevice>>,
 }
 
 /// Guest RAM as bytes: every region's, in order (what a memory file holds).

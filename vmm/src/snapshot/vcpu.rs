@@ -74,7 +74,23 @@ pub fn msr_list(kvm: &kvm_ioctls::Kvm) -> Result<Vec<u32>, StateError> {
 }
 
 /// Reads `fd`'s state (vCPU `id`); the vCPU must be out of KVM_RUN.
-pub fn save(fd: &VcpuFd, id: u8, msr_indices: &[u32]) -> Result<VcpuState, StateError> {
+/// First KVM finishes the instruction the vCPU last exited for (an I/O
+/// port or MMIO read whose value is still to be written into a register):
+/// KVM does that on the next KVM_RUN only, and keeps the pending part
+/// where no state call reads it (the KVM API's note on KVM_EXIT_IO and
+/// migration). With `immediate_exit` set, that KVM_RUN finishes it and
+/// returns at once without running the guest, as Firecracker does before
+/// saving.
+pub fn save(fd: &mut VcpuFd, id: u8, msr_indices: &[u32]) -> Result<VcpuState, StateError> {
+    fd.set_kvm_immediate_exit(1);
+    let finished = fd.run().map(|_| ());
+    fd.set_kvm_immediate_exit(0);
+    match finished {
+        Err(e) if e.errno() != libc::EINTR && e.errno() != libc::EAGAIN => {
+            return Err(kvm_call("KVM_RUN (finishing the last exit)")(e).into())
+        }
+        _ => {}
+    }
     let cpuid = fd
         .get_cpuid2(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
         .map_err(kvm_call("KVM_GET_CPUID2"))?;
