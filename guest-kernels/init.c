@@ -9,6 +9,13 @@
  *     waits for it, and reports its exit status (or 128 + the signal that
  *     killed it; 127 if it cannot be found, 126 if it cannot be run) on the
  *     VMM's exit device, which ends the VM with that status;
+ *   - with VMM_COMMAND_PORT=0x448 and no VMM_CMD (`vmm template create`:
+ *     the VM becomes a template once init is ready), says "ready" on the
+ *     VMM's command device (devices/src/command.rs) and polls it until a
+ *     command is there: the VMM snapshots the VM in that poll, and each
+ *     VM restored from it (`vmm run --from DIR -- COMMAND`) finds its own
+ *     command at the next read, runs it as it would VMM_CMD's and reports
+ *     its status the same way;
  *   - with VMM_SHELL=1 (the VMM adds it when `vmm run` has no command and
  *     its stdin is a terminal), runs a login-free shell on the console
  *     (busybox: setsid cttyhack sh, so that it has job control); when the
@@ -27,6 +34,7 @@
  * which the kernel hands to init as environment variables:
  *   VMM_BOOT_TIMER=0x440  the boot timer (devices/src/boot_timer.rs)
  *   VMM_EXIT_PORT=0x444   the exit device (devices/src/exit_device.rs)
+ *   VMM_COMMAND_PORT=0x448  a template's: the command device's port
  *   VMM_CMD=...           the command: each argument followed by a NUL
  *                         byte, in unpadded URL-safe base64
  *   VMM_SHELL=1           a shell on the console instead
@@ -530,6 +538,59 @@ static void resolv_conf(void)
 	}
 }
 
+/* The command device (devices/src/command.rs): "ready", then the
+ * command's length (all ones while there is none) and its bytes, four at a
+ * time. */
+#define COMMAND_READY 0x564d5201u
+#define COMMAND_NONE 0xffffffffu
+#define COMMAND_BYTES 65536
+static char device_cmd[COMMAND_BYTES + 4];
+static char *device_argv[MAX_ARGS + 1];
+
+static unsigned port_inl(unsigned long port)
+{
+	unsigned v;
+	__asm__ volatile("inl %w1, %0" : "=a"(v) : "Nd"((unsigned short)port));
+	return v;
+}
+
+/* Says "ready" and waits for the command; returns its status as
+ * run_command does (126 when the command cannot be read). */
+static unsigned command_from_device(unsigned long port)
+{
+	unsigned long len, i;
+	int argn = 0;
+
+	if (syscall3(SYS_ioperm, port, 8, 1) != 0) {
+		print("init: cannot reach the command device\n");
+		return 126;
+	}
+	__asm__ volatile("outl %0, %w1" : : "a"(COMMAND_READY), "Nd"((unsigned short)port));
+	while ((len = port_inl(port)) == COMMAND_NONE)
+		__asm__ volatile("pause");
+	if (len == 0 || len > COMMAND_BYTES) {
+		print("init: the command device's command is not one this init can read\n");
+		return 126;
+	}
+	for (i = 0; i < len; i += 4) {
+		unsigned w = port_inl(port + 4);
+		for (int b = 0; b < 4; b++)
+			device_cmd[i + b] = (char)(w >> (8 * b));
+	}
+	for (i = 0; i < len && argn < MAX_ARGS; argn++) {
+		device_argv[argn] = device_cmd + i;
+		while (i < len && device_cmd[i])
+			i++;
+		i++;
+	}
+	device_argv[argn] = 0;
+	if (device_cmd[len - 1] != 0 || argn == MAX_ARGS) {
+		print("init: the command device's command is not one this init can read\n");
+		return 126;
+	}
+	return run_command(device_argv, (char **)command_env, 0, 0);
+}
+
 /* Ends the VM with `status` on the exit device once the console is out. */
 static void finish(unsigned long exit_port, unsigned status)
 {
@@ -552,6 +613,7 @@ void start_c(long *stack)
 	unsigned long timer = parse_port(env_get(envp, "VMM_BOOT_TIMER="));
 	unsigned long exit_port = parse_port(env_get(envp, "VMM_EXIT_PORT="));
 	const char *encoded = env_get(envp, "VMM_CMD=");
+	unsigned long command_port = parse_port(env_get(envp, "VMM_COMMAND_PORT="));
 	int pid1 = syscall3(SYS_getpid, 0, 0, 0) == 1;
 	int in_vm = pid1 && (timer || exit_port) && under_hypervisor();
 
@@ -604,7 +666,9 @@ void start_c(long *stack)
 		}
 		finish(exit_port, status);
 	}
-	if (in_vm && !encoded && env_get(envp, "VMM_SHELL=1")) {
+	if (in_vm && !encoded && command_port)
+		finish(exit_port, command_from_device(command_port));
+	if (in_vm && !encoded && !command_port && env_get(envp, "VMM_SHELL=1")) {
 		static char *const shell[] = { "/bin/busybox", "setsid", "cttyhack", "/bin/sh", 0 };
 		print("init: a shell on the console; Ctrl-D or poweroff ends the VM\n");
 		catch_end_signals();

@@ -166,8 +166,14 @@ impl Control {
     /// waits until all of it is done.
     pub fn on_parked_vcpus(&self, work: Vec<VcpuWork>) -> Result<(), ControlError> {
         let mut s = lock(&self.state);
-        if s.request != Request::Pause || s.parked + s.left < self.participants {
+        if s.request != Request::Pause {
             return Err(ControlError::NotPaused);
+        }
+        while s.request == Request::Pause && s.parked + s.left < self.participants {
+            s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        if s.request != Request::Pause {
+            return Err(ControlError::Ended);
         }
         s.pending += work.len();
         s.work = work.into_iter().map(Some).collect();
@@ -222,6 +228,15 @@ impl Control {
             return Err(ControlError::Ended);
         }
         Ok(())
+    }
+
+    /// Before the participants start: they park at their first
+    /// checkpoint (a VM started paused, as a restored one may be).
+    pub fn pause_before_start(&self) {
+        let mut s = lock(&self.state);
+        if s.request == Request::Run {
+            s.request = Request::Pause;
+        }
     }
 
     /// Lets the participants run again and waits until each has left its

@@ -89,6 +89,9 @@ pub enum HandleError {
     /// The VM's state could not be read or put back.
     #[error("cannot save or restore the VM's state")]
     Snapshot(#[from] crate::snapshot::StateError),
+    /// A template's guest did not get ready for its command.
+    #[error("the template's guest: {0}")]
+    Template(String),
     /// A snapshot cannot be restored.
     #[error(transparent)]
     Restore(Box<crate::snapshot::RestoreError>),
@@ -185,6 +188,15 @@ impl MutEventSubscriber for ControlHandler {
 }
 
 impl Vmm {
+    /// Starts the VM paused: its threads park before a vCPU runs; returns
+    /// once they have, with the handle (`resume` lets it run).
+    pub fn start_paused(self) -> Result<VmHandle, HandleError> {
+        self.control.pause_before_start();
+        let handle = self.start()?;
+        handle.pause()?;
+        Ok(handle)
+    }
+
     /// Starts the VM: its vCPU threads and its device event loop. Returns
     /// at once with the handle.
     pub fn start(self) -> Result<VmHandle, HandleError> {

@@ -119,9 +119,13 @@ const API: &[i64] = &[
 
 /// A front end's main thread's additions to the event loop's: its wait
 /// (`poll`), the API's requests on the running VM (a disk's new file
-/// opened), removing the API socket, and reading its own resources at the
-/// end (and the paths of GET /vm/config made absolute).
+/// opened, a snapshot's files written and renamed into place), removing
+/// the API socket, and reading its own resources at the end (and the
+/// paths of GET /vm/config made absolute).
 const MAIN: &[i64] = &[
+    libc::SYS_rename,
+    libc::SYS_renameat,
+    libc::SYS_renameat2,
     libc::SYS_poll,
     libc::SYS_ppoll,
     libc::SYS_unlink,

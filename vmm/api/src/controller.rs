@@ -11,7 +11,10 @@ use vmm::config_file::{ConfigFile, Logger, MachineConfig, Overrides};
 use vmm::{VmEnd, VmHandle, VmState, Vmm};
 
 use crate::http::Response;
-use crate::router::{ActionType, ApiRequest, MachineConfigUpdate, VmStateChange};
+use crate::router::{
+    ActionType, ApiRequest, BackendType, MachineConfigUpdate, SnapshotCreate, SnapshotLoad,
+    SnapshotType, VmStateChange,
+};
 
 /// Firecracker's answer to a pre-boot request after the start.
 pub const AFTER_START: &str =
@@ -252,6 +255,8 @@ impl Controller {
                 }
             },
             PatchDrive(d) => self.patch_drive(d),
+            SnapshotCreate(p) => self.snapshot_create(p),
+            SnapshotLoad(p) => self.snapshot_load(p),
             PatchNetworkInterface(n) => {
                 if self.vm.is_none() {
                     return Response::fault(BEFORE_START);
@@ -371,6 +376,132 @@ impl Controller {
             }
             Err(e) => Response::fault(format!("drives.path_on_host: {e}")),
         }
+    }
+
+    fn snapshot_create(&mut self, p: SnapshotCreate) -> Response {
+        let Some(r) = &self.vm else {
+            return Response::fault(BEFORE_START);
+        };
+        if p.snapshot_type == Some(SnapshotType::Diff) {
+            return Response::fault(
+                "snapshot/create: Diff snapshots are not supported by this VMM (it tracks no \
+                 dirty pages); take a Full one",
+            );
+        }
+        let state = r.handle.state();
+        if state != VmState::Paused {
+            return Response::fault(format!(
+                "snapshot/create: the microVM must be paused first (PATCH /vm with \
+                 {{\"state\": \"Paused\"}}); it is {}",
+                state.firecracker_name()
+            ));
+        }
+        match r.handle.snapshot(&p.snapshot_path, &p.mem_file_path) {
+            Ok(_) => Response::no_content(),
+            Err(e) => Response::fault(format!("snapshot/create: {}", vmm::Error::from(e).chain())),
+        }
+    }
+
+    fn snapshot_load(&mut self, p: SnapshotLoad) -> Response {
+        if self.vm.is_some() {
+            return Response::fault(
+                "snapshot/load: Loading a microVM snapshot not allowed after the microVM is \
+                 started.",
+            );
+        }
+        let c = &self.config;
+        if c.boot_source.is_some()
+            || c.machine_config.is_some()
+            || !c.drives.is_empty()
+            || !c.network_interfaces.is_empty()
+        {
+            return Response::fault(
+                "snapshot/load: Loading a microVM snapshot not allowed after configuring \
+                 boot-specific resources.",
+            );
+        }
+        let mem_path =
+            match (p.mem_file_path, p.mem_backend) {
+                (Some(path), None) => path,
+                (None, Some(b)) if b.backend_type == BackendType::File => b.backend_path,
+                (None, Some(_)) => return Response::fault(
+                    "snapshot/load: mem_backend.backend_type Uffd (a userfaultfd page server) is \
+                     not supported by this VMM; use File",
+                ),
+                _ => {
+                    return Response::fault(
+                        "snapshot/load: exactly one of mem_file_path and mem_backend must be given",
+                    )
+                }
+            };
+        if p.track_dirty_pages == Some(true) || p.enable_diff_snapshots == Some(true) {
+            return Response::fault(
+                "snapshot/load: track_dirty_pages: dirty page tracking (for Diff snapshots) is \
+                 not supported by this VMM",
+            );
+        }
+        if p.vsock_override.as_ref().is_some_and(|v| !v.is_null()) {
+            return Response::fault(
+                "snapshot/load: vsock_override: virtio-vsock is not supported by this VMM",
+            );
+        }
+        if p.clock_realtime == Some(true) {
+            return Response::fault(
+                "snapshot/load: clock_realtime: not supported by this VMM (kvmclock resumes \
+                 from where it was)",
+            );
+        }
+        if let Some(h) = p
+            .huge_pages
+            .as_deref()
+            .filter(|h| !matches!(*h, "None" | "Snapshot"))
+        {
+            return Response::fault(format!(
+                "snapshot/load: huge_pages {h}: only None is supported by this VMM"
+            ));
+        }
+        let mut opts = vmm::snapshot::RestoreOptions::new(p.snapshot_path, mem_path);
+        opts.seccomp = self.overrides.seccomp.unwrap_or(true);
+        opts.serial = self.overrides.serial.clone().unwrap_or_default();
+        opts.metrics = self.config.metrics.as_ref().map(|m| m.metrics_path.clone());
+        opts.net_overrides = p
+            .network_overrides
+            .into_iter()
+            .map(|o| (o.iface_id, o.host_dev_name))
+            .collect();
+        let end_code = self.front_end.end_code();
+        let restored = Vmm::restore(&opts, self.started_at).and_then(|v| {
+            let v = match end_code {
+                Some(f) => v.end_codes(f),
+                None => v,
+            };
+            Ok(v.start_paused()?)
+        });
+        let handle = match restored {
+            Ok(h) => h,
+            Err(e) => {
+                let r = fault(e);
+                log::error!(
+                    "snapshot/load failed: {}",
+                    r.body.clone().unwrap_or_default()
+                );
+                return r;
+            }
+        };
+        self.front_end.started(&handle);
+        let config = handle.config().clone();
+        self.config = ConfigFile::from_config(&config);
+        let resume = p.resume_vm == Some(true);
+        self.vm = Some(Running {
+            handle: handle.clone(),
+            config,
+        });
+        if resume {
+            if let Err(e) = handle.resume() {
+                return Response::fault(format!("snapshot/load: resuming: {e}"));
+            }
+        }
+        Response::no_content()
     }
 
     /// Whether the VM ended (the front end then exits).

@@ -83,6 +83,84 @@ struct VmBody {
     state: VmStateChange,
 }
 
+/// `snapshot_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SnapshotType {
+    /// Guest memory whole.
+    Full,
+    /// Only the pages written since the last snapshot (not supported).
+    Diff,
+}
+
+/// `PUT /snapshot/create`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotCreate {
+    /// Full (the default) or Diff.
+    pub snapshot_type: Option<SnapshotType>,
+    /// The state file to write.
+    pub snapshot_path: std::path::PathBuf,
+    /// The memory file to write.
+    pub mem_file_path: std::path::PathBuf,
+}
+
+/// `mem_backend.backend_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum BackendType {
+    /// A memory file, mapped private.
+    File,
+    /// A userfaultfd page server (not supported).
+    Uffd,
+}
+
+/// `mem_backend`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemBackend {
+    /// File or Uffd.
+    pub backend_type: BackendType,
+    /// The file (or the page server's socket).
+    pub backend_path: std::path::PathBuf,
+}
+
+/// `network_overrides[]`: an interface put on another TAP.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkOverride {
+    /// The interface.
+    pub iface_id: String,
+    /// Its TAP now.
+    pub host_dev_name: String,
+}
+
+/// `PUT /snapshot/load`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotLoad {
+    /// The state file.
+    pub snapshot_path: std::path::PathBuf,
+    /// The memory file (deprecated by Firecracker, still sent by clients).
+    pub mem_file_path: Option<std::path::PathBuf>,
+    /// The memory file, or a page server (refused).
+    pub mem_backend: Option<MemBackend>,
+    /// Deprecated form of `track_dirty_pages`.
+    pub enable_diff_snapshots: Option<bool>,
+    /// Dirty page tracking (only false).
+    pub track_dirty_pages: Option<bool>,
+    /// Resume the VM once loaded.
+    pub resume_vm: Option<bool>,
+    /// Interfaces put on other TAPs.
+    #[serde(default)]
+    pub network_overrides: Vec<NetworkOverride>,
+    /// vsock's socket (no vsock here: only null).
+    pub vsock_override: Option<serde_json::Value>,
+    /// Advance kvmclock by the wall-clock time since the snapshot (only
+    /// false).
+    pub clock_realtime: Option<bool>,
+    /// Only "None" or "Snapshot".
+    pub huge_pages: Option<String>,
+}
+
 /// What a request asks the controller.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApiRequest {
@@ -116,6 +194,10 @@ pub enum ApiRequest {
     Action(ActionType),
     /// `PATCH /vm`
     PatchVm(VmStateChange),
+    /// `PUT /snapshot/create`
+    SnapshotCreate(SnapshotCreate),
+    /// `PUT /snapshot/load`
+    SnapshotLoad(SnapshotLoad),
 }
 
 /// Firecracker's endpoints this VMM does not have, and why.
@@ -128,7 +210,7 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("serial", "configuring the serial device is not supported by this VMM (the console is the process's stdin and stdout)"),
     ("pmem", "virtio-pmem is not supported by this VMM"),
     ("hotplug", "memory hotplug is not supported by this VMM"),
-    ("snapshot", "snapshots are not supported by this VMM yet"),
+    ("snapshot", "the snapshot endpoints are PUT /snapshot/create and PUT /snapshot/load"),
 ];
 
 /// A request the router refuses: the 400's fault message.
@@ -234,6 +316,8 @@ pub fn route(req: &Request) -> Result<ApiRequest, Refused> {
             let v: VmBody = body(req, "vm")?;
             Ok(PatchVm(v.state))
         }
+        (Put, ["snapshot", "create"]) => Ok(SnapshotCreate(body(req, "snapshot/create")?)),
+        (Put, ["snapshot", "load"]) => Ok(SnapshotLoad(body(req, "snapshot/load")?)),
         (_, [first, ..]) => match UNSUPPORTED.iter().find(|(name, _)| name == first) {
             Some((_, why)) => Err(Refused(format!(
                 "{} {}: {why}.",
@@ -467,8 +551,6 @@ mod tests {
             (Put, "/pmem/p0", "virtio-pmem"),
             (Put, "/hotplug/memory", "hotplug"),
             (Get, "/hotplug/memory", "hotplug"),
-            (Put, "/snapshot/create", "snapshots"),
-            (Put, "/snapshot/load", "snapshots"),
         ] {
             let msg = refused(m, path, "{}");
             assert!(
@@ -476,5 +558,50 @@ mod tests {
                 "{path}: {msg}"
             );
         }
+    }
+
+    #[test]
+    fn snapshot_bodies_route_as_firecrackers_clients_send_them() {
+        use Method::*;
+        let create = route(&request(
+            Put,
+            "/snapshot/create",
+            r#"{"snapshot_type": "Full", "snapshot_path": "/s", "mem_file_path": "/m"}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            create,
+            ApiRequest::SnapshotCreate(SnapshotCreate {
+                snapshot_type: Some(SnapshotType::Full),
+                snapshot_path: "/s".into(),
+                mem_file_path: "/m".into(),
+            })
+        );
+        // The deprecated mem_file_path and the mem_backend form both route.
+        let old = route(&request(
+            Put,
+            "/snapshot/load",
+            r#"{"snapshot_path": "/s", "mem_file_path": "/m", "enable_diff_snapshots": false, "resume_vm": true}"#,
+        ))
+        .unwrap();
+        assert!(matches!(old, ApiRequest::SnapshotLoad(l)
+            if l.mem_file_path.as_deref() == Some(std::path::Path::new("/m")) && l.resume_vm == Some(true)));
+        let new = route(&request(
+            Put,
+            "/snapshot/load",
+            r#"{"snapshot_path": "/s", "mem_backend": {"backend_type": "Uffd", "backend_path": "/u"},
+                "network_overrides": [{"iface_id": "eth0", "host_dev_name": "tap9"}]}"#,
+        ))
+        .unwrap();
+        assert!(matches!(&new, ApiRequest::SnapshotLoad(l)
+            if l.mem_backend.as_ref().map(|b| b.backend_type) == Some(BackendType::Uffd)
+                && l.network_overrides[0].host_dev_name == "tap9"));
+        // Missing and unknown fields name themselves.
+        let msg = refused(Put, "/snapshot/create", r#"{"snapshot_path": "/s"}"#);
+        assert!(msg.contains("mem_file_path"), "{msg}");
+        let msg = refused(Put, "/snapshot/load", r#"{"snapshot_path": "/s", "x": 1}"#);
+        assert!(msg.contains("x"), "{msg}");
+        let msg = refused(Get, "/snapshot/create", "");
+        assert!(msg.contains("PUT /snapshot/create"), "{msg}");
     }
 }

@@ -75,7 +75,7 @@ pub fn of_error(e: &Error) -> i32 {
                     source: vmm::snapshot::memory::MemoryFileError::Io(_),
                     ..
                 } => FILE,
-                R::NoSuchDevice { .. } | R::NotTemplate | R::Command(_) => CONFIG,
+                R::NoSuchDevice { .. } | R::NotTemplate | R::NoCommand | R::Command(_) => CONFIG,
                 _ => SNAPSHOT,
             }
         }

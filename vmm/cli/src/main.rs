@@ -18,6 +18,7 @@ use vmm_cli::exit::{self, code as exit_code};
 mod firecracker;
 mod policy;
 mod signals;
+mod snapshots;
 mod terminal;
 
 use policy::{finish, Policy};
@@ -47,6 +48,22 @@ enum Command {
     /// The cache of container images' root disks (`vmm run --image`).
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Snapshot a running VM through its API socket: pause it, write a
+    /// snapshot directory (vm.state, vm.mem), resume it (or --stop).
+    Snapshot(snapshots::SnapshotArgs),
+    /// Templates: a guest booted until its init waits for a command, then
+    /// snapshotted; `vmm run --from DIR -- COMMAND` restores it and runs
+    /// the command.
+    #[command(subcommand)]
+    Template(TemplateCommand),
+}
+
+#[derive(Subcommand)]
+enum TemplateCommand {
+    /// Boot the guest (the default one, or --kernel/--initrd/--disk/--config
+    /// with the project's init) until its init is ready for a command and
+    /// write it to DIR.
+    Create(Box<snapshots::TemplateArgs>),
 }
 
 #[derive(Subcommand)]
@@ -108,6 +125,14 @@ struct RunArgs {
     /// With --api-sock: the largest request body the API takes, in bytes.
     #[arg(long, value_name = "BYTES", requires = "api_sock", default_value_t = vmm_api::http::DEFAULT_MAX_PAYLOAD)]
     http_api_max_payload_size: usize,
+    /// Restore the VM of a snapshot directory (`vmm snapshot`, `vmm
+    /// template create`) instead of booting one: its memory is the
+    /// directory's file mapped private, its devices as they were. A
+    /// template's guest runs the COMMAND after `--` and the VMM exits with
+    /// its status. Takes --net (the interfaces, in order, on other TAPs),
+    /// --serial, --seccomp, --metrics; the rest is the snapshot's.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "api_sock", "image"])]
+    from: Option<PathBuf>,
     #[command(flatten)]
     image: ImageArgs,
     #[command(flatten)]
@@ -253,6 +278,9 @@ fn to_config(
 }
 
 fn run(args: RunArgs, started: Instant) -> i32 {
+    if let Some(dir) = &args.from {
+        return snapshots::run_from(dir, args.vm, started);
+    }
     let mut vm = args.vm;
     let mut image = None;
     if let Some(reference) = args.image.image {
@@ -460,6 +488,10 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Example) => config_example(),
         Command::Bench(args) => bench(args, &cli.log_level),
         Command::Image(cmd) => image_command(cmd),
+        Command::Snapshot(args) => snapshots::snapshot_command(args),
+        Command::Template(TemplateCommand::Create(args)) => {
+            snapshots::template_create(*args, started)
+        }
     };
     ExitCode::from(code as u8)
 }

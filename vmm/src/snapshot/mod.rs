@@ -24,6 +24,17 @@ pub use restore::{RestoreError, RestoreOptions};
 pub use vcpu::VcpuState;
 pub use vm::VmState;
 
+/// A snapshot directory's state file (`vmm snapshot DIR`, `vmm template
+/// create DIR`, read by `vmm run --from DIR`).
+pub const STATE_FILE: &str = "vm.state";
+/// A snapshot directory's memory file.
+pub const MEMORY_FILE: &str = "vm.mem";
+
+/// The state file and the memory file of the snapshot directory `dir`.
+pub fn dir_files(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    (dir.join(STATE_FILE), dir.join(MEMORY_FILE))
+}
+
 /// What a paused VM is: every vCPU's state, the VM's and the devices'.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {

@@ -116,6 +116,12 @@ pub enum RestoreError {
          wait for a command (make one with `vmm template create`)"
     )]
     NotTemplate,
+    /// A template restored without a command.
+    #[error(
+        "the snapshot is a template: its guest's init waits for a command (vmm run --from DIR \
+         -- COMMAND)"
+    )]
+    NoCommand,
     /// The command cannot be handed over.
     #[error("the command: {0}")]
     Command(String),
@@ -294,8 +300,10 @@ impl Vmm {
                 state.memory_bytes, config.mem_mib
             ))));
         }
-        if opts.command.is_some() && !snap.devices.command.ready {
-            return Err(restore_err(RestoreError::NotTemplate));
+        match (&opts.command, snap.devices.command.ready) {
+            (Some(_), false) => return Err(restore_err(RestoreError::NotTemplate)),
+            (None, true) => return Err(restore_err(RestoreError::NoCommand)),
+            _ => {}
         }
         let checked = Self::check_host(&config, started)?;
         let (kvm, vmfd) = Self::create_vm(&config, &checked)?;
