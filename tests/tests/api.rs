@@ -607,3 +607,222 @@ fn hostile_clients_neither_stop_other_clients_nor_disturb_the_guest() {
     drop(many);
     assert_eq!(live.end(), Served::VmEnded(VmEnd::Signal(libc::SIGTERM)));
 }
+
+/// The counter (at 0x3004) in a memory file.
+fn counter_in(mem_file: &Path) -> u32 {
+    let bytes = std::fs::read(mem_file).unwrap();
+    u32::from_le_bytes(bytes[0x3004..0x3008].try_into().unwrap())
+}
+
+/// Firecracker's snapshot flow on two servers: A boots a counting guest,
+/// is refused a snapshot while running (and a Diff one), pauses and writes
+/// a Full one; B, fresh, refuses what it cannot load (a page server, dirty
+/// page tracking, two memory sources, an interface the snapshot lacks) and
+/// loads it with `resume_vm`: its guest counts on from A's count (B's own
+/// snapshot holds a higher one). A third server, configured already,
+/// refuses to load.
+#[test]
+fn a_snapshot_made_through_the_api_is_loaded_by_a_new_server_and_runs_on() {
+    if !prereq::require([Need::kvm()]) {
+        return;
+    }
+    let swagger = Swagger::load();
+    let dir = TempDir::new("api-snapshot");
+    let kernel = dir.write("k.elf", &counting());
+    let data = dir.write("data.img", &vec![1u8; 1 << 20]);
+    let (state_a, mem_a) = (dir.join("a.state"), dir.join("a.mem"));
+    let a = Live::start(&dir, new_controller(), vmm_api::Options::default());
+    let mut c = a.client();
+    let boot = format!(
+        r#"{{"kernel_image_path": "{}", "boot_args": ""}}"#,
+        kernel.display()
+    );
+    let drive = format!(
+        r#"{{"drive_id": "data", "path_on_host": "{}", "is_root_device": false}}"#,
+        data.display()
+    );
+    let create = |kind: &str, state: &Path, mem: &Path| {
+        format!(
+            r#"{{"snapshot_type": "{kind}", "snapshot_path": "{}", "mem_file_path": "{}"}}"#,
+            state.display(),
+            mem.display()
+        )
+    };
+    let full = create("Full", &state_a, &mem_a);
+    let diff = create("Diff", &state_a, &mem_a);
+    expect(
+        &swagger,
+        &mut c,
+        &[
+            (
+                "PUT",
+                "/snapshot/create",
+                Some(&full),
+                400,
+                "before starting",
+            ),
+            (
+                "PUT",
+                "/machine-config",
+                Some(r#"{"vcpu_count": 1, "mem_size_mib": 16}"#),
+                204,
+                "",
+            ),
+            ("PUT", "/boot-source", Some(&boot), 204, ""),
+            ("PUT", "/drives/data", Some(&drive), 204, ""),
+            (
+                "PUT",
+                "/actions",
+                Some(r#"{"action_type": "InstanceStart"}"#),
+                204,
+                "",
+            ),
+            (
+                "PUT",
+                "/snapshot/create",
+                Some(&full),
+                400,
+                "must be paused",
+            ),
+            ("PATCH", "/vm", Some(r#"{"state": "Paused"}"#), 204, ""),
+            ("PUT", "/snapshot/create", Some(&diff), 400, "Diff"),
+        ],
+    );
+    // A snapshot once the guest has counted.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        expect(
+            &swagger,
+            &mut c,
+            &[("PUT", "/snapshot/create", Some(&full), 204, "")],
+        );
+        if counter_in(&mem_a) > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the guest does not count");
+        expect(
+            &swagger,
+            &mut c,
+            &[("PATCH", "/vm", Some(r#"{"state": "Resumed"}"#), 204, "")],
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        expect(
+            &swagger,
+            &mut c,
+            &[("PATCH", "/vm", Some(r#"{"state": "Paused"}"#), 204, "")],
+        );
+    }
+    drop(c);
+    a.end();
+    let saved = counter_in(&mem_a);
+
+    let b_dir = TempDir::new("api-snapshot-b");
+    let b = Live::start(&b_dir, new_controller(), vmm_api::Options::default());
+    let mut c = b.client();
+    let load = |extra: &str| format!(r#"{{"snapshot_path": "{}", {extra}}}"#, state_a.display());
+    let mem = format!(r#""mem_file_path": "{}""#, mem_a.display());
+    let backend = |kind: &str| {
+        format!(
+            r#""mem_backend": {{"backend_type": "{kind}", "backend_path": "{}"}}"#,
+            mem_a.display()
+        )
+    };
+    let (state_b, mem_b) = (dir.join("b.state"), dir.join("b.mem"));
+    let full_b = create("Full", &state_b, &mem_b);
+    expect(
+        &swagger,
+        &mut c,
+        &[
+            (
+                "PUT",
+                "/snapshot/load",
+                Some(&load(&backend("Uffd"))),
+                400,
+                "Uffd",
+            ),
+            (
+                "PUT",
+                "/snapshot/load",
+                Some(&load(&format!("{mem}, \"track_dirty_pages\": true"))),
+                400,
+                "dirty page",
+            ),
+            (
+                "PUT",
+                "/snapshot/load",
+                Some(&load(&format!("{mem}, {}", backend("File")))),
+                400,
+                "exactly one",
+            ),
+            (
+                "PUT",
+                "/snapshot/load",
+                Some(&load(&format!(
+                    r#"{mem}, "network_overrides": [{{"iface_id": "eth0", "host_dev_name": "t0"}}]"#
+                ))),
+                400,
+                "no network interface 'eth0'",
+            ),
+            ("GET", "/", None, 200, r#""state":"Not started""#),
+            (
+                "PUT",
+                "/snapshot/load",
+                Some(&load(&format!("{}, \"resume_vm\": true", backend("File")))),
+                204,
+                "",
+            ),
+            ("GET", "/", None, 200, r#""state":"Running""#),
+            ("GET", "/vm/config", None, 200, "data.img"),
+            (
+                "PUT",
+                "/snapshot/load",
+                Some(&load(&mem)),
+                400,
+                "after the microVM is started",
+            ),
+        ],
+    );
+    // B's guest counts on from A's count.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        expect(
+            &swagger,
+            &mut c,
+            &[
+                ("PATCH", "/vm", Some(r#"{"state": "Paused"}"#), 204, ""),
+                ("PUT", "/snapshot/create", Some(&full_b), 204, ""),
+                ("PATCH", "/vm", Some(r#"{"state": "Resumed"}"#), 204, ""),
+            ],
+        );
+        if counter_in(&mem_b) > saved {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B's guest did not count on from {saved}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(c);
+    b.end();
+
+    let c_dir = TempDir::new("api-snapshot-c");
+    let third = Live::start(&c_dir, new_controller(), vmm_api::Options::default());
+    let mut c = third.client();
+    expect(
+        &swagger,
+        &mut c,
+        &[
+            ("PUT", "/boot-source", Some(&boot), 204, ""),
+            (
+                "PUT",
+                "/snapshot/load",
+                Some(&load(&mem)),
+                400,
+                "boot-specific resources",
+            ),
+        ],
+    );
+    drop(c);
+    third.end();
+}

@@ -236,6 +236,11 @@ impl Control {
         let mut s = lock(&self.state);
         if s.request == Request::Run {
             s.request = Request::Pause;
+            // The event loop sees this when it first waits; the vCPUs
+            // look before their first KVM_RUN.
+            if let Err(e) = self.wake_loop.write(1) {
+                log::error!("cannot wake the event loop: {e}");
+            }
         }
     }
 
