@@ -282,7 +282,7 @@ fn refuse_with_from(vm: &VmArgs) -> Result<(), Error> {
     ];
     match given.iter().find(|(_, g)| *g) {
         Some((flag, _)) => Err(Error::config(
-            *flag,
+            flag,
             "",
             "with --from the VM is the snapshot's: only --net (its interfaces on other TAPs), \
              --serial, --seccomp, --metrics and the command are taken",
