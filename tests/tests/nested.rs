@@ -617,6 +617,64 @@ fn write_scenarios(n: &Nested) -> PathBuf {
         let file = dir.write(&format!("api-{}.sh", ids.join("-")), script.as_bytes());
         format!("unshare --net bash {}", quote(&file.display().to_string()))
     };
+    // Templates: the default guest made a template once, then restored
+    // with a command: its argv intact, its status the VMM's; two clones
+    // at once, each with its own output and status. Everything on the
+    // L1's tmpfs (the memory file is mapped).
+    let argv: Vec<String> = ARGV.iter().map(|a| quote(a)).collect();
+    let template_script = format!(
+        "set -u\nvmm={vmm}\nrm -rf /tmp/tpl\n\
+         $vmm template create /tmp/tpl || exit 90\n\
+         echo '== argv'\n\
+         $vmm run --from /tmp/tpl -- printf '[%s]' {argv}; echo \" rc=$?\"\n\
+         echo '== status'\n\
+         $vmm run --from /tmp/tpl -- sh -c 'echo from-a-clone; exit 7'; echo \"rc=$?\"\n\
+         echo '== two'\n\
+         for c in 1 2; do ($vmm run --from /tmp/tpl -- sh -c \"echo clone-$c-says; sleep 1; exit $((c + 2))\" \
+           > /tmp/c$c.out 2> /tmp/c$c.err; echo $? > /tmp/c$c.rc) & done; wait\n\
+         for c in 1 2; do echo \"clone $c: $(tr -d '\\r' < /tmp/c$c.out | tr '\\n' ' ')rc=$(cat /tmp/c$c.rc)\"; \
+           cat /tmp/c$c.err >&2; done\n\
+         echo \"boot log: $(grep -c . /tmp/tpl/boot.log) lines\"\n",
+        argv = argv.join(" "),
+    );
+    let template_file = dir.write("template.sh", template_script.as_bytes());
+    // A running VM snapshotted and restored in a new process: 2 vCPUs
+    // busy (a worker pinned on each), a counter and a file in tmpfs, a
+    // disk written and synced before and written after, the guest's clock
+    // printed at each count.
+    let snapshot_guest = "cs0=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource); \
+         mount /dev/vda /mnt && echo before-snapshot > /mnt/before && sync || exit 20; \
+         for c in 0 1; do taskset -c $c sh -c 'n=0; while :; do n=$((n+1)); \
+           [ $((n % 200)) = 0 ] && echo $n > /tmp/w$0; done' $c & done; \
+         i=0; while [ $i -lt 40 ]; do i=$((i+1)); echo \"line $i\" >> /tmp/f; echo $i > /tmp/counter; \
+           echo \"count=$i up=$(cut -d' ' -f1 /proc/uptime) date=$(date +%s) \
+         w0=$(cat /tmp/w0 2>/dev/null) w1=$(cat /tmp/w1 2>/dev/null)\"; sleep 0.3; done; \
+         kill $(jobs -p); echo after-restore > /mnt/after && sync && umount /mnt || exit 21; \
+         seq 1 40 | sed 's/^/line /' | cmp -s - /tmp/f && echo file-whole; \
+         echo counter=$(cat /tmp/counter); \
+         echo clocksource $cs0 $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource); \
+         dmesg | grep -iE 'soft lockup|hard lockup|rcu.*stall|hung task|watchdog: BUG' || echo dmesg-clean";
+    let snapshot_script = format!(
+        "set -u\nvmm={vmm}\nd=/tmp/sr; rm -rf $d; mkdir -p $d\n\
+         truncate -s 32M $d/disk.ext4; mkfs.ext4 -q -F $d/disk.ext4\n\
+         $vmm run --vcpus 2 --memory 256M --disk $d/disk.ext4 --api-sock $d/a.sock -- sh -c {guest} \
+           > $d/a.out 2> $d/a.err & pid=$!\n\
+         for i in $(seq 1200); do grep -q '^count=5 ' $d/a.out && break; sleep 0.1; done\n\
+         $vmm snapshot --api-sock $d/a.sock --stop $d/snap; echo \"snapshot rc=$?\"\n\
+         wait $pid; echo \"a rc=$?\"\n\
+         echo '== A'; tr -d '\\r' < $d/a.out\n\
+         echo '== B'\n\
+         $vmm run --from $d/snap > $d/b.out 2> $d/b.err; echo \"b rc=$?\"\n\
+         tr -d '\\r' < $d/b.out\n\
+         echo '== host'\n\
+         e2fsck -fn $d/disk.ext4 > $d/fsck 2>&1; echo \"fsck rc=$?\"\n\
+         echo \"before: $(debugfs -R 'cat /before' $d/disk.ext4 2>/dev/null)\"\n\
+         echo \"after: $(debugfs -R 'cat /after' $d/disk.ext4 2>/dev/null)\"\n\
+         echo \"memory file: $(du -k $d/snap/vm.mem | cut -f1) KiB on disk\"\n\
+         cat $d/a.err $d/b.err $d/fsck >&2\n",
+        guest = quote(snapshot_guest),
+    );
+    let snapshot_file = dir.write("snapshot.sh", snapshot_script.as_bytes());
     let scenarios: Vec<(&str, Vec<String>)> = vec![
         // `vmm run --image`: a two-layer image (a whiteout, an opaque
         // directory) run as its user in its directory, cold and warm; the
@@ -772,6 +830,16 @@ fn write_scenarios(n: &Nested) -> PathBuf {
         // VM's TAP in a network namespace of the scenario's own, its
         // socket and disks on the L1's tmpfs.
         ("api-sdk", sh(api_driver(&["sdk"]))),
+        // Snapshots: a template's clones, and a busy 2-vCPU VM with a
+        // disk snapshotted by `vmm snapshot` and restored by `run --from`.
+        (
+            "template-clones",
+            vec!["bash".into(), template_file.display().to_string()],
+        ),
+        (
+            "snapshot-restore",
+            vec!["bash".into(), snapshot_file.display().to_string()],
+        ),
         ("api-two", sh(api_driver(&["two-a", "two-b"]))),
         ("default-1", run(&["--vcpus", "1", "--memory", "128M"])),
         ("default-2", run(&["--vcpus", "2", "--memory", "128M"])),
@@ -1960,4 +2028,104 @@ fn two_vms_driven_through_the_api_at_once() {
     assert_eq!(ran.code, Some(0), "{all}");
     assert_driven(&all, &ran.stdout, "two-a");
     assert_driven(&all, &ran.stdout, "two-b");
+}
+
+/// The lines after `marker` and before the next `== ` line.
+fn section<'a>(out: &'a str, marker: &str) -> Vec<&'a str> {
+    out.lines()
+        .skip_while(|l| *l != marker)
+        .skip(1)
+        .take_while(|l| !l.starts_with("== "))
+        .collect()
+}
+
+#[test]
+fn a_templates_clones_run_their_commands_with_their_own_status() {
+    let Some(n) = nested() else { return };
+    let ran = n.scenario("template-clones");
+    let all = format!("{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(0), "{all}");
+    assert!(ran.stdout.contains("template /tmp/tpl: ready"), "{all}");
+    let want: String = ARGV.iter().map(|a| format!("[{a}]")).collect();
+    assert!(
+        ran.stdout.contains(&format!("{want} rc=0")),
+        "argv not intact: {want}\n{all}"
+    );
+    let status = section(&ran.stdout, "== status").join("\n");
+    assert!(status.contains("from-a-clone"), "{all}");
+    assert!(status.contains("rc=7"), "{all}");
+    // The clones show the command's output only: the template's boot
+    // (the kernel's log, init's greeting) went to its boot.log.
+    assert!(!status.contains(GREETING), "{all}");
+    assert!(ran.stdout.contains("clone 1: clone-1-says rc=3"), "{all}");
+    assert!(ran.stdout.contains("clone 2: clone-2-says rc=4"), "{all}");
+    assert!(ran.stderr.contains("restored"), "{all}");
+}
+
+/// The counts a snapshot scenario's section printed: (count, uptime,
+/// date, w0, w1).
+fn counts(lines: &[&str]) -> Vec<(u32, f64, u64, u64, u64)> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let l = l.trim_start_matches(|c: char| c != 'c');
+            let mut v = (0u32, 0f64, 0u64, 0u64, 0u64);
+            let mut seen = 0;
+            for word in l.split_whitespace() {
+                let (k, val) = word.split_once('=')?;
+                match k {
+                    "count" => v.0 = val.parse().ok()?,
+                    "up" => v.1 = val.parse().ok()?,
+                    "date" => v.2 = val.parse().ok()?,
+                    "w0" => v.3 = val.parse().unwrap_or(0),
+                    "w1" => v.4 = val.parse().unwrap_or(0),
+                    _ => return None,
+                }
+                seen += 1;
+            }
+            (seen == 5).then_some(v)
+        })
+        .collect()
+}
+
+#[test]
+fn a_busy_two_vcpu_vm_with_a_disk_goes_on_after_its_snapshot_in_a_new_process() {
+    let Some(n) = nested() else { return };
+    let ran = n.scenario("snapshot-restore");
+    let all = format!("{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(0), "{all}");
+    assert!(ran.stdout.contains("snapshot rc=0"), "{all}");
+    assert!(ran.stdout.contains("a rc=143"), "{all}");
+    assert!(ran.stdout.contains("b rc=0"), "{all}");
+    let a = counts(&section(&ran.stdout, "== A"));
+    let b = counts(&section(&ran.stdout, "== B"));
+    let last_a = a.last().map(|c| c.0).unwrap_or(0);
+    assert!(last_a >= 5, "A counted to {last_a}\n{all}");
+    // B goes on where A stopped: every count after A's last, in order.
+    let b_counts: Vec<u32> = b.iter().map(|c| c.0).collect();
+    let want: Vec<u32> = (last_a + 1..=40).collect();
+    assert!(
+        b_counts.ends_with(&want) && b_counts.len() <= want.len() + 1,
+        "B counted {b_counts:?} after A's {last_a}\n{all}"
+    );
+    // The guest's clock: monotonic and advancing across the restore.
+    let both: Vec<_> = a.iter().chain(&b).collect();
+    for w in both.windows(2) {
+        assert!(w[1].1 > w[0].1, "uptime went back: {w:?}\n{all}");
+        assert!(w[1].2 >= w[0].2, "date went back: {w:?}\n{all}");
+    }
+    // Both vCPUs' workers ran on after the restore.
+    let (first, last) = (b.first().unwrap(), b.last().unwrap());
+    assert!(last.3 > first.3 && last.4 > first.4, "a worker stood still: {first:?} {last:?}\n{all}");
+    for says in [
+        "file-whole",
+        "counter=40",
+        "clocksource kvm-clock kvm-clock",
+        "dmesg-clean",
+        "fsck rc=0",
+        "before: before-snapshot",
+        "after: after-restore",
+    ] {
+        assert!(ran.stdout.contains(says), "no '{says}'\n{all}");
+    }
 }

@@ -99,7 +99,7 @@ fn a_vm_restored_from_saved_state_goes_on_from_the_same_instruction() {
     mem_b.write_slice(&ram, GuestAddress(0)).unwrap();
     vm::restore(&vm_b, &vm_state).unwrap();
     let mut fd_b = vm_b.create_vcpu(0).unwrap();
-    vcpu::restore(&fd_b, &vcpu_state).unwrap();
+    vcpu::restore(&fd_b, &vcpu_state, false).unwrap();
     let restored = t.elapsed();
     assert_eq!(count(&mem_b), 1000);
     run(&mut fd_b, 1000);

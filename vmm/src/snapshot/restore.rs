@@ -343,13 +343,19 @@ impl Vmm {
         let devices_ms = ms(vm_at);
         let vcpus_at = Instant::now();
         let (pio, mmio) = vmm.buses.clone();
+        let tcg = crate::host::cpu_is_qemu_tcg();
+        if tcg {
+            log::info!(
+                "QEMU TCG host: the task register goes back \"available\", as TCG's SVM keeps it"
+            );
+        }
         for saved in &snap.vcpus {
             let fd = vmm
                 .vm
                 .create_vcpu(u64::from(saved.id))
                 .map_err(kvm_call("KVM_CREATE_VCPU"))
                 .map_err(VmError::from)?;
-            super::vcpu::restore(&fd, saved).map_err(crate::handle::HandleError::from)?;
+            super::vcpu::restore(&fd, saved, tcg).map_err(crate::handle::HandleError::from)?;
             // The guest's clock stood still while it was saved: its
             // watchdogs are told so (see `Control::park`).
             let _ = fd.kvmclock_ctrl();

@@ -133,8 +133,17 @@ pub fn save(fd: &mut VcpuFd, id: u8, msr_indices: &[u32]) -> Result<VcpuState, S
     })
 }
 
-/// Puts `state` into `fd`, a new vCPU of a new VM.
-pub fn restore(fd: &VcpuFd, state: &VcpuState) -> Result<(), StateError> {
+/// TSS types of the task register: available and busy.
+const TSS_AVAILABLE: u8 = 9;
+const TSS_BUSY: u8 = 11;
+
+/// Puts `state` into `fd`, a new vCPU of a new VM. `tcg_task_register`:
+/// the host is QEMU's TCG (`host::cpu_is_qemu_tcg`), whose SVM keeps the
+/// task register's type "available" where KVM reports it "busy" (as
+/// hardware has it); given back busy, TCG faults every I/O instruction a
+/// guest process was allowed by ioperm. The type goes back as TCG keeps
+/// it there, and as it is everywhere else.
+pub fn restore(fd: &VcpuFd, state: &VcpuState, tcg_task_register: bool) -> Result<(), StateError> {
     let cpuid = CpuId::from_entries(&state.cpuid)
         .map_err(|e| StateError::List("CPUID", format!("{e:?}")))?;
     fd.set_cpuid2(&cpuid).map_err(kvm_call("KVM_SET_CPUID2"))?;
@@ -148,8 +157,11 @@ pub fn restore(fd: &VcpuFd, state: &VcpuState) -> Result<(), StateError> {
     fd.set_mp_state(state.mp_state)
         .map_err(kvm_call("KVM_SET_MP_STATE"))?;
     fd.set_regs(&state.regs).map_err(kvm_call("KVM_SET_REGS"))?;
-    fd.set_sregs(&state.sregs)
-        .map_err(kvm_call("KVM_SET_SREGS"))?;
+    let mut sregs = state.sregs;
+    if tcg_task_register && sregs.tr.type_ == TSS_BUSY {
+        sregs.tr.type_ = TSS_AVAILABLE;
+    }
+    fd.set_sregs(&sregs).map_err(kvm_call("KVM_SET_SREGS"))?;
     // SAFETY: the XSAVE area was read from a vCPU of the same kind of
     // host by KVM_GET_XSAVE; KVM checks what it is given.
     unsafe { fd.set_xsave(&state.xsave) }.map_err(kvm_call("KVM_SET_XSAVE"))?;
