@@ -643,13 +643,13 @@ fn write_scenarios(n: &Nested) -> PathBuf {
     // disk written and synced before and written after, the guest's clock
     // printed at each count.
     let snapshot_guest = "cs0=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource); \
-         mount /dev/vda /mnt && echo before-snapshot > /mnt/before && sync || exit 20; \
+         mkdir -p /tmp/m && mount /dev/vda /tmp/m && echo before-snapshot > /tmp/m/before && sync || exit 20; \
          for c in 0 1; do taskset -c $c sh -c 'n=0; while :; do n=$((n+1)); \
            [ $((n % 200)) = 0 ] && echo $n > /tmp/w$0; done' $c & done; \
          i=0; while [ $i -lt 40 ]; do i=$((i+1)); echo \"line $i\" >> /tmp/f; echo $i > /tmp/counter; \
            echo \"count=$i up=$(cut -d' ' -f1 /proc/uptime) date=$(date +%s) \
          w0=$(cat /tmp/w0 2>/dev/null) w1=$(cat /tmp/w1 2>/dev/null)\"; sleep 0.3; done; \
-         kill $(jobs -p); echo after-restore > /mnt/after && sync && umount /mnt || exit 21; \
+         kill $(jobs -p); echo after-restore > /tmp/m/after && sync && umount /tmp/m || exit 21; \
          seq 1 40 | sed 's/^/line /' | cmp -s - /tmp/f && echo file-whole; \
          echo counter=$(cat /tmp/counter); \
          echo clocksource $cs0 $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource); \
@@ -659,7 +659,7 @@ fn write_scenarios(n: &Nested) -> PathBuf {
          truncate -s 32M $d/disk.ext4; mkfs.ext4 -q -F $d/disk.ext4\n\
          $vmm run --vcpus 2 --memory 256M --disk $d/disk.ext4 --api-sock $d/a.sock -- sh -c {guest} \
            > $d/a.out 2> $d/a.err & pid=$!\n\
-         for i in $(seq 1200); do grep -q '^count=5 ' $d/a.out && break; sleep 0.1; done\n\
+         for i in $(seq 240); do grep -q '^count=5 ' $d/a.out && break; sleep 0.5; done\n\
          $vmm snapshot --api-sock $d/a.sock --stop $d/snap; echo \"snapshot rc=$?\"\n\
          wait $pid; echo \"a rc=$?\"\n\
          echo '== A'; tr -d '\\r' < $d/a.out\n\
@@ -2116,7 +2116,10 @@ fn a_busy_two_vcpu_vm_with_a_disk_goes_on_after_its_snapshot_in_a_new_process() 
     }
     // Both vCPUs' workers ran on after the restore.
     let (first, last) = (b.first().unwrap(), b.last().unwrap());
-    assert!(last.3 > first.3 && last.4 > first.4, "a worker stood still: {first:?} {last:?}\n{all}");
+    assert!(
+        last.3 > first.3 && last.4 > first.4,
+        "a worker stood still: {first:?} {last:?}\n{all}"
+    );
     for says in [
         "file-whole",
         "counter=40",

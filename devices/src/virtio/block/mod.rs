@@ -308,8 +308,8 @@ impl VirtioDevice for Block {
         }
     }
 
-    /// The disk reopened must be what the guest saw: same size, same mode,
-    /// same serial.
+    /// The disk reopened must be what the guest saw: same size, same mode;
+    /// it takes the saved serial.
     fn restore(&mut self, snap: &super::DeviceSnapshot) -> Result<(), String> {
         let super::DeviceSnapshot::Block {
             capacity,
@@ -337,9 +337,12 @@ impl VirtioDevice for Block {
                 mode(*read_only)
             ));
         }
-        if *id != self.id() {
-            return Err(format!("disk '{}' was '{id}' in the snapshot", self.id()));
-        }
+        // The serial is what the guest saw, whatever the restoring VM's
+        // configuration calls the drive.
+        let mut id_bytes = [0u8; ID_BYTES];
+        let n = id.len().min(ID_BYTES);
+        id_bytes[..n].copy_from_slice(&id.as_bytes()[..n]);
+        self.id = id_bytes;
         Ok(())
     }
 }
