@@ -42,6 +42,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("kernel_image", kernel_image),
     ("image_layer", image_layer),
     ("api_request", api_request),
+    ("snapshot_state", snapshot_state),
 ];
 
 /// Guest RAM of the virtio targets: two adjacent regions, so buffers can
@@ -974,7 +975,92 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     ] {
         out.push(("api_request", name, bytes));
     }
+    for (name, bytes) in state_file_seeds() {
+        out.push(("snapshot_state", name, bytes));
+    }
     out
+}
+
+/// A state file of one vCPU and every device, with values that are not
+/// all defaults.
+pub fn state_file_sample() -> vmm::snapshot::file::StateFile {
+    use vmm::snapshot::{DevicesSnapshot, Snapshot, VcpuState, VmState};
+    let mut regs = kvm_bindings::kvm_regs::default();
+    regs.rip = 0xffff_ffff_8100_1234;
+    regs.rax = 42;
+    let vcpu = VcpuState {
+        id: 0,
+        cpuid: vec![kvm_bindings::kvm_cpuid_entry2 {
+            function: 1,
+            eax: 0x806f8,
+            ..Default::default()
+        }],
+        mp_state: Default::default(),
+        regs,
+        sregs: Default::default(),
+        xsave: Default::default(),
+        xcrs: Default::default(),
+        debugregs: Default::default(),
+        lapic: Default::default(),
+        tsc_khz: Some(2_000_000),
+        msrs: vec![kvm_bindings::kvm_msr_entry {
+            index: 0x10,
+            data: 0x1111,
+            ..Default::default()
+        }],
+        vcpu_events: Default::default(),
+    };
+    let mut devices = DevicesSnapshot::default();
+    devices.serial.fifo = b"typed".to_vec();
+    devices.cmos.ram = vec![0; 128];
+    devices.exit_device = Some(3);
+    vmm::snapshot::file::StateFile {
+        config: vmm::config_file::ConfigFile::default(),
+        memory_bytes: 16 << 20,
+        state: Snapshot {
+            vcpus: vec![vcpu],
+            vm: VmState {
+                irqchips: vec![Default::default(); 3],
+                pit: Default::default(),
+                clock: Default::default(),
+            },
+            devices,
+        },
+    }
+}
+
+/// The state file seeds: a valid file, one of another format version,
+/// one with a flipped byte, one cut short.
+pub fn state_file_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let valid = vmm::snapshot::file::encode(&state_file_sample()).unwrap();
+    let mut version = valid.clone();
+    version[8] = 2;
+    let mut flipped = valid.clone();
+    let mid = valid.len() / 2;
+    flipped[mid] ^= 0x10;
+    let truncated = valid[..valid.len() - 7].to_vec();
+    vec![
+        ("valid", valid),
+        ("version-2", version),
+        ("flipped", flipped),
+        ("truncated", truncated),
+    ]
+}
+
+/// The state file's parser (`vmm::snapshot::file::decode`) on any bytes:
+/// no panic; a file it accepts encodes to bytes it accepts again, the
+/// same ones each time.
+pub fn snapshot_state(data: &[u8]) {
+    use vmm::snapshot::file::{decode, encode};
+    if let Ok(file) = decode(data) {
+        let again = encode(&file).expect("an accepted file encodes");
+        let back = decode(&again).expect("an encoded file is accepted");
+        assert_eq!(
+            encode(&back).expect("encodes"),
+            again,
+            "encoding is not stable"
+        );
+    }
 }
 
 /// The API's request parser, router and (pre-boot) controller on bytes
@@ -1033,6 +1119,9 @@ pub fn api_answers(data: &[u8]) -> Vec<u16> {
                     Ok(ApiRequest::Action(ActionType::InstanceStart)) => {
                         Response::fault("not started by the fuzzer")
                     }
+                    // It would read whatever files the input names and
+                    // build a VM of them.
+                    Ok(ApiRequest::SnapshotLoad(_)) => Response::fault("not loaded by the fuzzer"),
                     Ok(request) => controller.handle_request(request),
                     Err(refused) => Response::fault(refused.0),
                 };

@@ -188,3 +188,23 @@ fn the_api_seeds_are_answered() {
         );
     }
 }
+
+#[test]
+fn the_state_file_seeds_are_what_they_say() {
+    use vmm::snapshot::file::{decode, FileError};
+    let back = decode(&seed("snapshot_state", "valid")).unwrap();
+    assert_eq!(back.state.devices.exit_device, Some(3));
+    assert_eq!(back.state.vcpus[0].regs.rax, 42);
+    assert!(matches!(
+        decode(&seed("snapshot_state", "version-2")),
+        Err(FileError::Version { found: 2 })
+    ));
+    assert!(matches!(
+        decode(&seed("snapshot_state", "flipped")),
+        Err(FileError::Checksum { .. })
+    ));
+    assert!(matches!(
+        decode(&seed("snapshot_state", "truncated")),
+        Err(FileError::Truncated { .. })
+    ));
+}
