@@ -985,9 +985,11 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
 /// all defaults.
 pub fn state_file_sample() -> vmm::snapshot::file::StateFile {
     use vmm::snapshot::{DevicesSnapshot, Snapshot, VcpuState, VmState};
-    let mut regs = kvm_bindings::kvm_regs::default();
-    regs.rip = 0xffff_ffff_8100_1234;
-    regs.rax = 42;
+    let regs = kvm_bindings::kvm_regs {
+        rip: 0xffff_ffff_8100_1234,
+        rax: 42,
+        ..Default::default()
+    };
     let vcpu = VcpuState {
         id: 0,
         cpuid: vec![kvm_bindings::kvm_cpuid_entry2 {

@@ -46,6 +46,9 @@ pub struct MetricsFile {
     file: File,
     fixed: Map<String, Value>,
     timeline: Arc<Timeline>,
+    /// Phases of a restore (ms since the VMM started), before the
+    /// timeline's own.
+    extra: Vec<(String, f64)>,
 }
 
 /// One device's entry.
@@ -84,6 +87,7 @@ impl MetricsFile {
             file,
             fixed: Map::new(),
             timeline,
+            extra: Vec::new(),
         })
     }
 
@@ -94,18 +98,26 @@ impl MetricsFile {
         self.fixed.insert("vcpus".into(), json!(vcpus));
     }
 
+    /// Adds phase `name`, reached `ms` after the VMM started (a restore's:
+    /// state_read, memory_mapped, devices_restored).
+    pub fn add_phase(&mut self, name: &str, ms: f64) {
+        self.extra.push((name.to_string(), ms));
+    }
+
     /// The document for the devices behind `transports`, and the VM's end
     /// if it has ended.
     pub fn document(&self, transports: &[Arc<Mutex<MmioTransport>>], end: Option<&VmEnd>) -> Value {
         let mut doc = self.fixed.clone();
         let state = if end.is_some() { "ended" } else { "running" };
         doc.insert("state".into(), json!(state));
-        let phases: Map<String, Value> = Phase::ALL
+        let phases: Map<String, Value> = self
+            .extra
             .iter()
-            .filter_map(|&p| {
+            .map(|(name, ms)| (name.clone(), json!(ms)))
+            .chain(Phase::ALL.iter().filter_map(|&p| {
                 let at = self.timeline.get(p)?;
                 Some((p.name().to_string(), json!(at.as_secs_f64() * 1000.0)))
-            })
+            }))
             .collect();
         doc.insert("boot_phases_ms".into(), Value::Object(phases));
         let devices: Vec<Value> = transports

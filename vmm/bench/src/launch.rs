@@ -125,6 +125,32 @@ pub(crate) fn launches(
             |argv: Vec<String>, ready: &Ready| base_launch(opts, work, system, argv, ready);
         match system {
             System::VmmCold => skipped.push((system, "only with --image".into())),
+            System::VmmRestore if emulated => skipped.push((
+                system,
+                "a template needs the guest's user space, which cannot run on an emulated KVM"
+                    .into(),
+            )),
+            System::VmmRestore => match make_template(opts, work) {
+                Ok(dir) => launches.push(launch(
+                    [
+                        s(exe),
+                        "run".into(),
+                        "--from".into(),
+                        s(&dir),
+                        "--serial".into(),
+                        "stdio".into(),
+                        "--log-level".into(),
+                        "info".into(),
+                        "--".into(),
+                    ]
+                    .into_iter()
+                    .chain(opts.command.iter().cloned())
+                    .collect(),
+                    // A clone shows only its command's output.
+                    &Ready::FirstOutput,
+                )),
+                Err(why) => skipped.push((system, why)),
+            },
             System::Vmm => launches.push(launch(
                 vec![
                     s(exe),
@@ -199,6 +225,33 @@ pub(crate) fn launches(
         }
     }
     Ok((launches, skipped))
+}
+
+/// The template of the default guest that `vmm-restore` restores, made
+/// once before the timed runs (as the containers' bundle is), in `work`.
+fn make_template(opts: &Options, work: &Path) -> std::result::Result<PathBuf, String> {
+    let dir = work.join("template");
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = std::process::Command::new(&opts.vmm)
+        .args(["template", "create"])
+        .arg(&dir)
+        .args([
+            "--memory",
+            &format!("{}M", opts.mem_mib),
+            "--log-level",
+            "warn",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", opts.vmm.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "the template could not be made ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(dir)
 }
 
 /// What an image run measures, and how its command is shown.
@@ -304,6 +357,7 @@ pub(crate) fn image_launches(
                 launches.push(l);
             }
             System::Qemu => skipped.push((system, "not measured with --image".into())),
+            System::VmmRestore => skipped.push((system, "not measured with --image".into())),
             System::Runc | System::Unshare => {
                 match container_launch(opts, work, system, &mut unpacked, &spec) {
                     Ok(l) => launches.push(l),

@@ -29,6 +29,9 @@ pub enum System {
     /// This VMM with `--image`, its image cache empty: the image is
     /// unpacked and its disk made before the VM boots.
     VmmCold,
+    /// This VMM restoring a template of the default guest (made once,
+    /// before the timed runs) and handing it the command.
+    VmmRestore,
     /// QEMU microvm.
     Qemu,
     /// A runc container.
@@ -39,9 +42,10 @@ pub enum System {
 
 impl System {
     /// Every system, in the order they run and are shown.
-    pub const ALL: [System; 5] = [
+    pub const ALL: [System; 6] = [
         System::VmmCold,
         System::Vmm,
+        System::VmmRestore,
         System::Qemu,
         System::Runc,
         System::Unshare,
@@ -52,6 +56,7 @@ impl System {
         match self {
             System::Vmm => "vmm",
             System::VmmCold => "vmm-cold",
+            System::VmmRestore => "vmm-restore",
             System::Qemu => "qemu",
             System::Runc => "runc",
             System::Unshare => "unshare",
@@ -60,12 +65,15 @@ impl System {
 
     /// Whether it boots its own kernel.
     pub fn is_vm(self) -> bool {
-        matches!(self, System::Vmm | System::VmmCold | System::Qemu)
+        matches!(
+            self,
+            System::Vmm | System::VmmCold | System::VmmRestore | System::Qemu
+        )
     }
 
     /// Whether it is this VMM (its phases come from its metrics).
     pub fn is_this_vmm(self) -> bool {
-        matches!(self, System::Vmm | System::VmmCold)
+        matches!(self, System::Vmm | System::VmmCold | System::VmmRestore)
     }
 
     /// Parses a name.
@@ -137,6 +145,20 @@ impl Sample {
                     _ => b.push((PHASE_TO_INIT, ready)),
                 }
             }
+            Some(System::VmmRestore) => {
+                for (phase, label) in [
+                    ("state_read", PHASE_STATE_READ),
+                    ("memory_mapped", PHASE_MEMORY_MAPPED),
+                    ("devices_restored", PHASE_DEVICES_RESTORED),
+                    ("vm_built", PHASE_VCPUS_RESTORED),
+                    ("first_kvm_run", PHASE_FIRST_RUN),
+                ] {
+                    if let Some(v) = self.phase(phase) {
+                        b.push((label, v));
+                    }
+                }
+                b.push((PHASE_RESTORED_TO_ANSWER, ready));
+            }
             Some(System::Qemu) => {
                 if let Some(v) = self.first_output_ms {
                     b.push((PHASE_QEMU_TO_CONSOLE, v));
@@ -174,6 +196,17 @@ pub const PHASE_TO_INIT: &str = "kernel: console to init";
 pub const PHASE_TO_COMMAND: &str = "init: to the command's output";
 /// Guest kernel and init, where init's start is not seen (QEMU).
 pub const PHASE_TO_INIT_AND_COMMAND: &str = "kernel and init: console to the command's output";
+/// Restore: process start to the state file read and checked.
+pub const PHASE_STATE_READ: &str = "restore: start, read the state file";
+/// Restore: guest memory (the memory file mapped private) and the VM made.
+pub const PHASE_MEMORY_MAPPED: &str = "restore: VM made, memory file mapped";
+/// Restore: the VM's and the devices' state put back.
+pub const PHASE_DEVICES_RESTORED: &str = "restore: VM and devices' state";
+/// Restore: the vCPUs made and their state put back.
+pub const PHASE_VCPUS_RESTORED: &str = "restore: vCPUs' state";
+/// Restored guest: first guest instruction to the command's output (init
+/// reads the command, starts it, it answers).
+pub const PHASE_RESTORED_TO_ANSWER: &str = "guest: command handed over to its output";
 /// Containers: start to the command's first output.
 pub const PHASE_CONTAINER: &str = "start to the command's output";
 

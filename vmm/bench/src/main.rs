@@ -30,8 +30,8 @@ struct BenchArgs {
     /// Where to write samples.csv, report.md and chart.svg.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Which systems, comma-separated: vmm, qemu, runc, unshare (with
-    /// --image also vmm-cold; the default there is vmm-cold,vmm,runc,unshare).
+    /// Which systems, comma-separated: vmm, vmm-restore, qemu, runc,
+    /// unshare (the default); with --image vmm-cold, vmm, runc, unshare.
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_system)]
     systems: Vec<System>,
     /// A container image (as for `vmm run --image`): its command runs as a
@@ -80,7 +80,13 @@ fn bench(args: BenchArgs) -> i32 {
     if systems.is_empty() {
         systems = match args.image {
             Some(_) => vec![System::VmmCold, System::Vmm, System::Runc, System::Unshare],
-            None => vec![System::Vmm, System::Qemu, System::Runc, System::Unshare],
+            None => vec![
+                System::Vmm,
+                System::VmmRestore,
+                System::Qemu,
+                System::Runc,
+                System::Unshare,
+            ],
         };
     }
     systems.dedup();

@@ -205,7 +205,9 @@ fn describe(sys: System, info: &RunInfo) -> String {
                 info.command, info.host_kernel, info.container_marker
             ),
             System::Unshare => "the same command, user, directory and environment on the same files in fresh PID, mount, network, UTS and IPC namespaces (unshare), on the host's kernel: the floor".to_string(),
-            System::Qemu => "QEMU is not measured with --image".to_string(),
+            System::Qemu | System::VmmRestore => {
+                format!("{} is not measured with --image", sys.name())
+            }
         };
     }
     match sys {
@@ -214,6 +216,10 @@ fn describe(sys: System, info: &RunInfo) -> String {
             info.command, info.vm_marker
         ),
         System::VmmCold => "this VMM with an empty image cache (only with --image)".to_string(),
+        System::VmmRestore => format!(
+            "this VMM restores a template of the default guest (`vmm template create`, made once before the timed runs, as the containers' bundle is: its init booted and waiting for a command) with `vmm run --from`: guest memory the template's file mapped private, the command handed to init through the command device; ready at the command's first output (`{}`)",
+            info.command
+        ),
         System::Qemu => "QEMU microvm (Debian's qemu-system-x86) boots the same kernel and initramfs with the same command line, so the same init runs the same command; ready at the same point".to_string(),
         System::Runc => format!(
             "a runc container runs `{}` on a busybox root file system, on the host's kernel (Linux {}); ready at {}, then torn down",
@@ -304,6 +310,13 @@ pub fn markdown(info: &RunInfo, samples: &[Sample]) -> String {
             vm.median / ct.median
         );
     }
+    if let (Some(restore), Some(ct)) = (ready_summary(samples, System::VmmRestore), ct) {
+        let _ = writeln!(
+            r,
+            "A restored VM answers in {:.2} times the runc container's time (restore/runc; below 0.5 is the target).",
+            restore.median / ct.median
+        );
+    }
     if let (Some(vm), Some(cold)) = (vm, ready_summary(samples, System::VmmCold)) {
         let _ = writeln!(
             r,
@@ -365,16 +378,62 @@ pub fn markdown(info: &RunInfo, samples: &[Sample]) -> String {
     r
 }
 
-/// Colours of the phases in the chart.
+/// Colours of the phases in the chart: each phase its own.
+const PALETTE: [&str; 14] = [
+    "#4e79a7", "#a0cbe8", "#f28e2b", "#ffbe7d", "#e15759", "#ff9d9a", "#b07aa1", "#d4a6c8",
+    "#59a14f", "#8cd17d", "#9c755f", "#76b7b2", "#edc948", "#bab0ac",
+];
+
+/// Every phase label the chart knows, in the order their colours go.
+const PHASES: [&str; 14] = [
+    super::PHASE_BUILD,
+    super::PHASE_FIRST_RUN,
+    super::PHASE_TO_CONSOLE,
+    super::PHASE_TO_INIT,
+    super::PHASE_TO_COMMAND,
+    super::PHASE_QEMU_TO_CONSOLE,
+    super::PHASE_TO_INIT_AND_COMMAND,
+    super::PHASE_STATE_READ,
+    super::PHASE_MEMORY_MAPPED,
+    super::PHASE_DEVICES_RESTORED,
+    super::PHASE_VCPUS_RESTORED,
+    super::PHASE_RESTORED_TO_ANSWER,
+    super::PHASE_CONTAINER,
+    "",
+];
+
+/// The colour of phase `label`: its own among the chart's (the palette
+/// cycles only past fourteen phases).
 fn colour(label: &str) -> &'static str {
-    match label {
-        super::PHASE_BUILD => "#4e79a7",
-        super::PHASE_FIRST_RUN => "#a0cbe8",
-        super::PHASE_TO_CONSOLE | super::PHASE_QEMU_TO_CONSOLE => "#f28e2b",
-        super::PHASE_TO_INIT | super::PHASE_TO_INIT_AND_COMMAND => "#e15759",
-        super::PHASE_TO_COMMAND => "#b07aa1",
-        _ => "#59a14f",
+    let i = PHASES
+        .iter()
+        .position(|p| *p == label)
+        .unwrap_or(PHASES.len() - 1);
+    PALETTE[i % PALETTE.len()]
+}
+
+/// log10 of `x` (x > 0) without libm (see `power_of_ten_below`): the
+/// decades, then the mantissa's logarithm by the atanh series.
+fn log10(x: f64) -> f64 {
+    let mut decades = 0.0;
+    let mut m = x;
+    while m >= 10.0 {
+        m /= 10.0;
+        decades += 1.0;
     }
+    while m < 1.0 {
+        m *= 10.0;
+        decades -= 1.0;
+    }
+    // ln m = 2 atanh(z), z = (m - 1) / (m + 1), |z| < 0.82.
+    let z = (m - 1.0) / (m + 1.0);
+    let (mut term, mut sum, mut k) = (z, 0.0, 1.0);
+    while term.abs() > 1e-12 * k {
+        sum += term / k;
+        term *= z * z;
+        k += 2.0;
+    }
+    decades + 2.0 * sum / std::f64::consts::LN_10
 }
 
 fn xml_escape(s: &str) -> String {
@@ -383,21 +442,37 @@ fn xml_escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// The SVG chart: one horizontal bar per system, the median phases stacked,
-/// the median time to ready written at the end of the bar (the scale is
-/// linear, so a container's bar may be a sliver beside a VM's).
+/// The SVG chart: one horizontal bar per system, the median phases stacked
+/// and each in its own colour, the median time to ready written at the end
+/// of the bar, on a logarithmic axis (decades): a container's few
+/// milliseconds and a VM's seconds both show.
 pub fn svg(samples: &[Sample]) -> String {
     let systems = systems_in(samples);
     let rows: Vec<(System, Vec<(&'static str, f64)>)> = systems
         .iter()
         .map(|&s| (s, phase_medians(samples, s)))
+        .filter(|(_, p)| !p.is_empty())
         .collect();
-    let max = rows
+    let totals: Vec<f64> = rows
         .iter()
         .map(|(_, p)| p.iter().map(|(_, v)| v).sum::<f64>())
-        .fold(0.0f64, f64::max)
-        .max(1.0);
-    let (left, width, bar, gap) = (90.0, 560.0, 26.0, 14.0);
+        .collect();
+    let max = totals.iter().copied().fold(0.0f64, f64::max).max(1.0);
+    // From the decade below the smallest first phase to the decade above
+    // the longest bar.
+    let smallest = rows
+        .iter()
+        .filter_map(|(_, p)| p.iter().map(|(_, v)| *v).find(|v| *v > 0.0))
+        .fold(max, f64::min)
+        .max(0.01);
+    let lo = power_of_ten_below(smallest);
+    let mut hi = power_of_ten_below(max);
+    if hi < max {
+        hi *= 10.0;
+    }
+    let (left, width, bar, gap) = (110.0, 540.0, 26.0, 14.0);
+    let span = (log10(hi) - log10(lo)).max(1.0);
+    let x_of = |ms: f64| left + (log10(ms.max(lo)) - log10(lo)) / span * width;
     let mut labels: Vec<&'static str> = Vec::new();
     for (_, p) in &rows {
         for (l, _) in p {
@@ -409,24 +484,36 @@ pub fn svg(samples: &[Sample]) -> String {
     let plot_h = rows.len() as f64 * (bar + gap);
     let height = 50.0 + plot_h + 30.0 + labels.len() as f64 * 18.0 + 10.0;
     let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"760\" height=\"{height:.0}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <text x=\"10\" y=\"20\" font-size=\"14\" font-weight=\"bold\">Time to ready (median), phases stacked</text>\n"
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"780\" height=\"{height:.0}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <text x=\"10\" y=\"20\" font-size=\"14\" font-weight=\"bold\">Time to ready (median), phases stacked; logarithmic axis</text>\n"
     );
-    // Axis: 5 ticks.
-    let step = nice_step(max / 5.0);
-    let mut t = 0.0;
-    while t <= max * 1.0001 {
-        let x = left + t / max * width;
-        let _ = writeln!(
-            s,
-            "<line x1=\"{x:.1}\" y1=\"35\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/><text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#555\">{}</text>",
-            40.0 + plot_h,
-            52.0 + plot_h,
-            human_ms(t)
-        );
-        t += step;
+    // A line at each decade, lighter ones at 2 and 5 times it.
+    let mut t = lo;
+    while t <= hi * 1.0001 {
+        for (k, shade) in [(1.0, "#ccc"), (2.0, "#eee"), (5.0, "#eee")] {
+            let v = t * k;
+            if v > hi * 1.0001 {
+                break;
+            }
+            let x = x_of(v);
+            let _ = write!(
+                s,
+                "<line x1=\"{x:.1}\" y1=\"35\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"{shade}\"/>",
+                40.0 + plot_h
+            );
+            if k == 1.0 {
+                let _ = write!(
+                    s,
+                    "<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#555\">{}</text>",
+                    52.0 + plot_h,
+                    human_ms(v)
+                );
+            }
+            s.push('\n');
+        }
+        t *= 10.0;
     }
-    for (i, (sys, phases)) in rows.iter().enumerate() {
+    for (i, ((sys, phases), total)) in rows.iter().zip(&totals).enumerate() {
         let y = 40.0 + i as f64 * (bar + gap);
         let _ = writeln!(
             s,
@@ -435,25 +522,25 @@ pub fn svg(samples: &[Sample]) -> String {
             y + bar * 0.65,
             sys.name()
         );
-        let mut x = left;
+        let mut at = 0.0;
         for (label, ms) in phases {
-            let w = ms / max * width;
+            let (x0, x1) = (x_of(at), x_of(at + ms));
+            at += ms;
             let _ = writeln!(
                 s,
-                "<rect x=\"{x:.2}\" y=\"{y:.1}\" width=\"{w:.2}\" height=\"{bar}\" fill=\"{}\"><title>{}: {}</title></rect>",
+                "<rect x=\"{x0:.2}\" y=\"{y:.1}\" width=\"{:.2}\" height=\"{bar}\" fill=\"{}\"><title>{}: {}</title></rect>",
+                (x1 - x0).max(0.0),
                 colour(label),
                 xml_escape(label),
                 human_ms(*ms)
             );
-            x += w;
         }
-        let total: f64 = phases.iter().map(|(_, v)| v).sum();
         let _ = writeln!(
             s,
             "<text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
-            x + 6.0,
+            x_of(*total) + 6.0,
             y + bar * 0.65,
-            human_ms(total)
+            human_ms(*total)
         );
     }
     let mut y = 70.0 + plot_h;
@@ -487,43 +574,12 @@ fn power_of_ten_below(x: f64) -> f64 {
     p
 }
 
-/// A round axis step (1, 2 or 5 times a power of ten) near `raw`.
-fn nice_step(raw: f64) -> f64 {
-    let p = power_of_ten_below(raw.clamp(1e-9, 1e12));
-    let m = raw / p;
-    let k = if m <= 1.0 {
-        1.0
-    } else if m <= 2.0 {
-        2.0
-    } else if m <= 5.0 {
-        5.0
-    } else {
-        10.0
-    };
-    k * p
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn axis_steps_are_one_two_or_five_times_a_power_of_ten() {
-        for (raw, step) in [
-            (0.003, 0.005),
-            (0.7, 1.0),
-            (1.0, 1.0),
-            (1.5, 2.0),
-            (3.0, 5.0),
-            (7.0, 10.0),
-            (10.0, 10.0),
-            (180.0, 200.0),
-            (4200.0, 5000.0),
-            (99_999.0, 100_000.0),
-        ] {
-            let got = nice_step(raw);
-            assert!((got - step).abs() < step * 1e-9, "{raw}: {got} != {step}");
-        }
+    fn powers_of_ten_below() {
         assert_eq!(power_of_ten_below(1.0), 1.0);
         assert_eq!(power_of_ten_below(999.0), 100.0);
         assert!((power_of_ten_below(0.05) - 0.01).abs() < 1e-12);
@@ -737,10 +793,34 @@ mod tests {
     }
 
     #[test]
-    fn axis_steps_are_round() {
-        assert_eq!(nice_step(230.0), 500.0);
-        assert_eq!(nice_step(18_000.0), 20_000.0);
-        assert_eq!(nice_step(1.0), 1.0);
+    fn the_axis_is_logarithmic_and_every_phase_has_its_colour() {
+        for (x, want) in [
+            (1.0, 0.0),
+            (10.0, 1.0),
+            (2.0, std::f64::consts::LOG10_2),
+            (0.05, -1.30103),
+            (9999.0, 3.99996),
+        ] {
+            assert!((log10(x) - want).abs() < 1e-4, "log10({x}) = {}", log10(x));
+        }
+        let colours: std::collections::HashSet<_> = PHASES[..PHASES.len() - 1]
+            .iter()
+            .map(|p| colour(p))
+            .collect();
+        assert_eq!(colours.len(), PHASES.len() - 1, "two phases share a colour");
+        // runc's 50 ms bar and vmm's second-long one: the decade lines from
+        // 10 ms to 10 s, and runc's bar spans a visible part of the axis.
+        let s = svg(&fixed());
+        for tick in ["10.0 ms", "100 ms", "1000 ms", "10.0 s"] {
+            assert!(
+                s.contains(&format!(">{tick}</text>")),
+                "no {tick} tick: {s}"
+            );
+        }
+    }
+
+    #[test]
+    fn times_are_written_for_people() {
         assert_eq!(human_ms(91_234.0), "91.2 s");
         assert_eq!(human_ms(48.26), "48.3 ms");
     }

@@ -336,11 +336,13 @@ impl Vmm {
         )?;
         vm::register_memory(&vmfd, &mem)?;
         let map_ms = ms(mapped);
+        let mapped_at = ms(started);
         let vm_at = Instant::now();
         super::vm::restore(&vmfd, &snap.vm).map_err(crate::handle::HandleError::from)?;
         let mut vmm = Self::devices(&config, kvm, vmfd, mem, checked)?;
         vmm.restore_devices(&snap.devices)?;
         let devices_ms = ms(vm_at);
+        let devices_at = ms(started);
         let vcpus_at = Instant::now();
         let (pio, mmio) = vmm.buses.clone();
         let tcg = crate::host::cpu_is_qemu_tcg();
@@ -379,6 +381,13 @@ impl Vmm {
                 .map_err(|e| restore_err(RestoreError::Command(e)))?;
         }
         vmm.exit.timeline.mark(Phase::VmBuilt);
+        if let Some(m) = &mut vmm.metrics {
+            m.add_phase("state_read", read_ms);
+            m.add_phase("memory_mapped", mapped_at);
+            m.add_phase("devices_restored", devices_at);
+            let transports: Vec<_> = vmm.virtio.iter().map(|s| s.transport.clone()).collect();
+            m.write(&transports, None);
+        }
         log::info!(
             "restored {} ({} vCPU(s), {} MiB) in {:.2} ms: state file read {read_ms:.2} ms, memory \
              mapped {map_ms:.2} ms, VM and devices {devices_ms:.2} ms, vCPUs {vcpus_ms:.2} ms",
