@@ -675,6 +675,31 @@ fn write_scenarios(n: &Nested) -> PathBuf {
         guest = quote(snapshot_guest),
     );
     let snapshot_file = dir.write("snapshot.sh", snapshot_script.as_bytes());
+    // The network across a snapshot: A gets its address by DHCP on tap0
+    // and answers ping; snapshotted and stopped; B (restored, tap0 opened
+    // again by name) answers at the same address; C, restored onto tap1
+    // (tap0's address moved there), answers there.
+    let snapshot_net = format!(
+        "{dhcp}set +e\nvmm={vmm}\nd=/tmp/snet; rm -rf $d; mkdir -p $d\n\
+         ping_guest() {{ ip=$(awk '{{print $3}}' {leases} | head -1); ping -c 2 -W 5 $ip > $d/ping 2>&1; \
+           echo \"$1 ping $ip rc=$?\"; }}\n\
+         $vmm run --net tap=tap0 --dhcp --api-sock $d/a.sock -- sh -c 'while :; do sleep 1; done' \
+           > $d/a.out 2> $d/a.err & pid=$!\n\
+         for i in $(seq 240); do grep -q '^eth0: ' $d/a.out && break; sleep 0.5; done\n\
+         grep '^eth0: ' $d/a.out | tr -d '\\r'\n\
+         ping_guest A\n\
+         $vmm snapshot --api-sock $d/a.sock --stop $d/snap; echo \"snapshot rc=$?\"; wait $pid\n\
+         $vmm run --from $d/snap > $d/b.out 2> $d/b.err & pid=$!\n\
+         sleep 2; ping_guest B; kill $pid; wait $pid; echo \"b rc=$?\"\n\
+         ip addr del {NET_HOST}/24 dev tap0; ip link set tap0 down\n\
+         ip tuntap add dev tap1 mode tap; ip addr add {NET_HOST}/24 dev tap1; ip link set tap1 up\n\
+         $vmm run --from $d/snap --net tap=tap1 > $d/c.out 2> $d/c.err & pid=$!\n\
+         sleep 2; ping_guest C; kill $pid; wait $pid; echo \"c rc=$?\"\n\
+         cat $d/a.err $d/b.err $d/c.err >&2\n",
+        dhcp = dhcp_on_tap0("snapshot-net", ""),
+        leases = quote(&r("snapshot-net.leases")),
+    );
+    let snapshot_net_file = dir.write("snapshot-net.sh", snapshot_net.as_bytes());
     let scenarios: Vec<(&str, Vec<String>)> = vec![
         // `vmm run --image`: a two-layer image (a whiteout, an opaque
         // directory) run as its user in its directory, cold and warm; the
@@ -839,6 +864,15 @@ fn write_scenarios(n: &Nested) -> PathBuf {
         (
             "snapshot-restore",
             vec!["bash".into(), snapshot_file.display().to_string()],
+        ),
+        (
+            "snapshot-net",
+            vec![
+                "unshare".into(),
+                "--net".into(),
+                "bash".into(),
+                snapshot_net_file.display().to_string(),
+            ],
         ),
         ("api-two", sh(api_driver(&["two-a", "two-b"]))),
         ("default-1", run(&["--vcpus", "1", "--memory", "128M"])),
@@ -2131,4 +2165,33 @@ fn a_busy_two_vcpu_vm_with_a_disk_goes_on_after_its_snapshot_in_a_new_process() 
     ] {
         assert!(ran.stdout.contains(says), "no '{says}'\n{all}");
     }
+}
+
+#[test]
+fn a_restored_guest_answers_at_its_address_and_a_clone_on_another_tap_there() {
+    let Some(n) = nested() else { return };
+    let ran = n.scenario("snapshot-net");
+    let all = format!("{}\n{}", ran.stdout, ran.stderr);
+    assert!(
+        ran.stdout.contains("eth0: 172.31.0."),
+        "no DHCP lease\n{all}"
+    );
+    for says in [
+        "A ping 172.31.0.",
+        "snapshot rc=0",
+        "B ping 172.31.0.",
+        "C ping 172.31.0.",
+    ] {
+        let line = ran
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(says))
+            .unwrap_or_else(|| panic!("no '{says}'\n{all}"));
+        if says.contains("ping") {
+            assert!(line.ends_with("rc=0"), "{line}\n{all}");
+        }
+    }
+    // B and C end by SIGTERM.
+    assert!(ran.stdout.contains("b rc=143"), "{all}");
+    assert!(ran.stdout.contains("c rc=143"), "{all}");
 }

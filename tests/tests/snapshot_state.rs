@@ -207,14 +207,17 @@ fn a_paused_two_vcpu_vm_snapshotted_and_restored_goes_on() {
     assert_eq!(state.state.vcpus[1].id, 1);
     assert!(state.state.devices.virtio.is_empty());
 
+    // Started paused: the memory is the snapshot's until it runs.
     let b = vmm::Vmm::restore(&restore_options(&dir), Instant::now())
         .unwrap()
-        .start()
+        .start_paused()
         .unwrap();
+    assert_eq!(b.state(), vmm::VmState::Paused);
     assert_eq!(
         (read(b.memory(), BSP_COUNTER), read(b.memory(), AP_COUNTER)),
         saved
     );
+    b.resume().unwrap();
     counts_past(b.memory(), saved);
     b.stop();
     assert_eq!(b.wait(), vmm::VmEnd::Stopped);

@@ -46,6 +46,9 @@ pub enum VmError {
     /// The thread registering guest memory with KVM panicked.
     #[error("the thread registering guest memory with KVM panicked")]
     RegistrationPanicked,
+    /// The thread creating the VM (a restore's) panicked.
+    #[error("the thread creating the VM panicked")]
+    CreationPanicked,
     /// Writing the MP table failed.
     #[error("cannot write the MP table")]
     MpTable(#[source] arch::mptable::Error),
