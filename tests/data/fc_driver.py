@@ -200,4 +200,5 @@ def main():
     print("ok: SendCtrlAltDel ended the process with 0", flush=True)
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -279,14 +279,14 @@ fn answers_before_the_start_follow_the_swagger_file() {
                 "/snapshot/create",
                 Some(r#"{"mem_file_path": "/m", "snapshot_path": "/s"}"#),
                 400,
-                "snapshots are not supported",
+                "before starting",
             ),
             (
                 "PUT",
                 "/snapshot/load",
                 Some(r#"{"snapshot_path": "/s"}"#),
                 400,
-                "snapshots are not supported",
+                "boot-specific resources",
             ),
             (
                 "GET",

@@ -36,7 +36,6 @@ fn version_and_the_flags_this_vmm_refuses() {
     for (args, says) in [
         (vec!["--seccomp-filter", "/f.bpf"], "--seccomp-filter"),
         (vec!["--enable-pci"], "--enable-pci"),
-        (vec!["--describe-snapshot", "/s"], "--describe-snapshot"),
         (vec!["--no-api"], "--config-file"),
         (vec!["--bogus"], "--bogus"),
     ] {

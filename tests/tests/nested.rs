@@ -865,6 +865,17 @@ fn write_scenarios(n: &Nested) -> PathBuf {
             "snapshot-restore",
             vec!["bash".into(), snapshot_file.display().to_string()],
         ),
+        // Firecracker's client flow: A configured, started, paused and
+        // snapshotted through the API; B, a fresh process, loads it with
+        // resume_vm and answers a line typed on its console.
+        (
+            "snapshot-api",
+            sh(format!(
+                "d=/tmp/snapshot-api; rm -rf $d; mkdir -p $d; python3 {} {firecracker} $d {vmlinux} {initramfs}; \
+                 rc=$?; cat $d/*.stderr >&2; exit $rc",
+                quote(&repo_root().join("tests/data/fc_snapshot.py").display().to_string()),
+            )),
+        ),
         (
             "snapshot-net",
             vec![
@@ -2194,4 +2205,21 @@ fn a_restored_guest_answers_at_its_address_and_a_clone_on_another_tap_there() {
     // B and C end by SIGTERM.
     assert!(ran.stdout.contains("b rc=143"), "{all}");
     assert!(ran.stdout.contains("c rc=143"), "{all}");
+}
+
+#[test]
+fn a_firecracker_client_snapshots_in_one_process_and_loads_in_another() {
+    let Some(n) = nested() else { return };
+    let ran = n.scenario("snapshot-api");
+    let all = format!("{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(0), "{all}");
+    for says in [
+        "ok: A booted",
+        "ok: A snapshotted and stopped (exit 143)",
+        "ok: B loaded the snapshot and runs",
+        "ok: B's guest answered a command typed on its console, with A's mark",
+        "ok: poweroff ended B with 0",
+    ] {
+        assert!(ran.stdout.contains(says), "no '{says}'\n{all}");
+    }
 }

@@ -89,6 +89,25 @@ fn vmm_snapshot_writes_a_directory_that_vmm_run_from_restores() {
     assert!(dir.join("snap2").join("vm.state").exists());
     drop(child.stderr.take());
 
+    // Firecracker's --describe-snapshot gives the state file's version.
+    let describe = |path: &Path| {
+        let mut cmd = Command::new(vmm_tests::firecracker_bin());
+        cmd.arg("--describe-snapshot").arg(path);
+        vmm_tests::run_until(cmd, LIMIT, |_, _| false)
+    };
+    let out = describe(&snap.join("vm.state"));
+    assert_eq!(
+        (out.code, out.stdout.trim()),
+        (Some(0), "v1"),
+        "{}",
+        out.stderr
+    );
+    let out = describe(&snap.join("vm.mem"));
+    assert_eq!(out.code, Some(code::SNAPSHOT), "{}", out.stderr);
+    assert!(out.stderr.contains("not a state file"), "{}", out.stderr);
+    let out = describe(&dir.join("none"));
+    assert_eq!(out.code, Some(code::FILE), "{}", out.stderr);
+
     // A new process restores the VM: the guest goes on printing.
     let out = run_vmm(&["run", "--from", d], LIMIT, Some("tick"));
     assert!(out.stdout.contains("tick"), "{} {}", out.stdout, out.stderr);

@@ -86,7 +86,7 @@ struct FirecrackerArgs {
     /// Accepted and unused (the jailer's parent CPU time).
     #[arg(long, value_name = "US")]
     parent_cpu_time_us: Option<u64>,
-    /// Refused: snapshots are not supported yet.
+    /// Print the format version of the state file at PATH and exit.
     #[arg(long, value_name = "PATH")]
     describe_snapshot: Option<PathBuf>,
     /// Print the version and exit.
@@ -118,9 +118,6 @@ fn refused(args: &FirecrackerArgs) -> Option<(&'static str, &'static str)> {
             "PCI is not supported; devices are on virtio-mmio",
         ));
     }
-    if args.describe_snapshot.is_some() {
-        return Some(("--describe-snapshot", "snapshots are not supported yet"));
-    }
     None
 }
 
@@ -145,6 +142,16 @@ pub fn main(started: Instant) -> i32 {
         return exit_code::OK;
     }
     vmm::logging::init("info");
+    if let Some(path) = &args.describe_snapshot {
+        // As Firecracker: the snapshot's data format version.
+        return match vmm::snapshot::restore::read_state(path) {
+            Ok(_) => {
+                println!("v{}", vmm::snapshot::file::VERSION);
+                exit_code::OK
+            }
+            Err(e) => exit::report(&vmm::handle::HandleError::Restore(Box::new(e)).into()),
+        };
+    }
     if let Some((flag, why)) = refused(&args) {
         log::error!("{flag}: {why}");
         return exit_code::USAGE;
