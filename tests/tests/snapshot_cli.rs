@@ -208,6 +208,30 @@ fn a_template_whose_init_never_gets_ready_is_refused_in_time() {
     // Its boot went to the template's boot.log.
     let log = std::fs::read_to_string(t.join("boot.log")).unwrap();
     assert!(log.contains("tick"), "{log}");
+    // A stop signal while waiting ends the VMM at once, as for `run`.
+    let mut child = Command::new(vmm_bin())
+        .args(["template", "create", dir.join("t2").to_str().unwrap()])
+        .args([
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--memory",
+            "16M",
+            "--cmdline",
+            "",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill takes plain integers; the child is ours and alive.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let started = Instant::now();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + 15));
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(!dir.join("t2").join("vm.state").exists());
     let out = vmm(&["template", "create", t.to_str().unwrap(), "--", "true"]);
     assert_eq!(out.code, Some(code::CONFIG), "{}", out.stderr);
     assert!(out.stderr.contains("takes no command"), "{}", out.stderr);

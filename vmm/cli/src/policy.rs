@@ -91,6 +91,13 @@ impl Policy {
         Ok(Policy { signals, seccomp })
     }
 
+    /// A stop signal that came since the last call, if any (SIGTERM,
+    /// SIGINT, SIGHUP), for a front end that waits for something else
+    /// than the VM's end.
+    pub fn stop_signal(&self) -> Option<i32> {
+        self.signals.take()
+    }
+
     /// The front end the API's controller calls.
     pub fn running(&self) -> Running {
         Running {

@@ -222,7 +222,17 @@ pub fn template_create(args: TemplateArgs, started: Instant) -> i32 {
         }
         let policy = Policy::install(&cfg)?;
         let handle = Vmm::build(&cfg, started)?.end_codes(exit::of_end).start()?;
-        if !handle.wait_ready(timeout) {
+        // Ready, ended, out of time, or stopped by a signal meanwhile.
+        let deadline = Instant::now() + timeout;
+        let mut ready = false;
+        while !ready && !handle.ending() && Instant::now() < deadline {
+            ready = handle.wait_ready(Duration::from_millis(200));
+            if let Some(sig) = policy.stop_signal() {
+                handle.stop_with(VmEnd::Signal(sig));
+                return Ok(handle.wait());
+            }
+        }
+        if !ready {
             let why = match handle
                 .try_end()
                 .or_else(|| handle.ending().then(|| handle.wait()))
