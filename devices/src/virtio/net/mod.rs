@@ -17,8 +17,12 @@ use super::{VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
 use crate::GuestSlice;
 use vmm_sys_util::timerfd::TimerFd;
 
+mod backend;
 mod mac;
+mod state;
 pub mod tap;
+
+pub use backend::{offload, NetBackend};
 
 pub use mac::MacAddr;
 
@@ -87,45 +91,6 @@ pub struct NetStats {
     pub tx_dropped: u64,
     /// Frames the TAP refused (interface down, a header it rejects...).
     pub tx_errors: u64,
-}
-
-/// TUNSETOFFLOAD flags: what the TAP may hand us unchecksummed or
-/// unsegmented (and so what the guest must accept).
-pub mod offload {
-    /// Partial checksums.
-    pub const CSUM: u32 = 0x01;
-    /// TCP segmentation offload, IPv4.
-    pub const TSO4: u32 = 0x02;
-    /// TCP segmentation offload, IPv6.
-    pub const TSO6: u32 = 0x04;
-}
-
-/// What virtio-net needs from its host end: frames in and out, each
-/// starting with the virtio-net header, and the offloads to accept.
-pub trait NetBackend: Send + AsRawFd {
-    /// Reads one frame (header included); WouldBlock when there is none.
-    fn read_frame(&mut self, buf: &mut [u8]) -> io::Result<usize>;
-    /// Writes one frame (header included).
-    fn write_frame(&mut self, buf: &[u8]) -> io::Result<usize>;
-    /// Writes one frame (header included) made of `parts`, pieces of guest
-    /// memory, in order. By default they are copied into one buffer for
-    /// `write_frame`; a TAP writes them where they are, in one writev.
-    fn write_gathered(&mut self, parts: &[GuestSlice<'_>]) -> io::Result<usize> {
-        self.write_frame(&gathered(parts))
-    }
-    /// Sets which offloads (`offload::*`) frames read may use.
-    fn set_offload(&mut self, flags: u32) -> io::Result<()>;
-}
-
-/// `parts` copied, in order, into one buffer.
-fn gathered(parts: &[GuestSlice<'_>]) -> Vec<u8> {
-    let mut frame = vec![0u8; parts.iter().map(|p| p.len()).sum()];
-    let mut at = 0;
-    for p in parts {
-        at += p.copy_to(&mut frame[at..]);
-    }
-    frame.truncate(at);
-    frame
 }
 
 /// What became of the pending RX frame.
@@ -585,43 +550,15 @@ impl VirtioDevice for Net {
 
     /// The transmitted buffers not yet returned go back now.
     fn quiesce(&mut self, mem: &GuestMemoryMmap, queues: &mut [Queue]) -> u32 {
-        if self.tx_unreturned.is_empty() {
-            self.disarm_tx_timer();
-            return 0;
-        }
-        match queues.get_mut(TX_QUEUE) {
-            Some(q) => u32::from(self.complete_tx(mem, q)) << TX_QUEUE,
-            None => 0,
-        }
+        self.return_held_tx(mem, queues)
     }
 
     fn save(&self) -> super::DeviceSnapshot {
-        super::DeviceSnapshot::Net {
-            mac: self.mac.to_string(),
-            rx_frame: self.rx_buf[..self.rx_pending].to_vec(),
-        }
+        self.snapshot()
     }
 
     fn restore(&mut self, snap: &super::DeviceSnapshot) -> Result<(), String> {
-        let super::DeviceSnapshot::Net { mac, rx_frame } = snap else {
-            return Err(format!(
-                "virtio-net given the state of another device: {snap:?}"
-            ));
-        };
-        if rx_frame.len() > self.rx_buf.len() {
-            return Err(format!(
-                "virtio-net: a held frame of {} bytes, more than {}",
-                rx_frame.len(),
-                self.rx_buf.len()
-            ));
-        }
-        self.mac = mac
-            .parse()
-            .map_err(|e| format!("virtio-net: MAC '{mac}': {e}"))?;
-        self.rx_buf[..rx_frame.len()].copy_from_slice(rx_frame);
-        self.rx_pending = rx_frame.len();
-        self.tx_unreturned.clear();
-        Ok(())
+        self.restore_snapshot(snap)
     }
 
     fn reset(&mut self) {
