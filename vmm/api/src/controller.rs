@@ -315,14 +315,8 @@ impl Controller {
             Ok(c) => c,
             Err(e) => return fault(e),
         };
-        let end_code = self.front_end.end_code();
-        let started = Vmm::build(&config, self.started_at).and_then(|v| {
-            let v = match end_code {
-                Some(f) => v.end_codes(f),
-                None => v,
-            };
-            Ok(v.start()?)
-        });
+        let started = Vmm::build(&config, self.started_at)
+            .and_then(|v| Ok(self.with_end_codes(v).start()?));
         match started {
             Ok(handle) => {
                 self.front_end.started(&handle);
@@ -375,6 +369,14 @@ impl Controller {
                 Response::no_content()
             }
             Err(e) => Response::fault(format!("drives.path_on_host: {e}")),
+        }
+    }
+
+    /// `vmm` with the front end's mapping of ends to exit codes, if any.
+    fn with_end_codes(&self, vmm: Vmm) -> Vmm {
+        match self.front_end.end_code() {
+            Some(f) => vmm.end_codes(f),
+            None => vmm,
         }
     }
 
@@ -469,14 +471,8 @@ impl Controller {
             .into_iter()
             .map(|o| (o.iface_id, o.host_dev_name))
             .collect();
-        let end_code = self.front_end.end_code();
-        let restored = Vmm::restore(&opts, self.started_at).and_then(|v| {
-            let v = match end_code {
-                Some(f) => v.end_codes(f),
-                None => v,
-            };
-            Ok(v.start_paused()?)
-        });
+        let restored = Vmm::restore(&opts, self.started_at)
+            .and_then(|v| Ok(self.with_end_codes(v).start_paused()?));
         let handle = match restored {
             Ok(h) => h,
             Err(e) => {

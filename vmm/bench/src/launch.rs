@@ -100,7 +100,6 @@ pub(crate) fn launches(
 ) -> Result<(Vec<Launch>, Skipped)> {
     let (kernel, initrd) = config::default_guest()?;
     let vm_ready = vm_ready(emulated);
-    let exe = &opts.vmm;
     // The containers' root file system (busybox), made once for both.
     let mut rootfs: Option<std::result::Result<PathBuf, String>> = None;
     let mut container_root = || -> std::result::Result<PathBuf, String> {
@@ -132,44 +131,24 @@ pub(crate) fn launches(
             )),
             System::VmmRestore => match make_template(opts, work) {
                 Ok(dir) => launches.push(launch(
-                    [
-                        s(exe),
-                        "run".into(),
-                        "--from".into(),
-                        s(&dir),
-                        "--serial".into(),
-                        "stdio".into(),
-                        "--log-level".into(),
-                        "info".into(),
-                        "--".into(),
-                    ]
-                    .into_iter()
-                    .chain(opts.command.iter().cloned())
-                    .collect(),
+                    vmm_argv(opts, &["--from".into(), s(&dir)]),
                     // A clone shows only its command's output.
                     &Ready::FirstOutput,
                 )),
                 Err(why) => skipped.push((system, why)),
             },
             System::Vmm => launches.push(launch(
-                vec![
-                    s(exe),
-                    "run".into(),
-                    "--kernel".into(),
-                    s(&kernel),
-                    "--initrd".into(),
-                    s(&initrd),
-                    "--memory".into(),
-                    format!("{}M", opts.mem_mib),
-                    "--serial".into(),
-                    "stdio".into(),
-                    "--log-level".into(),
-                    "info".into(),
-                    "--".into(),
-                ]
-                .into_iter()
-                .chain(opts.command.iter().cloned())
-                .collect(),
+                vmm_argv(
+                    opts,
+                    &[
+                        "--kernel".into(),
+                        s(&kernel),
+                        "--initrd".into(),
+                        s(&initrd),
+                        "--memory".into(),
+                        format!("{}M", opts.mem_mib),
+                    ],
+                ),
                 &vm_ready,
             )),
             System::Qemu => match run::which("qemu-system-x86_64") {
@@ -225,6 +204,15 @@ pub(crate) fn launches(
         }
     }
     Ok((launches, skipped))
+}
+
+/// `vmm run OPTIONS --serial stdio --log-level info -- COMMAND`.
+fn vmm_argv(opts: &Options, options: &[String]) -> Vec<String> {
+    let mut argv = vec![opts.vmm.display().to_string(), "run".into()];
+    argv.extend(options.iter().cloned());
+    argv.extend(["--serial", "stdio", "--log-level", "info", "--"].map(String::from));
+    argv.extend(opts.command.iter().cloned());
+    argv
 }
 
 /// The template of the default guest that `vmm-restore` restores, made
