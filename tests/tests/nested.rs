@@ -634,7 +634,8 @@ fn write_scenarios(n: &Nested) -> PathBuf {
            > /tmp/c$c.out 2> /tmp/c$c.err; echo $? > /tmp/c$c.rc) & done; wait\n\
          for c in 1 2; do echo \"clone $c: $(tr -d '\\r' < /tmp/c$c.out | tr '\\n' ' ')rc=$(cat /tmp/c$c.rc)\"; \
            cat /tmp/c$c.err >&2; done\n\
-         echo \"boot log: $(grep -c . /tmp/tpl/boot.log) lines\"\n",
+         echo \"boot log: $(grep -c . /tmp/tpl/boot.log) lines\"\n\
+         rm -rf /tmp/tpl /tmp/c[12].*\n",
         argv = argv.join(" "),
     );
     let template_file = dir.write("template.sh", template_script.as_bytes());
@@ -671,7 +672,8 @@ fn write_scenarios(n: &Nested) -> PathBuf {
          echo \"before: $(debugfs -R 'cat /before' $d/disk.ext4 2>/dev/null)\"\n\
          echo \"after: $(debugfs -R 'cat /after' $d/disk.ext4 2>/dev/null)\"\n\
          echo \"memory file: $(du -k $d/snap/vm.mem | cut -f1) KiB on disk\"\n\
-         cat $d/a.err $d/b.err $d/fsck >&2\n",
+         cat $d/a.err $d/b.err $d/fsck >&2\n\
+         rm -rf $d\n",
         guest = quote(snapshot_guest),
     );
     let snapshot_file = dir.write("snapshot.sh", snapshot_script.as_bytes());
@@ -695,7 +697,8 @@ fn write_scenarios(n: &Nested) -> PathBuf {
          ip tuntap add dev tap1 mode tap; ip addr add {NET_HOST}/24 dev tap1; ip link set tap1 up\n\
          $vmm run --from $d/snap --net tap=tap1 > $d/c.out 2> $d/c.err & pid=$!\n\
          sleep 2; ping_guest C; kill $pid; wait $pid; echo \"c rc=$?\"\n\
-         cat $d/a.err $d/b.err $d/c.err >&2\n",
+         cat $d/a.err $d/b.err $d/c.err >&2\n\
+         rm -rf $d\n",
         dhcp = dhcp_on_tap0("snapshot-net", ""),
         leases = quote(&r("snapshot-net.leases")),
     );
@@ -872,7 +875,7 @@ fn write_scenarios(n: &Nested) -> PathBuf {
             "snapshot-api",
             sh(format!(
                 "d=/tmp/snapshot-api; rm -rf $d; mkdir -p $d; python3 {} {firecracker} $d {vmlinux} {initramfs}; \
-                 rc=$?; cat $d/*.stderr >&2; exit $rc",
+                 rc=$?; cat $d/*.stderr >&2; rm -rf $d; exit $rc",
                 quote(&repo_root().join("tests/data/fc_snapshot.py").display().to_string()),
             )),
         ),
