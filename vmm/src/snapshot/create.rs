@@ -1,7 +1,7 @@
 //! Writing a snapshot of a paused VM: the devices give back what they
 //! hold, every state is read, guest RAM goes to the memory file (sparse)
-//! and the rest to the state file, written whole under a temporary name
-//! and renamed into place, so that a reader never sees half a file.
+//! and the rest to the state file (`file::write`: whole, then renamed
+//! into place).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -75,18 +75,20 @@ impl VmHandle {
         let memory_bytes = vm_memory::GuestMemoryBackend::iter(&shared.mem)
             .map(vm_memory::GuestMemoryRegion::len)
             .sum();
-        let bytes = file::encode(&StateFile {
-            config: ConfigFile::from_config(&shared.config),
-            memory_bytes,
-            state,
-        })
+        let state_bytes = file::write(
+            state_path,
+            &StateFile {
+                config: ConfigFile::from_config(&shared.config),
+                memory_bytes,
+                state,
+            },
+        )
         .map_err(|e| WriteError {
             path: state_path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        write_whole(state_path, &bytes).map_err(write_err(state_path))?;
         let written = Written {
-            state_bytes: bytes.len() as u64,
+            state_bytes,
             memory_bytes,
             memory_written,
             ms: started.elapsed().as_secs_f64() * 1e3,
@@ -102,25 +104,4 @@ impl VmHandle {
         );
         Ok(written)
     }
-}
-
-/// Writes `bytes` to a temporary file beside `path`, syncs it and renames
-/// it over `path`.
-fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }

@@ -126,9 +126,28 @@ pub fn decode(bytes: &[u8]) -> Result<StateFile, FileError> {
     serde_json::from_slice(&bytes[HEADER..end]).map_err(|e| FileError::Payload(e.to_string()))
 }
 
-/// Writes `file` to `path` (replacing it).
-pub fn write(path: &Path, file: &StateFile) -> Result<(), FileError> {
-    Ok(std::fs::write(path, encode(file)?)?)
+/// Writes `file` to `path`: whole, under a temporary name beside it,
+/// synced, then renamed over `path`, so that a reader never sees half a
+/// file. Returns the bytes written.
+pub fn write(path: &Path, file: &StateFile) -> Result<u64, FileError> {
+    use std::io::Write;
+    let bytes = encode(file)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
+    Ok(bytes.len() as u64)
 }
 
 /// Reads and checks the state file at `path`.

@@ -72,41 +72,6 @@ pub(crate) struct Legacy {
     pub command: Arc<Mutex<CommandDevice>>,
 }
 
-/// Guest RAM as bytes: every region's, in order (what a memory file holds).
-pub fn read_ram(mem: &vm_memory::GuestMemoryMmap) -> Vec<u8> {
-    use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion};
-    let mut out = Vec::new();
-    for region in mem.iter() {
-        let start = out.len();
-        out.resize(start + region.len() as usize, 0);
-        // The region is mapped whole: reading it cannot fail.
-        let _ = mem.read_slice(&mut out[start..], region.start_addr());
-    }
-    out
-}
-
-/// Writes `ram` (as `read_ram` gave it) into `mem`'s regions. Returns
-/// false when the sizes differ.
-pub fn write_ram(mem: &vm_memory::GuestMemoryMmap, ram: &[u8]) -> bool {
-    use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion};
-    let total: u64 = mem.iter().map(|r| r.len()).sum();
-    if total != ram.len() as u64 {
-        return false;
-    }
-    let mut at = 0usize;
-    for region in mem.iter() {
-        let len = region.len() as usize;
-        if mem
-            .write_slice(&ram[at..at + len], region.start_addr())
-            .is_err()
-        {
-            return false;
-        }
-        at += len;
-    }
-    true
-}
-
 /// A KVM call that failed while saving or restoring state.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

@@ -182,7 +182,7 @@ pub fn check_cpuid(
 ) -> std::result::Result<(), String> {
     let find = |set: &[kvm_cpuid_entry2], leaf: u32, sub: u32| {
         set.iter()
-            .find(|e| e.function == leaf && (e.index == sub || sub == 0 && e.index == 0))
+            .find(|e| e.function == leaf && e.index == sub)
             .copied()
     };
     let mut missing = Vec::new();
@@ -207,41 +207,38 @@ fn restore_err(e: RestoreError) -> Error {
     Error::Handle(crate::handle::HandleError::Restore(Box::new(e)))
 }
 
+/// The device among `items` whose id (`id_of`) an override names.
+fn overridden<'a, T>(
+    items: &'a mut [T],
+    id: &str,
+    what: &'static str,
+    id_of: fn(&T) -> &String,
+) -> Result<&'a mut T> {
+    let have: Vec<&str> = items.iter().map(|i| id_of(i).as_str()).collect();
+    let have = have.join(", ");
+    items.iter_mut().find(|i| id_of(i) == id).ok_or_else(|| {
+        restore_err(RestoreError::NoSuchDevice {
+            what,
+            id: id.to_string(),
+            have,
+        })
+    })
+}
+
 /// The snapshot's configuration with the restorer's choices over it.
 fn config_of(state: &StateFile, opts: &RestoreOptions) -> Result<VmConfig> {
     let mut file = state.config.clone();
     for (iface, tap) in &opts.net_overrides {
-        let have: Vec<String> = file
-            .network_interfaces
-            .iter()
-            .map(|n| n.iface_id.clone())
-            .collect();
-        let n = file
-            .network_interfaces
-            .iter_mut()
-            .find(|n| &n.iface_id == iface)
-            .ok_or_else(|| {
-                restore_err(RestoreError::NoSuchDevice {
-                    what: "network interface",
-                    id: iface.clone(),
-                    have: have.join(", "),
-                })
-            })?;
+        let n = overridden(
+            &mut file.network_interfaces,
+            iface,
+            "network interface",
+            |n| &n.iface_id,
+        )?;
         n.host_dev_name = tap.clone();
     }
     for (drive, path) in &opts.disk_overrides {
-        let have: Vec<String> = file.drives.iter().map(|d| d.drive_id.clone()).collect();
-        let d = file
-            .drives
-            .iter_mut()
-            .find(|d| &d.drive_id == drive)
-            .ok_or_else(|| {
-                restore_err(RestoreError::NoSuchDevice {
-                    what: "drive",
-                    id: drive.clone(),
-                    have: have.join(", "),
-                })
-            })?;
+        let d = overridden(&mut file.drives, drive, "drive", |d| &d.drive_id)?;
         d.path_on_host = Some(path.clone());
     }
     // The kernel and initrd are not loaded again: they need not exist.
@@ -289,11 +286,7 @@ impl Vmm {
             .map_err(|e| {
                 crate::handle::HandleError::Thread("vmm-create-vm".into(), e.to_string())
             })?;
-        let bytes = std::fs::read(&opts.state_path).map_err(|e| ConfigError::Missing {
-            what: "state file",
-            path: opts.state_path.clone(),
-            reason: e.to_string(),
-        })?;
+        let state = read_state(&opts.state_path).map_err(restore_err)?;
         if !opts.mem_path.exists() {
             return Err(ConfigError::Missing {
                 what: "memory file",
@@ -302,12 +295,6 @@ impl Vmm {
             }
             .into());
         }
-        let state = file::decode(&bytes).map_err(|source| {
-            restore_err(RestoreError::StateFile {
-                path: opts.state_path.clone(),
-                source,
-            })
-        })?;
         let read_ms = ms(started);
         let config = config_of(&state, opts)?;
         let snap = &state.state;
@@ -466,13 +453,9 @@ impl Vmm {
     }
 }
 
-/// The state file at `path`, read and checked (for tools and tests).
+/// The state file at `path`, read and checked.
 pub fn read_state(path: &Path) -> std::result::Result<StateFile, RestoreError> {
-    let bytes = std::fs::read(path).map_err(|e| RestoreError::StateFile {
-        path: path.to_path_buf(),
-        source: FileError::Io(e),
-    })?;
-    file::decode(&bytes).map_err(|source| RestoreError::StateFile {
+    file::read(path).map_err(|source| RestoreError::StateFile {
         path: path.to_path_buf(),
         source,
     })
