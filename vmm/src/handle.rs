@@ -486,7 +486,7 @@ impl VmHandle {
         let size = meta.len();
         let was_paused = self.state() == VmState::Paused;
         self.pause()?;
-        let replaced = devices::bus::lock(&disk.transport).replace_backing(file, size);
+        let replaced = devices::bus::lock(&disk.transport).replace_backing(file.into(), size);
         if !was_paused {
             self.resume()?;
         }

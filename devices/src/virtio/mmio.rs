@@ -301,8 +301,8 @@ impl MmioTransport {
     /// and, once the driver is running, a configuration-change interrupt
     /// makes it read the new configuration (a disk's capacity), as
     /// Firecracker's drive update does.
-    pub fn replace_backing(&mut self, file: std::fs::File, size: u64) -> Result<(), String> {
-        self.device.replace_backing(file, size)?;
+    pub fn replace_backing(&mut self, disk: super::block::Disk, size: u64) -> Result<(), String> {
+        self.device.replace_backing(disk, size)?;
         self.config_generation = self.config_generation.wrapping_add(1);
         if self.status & status::DRIVER_OK != 0 {
             self.interrupt.signal(INTERRUPT_CONFIG);
@@ -710,7 +710,7 @@ mod tests {
         assert_eq!(capacity(&mut t), 8);
         // Before the driver runs: no interrupt, the generation moves on.
         let (f, len) = file(8192);
-        t.replace_backing(f, len).unwrap();
+        t.replace_backing(f.into(), len).unwrap();
         assert_eq!(capacity(&mut t), 16);
         assert_eq!(rd(&mut t, REG_CONFIG_GENERATION), 1);
         assert!(irq.read().is_err(), "no interrupt before DRIVER_OK");
@@ -722,14 +722,17 @@ mod tests {
         wr(&mut t, REG_STATUS, ok);
         wr(&mut t, REG_STATUS, ok | status::DRIVER_OK);
         let (f, len) = file(1 << 20);
-        t.replace_backing(f, len).unwrap();
+        t.replace_backing(f.into(), len).unwrap();
         assert_eq!(capacity(&mut t), 2048);
         assert_eq!(rd(&mut t, REG_CONFIG_GENERATION), 2);
         assert_eq!(rd(&mut t, REG_INTERRUPT_STATUS), INTERRUPT_CONFIG);
         assert_eq!(irq.read().unwrap(), 1);
         // A size that is not whole sectors: refused, nothing changes.
         let (f, len) = file(1000);
-        assert!(t.replace_backing(f, len).unwrap_err().contains("512"));
+        assert!(t
+            .replace_backing(f.into(), len)
+            .unwrap_err()
+            .contains("512"));
         assert_eq!(capacity(&mut t), 2048);
         assert_eq!(rd(&mut t, REG_CONFIG_GENERATION), 2);
     }

@@ -182,10 +182,10 @@ pub trait VirtioDevice: Send {
     fn host_event(&mut self, _mem: &GuestMemoryMmap, _index: usize, _queues: &mut [Queue]) -> u32 {
         0
     }
-    /// Replaces the device's host backing (a disk's file of `size`
+    /// Replaces the device's host backing (a disk of `size`
     /// bytes) while it runs; the transport then tells the driver its
     /// configuration changed. Devices without one refuse.
-    fn replace_backing(&mut self, _file: std::fs::File, _size: u64) -> Result<(), String> {
+    fn replace_backing(&mut self, _disk: block::Disk, _size: u64) -> Result<(), String> {
         Err("this device has no backing file".into())
     }
     /// A one-line account of what the device did, logged when the VM ends.

@@ -6,23 +6,24 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
-use super::request::{Request, RequestError};
+use super::request::RequestError;
 use super::SEG_MAX;
 use crate::GuestSlice;
 
-/// Reads (or writes) the request's data from (or to) `file` at `offset`.
+/// Reads (or writes) the data in `segs` (or `single`, the same data looked
+/// up already as one slice) from (or to) `file` at `offset`.
 pub(super) fn transfer(
     file: &File,
     mem: &GuestMemoryMmap,
-    req: &Request,
+    single: Option<&GuestSlice<'_>>,
     segs: &[(GuestAddress, u32)],
     mut offset: u64,
     write: bool,
 ) -> Result<(), RequestError> {
     let io = |_| RequestError::IOERR;
-    if let Some(slice) = &req.single {
+    if let Some(slice) = single {
         return slice_io(file, slice, offset, write).map_err(io);
     }
     if vectored_io(file, mem, segs, offset, write).map_err(io)? {
@@ -33,6 +34,31 @@ pub(super) fn transfer(
         offset += u64::from(*len);
     }
     Ok(())
+}
+
+/// The part of the data in `segs` that starts `skip` bytes in and is
+/// `len` bytes long, as segments (into `out`, cleared first).
+pub(super) fn sub_segments(
+    segs: &[(GuestAddress, u32)],
+    mut skip: u64,
+    mut len: u64,
+    out: &mut Vec<(GuestAddress, u32)>,
+) {
+    out.clear();
+    for (addr, seg_len) in segs {
+        let seg_len = u64::from(*seg_len);
+        if skip >= seg_len {
+            skip -= seg_len;
+            continue;
+        }
+        let n = (seg_len - skip).min(len);
+        out.push((addr.unchecked_add(skip), n as u32));
+        len -= n;
+        skip = 0;
+        if len == 0 {
+            break;
+        }
+    }
 }
 
 /// Positioned I/O between the file at `offset` and `len` bytes of guest
@@ -178,7 +204,31 @@ fn slice_io(file: &File, slice: &GuestSlice<'_>, offset: u64, write: bool) -> io
 
 #[cfg(test)]
 mod tests {
-    use super::skip_done;
+    use super::{skip_done, sub_segments};
+    use vm_memory::GuestAddress;
+
+    #[test]
+    fn sub_segments_cut_the_data_at_any_offset() {
+        let segs = [
+            (GuestAddress(0x1000), 512),
+            (GuestAddress(0x5000), 1024),
+            (GuestAddress(0x9000), 512),
+        ];
+        let mut out = Vec::new();
+        let cut = |skip, len, out: &mut Vec<_>| {
+            sub_segments(&segs, skip, len, out);
+            out.iter()
+                .map(|(a, n): &(GuestAddress, u32)| (a.0, *n))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            cut(0, 2048, &mut out),
+            [(0x1000, 512), (0x5000, 1024), (0x9000, 512)]
+        );
+        assert_eq!(cut(100, 500, &mut out), [(0x1064, 412), (0x5000, 88)]);
+        assert_eq!(cut(512, 1024, &mut out), [(0x5000, 1024)]);
+        assert_eq!(cut(1535, 2, &mut out), [(0x53ff, 1), (0x9000, 1)]);
+    }
 
     /// Pieces of 4, 8 and 2 bytes of `buf`.
     fn pieces(buf: &mut [u8; 14]) -> Vec<libc::iovec> {

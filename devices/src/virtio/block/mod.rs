@@ -1,13 +1,14 @@
-//! virtio-blk on a raw file (virtio 1.2, 5.2): read, write, flush (mapped to
-//! fdatasync, so an acknowledged flush is on disk), get-id, capacity and
-//! read-only disks. Every request is checked before any host I/O: a request
+//! virtio-blk on a raw file or a copy-on-write overlay (`disk`) (virtio
+//! 1.2, 5.2): read, write, flush (mapped to fdatasync, so an acknowledged
+//! flush is on disk), get-id, capacity and read-only disks. Every request is checked before any host I/O: a request
 //! beyond the capacity, too short, in the wrong direction or with a length
 //! not a multiple of 512 gets VIRTIO_BLK_S_IOERR, and the queue keeps going.
 
+pub mod disk;
 mod io;
 mod request;
 
-use std::fs::File;
+pub use disk::{Disk, Format};
 
 use virtio_queue::{desc::split::Descriptor, Queue};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -65,9 +66,9 @@ pub struct BlockStats {
     pub flushes: u64,
 }
 
-/// A virtio block device backed by a raw file.
+/// A virtio block device backed by a disk (a raw file or an overlay).
 pub struct Block {
-    file: File,
+    disk: Disk,
     capacity: u64,
     read_only: bool,
     id: [u8; ID_BYTES],
@@ -82,15 +83,15 @@ pub struct Block {
 }
 
 impl Block {
-    /// A block device on `file` of `size` bytes (a multiple of 512), with
+    /// A block device on `disk` of `size` bytes (a multiple of 512), with
     /// `id` as its serial (at most 20 bytes are used).
-    pub fn new(file: File, size: u64, read_only: bool, id: &str) -> Self {
+    pub fn new(disk: impl Into<Disk>, size: u64, read_only: bool, id: &str) -> Self {
         let mut id_bytes = [0u8; ID_BYTES];
         let n = id.len().min(ID_BYTES);
         id_bytes[..n].copy_from_slice(&id.as_bytes()[..n]);
         let ring = usize::from(QUEUE_SIZE);
         Block {
-            file,
+            disk: disk.into(),
             capacity: size / SECTOR_SIZE,
             read_only,
             id: id_bytes,
@@ -112,7 +113,7 @@ impl Block {
         match req.kind {
             VIRTIO_BLK_T_IN => {
                 let offset = req.offset(self.capacity)?;
-                io::transfer(&self.file, mem, req, segs, offset, false)?;
+                self.read(mem, req, segs, offset)?;
                 self.stats.bytes_read += req.data_len;
                 Ok(req.data_len as u32)
             }
@@ -121,13 +122,18 @@ impl Block {
                     return Err(RequestError::IOERR);
                 }
                 let offset = req.offset(self.capacity)?;
-                io::transfer(&self.file, mem, req, segs, offset, true)?;
+                let (file, at) = self
+                    .disk
+                    .prepare_write(offset, req.data_len)
+                    .map_err(|_| RequestError::IOERR)?;
+                io::transfer(file, mem, req.single.as_ref(), segs, at, true)?;
+                self.disk.wrote(offset, req.data_len);
                 self.stats.bytes_written += req.data_len;
                 Ok(0)
             }
             VIRTIO_BLK_T_FLUSH => {
                 if !self.read_only {
-                    self.file.sync_data().map_err(|_| RequestError::IOERR)?;
+                    self.disk.flush().map_err(|_| RequestError::IOERR)?;
                 }
                 self.stats.flushes += 1;
                 Ok(0)
@@ -149,6 +155,39 @@ impl Block {
             }
             _ => Err(RequestError::Status(VIRTIO_BLK_S_UNSUPP)),
         }
+    }
+
+    /// Reads the request's data at `offset`: straight from the one file
+    /// that holds the range (a raw disk's, or an overlay whose range is all
+    /// in one layer), else piece by piece, each piece's segments from the
+    /// file that holds it.
+    fn read(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        req: &Request,
+        segs: &[(GuestAddress, u32)],
+        offset: u64,
+    ) -> Result<(), RequestError> {
+        let mut runs = Vec::new();
+        self.disk.runs(offset, req.data_len, &mut runs);
+        if let [run] = runs[..] {
+            return io::transfer(
+                run.file,
+                mem,
+                req.single.as_ref(),
+                segs,
+                run.file_offset,
+                false,
+            );
+        }
+        let mut piece = Vec::new();
+        let mut skip = 0u64;
+        for run in runs {
+            io::sub_segments(segs, skip, run.len, &mut piece);
+            io::transfer(run.file, mem, None, &piece, run.file_offset, false)?;
+            skip += run.len;
+        }
+        Ok(())
     }
 
     /// One pass over what the driver made available. Returns whether any
@@ -253,13 +292,13 @@ impl VirtioDevice for Block {
         log::debug!("virtio-blk: write to read-only config at {offset:#x} ignored");
     }
 
-    fn replace_backing(&mut self, file: File, size: u64) -> Result<(), String> {
+    fn replace_backing(&mut self, disk: Disk, size: u64) -> Result<(), String> {
         if !size.is_multiple_of(SECTOR_SIZE) {
             return Err(format!(
                 "its size, {size} bytes, is not a multiple of {SECTOR_SIZE}"
             ));
         }
-        self.file = file;
+        self.disk = disk;
         self.capacity = size / SECTOR_SIZE;
         Ok(())
     }
@@ -299,6 +338,17 @@ impl VirtioDevice for Block {
 
     /// No state survives a request, so a reset has nothing to undo.
     fn reset(&mut self) {}
+
+    /// The disk's writes, and an overlay's bitmap, on disk: the disk a
+    /// snapshot refers to is the one the guest saw.
+    fn quiesce(&mut self, _mem: &GuestMemoryMmap, _queues: &mut [Queue]) -> u32 {
+        if !self.read_only {
+            if let Err(e) = self.disk.flush() {
+                log::warn!("virtio-blk {}: flush before the snapshot: {e}", self.id());
+            }
+        }
+        0
+    }
 
     fn save(&self) -> super::DeviceSnapshot {
         super::DeviceSnapshot::Block {

@@ -1,5 +1,6 @@
 use super::*;
 use crate::virtio::testing::{blk_header, blk_request, make_available, offer, write_chains, Buf};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
@@ -38,10 +39,20 @@ fn disk() -> (File, Vec<u8>) {
     (f, content)
 }
 
+fn raw_file(dev: &Block) -> &File {
+    let Disk::Raw(file) = &dev.disk else {
+        panic!("a raw disk")
+    };
+    file
+}
+
 fn file_bytes(dev: &mut Block) -> Vec<u8> {
+    let Disk::Raw(file) = &mut dev.disk else {
+        panic!("a raw disk")
+    };
     let mut v = Vec::new();
-    dev.file.seek(SeekFrom::Start(0)).unwrap();
-    dev.file.read_to_end(&mut v).unwrap();
+    file.seek(SeekFrom::Start(0)).unwrap();
+    file.read_to_end(&mut v).unwrap();
     v
 }
 
@@ -123,6 +134,76 @@ fn scattered_reads_and_writes() {
     assert_eq!(file_bytes(&mut dev), content);
 }
 
+/// A disk that is an overlay over a raw file: sector-sized writes (parts
+/// of clusters) land in the overlay, a scattered read across clusters of
+/// both layers comes back whole and in order, the base is not written.
+#[test]
+fn an_overlay_disk_serves_reads_across_its_layers() {
+    let (mut base, mut content) = disk();
+    let d = std::env::temp_dir().join(format!("vmm-blk-overlay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let base_path = d.join("base");
+    std::fs::write(&base_path, &content).unwrap();
+    let overlay = disk::Overlay::create(&d.join("top"), &base_path, Format::Raw).unwrap();
+    let mut dev = Block::new(
+        Disk::Overlay(Box::new(overlay)),
+        DISK_SECTORS * SECTOR_SIZE,
+        false,
+        "cow",
+    );
+    let m = mem();
+    // Sectors 9 and 17..19: inside clusters 1 and 2.
+    for (sector, n, byte) in [(9u64, 1usize, 0x11u8), (17, 3, 0x22)] {
+        m.write_slice(&vec![byte; n * 512], GuestAddress(DATA))
+            .unwrap();
+        header(&m, VIRTIO_BLK_T_OUT, sector);
+        let dd = [
+            desc(HDR, 16, false),
+            desc(DATA, n as u32 * 512, false),
+            desc(STATUS, 1, true),
+        ];
+        assert_eq!(run(&mut dev, &m, &dd).status, VIRTIO_BLK_S_OK);
+        let at = sector as usize * 512;
+        content[at..at + n * 512].fill(byte);
+    }
+    // Read sectors 4..28 (clusters 0 to 3: base, top, top, base) into
+    // three segments whose edges fall inside clusters.
+    m.write_slice(&[0u8; 24 * 512], GuestAddress(DATA)).unwrap();
+    header(&m, VIRTIO_BLK_T_IN, 4);
+    let dd = [
+        desc(HDR, 16, false),
+        desc(DATA + 0x2000, 3 * 512, true),
+        desc(DATA, 13 * 512, true),
+        desc(DATA + 0x4000, 8 * 512, true),
+        desc(STATUS, 1, true),
+    ];
+    let r = run(&mut dev, &m, &dd);
+    assert_eq!((r.status, r.used_len), (VIRTIO_BLK_S_OK, 24 * 512 + 1));
+    let mut got = vec![0u8; 24 * 512];
+    m.read_slice(&mut got[..3 * 512], GuestAddress(DATA + 0x2000))
+        .unwrap();
+    m.read_slice(&mut got[3 * 512..16 * 512], GuestAddress(DATA))
+        .unwrap();
+    m.read_slice(&mut got[16 * 512..], GuestAddress(DATA + 0x4000))
+        .unwrap();
+    assert_eq!(got, content[4 * 512..28 * 512]);
+    // The base file is as it was.
+    let mut before = Vec::new();
+    base.seek(SeekFrom::Start(0)).unwrap();
+    base.read_to_end(&mut before).unwrap();
+    assert_eq!(std::fs::read(&base_path).unwrap(), before);
+    let flush = [desc(HDR, 16, false), desc(STATUS, 1, true)];
+    header(&m, VIRTIO_BLK_T_FLUSH, 0);
+    assert_eq!(run(&mut dev, &m, &flush).status, VIRTIO_BLK_S_OK);
+    drop(dev);
+    let reopened = Disk::open(&d.join("top"), Format::Overlay, true).unwrap();
+    let mut all = vec![0u8; content.len()];
+    reopened.read_at(&mut all, 0).unwrap();
+    assert_eq!(all, content);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
 /// A request of many scattered segments, as Linux sends with seg_max:
 /// read and written in order, whole, and a short file ends it in IOERR.
 #[test]
@@ -166,7 +247,7 @@ fn many_segments_go_to_the_file_in_order() {
 
     // The file shrunk under the VM to end in the middle of the
     // request: a short read, then the end of the file, is IOERR.
-    dev.file.set_len(6 * 512).unwrap();
+    raw_file(&dev).set_len(6 * 512).unwrap();
     header(&m, VIRTIO_BLK_T_IN, 4);
     let r = run(&mut dev, &m, &d);
     assert_eq!(r.status, VIRTIO_BLK_S_IOERR);
@@ -360,7 +441,7 @@ fn a_disk_file_removed_or_shrunk_under_the_vm() {
     assert!(!path.exists());
     // Shrunk to nothing by someone else: reads past the new end are
     // IOERR, not a crash, and writes still land.
-    dev.file.set_len(0).unwrap();
+    raw_file(&dev).set_len(0).unwrap();
     header(&m, VIRTIO_BLK_T_IN, 8);
     let r = run(&mut dev, &m, &[hdr, desc(DATA, 512, true), st]);
     assert_eq!(r.status, VIRTIO_BLK_S_IOERR);
