@@ -112,6 +112,7 @@ fn options_win_over_the_file() {
             id: Some("data".into()),
             root: false,
             partuuid: None,
+            format: Default::default(),
         }],
         "--disk replaces the file's drives"
     );

@@ -55,7 +55,7 @@ pub struct Vmm {
 /// What the first stage found: the configuration checked and the host's
 /// files and devices opened, before KVM is touched.
 pub struct Checked {
-    disk_files: Vec<(File, u64)>,
+    disk_files: Vec<(crate::config::Disk, u64)>,
     taps: Vec<Tap>,
     /// The kernel and its command line (not for a restore).
     kernel: Option<(File, arch::boot::Cmdline)>,

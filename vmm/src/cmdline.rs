@@ -303,6 +303,7 @@ mod guest_cmdline_tests {
             id: None,
             root,
             partuuid: None,
+            format: Default::default(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Builds the legacy devices, places them on the buses and wires their
 //! interrupts to KVM (irqfd). Devices never touch KVM themselves.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -264,7 +264,7 @@ pub fn add_virtio(
 /// Returns the device and the disk's size in bytes.
 pub fn block_device(
     disk: &DiskConfig,
-    file: File,
+    file: crate::config::Disk,
     size: u64,
     index: usize,
 ) -> Box<dyn VirtioDevice> {

@@ -1,8 +1,8 @@
 //! `vmm run --image REF`: a container image's root disk (made and cached
 //! by `vmm_image`) and its run, put into a `VmConfig`: the VM boots the
-//! default kernel (or the one given) without an initramfs, from a private
-//! copy of the image's disk, with the project's init as PID 1 running the
-//! image's command.
+//! default kernel (or the one given) without an initramfs, from a
+//! copy-on-write overlay over the image's disk (nothing copied), with the
+//! project's init as PID 1 running the image's command.
 
 use std::path::{Path, PathBuf};
 
@@ -34,7 +34,7 @@ pub struct ImageRun {
     pub options: Options,
 }
 
-/// The VM's private copy of the image's disk: removed when dropped, or
+/// The VM's overlay over the image's disk: removed when dropped, or
 /// as soon as the VM holds it open (`release`), so that nothing is left
 /// behind however the VMM ends.
 #[derive(Debug)]
@@ -48,7 +48,7 @@ impl PrivateDisk {
         if let Some(p) = self.path.take() {
             if let Err(e) = std::fs::remove_file(&p) {
                 log::warn!(
-                    "image: cannot remove the VM's disk copy {}: {e}",
+                    "image: cannot remove the VM's disk overlay {}: {e}",
                     p.display()
                 );
             }
@@ -91,7 +91,7 @@ pub fn prepare(image: &ImageRun, cfg: &mut VmConfig, quiet: bool) -> Result<Priv
 }
 
 /// Makes `cfg` boot `image`: finds and checks the image, gets its cached
-/// disk (made on a miss), resolves its run, and puts a private copy of the
+/// disk (made on a miss), resolves its run, and puts an overlay over the
 /// disk first among the VM's disks as its root. The cache is `cache`.
 /// `quiet`: add the kernel's
 /// `quiet` (when the command line is the default), so that the console
@@ -144,6 +144,7 @@ pub fn apply(
         id: None,
         root: true,
         partuuid: None,
+        format: config::DiskFormat::Overlay,
     };
     let disks = std::iter::once(root)
         .chain(std::mem::take(&mut cfg.disks))
@@ -196,6 +197,7 @@ mod tests {
             id: None,
             root: false,
             partuuid: None,
+            format: Default::default(),
         });
         cfg.dhcp = true;
         let image = ImageRun {
@@ -210,10 +212,10 @@ mod tests {
             "console=ttyS0 reboot=k panic=-1 quiet init=/vmm/init VMM_IMAGE=1 ip=dhcp"
         );
         assert!(!cfg.dhcp && cfg.command.is_none() && cfg.initrd.is_none());
-        let copy = cfg.disks[0].path.clone();
-        assert!(copy.is_file());
+        let overlay = cfg.disks[0].path.clone();
+        assert!(overlay.is_file() && cfg.disks[0].format == config::DiskFormat::Overlay);
         disk.release();
-        assert!(!copy.exists(), "the private copy is removed once released");
+        assert!(!overlay.exists(), "the overlay is removed once released");
         // Another initrd than the default guest's is refused.
         let mut cfg = VmConfig::with_defaults("kernel".into(), Some("/some/initrd".into()));
         let e = apply(&image, &mut cfg, &init, &cache, true).unwrap_err();

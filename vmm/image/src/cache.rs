@@ -5,6 +5,7 @@
 //! the processes that build, evict or copy; once the cache is over its
 //! size limit the least recently used images go.
 
+use devices::virtio::block::{disk::Overlay, Disk, Format};
 use std::io;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -59,7 +60,8 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// Its disk image (never booted itself: see `ext4::private_copy`).
+    /// Its disk image (never booted itself: each VM's writes go to an
+    /// overlay over it, `Cache::private_disk`).
     pub fn disk(&self) -> PathBuf {
         self.dir.join(DISK_FILE)
     }
@@ -445,9 +447,10 @@ impl Cache {
         }
     }
 
-    /// A private copy of the entry's disk for one VM, with `run` written
-    /// into its run file. The copy is this process's ("PID-N.ext4" in the
-    /// cache's .run/); remove it when the VM has it open.
+    /// A private disk for one VM: a copy-on-write overlay over the entry's
+    /// disk (nothing copied), with `run` written into its run file. The
+    /// overlay is this process's ("PID-N.cow" in the cache's .run/);
+    /// remove it when the VM has it open.
     pub fn private_disk(&self, entry: &Entry, run: &[u8]) -> Result<PathBuf> {
         if run.len() as u64 > ext4::RUN_CAPACITY {
             return Err(Error::run(
@@ -464,11 +467,12 @@ impl Cache {
         std::fs::create_dir_all(&runs).map_err(|e| Error::cache(&runs, e))?;
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = runs.join(format!("{}-{n}.ext4", std::process::id()));
+        let path = runs.join(format!("{}-{n}.cow", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        ext4::private_copy(&entry.disk(), &path)
-            .map_err(|e| Error::cache(&path, format!("cannot copy the disk: {e}")))?;
-        ext4::write_run(&path, &entry.info.run_area, run)
+        let overlay = Overlay::create(&path, &entry.disk(), Format::Raw)
+            .map_err(|e| Error::cache(&path, format!("cannot make the disk's overlay: {e}")))?;
+        let mut disk = Disk::Overlay(Box::new(overlay));
+        ext4::write_run(&mut disk, &entry.info.run_area, run)
             .map_err(|e| Error::cache(&path, format!("cannot write the run file: {e}")))?;
         self.touch(&entry.dir);
         Ok(path)

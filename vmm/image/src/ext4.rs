@@ -9,6 +9,7 @@
 //! /rootfs/     the image's files, which init makes the command's root
 //! ```
 
+use devices::virtio::block::Disk;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -259,72 +260,16 @@ fn debugfs_apply(image: &Path, script: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Copies the disk `src` to `dst` for one VM: a reflink where the file
-/// system has them, else its data extents only (the holes stay holes).
-pub fn private_copy(src: &Path, dst: &Path) -> std::io::Result<()> {
-    use std::os::unix::io::AsRawFd;
-    let from = std::fs::File::open(src)?;
-    let to = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(dst)?;
-    let len = from.metadata()?.len();
-    // SAFETY: both descriptors are open files of this function; FICLONE
-    // reads the source descriptor number only.
-    let cloned = unsafe { libc::ioctl(to.as_raw_fd(), libc::FICLONE, from.as_raw_fd()) } == 0;
-    if cloned {
-        return Ok(());
-    }
-    to.set_len(len)?;
-    let mut at: i64 = 0;
-    while (at as u64) < len {
-        // SAFETY: lseek on an open descriptor; no memory is passed.
-        let data = unsafe { libc::lseek(from.as_raw_fd(), at, libc::SEEK_DATA) };
-        if data < 0 {
-            break; // ENXIO: no data past `at`.
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(from.as_raw_fd(), data, libc::SEEK_HOLE) };
-        let end = if hole < 0 { len as i64 } else { hole };
-        let mut off_in = data;
-        let mut off_out = data;
-        while off_in < end {
-            // SAFETY: the offsets are locals this call updates; the
-            // descriptors are open.
-            let n = unsafe {
-                libc::copy_file_range(
-                    from.as_raw_fd(),
-                    &mut off_in,
-                    to.as_raw_fd(),
-                    &mut off_out,
-                    (end - off_in) as usize,
-                    0,
-                )
-            };
-            if n < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if n == 0 {
-                break;
-            }
-        }
-        at = end;
-    }
-    Ok(())
-}
-
-/// Writes `bytes` (at most RUN_CAPACITY) over the run file of the disk
-/// `image`, whose blocks `area` says.
-pub fn write_run(image: &Path, area: &RunArea, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
+/// Writes `bytes` (at most RUN_CAPACITY) over the run file of `disk`,
+/// whose blocks `area` says, and flushes it.
+pub fn write_run(disk: &mut Disk, area: &RunArea, bytes: &[u8]) -> std::io::Result<()> {
     if bytes.len() as u64 > RUN_CAPACITY {
         return Err(std::io::Error::other("the run file is full"));
     }
-    let f = std::fs::OpenOptions::new().write(true).open(image)?;
     let mut padded = bytes.to_vec();
     padded.resize(RUN_CAPACITY as usize, 0);
     for (chunk, block) in padded.chunks(BLOCK_SIZE as usize).zip(&area.blocks) {
-        f.write_all_at(chunk, block * BLOCK_SIZE)?;
+        disk.write_at(chunk, block * BLOCK_SIZE)?;
     }
-    f.sync_data()
+    disk.flush()
 }

@@ -53,7 +53,8 @@ pub fn unpack(image: &Image, dir: &Path, native: bool) -> Result<unpack::Tree> {
 /// A VM's disk for an image, ready to boot.
 #[derive(Debug)]
 pub struct Prepared {
-    /// The VM's private copy of the cached disk, its run written in.
+    /// The VM's private disk: a copy-on-write overlay (`Format::Overlay`)
+    /// over the cached disk, its run written in.
     pub disk: PathBuf,
     /// What init runs.
     pub spec: run::Spec,

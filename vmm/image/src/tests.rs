@@ -600,7 +600,10 @@ fn the_cached_disk_holds_init_the_run_file_and_the_image_with_its_owners() {
         assert_eq!(p.spec.argv, ["/bin/sh"]);
         assert_eq!((p.spec.uid, p.spec.gid), (1000, 1000));
         assert_eq!(p.spec.workdir, "/home/app");
-        let disk = &p.disk;
+        // The VM's disk is an overlay: debugfs reads it flattened.
+        let flat = tmp.join("flat.ext4");
+        flatten(&p.disk, &flat);
+        let disk = &flat;
         assert_eq!(debugfs(disk, "cat /vmm/init"), "\u{7f}ELF pretend init");
         let run = debugfs(disk, "cat /vmm/run");
         assert!(
@@ -638,7 +641,7 @@ fn the_cached_disk_holds_init_the_run_file_and_the_image_with_its_owners() {
         // write it.
         let cached = debugfs(&p.entry.disk(), "cat /vmm/run");
         assert!(cached.starts_with("####"), "{}", &cached[..16]);
-        // A second run is warm, with its own copy.
+        // A second run is warm, with its own overlay.
         let q = crate::prepare(&format!("{}:v1", oci.display()), &init, &opts, &cache).unwrap();
         assert!(!q.built);
         assert_ne!(q.disk, p.disk);
@@ -646,11 +649,13 @@ fn the_cached_disk_holds_init_the_run_file_and_the_image_with_its_owners() {
         std::fs::write(&init, b"\x7fELF another init").unwrap();
         let r = crate::prepare(oci.to_str().unwrap(), &init, &opts, &cache).unwrap();
         assert!(r.built);
-        assert_eq!(debugfs(&r.disk, "cat /vmm/init"), "\u{7f}ELF another init");
+        let flat_r = tmp.join("flat-r.ext4");
+        flatten(&r.disk, &flat_r);
+        assert_eq!(debugfs(&flat_r, "cat /vmm/init"), "\u{7f}ELF another init");
         // fsck finds nothing to fix.
         let fsck = Command::new("e2fsck")
             .args(["-fn"])
-            .arg(&r.disk)
+            .arg(&flat_r)
             .output()
             .unwrap();
         assert!(
@@ -708,35 +713,55 @@ fn a_full_cache_drops_its_least_recently_used_images() {
     assert!(!present(&refs[1].1), "the least recently used image stayed");
 }
 
+/// The disk an overlay shows, written out as a raw file at `to`.
+fn flatten(overlay: &Path, to: &Path) {
+    use devices::virtio::block::{Disk, Format};
+    let disk = Disk::open(overlay, Format::Overlay, true).unwrap();
+    let mut all = vec![0u8; disk.len().unwrap() as usize];
+    disk.read_at(&mut all, 0).unwrap();
+    std::fs::write(to, all).unwrap();
+}
+
 #[test]
-fn private_copies_keep_the_content_and_the_holes() {
-    let tmp = Tmp::new("copy");
+fn a_private_disk_is_an_overlay_with_the_run_written_in() {
+    let tmp = Tmp::new("overlay");
     let src = tmp.join("src");
     let f = std::fs::File::create(&src).unwrap();
     f.set_len(64 << 20).unwrap();
     use std::os::unix::fs::FileExt;
     f.write_all_at(b"start", 0).unwrap();
     f.write_all_at(b"middle", 32 << 20).unwrap();
-    f.write_all_at(b"end", (64 << 20) - 3).unwrap();
     drop(f);
-    let dst = tmp.join("dst");
-    crate::ext4::private_copy(&src, &dst).unwrap();
-    assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
-    let blocks = std::fs::metadata(&dst).unwrap().blocks() * 512;
-    assert!(
-        blocks < 4 << 20,
-        "the copy takes {blocks} bytes: holes were filled"
-    );
+    let before = std::fs::read(&src).unwrap();
+    let dst = tmp.join("dst.cow");
+    let overlay = devices::virtio::block::disk::Overlay::create(
+        &dst,
+        &src,
+        devices::virtio::block::Format::Raw,
+    )
+    .unwrap();
+    let mut disk = devices::virtio::block::Disk::Overlay(Box::new(overlay));
     // The run file is written at its blocks, not elsewhere.
     let area = crate::ext4::RunArea {
         blocks: vec![10, 3],
     };
-    crate::ext4::write_run(&dst, &area, &vec![7u8; 5000]).unwrap();
-    let data = std::fs::read(&dst).unwrap();
+    crate::ext4::write_run(&mut disk, &area, &vec![7u8; 5000]).unwrap();
+    let mut data = vec![0u8; 64 << 20];
+    disk.read_at(&mut data, 0).unwrap();
     assert_eq!(&data[10 * 4096..11 * 4096], &[7u8; 4096][..]);
     assert_eq!(&data[3 * 4096..3 * 4096 + 904], &[7u8; 904][..]);
     assert_eq!(data[3 * 4096 + 904], 0);
     assert_eq!(&data[..5], b"start");
+    assert_eq!(&data[32 << 20..(32 << 20) + 6], b"middle");
+    // Nothing copied: the overlay holds the two blocks and its header.
+    let blocks = std::fs::metadata(&dst).unwrap().blocks() * 512;
+    assert!(blocks < 1 << 20, "the overlay takes {blocks} bytes");
+    assert_eq!(
+        std::fs::read(&src).unwrap(),
+        before,
+        "the base is never written"
+    );
+    assert!(crate::ext4::write_run(&mut disk, &area, &vec![1u8; 70 << 10]).is_err());
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! (command line, config file) produced it, and the parsing of its values.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
+
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -139,8 +139,11 @@ impl fmt::Display for BootProtocol {
 /// A block device backed by a raw file on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskConfig {
-    /// The raw image.
+    /// The disk image.
     pub path: PathBuf,
+    /// How the image is laid out: raw, or a copy-on-write overlay over
+    /// another disk (never guessed from the file's content).
+    pub format: DiskFormat,
     /// Opened read-only and offered to the guest as read-only.
     pub read_only: bool,
     /// Serial the guest reads with VIRTIO_BLK_T_GET_ID (at most 20 bytes).
@@ -155,31 +158,33 @@ pub struct DiskConfig {
 
 impl FromStr for DiskConfig {
     type Err = String;
-    /// `PATH[,ro][,id=NAME][,root]`
+    /// `PATH[,ro][,id=NAME][,root][,overlay]`
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let mut parts = s.split(',');
         let path = parts
             .next()
             .filter(|p| !p.is_empty())
-            .ok_or("expected PATH[,ro][,id=NAME][,root]")?;
+            .ok_or("expected PATH[,ro][,id=NAME][,root][,overlay]")?;
         let mut disk = DiskConfig {
             path: PathBuf::from(path),
             read_only: false,
             id: None,
             root: false,
             partuuid: None,
+            format: Default::default(),
         };
         for opt in parts {
             match opt.split_once('=') {
                 None if opt == "ro" => disk.read_only = true,
                 None if opt == "root" => disk.root = true,
+                None if opt == "overlay" => disk.format = DiskFormat::Overlay,
                 Some(("id", v)) if !v.is_empty() && v.len() <= 20 && v.is_ascii() => {
                     disk.id = Some(v.to_string())
                 }
                 Some(("id", _)) => return Err("id= takes 1 to 20 ASCII characters".into()),
                 _ => {
                     return Err(format!(
-                        "unknown disk option '{opt}': expected ro, id=NAME or root"
+                        "unknown disk option '{opt}': expected ro, id=NAME, root or overlay"
                     ))
                 }
             }
@@ -187,6 +192,8 @@ impl FromStr for DiskConfig {
         Ok(disk)
     }
 }
+
+pub use devices::virtio::block::{Disk, Format as DiskFormat};
 
 /// A network interface backed by a TAP device on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,9 +245,10 @@ impl NetConfig {
 }
 
 /// Opens a disk image as the VM will use it (read-only for a read-only
-/// disk, else read-write): a regular file whose size is a whole, positive
-/// number of 512-byte sectors. Returns the file and its size.
-pub fn open_disk(disk: &DiskConfig) -> Result<(File, u64)> {
+/// disk, else read-write): a regular file or block device whose size is a
+/// whole, positive number of 512-byte sectors; an overlay with its bases,
+/// each checked. Returns the disk and its size.
+pub fn open_disk(disk: &DiskConfig) -> Result<(Disk, u64)> {
     let err = |reason: String| ConfigError::Missing {
         what: "disk",
         path: disk.path.clone(),
@@ -264,27 +272,23 @@ pub fn open_disk(disk: &DiskConfig) -> Result<(File, u64)> {
             reason: "is neither a regular file nor a block device".into(),
         });
     }
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(!disk.read_only)
-        .open(&disk.path)
-        .map_err(|e| err(describe(e)))?;
-    // A block device (a loop device, an LVM volume, a partition) has no
-    // length in its metadata: its size is where a seek to the end lands.
-    let size = if kind.is_block_device() {
-        use std::io::Seek;
-        file.seek(std::io::SeekFrom::End(0))
-            .map_err(|e| err(format!("cannot size the block device: {e}")))?
-    } else {
-        file.metadata().map_err(|e| err(describe(e)))?.len()
-    };
+    let opened = Disk::open(&disk.path, disk.format, disk.read_only).map_err(|e| match e {
+        devices::virtio::block::disk::OverlayError::Io(e) => err(describe(e)),
+        other => ConfigError::Disk {
+            path: disk.path.clone(),
+            reason: other.to_string(),
+        },
+    })?;
+    let size = opened
+        .len()
+        .map_err(|e| err(format!("cannot size the disk: {e}")))?;
     if size == 0 || size % 512 != 0 {
         return Err(ConfigError::Disk {
             path: disk.path.clone(),
             reason: format!("its size, {size} bytes, is not a positive multiple of 512"),
         });
     }
-    Ok((file, size))
+    Ok((opened, size))
 }
 
 /// Everything needed to build and run one VM.
@@ -481,7 +485,7 @@ impl VmConfig {
 
     /// `validate`, returning each disk opened as the VM uses it, with its
     /// size: a VM's disks are opened once, here, and handed over.
-    pub fn check(&self) -> Result<Vec<(File, u64)>> {
+    pub fn check(&self) -> Result<Vec<(Disk, u64)>> {
         check_mem(self.mem_mib).map_err(|e| ConfigError::value("memory", self.mem_mib, e))?;
         check_vcpus(self.vcpus, self.smt)
             .map_err(|e| ConfigError::value("vcpus", self.vcpus, e))?;
@@ -594,6 +598,7 @@ mod tests {
             id: None,
             root,
             partuuid: None,
+            format: Default::default(),
         };
         c.add_disk(disk(false)).unwrap();
         c.add_disk(disk(true)).unwrap();
@@ -699,6 +704,7 @@ mod tests {
                 id: Some("data1".into()),
                 root: true,
                 partuuid: None,
+                format: Default::default(),
             }
         );
         let d: DiskConfig = "/b.img".parse().unwrap();
@@ -726,6 +732,7 @@ mod tests {
             id: None,
             root: false,
             partuuid: None,
+            format: Default::default(),
         };
         assert_eq!(open_disk(&disk(&good)).unwrap().1, 4096);
         let e = open_disk(&disk(&odd)).unwrap_err();

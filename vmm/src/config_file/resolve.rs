@@ -277,6 +277,7 @@ impl ConfigFile {
                 id: (!id.is_empty()).then_some(id),
                 root: d.is_root_device,
                 partuuid: d.partuuid.clone(),
+                format: d.format.map(Into::into).unwrap_or_default(),
             };
             devices.add_disk(disk).map_err(|e| match e {
                 DeviceRule::SecondRoot { first } => error(

@@ -139,9 +139,13 @@ pub struct Drive {
     /// The drive's name; the guest reads its first 20 bytes as the disk's
     /// serial (VIRTIO_BLK_T_GET_ID), as with Firecracker.
     pub drive_id: String,
-    /// The raw image.
+    /// The disk image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_on_host: Option<PathBuf>,
+    /// This VMM's extension: "raw" (the default) or "overlay" (the file is
+    /// a copy-on-write overlay over another disk, docs/disks.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<DriveFormat>,
     /// The guest's root file system (root=/dev/vda, or root=PARTUUID=...).
     pub is_root_device: bool,
     /// Read-only for the guest (and opened read-only).
@@ -163,6 +167,25 @@ pub struct Drive {
     /// vhost-user: not supported unless null.
     #[serde(default, skip_serializing)]
     pub socket: Option<serde_json::Value>,
+}
+
+/// How a drive's file is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriveFormat {
+    /// The disk's bytes as they are.
+    Raw,
+    /// A copy-on-write overlay over another disk.
+    Overlay,
+}
+
+impl From<DriveFormat> for crate::config::DiskFormat {
+    fn from(f: DriveFormat) -> Self {
+        match f {
+            DriveFormat::Raw => crate::config::DiskFormat::Raw,
+            DriveFormat::Overlay => crate::config::DiskFormat::Overlay,
+        }
+    }
 }
 
 /// One of `network-interfaces`.
@@ -250,6 +273,8 @@ impl ConfigFile {
                         .clone()
                         .unwrap_or_else(|| format!("vd{}", char::from(b'a' + i as u8))),
                     path_on_host: Some(d.path.clone()),
+                    format: (d.format == crate::config::DiskFormat::Overlay)
+                        .then_some(DriveFormat::Overlay),
                     is_root_device: d.root,
                     is_read_only: Some(d.read_only),
                     partuuid: d.partuuid.clone(),

@@ -108,6 +108,7 @@ fn firecrackers_layout_resolves_to_the_vm_it_describes() {
             id: Some("rootfs".into()),
             root: true,
             partuuid: None,
+            format: Default::default(),
         }]
     );
     assert_eq!(c.nets.len(), 1);
