@@ -43,6 +43,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("image_layer", image_layer),
     ("api_request", api_request),
     ("snapshot_state", snapshot_state),
+    ("overlay_header", overlay_header),
 ];
 
 /// Guest RAM of the virtio targets: two adjacent regions, so buffers can
@@ -978,7 +979,53 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     for (name, bytes) in state_file_seeds() {
         out.push(("snapshot_state", name, bytes));
     }
+    for (name, bytes) in overlay_header_seeds() {
+        out.push(("overlay_header", name, bytes));
+    }
     out
+}
+
+/// A copy-on-write overlay's header (a 1 GiB disk over a raw base).
+pub fn overlay_header_sample() -> devices::virtio::block::disk::Header {
+    devices::virtio::block::disk::Header {
+        cluster_bits: 12,
+        size: 1 << 30,
+        base: "/var/cache/vmm/images/base.ext4".into(),
+        base_format: devices::virtio::block::Format::Raw,
+        base_mtime_ns: 1_764_000_000_123_456_789,
+    }
+}
+
+/// The overlay header's seeds: valid, another version, a flipped bit, cut
+/// short.
+pub fn overlay_header_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let valid = overlay_header_sample().encode().unwrap().to_vec();
+    let mut version = valid.clone();
+    version[8] = 2;
+    let mut flipped = valid.clone();
+    flipped[20] ^= 0x10;
+    let truncated = valid[..100].to_vec();
+    vec![
+        ("valid", valid),
+        ("version-2", version),
+        ("flipped", flipped),
+        ("truncated", truncated),
+    ]
+}
+
+/// The overlay header's parser (`devices::virtio::block::disk::Header`)
+/// on any bytes: no panic; a header it accepts describes a disk whose
+/// bitmap and data offset fit its size, and encodes to the same bytes.
+pub fn overlay_header(data: &[u8]) {
+    use devices::virtio::block::disk::{Header, HEADER_LEN};
+    if let Ok(h) = Header::decode(data) {
+        assert!(h.data_offset() >= HEADER_LEN as u64 + h.bitmap_len());
+        assert_eq!(h.data_offset() % (1 << h.cluster_bits), 0);
+        assert!(h.clusters() * (1 << h.cluster_bits) >= h.size);
+        let again = h.encode().expect("an accepted header encodes");
+        assert_eq!(&again[..], &data[..HEADER_LEN], "encoding is not stable");
+        assert_eq!(Header::decode(&again).expect("accepted again"), h);
+    }
 }
 
 /// A state file of one vCPU and every device, with values that are not

@@ -190,6 +190,23 @@ fn the_api_seeds_are_answered() {
 }
 
 #[test]
+fn the_overlay_header_seeds_are_what_they_say() {
+    use devices::virtio::block::disk::Header;
+    let err = |name| {
+        Header::decode(&seed("overlay_header", name))
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        Header::decode(&seed("overlay_header", "valid")).unwrap(),
+        fuzz::overlay_header_sample()
+    );
+    assert!(err("version-2").contains("version 2"));
+    assert!(err("flipped").contains("checksum"));
+    assert!(err("truncated").contains("shorter"));
+}
+
+#[test]
 fn the_state_file_seeds_are_what_they_say() {
     use vmm::snapshot::file::{decode, FileError};
     let back = decode(&seed("snapshot_state", "valid")).unwrap();

@@ -623,19 +623,27 @@ fn write_scenarios(n: &Nested) -> PathBuf {
     // L1's tmpfs (the memory file is mapped).
     let argv: Vec<String> = ARGV.iter().map(|a| quote(a)).collect();
     let template_script = format!(
-        "set -u\nvmm={vmm}\nrm -rf /tmp/tpl\n\
-         $vmm template create /tmp/tpl || exit 90\n\
+        "set -u\nvmm={vmm}\nrm -rf /tmp/tpl /tmp/tpl-disk.ext4\n\
+         truncate -s 32M /tmp/tpl-disk.ext4; mkfs.ext4 -q -F /tmp/tpl-disk.ext4\n\
+         user0=$(sha256sum < /tmp/tpl-disk.ext4)\n\
+         $vmm template create --disk /tmp/tpl-disk.ext4 /tmp/tpl || exit 90\n\
+         tpl0=$(sha256sum < /tmp/tpl/disk-0.cow)\n\
          echo '== argv'\n\
          $vmm run --from /tmp/tpl -- printf '[%s]' {argv}; echo \" rc=$?\"\n\
          echo '== status'\n\
          $vmm run --from /tmp/tpl -- sh -c 'echo from-a-clone; exit 7'; echo \"rc=$?\"\n\
          echo '== two'\n\
-         for c in 1 2; do ($vmm run --from /tmp/tpl -- sh -c \"echo clone-$c-says; sleep 1; exit $((c + 2))\" \
+         for c in 1 2 3; do [ $c = 3 ] && wait; ($vmm run --from /tmp/tpl -- sh -c \"mkdir -p /tmp/m && \
+           mount /dev/vda /tmp/m && echo seen=\\$(cat /tmp/m/mark 2>/dev/null) && echo clone-$c > /tmp/m/mark && \
+           sync && umount /tmp/m && echo clone-$c-says; sleep 1; exit $((c + 2))\" \
            > /tmp/c$c.out 2> /tmp/c$c.err; echo $? > /tmp/c$c.rc) & done; wait\n\
-         for c in 1 2; do echo \"clone $c: $(tr -d '\\r' < /tmp/c$c.out | tr '\\n' ' ')rc=$(cat /tmp/c$c.rc)\"; \
+         for c in 1 2 3; do echo \"clone $c: $(tr -d '\\r' < /tmp/c$c.out | tr '\\n' ' ')rc=$(cat /tmp/c$c.rc)\"; \
            cat /tmp/c$c.err >&2; done\n\
+         [ \"$(sha256sum < /tmp/tpl-disk.ext4)\" = \"$user0\" ] && echo 'user disk: unchanged'\n\
+         [ \"$(sha256sum < /tmp/tpl/disk-0.cow)\" = \"$tpl0\" ] && echo 'template disk: unchanged'\n\
+         echo \"clone overlays left: $(ls /tmp/vmm-disk-*.cow 2>/dev/null | wc -l)\"\n\
          echo \"boot log: $(grep -c . /tmp/tpl/boot.log) lines\"\n\
-         rm -rf /tmp/tpl /tmp/c[12].*\n",
+         rm -rf /tmp/tpl /tmp/tpl-disk.ext4 /tmp/c[123].*\n",
         argv = argv.join(" "),
     );
     let template_file = dir.write("template.sh", template_script.as_bytes());
@@ -2105,8 +2113,24 @@ fn a_templates_clones_run_their_commands_with_their_own_status() {
     // The clones show the command's output only: the template's boot
     // (the kernel's log, init's greeting) went to its boot.log.
     assert!(!status.contains(GREETING), "{all}");
-    assert!(ran.stdout.contains("clone 1: clone-1-says rc=3"), "{all}");
-    assert!(ran.stdout.contains("clone 2: clone-2-says rc=4"), "{all}");
+    // Each clone writes its own copy-on-write overlay over the template's
+    // disk: none sees another's file, the user's disk and the template's
+    // overlay are not written, the clones' overlays are gone.
+    assert!(
+        ran.stdout.contains("clone 1: seen= clone-1-says rc=3"),
+        "{all}"
+    );
+    assert!(
+        ran.stdout.contains("clone 2: seen= clone-2-says rc=4"),
+        "{all}"
+    );
+    assert!(
+        ran.stdout.contains("clone 3: seen= clone-3-says rc=5"),
+        "{all}"
+    );
+    assert!(ran.stdout.contains("user disk: unchanged"), "{all}");
+    assert!(ran.stdout.contains("template disk: unchanged"), "{all}");
+    assert!(ran.stdout.contains("clone overlays left: 0"), "{all}");
     assert!(ran.stderr.contains("restored"), "{all}");
 }
 

@@ -68,6 +68,16 @@ pub fn append(cmdline: &mut String, param: &str) {
     *cmdline = out.join(" ");
 }
 
+/// Adds the kernel's `quiet` when `cfg` runs a command on the default
+/// command line: the boot log (every byte a port exit through the 8250)
+/// stays off the console, which shows the command's output; the kernel's
+/// errors still show. A command line the user gave is left as it is.
+pub fn quiet_for_command(cfg: &mut crate::config::VmConfig) {
+    if cfg.command.is_some() && cfg.cmdline == crate::config::DEFAULT_CMDLINE {
+        add_param(&mut cfg.cmdline, "quiet", None);
+    }
+}
+
 /// Appends `key[=value]` unless the command line already sets `key`.
 /// Returns whether it was added.
 pub fn add_param(cmdline: &mut String, key: &str, value: Option<&str>) -> bool {
@@ -294,6 +304,21 @@ mod guest_cmdline_tests {
             disks,
             ..VmConfig::with_defaults("k".into(), None)
         }
+    }
+
+    #[test]
+    fn quiet_is_added_for_a_command_on_the_default_command_line_only() {
+        let mut cfg = VmConfig::with_defaults("k".into(), None);
+        quiet_for_command(&mut cfg);
+        assert_eq!(cfg.cmdline, DEFAULT_CMDLINE, "no command: the log stays");
+        cfg.command = Some(vec!["true".into()]);
+        quiet_for_command(&mut cfg);
+        assert_eq!(cfg.cmdline, format!("{DEFAULT_CMDLINE} quiet"));
+        quiet_for_command(&mut cfg);
+        assert_eq!(cfg.cmdline, format!("{DEFAULT_CMDLINE} quiet"), "once");
+        cfg.cmdline = "console=ttyS0 loglevel=8".into();
+        quiet_for_command(&mut cfg);
+        assert_eq!(cfg.cmdline, "console=ttyS0 loglevel=8", "the user's own");
     }
 
     fn disk(root: bool, read_only: bool) -> DiskConfig {

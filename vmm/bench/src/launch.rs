@@ -147,18 +147,27 @@ pub(crate) fn launches(
                         s(&initrd),
                         "--memory".into(),
                         format!("{}M", opts.mem_mib),
-                    ],
+                    ]
+                    .into_iter()
+                    // On an emulated KVM the VM is ready at a line of the
+                    // kernel's boot log: keep it.
+                    .chain(emulated.then(|| "--boot-log".to_string()))
+                    .collect::<Vec<_>>(),
                 ),
                 &vm_ready,
             )),
             System::Qemu => match run::which("qemu-system-x86_64") {
                 None => skipped.push((system, "qemu-system-x86_64 not installed".into())),
                 Some(qemu) => {
-                    let vm = VmConfig {
+                    let mut vm = VmConfig {
                         mem_mib: opts.mem_mib,
                         command: Some(opts.command.iter().map(Into::into).collect()),
                         ..VmConfig::with_defaults(kernel.clone(), Some(initrd.clone()))
                     };
+                    if !emulated {
+                        // `quiet`, as `vmm run -- COMMAND` boots.
+                        vmm::cmdline::quiet_for_command(&mut vm);
+                    }
                     // The command line this VMM gives its guest, so that
                     // both kernels do the same work.
                     let cmdline = vmm::cmdline::guest_cmdline(&vm, emulated);

@@ -133,6 +133,12 @@ struct RunArgs {
     /// --serial, --seccomp, --metrics; the rest is the snapshot's.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "api_sock", "image"])]
     from: Option<PathBuf>,
+    /// Show the kernel's boot log on the console. By default a run with a
+    /// COMMAND (and an --image run) boots the default command line with
+    /// `quiet`, so that the console shows the command's output, as `docker
+    /// run` does; the interactive shell and a --cmdline given keep the log.
+    #[arg(long, conflicts_with = "from")]
+    boot_log: bool,
     #[command(flatten)]
     image: ImageArgs,
     #[command(flatten)]
@@ -311,8 +317,9 @@ fn run(args: RunArgs, started: Instant) -> i32 {
             },
         });
     }
-    // An image's VM shows the kernel's errors only, unless told otherwise.
-    let quiet = vm.cmdline.is_none();
+    // A command's VM (an image's too) shows the kernel's errors only,
+    // unless told otherwise.
+    let quiet = vm.cmdline.is_none() && !args.boot_log;
     let mut private_disk = None;
     let result = to_config(args.config, vm).and_then(|(mut cfg, logger)| {
         // A config file's Firecracker `logger` section sets the log up, as
@@ -329,6 +336,8 @@ fn run(args: RunArgs, started: Instant) -> i32 {
             && std::io::IsTerminal::is_terminal(&std::io::stdin());
         if let Some(image) = &image {
             private_disk = Some(image::prepare(image, &mut cfg, quiet)?);
+        } else if quiet {
+            vmm::cmdline::quiet_for_command(&mut cfg);
         }
         let policy = Policy::install(&cfg)?;
         // The API's socket before the VM: a path that cannot be served

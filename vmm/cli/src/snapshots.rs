@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use vmm::config::SerialOutput;
+use vmm::config::{SerialOutput, VmConfig};
 use vmm::handle::HandleError;
 use vmm::snapshot::RestoreOptions;
 use vmm::{Error, VmEnd, Vmm};
@@ -212,14 +212,7 @@ pub fn template_create(args: TemplateArgs, started: Instant) -> i32 {
         cfg.template = true;
         cfg.shell = false;
         cfg.serial = serial.unwrap_or_else(|| SerialOutput::File(dir.join("boot.log")));
-        if let Some(d) = cfg.disks.iter().find(|d| !d.read_only) {
-            return Err(Error::config(
-                "disk",
-                d.path.display(),
-                "a template's disks are read-only (add ,ro): each VM restored from it would \
-                 write to the same file",
-            ));
-        }
+        template_disks(&mut cfg, &dir)?;
         let policy = Policy::install(&cfg)?;
         let handle = Vmm::build(&cfg, started)?.end_codes(exit::of_end).start()?;
         // Ready, ended, out of time, or stopped by a signal meanwhile.
@@ -277,6 +270,35 @@ pub fn template_create(args: TemplateArgs, started: Instant) -> i32 {
     }
 }
 
+/// Puts each writable disk of a template's VM on an overlay of its own in
+/// the template's directory (disk-N.cow): the template's writes stay
+/// there and the user's file is never written (it must not change while
+/// the template is used: the overlay checks). Each VM restored from the
+/// template then writes to an overlay of its own over that one.
+fn template_disks(cfg: &mut VmConfig, dir: &Path) -> Result<(), Error> {
+    use vmm::config::{open_disk, DiskFormat, DiskOverlay};
+    for (i, disk) in cfg.disks.iter_mut().enumerate() {
+        if disk.read_only {
+            continue;
+        }
+        // The disk as given, checked first (a missing file is named so).
+        drop(open_disk(disk)?);
+        let path = dir.join(format!("disk-{i}.cow"));
+        let _ = std::fs::remove_file(&path);
+        let base = std::path::absolute(&disk.path).unwrap_or_else(|_| disk.path.clone());
+        DiskOverlay::create(&path, &base, disk.format).map_err(|e| {
+            Error::config(
+                "disk",
+                disk.path.display(),
+                format!("cannot make the template's overlay {}: {e}", path.display()),
+            )
+        })?;
+        disk.path = path;
+        disk.format = DiskFormat::Overlay;
+    }
+    Ok(())
+}
+
 /// The options `vmm run --from` takes; the rest is the snapshot's.
 fn refuse_with_from(vm: &VmArgs) -> Result<(), Error> {
     let given: [(&str, bool); 9] = [
@@ -321,6 +343,7 @@ fn restore_options(dir: &Path, vm: VmArgs) -> Result<RestoreOptions, Error> {
         o.net_overrides.push((format!("eth{i}"), net.tap));
     }
     o.command = (!vm.command.is_empty()).then_some(vm.command);
+    o.private_disks = Some(std::env::temp_dir());
     Ok(o)
 }
 

@@ -193,7 +193,7 @@ impl FromStr for DiskConfig {
     }
 }
 
-pub use devices::virtio::block::{Disk, Format as DiskFormat};
+pub use devices::virtio::block::{disk::Overlay as DiskOverlay, Disk, Format as DiskFormat};
 
 /// A network interface backed by a TAP device on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -44,6 +44,12 @@ pub struct RestoreOptions {
     pub disk_overrides: Vec<(String, PathBuf)>,
     /// The command for a template's init (`vmm run --from DIR -- COMMAND`).
     pub command: Option<Vec<OsString>>,
+    /// For a template (its init waits for a command): each writable disk
+    /// gets a fresh copy-on-write overlay over the template's, made in
+    /// this directory and removed once open, so that clones of one
+    /// template write apart and never to the template's disk (`vmm run
+    /// --from`). A snapshot of a running VM goes on with its own disks.
+    pub private_disks: Option<PathBuf>,
     /// The emulated-host adaptation (logged only: the guest has booted).
     pub emulated_host: Option<EmulatedHost>,
 }
@@ -61,9 +67,38 @@ impl RestoreOptions {
             net_overrides: Vec::new(),
             disk_overrides: Vec::new(),
             command: None,
+            private_disks: None,
             emulated_host: None,
         }
     }
+}
+
+/// Puts each writable disk of `config` on a new overlay over its file, in
+/// `dir`. Returns the overlays' paths (to remove once the disks are open).
+pub(crate) fn private_overlays(config: &mut VmConfig, dir: &Path) -> Result<Vec<PathBuf>> {
+    use crate::config::DiskOverlay as Overlay;
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let mut made = Vec::new();
+    for disk in config.disks.iter_mut().filter(|d| !d.read_only) {
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("vmm-disk-{}-{n}.cow", std::process::id()));
+        let base = std::path::absolute(&disk.path).unwrap_or_else(|_| disk.path.clone());
+        let overlay = Overlay::create(&path, &base, disk.format).map_err(|e| {
+            for p in &made {
+                let _ = std::fs::remove_file(p);
+            }
+            let _ = std::fs::remove_file(&path);
+            Error::from(ConfigError::Disk {
+                path: disk.path.clone(),
+                reason: format!("cannot make its overlay in {}: {e}", dir.display()),
+            })
+        })?;
+        drop(overlay);
+        disk.path = path.clone();
+        disk.format = crate::config::DiskFormat::Overlay;
+        made.push(path);
+    }
+    Ok(made)
 }
 
 /// Why a snapshot cannot be restored (besides its configuration, whose
@@ -296,7 +331,7 @@ impl Vmm {
             .into());
         }
         let read_ms = ms(started);
-        let config = config_of(&state, opts)?;
+        let mut config = config_of(&state, opts)?;
         let snap = &state.state;
         if snap.vcpus.len() != config.vcpus as usize {
             return Err(restore_err(RestoreError::Inconsistent(format!(
@@ -316,7 +351,19 @@ impl Vmm {
             (None, true) => return Err(restore_err(RestoreError::NoCommand)),
             _ => {}
         }
-        let checked = Self::check_host(&config, started)?;
+        // A template's clones write apart; a snapshot of a running VM goes
+        // on with its own disks.
+        let checked = match &opts.private_disks {
+            Some(dir) if snap.devices.command.ready => {
+                let made = private_overlays(&mut config, dir)?;
+                let checked = Self::check_host(&config, started);
+                for p in made {
+                    let _ = std::fs::remove_file(p);
+                }
+                checked?
+            }
+            _ => Self::check_host(&config, started)?,
+        };
         let (kvm, vmfd, supported) = early
             .join()
             .unwrap_or(Err(VmError::CreationPanicked.into()))?;

@@ -1,3 +1,4 @@
+use super::header::MAX_PATH;
 use super::*;
 use std::os::unix::fs::MetadataExt;
 
@@ -51,6 +52,7 @@ fn a_new_overlay_reads_as_its_base_and_copies_nothing() {
     disk.runs(4096, 8192, &mut runs);
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].file_offset, 4096);
+    std::fs::remove_dir_all(&d).unwrap();
 }
 
 /// Random writes of any alignment through an overlay over an overlay,
@@ -127,6 +129,7 @@ fn the_bitmap_reaches_the_file_on_flush_only() {
     }
     drop(disk); // written when dropped
     assert_eq!(on_file(), [0b10, 0b10]);
+    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -151,6 +154,7 @@ fn a_changed_or_missing_base_is_refused_by_name() {
     std::fs::remove_file(&bpath).unwrap();
     let e = Disk::open(&path, Format::Overlay, false).unwrap_err();
     assert!(e.to_string().contains("cannot be opened"), "{e}");
+    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -168,6 +172,7 @@ fn an_overlay_over_itself_stops_at_the_chain_limit() {
     std::fs::write(&path, &bytes).unwrap();
     let e = Disk::open(&path, Format::Overlay, true).unwrap_err();
     assert!(e.to_string().contains("stacked"), "{e}");
+    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -246,4 +251,5 @@ fn a_truncated_overlay_file_and_a_read_only_one_are_refused() {
     assert!(e.to_string().contains("truncated"), "{e}");
     f.set_len(100).unwrap();
     assert!(Disk::open(&path, Format::Overlay, true).is_err());
+    std::fs::remove_dir_all(&d).unwrap();
 }
