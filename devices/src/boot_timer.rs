@@ -67,6 +67,9 @@ impl Phase {
 pub struct Timeline {
     started: Instant,
     stamps: [OnceLock<Instant>; 5],
+    /// The VMM's own steps before the phases (the VM's build broken
+    /// down): (name, time since the start), in order.
+    steps: std::sync::Mutex<Vec<(&'static str, Duration)>>,
 }
 
 impl Timeline {
@@ -75,7 +78,23 @@ impl Timeline {
         Timeline {
             started,
             stamps: Default::default(),
+            steps: Default::default(),
         }
+    }
+
+    /// Records that the VMM's step `name` ended now (logged at debug as
+    /// "timing: NAME at MS ms").
+    pub fn step(&self, name: &'static str) {
+        let at = self.started.elapsed();
+        log::debug!("timing: {name} at {:.3} ms", at.as_secs_f64() * 1e3);
+        if let Ok(mut steps) = self.steps.lock() {
+            steps.push((name, at));
+        }
+    }
+
+    /// The steps recorded, in order.
+    pub fn steps(&self) -> Vec<(&'static str, Duration)> {
+        self.steps.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// The instant the times count from.

@@ -69,10 +69,6 @@ pub struct Loaded {
     kernel: arch::boot::LoadedKernel,
 }
 
-fn ms_since(start: Instant) -> f64 {
-    start.elapsed().as_secs_f64() * 1e3
-}
-
 fn open_image(what: &'static str, path: &std::path::Path) -> Result<File> {
     File::open(path).map_err(|e| {
         ConfigError::Missing {
@@ -96,6 +92,7 @@ impl Vmm {
         let (kvm, vm) = Self::create_vm(config, &checked)?;
         let (mem, loaded) = Self::load_guest(config, &vm, &checked)?;
         let mut vmm = Self::devices(config, kvm, vm, mem, checked)?;
+        vmm.exit.timeline.step("devices_made");
         vmm.vcpus(config, &loaded)?;
         vmm.exit.timeline.mark(Phase::VmBuilt);
         if let Some(m) = &mut vmm.metrics {
@@ -159,6 +156,7 @@ impl Vmm {
             .iter()
             .map(device_manager::open_tap)
             .collect::<std::result::Result<Vec<_>, _>>()?;
+        timeline.step("checked");
         Ok(Checked {
             disk_files,
             taps,
@@ -171,9 +169,8 @@ impl Vmm {
 
     /// Stage 2: KVM and the VM with its irqchip and PIT.
     pub fn create_vm(config: &VmConfig, checked: &Checked) -> Result<(Kvm, VmFd)> {
-        let started = checked.timeline.started();
         let kvm = host::open_kvm()?;
-        log::debug!("timing: /dev/kvm opened at {:.3} ms", ms_since(started));
+        checked.timeline.step("kvm_opened");
         let max = host::max_vcpus(&kvm);
         if config.vcpus > max {
             return Err(Error::config(
@@ -183,10 +180,7 @@ impl Vmm {
             ));
         }
         let vm = vm::create_vm(&kvm)?;
-        log::debug!(
-            "timing: VM, irqchip and PIT created at {:.3} ms",
-            ms_since(started)
-        );
+        checked.timeline.step("vm_created");
         Ok((kvm, vm))
     }
 
@@ -198,7 +192,6 @@ impl Vmm {
         vm: &VmFd,
         checked: &Checked,
     ) -> Result<(GuestMemoryMmap, Loaded)> {
-        let started = checked.timeline.started();
         let (kernel, cmdline) = checked.kernel.as_ref().ok_or(VmError::Unopened)?;
         let mut kernel = kernel.try_clone().map_err(|e| ConfigError::Missing {
             what: "kernel",
@@ -207,7 +200,7 @@ impl Vmm {
         })?;
         let mem_bytes = config.mem_mib << 20;
         let mem = vm::guest_memory(config.mem_mib)?;
-        log::debug!("timing: guest memory mapped at {:.3} ms", ms_since(started));
+        checked.timeline.step("guest_memory_mapped");
         // Registering the memory with KVM and copying the kernel into it are
         // independent and each take milliseconds (the registration most on
         // an emulated KVM): do them at the same time.
@@ -225,7 +218,7 @@ impl Vmm {
             path: config.kernel.clone(),
             source,
         })?;
-        log::debug!("timing: kernel loaded at {:.3} ms", ms_since(started));
+        checked.timeline.step("kernel_loaded");
         let initrd = match &config.initrd {
             Some(path) => {
                 let mut f = open_image("initrd", path)?;
@@ -254,6 +247,7 @@ impl Vmm {
             },
             arch::SystemError::MpTable(e) => VmError::MpTable(e).into(),
         })?;
+        checked.timeline.step("initrd_loaded");
         log::info!(
             "kernel {} ({:?}, entry {:#x}, {:?}), {} MiB, {} vCPU(s), command line: {}",
             config.kernel.display(),

@@ -114,6 +114,12 @@ impl MetricsFile {
             .extra
             .iter()
             .map(|(name, ms)| (name.clone(), json!(ms)))
+            .chain(
+                self.timeline
+                    .steps()
+                    .into_iter()
+                    .map(|(name, at)| (name.to_string(), json!(at.as_secs_f64() * 1000.0))),
+            )
             .chain(Phase::ALL.iter().filter_map(|&p| {
                 let at = self.timeline.get(p)?;
                 Some((p.name().to_string(), json!(at.as_secs_f64() * 1000.0)))

@@ -126,8 +126,16 @@ impl Sample {
         let mut b = Vec::new();
         match self.system {
             Some(System::Vmm | System::VmmCold) => {
+                // The build broken down where the VMM recorded its steps.
+                let mut steps = false;
+                for (step, label) in BUILD_STEPS {
+                    if let Some(v) = self.phase(step) {
+                        b.push((label, v));
+                        steps = true;
+                    }
+                }
                 if let Some(v) = self.phase("vm_built") {
-                    b.push((PHASE_BUILD, v));
+                    b.push((if steps { PHASE_VCPUS } else { PHASE_BUILD }, v));
                 }
                 if let Some(v) = self.phase("first_kvm_run") {
                     b.push((PHASE_FIRST_RUN, v));
@@ -182,8 +190,30 @@ impl Sample {
     }
 }
 
-/// VMM: process start to the VM built (memory, kernel, devices, vCPUs).
+/// VMM: process start to the VM built (memory, kernel, devices, vCPUs),
+/// where its steps are not recorded.
 pub const PHASE_BUILD: &str = "VMM: build the VM";
+/// VMM: process start to the configuration checked and the host's files
+/// (kernel, disks, TAPs) opened.
+pub const PHASE_CHECKED: &str = "VMM: start, check, open files";
+/// VMM: /dev/kvm opened, KVM_CREATE_VM with its irqchip and PIT.
+pub const PHASE_KVM_VM: &str = "VMM: KVM VM, irqchip, PIT";
+/// VMM: guest memory mapped.
+pub const PHASE_MEMORY: &str = "VMM: guest memory";
+/// VMM: kernel and initrd loaded, memory registered, boot data written.
+pub const PHASE_LOAD: &str = "VMM: kernel and initrd loaded";
+/// VMM: the devices made and wired.
+pub const PHASE_DEVICES: &str = "VMM: devices";
+/// VMM: the vCPUs made and set up.
+pub const PHASE_VCPUS: &str = "VMM: vCPUs";
+/// The VMM's build steps (`Timeline::step`) and their labels, in order.
+pub const BUILD_STEPS: [(&str, &str); 5] = [
+    ("checked", PHASE_CHECKED),
+    ("vm_created", PHASE_KVM_VM),
+    ("guest_memory_mapped", PHASE_MEMORY),
+    ("initrd_loaded", PHASE_LOAD),
+    ("devices_made", PHASE_DEVICES),
+];
 /// VMM: VM built to the first KVM_RUN.
 pub const PHASE_FIRST_RUN: &str = "VMM: start the vCPUs";
 /// Guest kernel: first KVM_RUN to its first console output.

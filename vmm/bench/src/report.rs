@@ -379,13 +379,20 @@ pub fn markdown(info: &RunInfo, samples: &[Sample]) -> String {
 }
 
 /// Colours of the phases in the chart: each phase its own.
-const PALETTE: [&str; 14] = [
+const PALETTE: [&str; 20] = [
     "#4e79a7", "#a0cbe8", "#f28e2b", "#ffbe7d", "#e15759", "#ff9d9a", "#b07aa1", "#d4a6c8",
-    "#59a14f", "#8cd17d", "#9c755f", "#76b7b2", "#edc948", "#bab0ac",
+    "#59a14f", "#8cd17d", "#9c755f", "#76b7b2", "#edc948", "#bab0ac", "#17becf", "#bcbd22",
+    "#8c564b", "#e377c2", "#393b79", "#637939",
 ];
 
 /// Every phase label the chart knows, in the order their colours go.
-const PHASES: [&str; 14] = [
+const PHASES: [&str; 20] = [
+    super::PHASE_CHECKED,
+    super::PHASE_KVM_VM,
+    super::PHASE_MEMORY,
+    super::PHASE_LOAD,
+    super::PHASE_DEVICES,
+    super::PHASE_VCPUS,
     super::PHASE_BUILD,
     super::PHASE_FIRST_RUN,
     super::PHASE_TO_CONSOLE,
@@ -403,7 +410,7 @@ const PHASES: [&str; 14] = [
 ];
 
 /// The colour of phase `label`: its own among the chart's (the palette
-/// cycles only past fourteen phases).
+/// cycles only past twenty phases).
 fn colour(label: &str) -> &'static str {
     let i = PHASES
         .iter()
@@ -648,6 +655,44 @@ mod tests {
             "{}",
             lines[7]
         );
+    }
+
+    /// A VMM that records its build steps has its build broken down into
+    /// them, the last segment (to vm_built) being the vCPUs'.
+    #[test]
+    fn the_build_steps_split_the_build() {
+        let mut s = sample(System::Vmm, 0, 500.0);
+        s.phases = vec![
+            ("checked".into(), 3.0),
+            ("kvm_opened".into(), 3.5),
+            ("vm_created".into(), 20.0),
+            ("guest_memory_mapped".into(), 20.5),
+            ("kernel_loaded".into(), 30.0),
+            ("initrd_loaded".into(), 31.0),
+            ("devices_made".into(), 33.0),
+            ("vm_built".into(), 34.0),
+            ("first_kvm_run".into(), 35.0),
+        ];
+        let labels: Vec<&str> = s.boundaries().iter().map(|(l, _)| *l).collect();
+        use super::super::*;
+        assert_eq!(
+            labels[..7],
+            [
+                PHASE_CHECKED,
+                PHASE_KVM_VM,
+                PHASE_MEMORY,
+                PHASE_LOAD,
+                PHASE_DEVICES,
+                PHASE_VCPUS,
+                PHASE_FIRST_RUN
+            ]
+        );
+        let p = phase_medians(&[s], System::Vmm);
+        assert_eq!(p[1], (PHASE_KVM_VM, 17.0));
+        assert_eq!(p[3], (PHASE_LOAD, 10.5));
+        // Each phase its own colour.
+        let colours: std::collections::BTreeSet<_> = PHASES.iter().map(|l| colour(l)).collect();
+        assert_eq!(colours.len(), PHASES.len());
     }
 
     #[test]

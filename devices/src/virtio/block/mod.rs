@@ -168,6 +168,9 @@ impl Block {
         segs: &[(GuestAddress, u32)],
         offset: u64,
     ) -> Result<(), RequestError> {
+        if let Disk::Raw(file) = &self.disk {
+            return io::transfer(file, mem, req.single.as_ref(), segs, offset, false);
+        }
         let mut runs = Vec::new();
         self.disk.runs(offset, req.data_len, &mut runs);
         if let [run] = runs[..] {
