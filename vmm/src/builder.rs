@@ -83,14 +83,13 @@ fn open_image(what: &'static str, path: &std::path::Path) -> Result<File> {
 impl Vmm {
     /// Validates `config`, then builds the VM stage by stage: the
     /// configuration checked and the host's files opened (`check`), the
-    /// KVM VM (`create_vm`), guest memory and the guest loaded into it
-    /// (`load_guest`), the devices (`devices`) and the vCPUs (`vcpus`).
-    /// Errors in the configuration or the images are reported before KVM
-    /// is touched.
+    /// KVM VM made while the guest is loaded into its memory
+    /// (`create_and_load`), the devices (`devices`) and the vCPUs
+    /// (`vcpus`). Errors in the configuration or the images are reported
+    /// before KVM is touched.
     pub fn build(config: &VmConfig, started: Instant) -> Result<Vmm> {
         let checked = Self::check(config, started)?;
-        let (kvm, vm) = Self::create_vm(config, &checked)?;
-        let (mem, loaded) = Self::load_guest(config, &vm, &checked)?;
+        let (kvm, vm, mem, loaded) = Self::create_and_load(config, &checked)?;
         let mut vmm = Self::devices(config, kvm, vm, mem, checked)?;
         vmm.exit.timeline.step("devices_made");
         vmm.vcpus(config, &loaded)?;
@@ -184,14 +183,57 @@ impl Vmm {
         Ok((kvm, vm))
     }
 
-    /// Stage 3: guest memory, registered with KVM, with the kernel, the
-    /// initrd and the boot data (command line, boot parameters, MP table)
-    /// in it.
+    /// Stages 2 and 3 at once: guest memory mapped, then KVM's VM made
+    /// (`create_vm`) and the memory registered with it on a thread of its
+    /// own while the kernel, the initrd and the boot data are loaded into
+    /// that memory here (`load_guest`). They are independent and each
+    /// takes milliseconds: KVM_CREATE_VM with its irqchip and PIT the
+    /// longest on the nested AMD-V host (about 20 ms), the registration on
+    /// an emulated KVM.
+    pub fn create_and_load(
+        config: &VmConfig,
+        checked: &Checked,
+    ) -> Result<(Kvm, VmFd, GuestMemoryMmap, Loaded)> {
+        let mem = vm::guest_memory(config.mem_mib)?;
+        checked.timeline.step("guest_memory_mapped");
+        let (made, loaded) = std::thread::scope(|scope| {
+            let mem = &mem;
+            let maker = std::thread::Builder::new()
+                .name("vmm-create-vm".into())
+                .spawn_scoped(scope, move || -> Result<(Kvm, VmFd)> {
+                    let (kvm, vm) = Self::create_vm(config, checked)?;
+                    vm::register_memory(&vm, mem)?;
+                    checked.timeline.step("memory_registered");
+                    Ok((kvm, vm))
+                });
+            let loaded = Self::load_guest(config, mem, checked);
+            let made = match maker {
+                Ok(thread) => thread
+                    .join()
+                    .unwrap_or(Err(VmError::CreationPanicked.into())),
+                Err(e) => Err(crate::handle::HandleError::Thread(
+                    "vmm-create-vm".into(),
+                    e.to_string(),
+                )
+                .into()),
+            };
+            (made, loaded)
+        });
+        // The guest's errors (a kernel that does not load) first: they are
+        // the user's to fix.
+        let loaded = loaded?;
+        let (kvm, vm) = made?;
+        checked.timeline.step("vm_ready");
+        Ok((kvm, vm, mem, loaded))
+    }
+
+    /// Stage 3: the kernel, the initrd and the boot data (command line,
+    /// boot parameters, MP table) in guest memory.
     pub fn load_guest(
         config: &VmConfig,
-        vm: &VmFd,
+        mem: &GuestMemoryMmap,
         checked: &Checked,
-    ) -> Result<(GuestMemoryMmap, Loaded)> {
+    ) -> Result<Loaded> {
         let (kernel, cmdline) = checked.kernel.as_ref().ok_or(VmError::Unopened)?;
         let mut kernel = kernel.try_clone().map_err(|e| ConfigError::Missing {
             what: "kernel",
@@ -199,21 +241,8 @@ impl Vmm {
             reason: e.to_string(),
         })?;
         let mem_bytes = config.mem_mib << 20;
-        let mem = vm::guest_memory(config.mem_mib)?;
-        checked.timeline.step("guest_memory_mapped");
-        // Registering the memory with KVM and copying the kernel into it are
-        // independent and each take milliseconds (the registration most on
-        // an emulated KVM): do them at the same time.
         let want_pvh = config.boot_protocol == BootProtocol::Pvh;
-        let (registered, loaded) = std::thread::scope(|scope| {
-            let registration = scope.spawn(|| vm::register_memory(vm, &mem));
-            let loaded = arch::boot::load_kernel(&mem, &mut kernel, want_pvh);
-            let registered = registration
-                .join()
-                .unwrap_or(Err(VmError::RegistrationPanicked));
-            (registered, loaded)
-        });
-        registered?;
+        let loaded = arch::boot::load_kernel(mem, &mut kernel, want_pvh);
         let loaded = loaded.map_err(|source| Error::Kernel {
             path: config.kernel.clone(),
             source,
@@ -222,7 +251,7 @@ impl Vmm {
         let initrd = match &config.initrd {
             Some(path) => {
                 let mut f = open_image("initrd", path)?;
-                let (at, size) = arch::boot::load_initrd(&mem, mem_bytes, loaded.end, &mut f)
+                let (at, size) = arch::boot::load_initrd(mem, mem_bytes, loaded.end, &mut f)
                     .map_err(|source| Error::Initrd {
                         path: path.clone(),
                         source,
@@ -240,7 +269,7 @@ impl Vmm {
             rng_seed: host::random_seed()?,
             vcpus: config.vcpus as u8,
         };
-        arch::configure_system(&mem, &setup).map_err(|e| match e {
+        arch::configure_system(mem, &setup).map_err(|e| match e {
             arch::SystemError::Boot(source) => Error::Kernel {
                 path: config.kernel.clone(),
                 source,
@@ -258,7 +287,7 @@ impl Vmm {
             config.vcpus,
             checked.cmdline_text
         );
-        Ok((mem, Loaded { kernel: loaded }))
+        Ok(Loaded { kernel: loaded })
     }
 
     /// Stage 4: the devices (serial port, i8042, CMOS, boot timer, the

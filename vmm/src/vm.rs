@@ -43,10 +43,7 @@ pub enum VmError {
         /// The region's slot.
         slot: usize,
     },
-    /// The thread registering guest memory with KVM panicked.
-    #[error("the thread registering guest memory with KVM panicked")]
-    RegistrationPanicked,
-    /// The thread creating the VM (a restore's) panicked.
+    /// The thread creating the VM panicked.
     #[error("the thread creating the VM panicked")]
     CreationPanicked,
     /// Writing the MP table failed.

@@ -196,12 +196,14 @@ pub const PHASE_BUILD: &str = "VMM: build the VM";
 /// VMM: process start to the configuration checked and the host's files
 /// (kernel, disks, TAPs) opened.
 pub const PHASE_CHECKED: &str = "VMM: start, check, open files";
-/// VMM: /dev/kvm opened, KVM_CREATE_VM with its irqchip and PIT.
-pub const PHASE_KVM_VM: &str = "VMM: KVM VM, irqchip, PIT";
 /// VMM: guest memory mapped.
 pub const PHASE_MEMORY: &str = "VMM: guest memory";
-/// VMM: kernel and initrd loaded, memory registered, boot data written.
+/// VMM: kernel, initrd and boot data loaded into guest memory, while
+/// KVM's VM is made on another thread.
 pub const PHASE_LOAD: &str = "VMM: kernel and initrd loaded";
+/// VMM: what is left of making KVM's VM (KVM_CREATE_VM, irqchip, PIT,
+/// memory registered) once the guest is loaded.
+pub const PHASE_KVM_VM: &str = "VMM: KVM VM, irqchip, PIT (rest)";
 /// VMM: the devices made and wired.
 pub const PHASE_DEVICES: &str = "VMM: devices";
 /// VMM: the vCPUs made and set up.
@@ -209,9 +211,9 @@ pub const PHASE_VCPUS: &str = "VMM: vCPUs";
 /// The VMM's build steps (`Timeline::step`) and their labels, in order.
 pub const BUILD_STEPS: [(&str, &str); 5] = [
     ("checked", PHASE_CHECKED),
-    ("vm_created", PHASE_KVM_VM),
     ("guest_memory_mapped", PHASE_MEMORY),
     ("initrd_loaded", PHASE_LOAD),
+    ("vm_ready", PHASE_KVM_VM),
     ("devices_made", PHASE_DEVICES),
 ];
 /// VMM: VM built to the first KVM_RUN.

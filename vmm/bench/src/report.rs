@@ -388,9 +388,9 @@ const PALETTE: [&str; 20] = [
 /// Every phase label the chart knows, in the order their colours go.
 const PHASES: [&str; 20] = [
     super::PHASE_CHECKED,
-    super::PHASE_KVM_VM,
     super::PHASE_MEMORY,
     super::PHASE_LOAD,
+    super::PHASE_KVM_VM,
     super::PHASE_DEVICES,
     super::PHASE_VCPUS,
     super::PHASE_BUILD,
@@ -664,11 +664,13 @@ mod tests {
         let mut s = sample(System::Vmm, 0, 500.0);
         s.phases = vec![
             ("checked".into(), 3.0),
-            ("kvm_opened".into(), 3.5),
+            ("guest_memory_mapped".into(), 3.5),
+            ("kvm_opened".into(), 4.0),
+            ("kernel_loaded".into(), 10.0),
+            ("initrd_loaded".into(), 14.0),
             ("vm_created".into(), 20.0),
-            ("guest_memory_mapped".into(), 20.5),
-            ("kernel_loaded".into(), 30.0),
-            ("initrd_loaded".into(), 31.0),
+            ("memory_registered".into(), 20.5),
+            ("vm_ready".into(), 21.0),
             ("devices_made".into(), 33.0),
             ("vm_built".into(), 34.0),
             ("first_kvm_run".into(), 35.0),
@@ -679,17 +681,17 @@ mod tests {
             labels[..7],
             [
                 PHASE_CHECKED,
-                PHASE_KVM_VM,
                 PHASE_MEMORY,
                 PHASE_LOAD,
+                PHASE_KVM_VM,
                 PHASE_DEVICES,
                 PHASE_VCPUS,
                 PHASE_FIRST_RUN
             ]
         );
         let p = phase_medians(&[s], System::Vmm);
-        assert_eq!(p[1], (PHASE_KVM_VM, 17.0));
-        assert_eq!(p[3], (PHASE_LOAD, 10.5));
+        assert_eq!(p[2], (PHASE_LOAD, 10.5));
+        assert_eq!(p[3], (PHASE_KVM_VM, 7.0));
         // Each phase its own colour.
         let colours: std::collections::BTreeSet<_> = PHASES.iter().map(|l| colour(l)).collect();
         assert_eq!(colours.len(), PHASES.len());
