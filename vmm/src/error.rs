@@ -102,8 +102,8 @@ mod tests {
                 "guest memory region 1 has no host mapping",
             ),
             (
-                Error::from(VmError::RegistrationPanicked),
-                "the thread registering guest memory with KVM panicked",
+                Error::from(VmError::CreationPanicked),
+                "the thread creating the VM panicked",
             ),
             (
                 Error::from(crate::device_manager::DeviceError::EventFd(
