@@ -165,7 +165,14 @@ impl Sample {
                         b.push((label, v));
                     }
                 }
-                b.push((PHASE_RESTORED_TO_ANSWER, ready));
+                // The answer's first byte on the guest's serial port, then
+                // its way to the bench through the VMM's stdout.
+                if let Some(v) = self.phase("first_console_output") {
+                    b.push((PHASE_RESTORED_TO_ANSWER, v));
+                    b.push((PHASE_OUTPUT_DELIVERED, ready));
+                } else {
+                    b.push((PHASE_RESTORED_TO_ANSWER, ready));
+                }
             }
             Some(System::Qemu) => {
                 if let Some(v) = self.first_output_ms {
@@ -239,6 +246,9 @@ pub const PHASE_VCPUS_RESTORED: &str = "restore: vCPUs' state";
 /// Restored guest: first guest instruction to the command's output (init
 /// reads the command, starts it, it answers).
 pub const PHASE_RESTORED_TO_ANSWER: &str = "guest: command handed over to its output";
+/// The answer's first byte from the guest's serial port to the bench
+/// (through the VMM's stdout).
+pub const PHASE_OUTPUT_DELIVERED: &str = "VMM: output to the bench";
 /// Containers: start to the command's first output.
 pub const PHASE_CONTAINER: &str = "start to the command's output";
 

@@ -379,14 +379,14 @@ pub fn markdown(info: &RunInfo, samples: &[Sample]) -> String {
 }
 
 /// Colours of the phases in the chart: each phase its own.
-const PALETTE: [&str; 20] = [
+const PALETTE: [&str; 21] = [
     "#4e79a7", "#a0cbe8", "#f28e2b", "#ffbe7d", "#e15759", "#ff9d9a", "#b07aa1", "#d4a6c8",
     "#59a14f", "#8cd17d", "#9c755f", "#76b7b2", "#edc948", "#bab0ac", "#17becf", "#bcbd22",
-    "#8c564b", "#e377c2", "#393b79", "#637939",
+    "#8c564b", "#e377c2", "#393b79", "#637939", "#b5cf6b",
 ];
 
 /// Every phase label the chart knows, in the order their colours go.
-const PHASES: [&str; 20] = [
+const PHASES: [&str; 21] = [
     super::PHASE_CHECKED,
     super::PHASE_MEMORY,
     super::PHASE_LOAD,
@@ -405,12 +405,13 @@ const PHASES: [&str; 20] = [
     super::PHASE_DEVICES_RESTORED,
     super::PHASE_VCPUS_RESTORED,
     super::PHASE_RESTORED_TO_ANSWER,
+    super::PHASE_OUTPUT_DELIVERED,
     super::PHASE_CONTAINER,
     "",
 ];
 
 /// The colour of phase `label`: its own among the chart's (the palette
-/// cycles only past twenty phases).
+/// cycles only past twenty-one phases).
 fn colour(label: &str) -> &'static str {
     let i = PHASES
         .iter()
@@ -695,6 +696,26 @@ mod tests {
         // Each phase its own colour.
         let colours: std::collections::BTreeSet<_> = PHASES.iter().map(|l| colour(l)).collect();
         assert_eq!(colours.len(), PHASES.len());
+    }
+
+    /// A restore's answer is split where its first byte left the guest.
+    #[test]
+    fn a_restores_answer_is_split_at_the_serial_port() {
+        use super::super::*;
+        let mut s = sample(System::VmmRestore, 0, 60.0);
+        s.phases = vec![
+            ("state_read".into(), 5.0),
+            ("memory_mapped".into(), 25.0),
+            ("devices_restored".into(), 25.1),
+            ("vm_built".into(), 25.4),
+            ("first_kvm_run".into(), 29.0),
+            ("first_console_output".into(), 40.0),
+        ];
+        let b = s.boundaries();
+        assert_eq!(
+            b[b.len() - 2..],
+            [(PHASE_RESTORED_TO_ANSWER, 40.0), (PHASE_OUTPUT_DELIVERED, 60.0)]
+        );
     }
 
     #[test]
