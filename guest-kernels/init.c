@@ -22,13 +22,15 @@
  *     shell ends (Ctrl-D, `exit`) the VM ends, exit code 0;
  *   - with VMM_IMAGE=1 (`vmm run --image`: init is /vmm/init on a disk
  *     made from a container image), reads what to run from /vmm/run (the
- *     VMM writes it into the VM's copy of the disk: argv, environment,
+ *     VMM writes it into the VM's overlay over the disk: argv, environment,
  *     uid, gid, groups, working directory), makes the image's files under
  *     /rootfs the root, mounts /proc, /sys, /dev (with /dev/pts and
  *     /dev/shm) and /tmp there, writes /etc/resolv.conf when the kernel got
  *     an address by DHCP (ip=dhcp), and runs the command as that user in
  *     that directory with that environment, its PATH searched; the status
- *     is reported as for a command;
+ *     is reported as for a command. With VMM_COMMAND_PORT too (`vmm
+ *     template create --image`), the command is the command device's,
+ *     run the same way (the image's environment, user and directory);
  *   - otherwise ends the VM at once (a restart, exit code 0).
  * The VMM passes its ports and the command as KEY=VALUE kernel parameters,
  * which the kernel hands to init as environment variables:
@@ -554,9 +556,10 @@ static unsigned port_inl(unsigned long port)
 	return v;
 }
 
-/* Says "ready" and waits for the command; returns its status as
- * run_command does (126 when the command cannot be read). */
-static unsigned command_from_device(unsigned long port)
+/* Says "ready" and waits for the command; runs it with `envp` as `c`
+ * (none: init's own) and returns its status as run_command does (126 when
+ * the command cannot be read). */
+static unsigned command_from_device(unsigned long port, char **envp, const struct creds *c)
 {
 	unsigned long len, i;
 	int argn = 0;
@@ -588,7 +591,7 @@ static unsigned command_from_device(unsigned long port)
 		print("init: the command device's command is not one this init can read\n");
 		return 126;
 	}
-	return run_command(device_argv, (char **)command_env, 0, 0);
+	return run_command(device_argv, envp, 0, c);
 }
 
 /* Ends the VM with `status` on the exit device once the console is out. */
@@ -632,7 +635,13 @@ void start_c(long *stack)
 			quiet_console();
 			loopback_up();
 			resolv_conf();
-			status = run_command(run_argv, run_env, 0, &run_creds);
+			/* A template of an image: the command comes from the
+			 * command device, run with the image's environment, user
+			 * and directory. */
+			if (command_port)
+				status = command_from_device(command_port, run_env, &run_creds);
+			else
+				status = run_command(run_argv, run_env, 0, &run_creds);
 		}
 		finish(exit_port, status);
 		restart();
@@ -667,7 +676,7 @@ void start_c(long *stack)
 		finish(exit_port, status);
 	}
 	if (in_vm && !encoded && command_port)
-		finish(exit_port, command_from_device(command_port));
+		finish(exit_port, command_from_device(command_port, (char **)command_env, 0));
 	if (in_vm && !encoded && !command_port && env_get(envp, "VMM_SHELL=1")) {
 		static char *const shell[] = { "/bin/busybox", "setsid", "cttyhack", "/bin/sh", 0 };
 		print("init: a shell on the console; Ctrl-D or poweroff ends the VM\n");

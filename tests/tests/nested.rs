@@ -567,6 +567,18 @@ fn write_scenarios(n: &Nested) -> PathBuf {
         image_run("/tmp/image-warm", &["--image", &two, "--", "true"]),
         image_run("/tmp/image-warm", &["--image", &two])
     );
+    // A template of the image: its clones run their commands with the
+    // image's environment, user and directory, each on its own overlay
+    // over the template's disk.
+    let image_template = format!(
+        "set -u; export VMM_IMAGE_CACHE=/tmp/image-tpl-cache; rm -rf /tmp/itpl /tmp/image-tpl-cache; \
+         {vmm} template create /tmp/itpl --image {two} || exit 90; \
+         for c in 1 2; do {vmm} run --from /tmp/itpl -- sh -c \
+           \"echo seen=\\$(cat mark 2>/dev/null) as \\$(id -u) in \\$(pwd) with \\$GREETING; echo c$c > mark; exit $((c + 4))\"; \
+           echo \"clone $c rc=$?\"; done; \
+         rm -rf /tmp/itpl /tmp/image-tpl-cache",
+        two = quote(&two),
+    );
     let image_net_guest =
         format!("ip -4 addr show eth0; ping -c 2 {NET_HOST} || exit 10; cat /etc/resolv.conf");
     let image_net = format!(
@@ -718,6 +730,7 @@ fn write_scenarios(n: &Nested) -> PathBuf {
         // archive; its network by DHCP; a command it does not have.
         ("image-cold", sh(image_cold)),
         ("image-warm", sh(image_warm)),
+        ("image-template", sh(image_template)),
         // -e FROM_HOST takes this shell's value; -e NOT_ON_HOST, unset
         // here, sets nothing.
         (
@@ -1973,6 +1986,26 @@ fn an_image_runs_its_command_as_its_user_in_its_directory_with_its_layers_applie
         // The whiteout took gone.txt away, the opaque directory old/x.
         assert!(out.contains("data: keep old\n"), "{name}: {all}");
         assert!(out.contains("old: y\nupper\n"), "{name}: {all}");
+    }
+}
+
+#[test]
+fn a_template_of_an_image_runs_each_clones_command_as_the_images_user() {
+    let Some(n) = nested() else { return };
+    let ran = n.scenario("image-template");
+    let all = format!("{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(0), "{all}");
+    let out = ran.stdout.replace('\r', "");
+    // Each clone: the image's user, directory and environment; a file the
+    // first wrote in its directory is not the second's.
+    for c in [1, 2] {
+        assert!(
+            out.contains(&format!(
+                "seen= as 1000 in /home/app with hi\nclone {c} rc={}",
+                c + 4
+            )),
+            "clone {c}: {all}"
+        );
     }
 }
 

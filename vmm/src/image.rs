@@ -32,6 +32,9 @@ pub struct ImageRun {
     pub reference: String,
     /// The run's options over the image's config.
     pub options: Options,
+    /// Where to make the VM's overlay and keep it (a template's
+    /// directory); by default the cache's `.run/`, removed once open.
+    pub overlay_at: Option<PathBuf>,
 }
 
 /// The VM's overlay over the image's disk: removed when dropped, or
@@ -119,9 +122,16 @@ pub fn apply(
         }
     }
     cfg.shell = false;
-    let prepared = vmm_image::prepare(&image.reference, init, &image.options, cache)?;
+    let prepared = vmm_image::prepare(
+        &image.reference,
+        init,
+        &image.options,
+        cache,
+        image.overlay_at.as_deref(),
+    )?;
+    // An overlay made where it is kept is not removed.
     let disk = PrivateDisk {
-        path: Some(prepared.disk.clone()),
+        path: image.overlay_at.is_none().then(|| prepared.disk.clone()),
     };
     log::info!(
         "image {}: {} ({} files, {:.1} MiB), {}; runs {}",
@@ -203,6 +213,7 @@ mod tests {
         let image = ImageRun {
             reference: format!("{}:v1", dir.join("oci").display()),
             options: Options::default(),
+            overlay_at: None,
         };
         let mut disk = apply(&image, &mut cfg, &init, &cache, true).unwrap();
         assert!(cfg.disks[0].root && !cfg.disks[0].read_only);

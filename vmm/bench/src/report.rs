@@ -714,7 +714,10 @@ mod tests {
         let b = s.boundaries();
         assert_eq!(
             b[b.len() - 2..],
-            [(PHASE_RESTORED_TO_ANSWER, 40.0), (PHASE_OUTPUT_DELIVERED, 60.0)]
+            [
+                (PHASE_RESTORED_TO_ANSWER, 40.0),
+                (PHASE_OUTPUT_DELIVERED, 60.0)
+            ]
         );
     }
 

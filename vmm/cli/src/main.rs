@@ -145,6 +145,36 @@ struct RunArgs {
     vm: VmArgs,
 }
 
+/// What `--image` asks, if it is given: the COMMAND after `--` (taken
+/// from `vm`) is the image's, in place of its Cmd.
+pub(crate) fn image_run(args: ImageArgs, vm: &mut VmArgs) -> Result<Option<ImageRun>, Error> {
+    let Some(reference) = args.image else {
+        return Ok(None);
+    };
+    let command = std::mem::take(&mut vm.command)
+        .into_iter()
+        .map(|a| a.into_string())
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(|a| {
+            Error::config(
+                "command",
+                a.to_string_lossy(),
+                "with --image, the command's arguments must be UTF-8",
+            )
+        })?;
+    Ok(Some(ImageRun {
+        reference,
+        options: image::Options {
+            command: (!command.is_empty()).then_some(command),
+            entrypoint: args.entrypoint,
+            env: args.env,
+            user: args.user,
+            workdir: args.workdir,
+        },
+        overlay_at: None,
+    }))
+}
+
 /// `vmm run --image`'s options.
 #[derive(Args)]
 struct ImageArgs {
@@ -288,35 +318,10 @@ fn run(args: RunArgs, started: Instant) -> i32 {
         return snapshots::run_from(dir, args.vm, started);
     }
     let mut vm = args.vm;
-    let mut image = None;
-    if let Some(reference) = args.image.image {
-        // The command after `--` is the image's, in place of its Cmd.
-        let command = std::mem::take(&mut vm.command);
-        let command: Option<Vec<String>> = match command
-            .into_iter()
-            .map(|a| a.into_string())
-            .collect::<Result<Vec<String>, _>>()
-        {
-            Ok(c) => (!c.is_empty()).then_some(c),
-            Err(a) => {
-                return exit::report(&Error::config(
-                    "command",
-                    a.to_string_lossy(),
-                    "with --image, the command's arguments must be UTF-8",
-                ))
-            }
-        };
-        image = Some(ImageRun {
-            reference,
-            options: image::Options {
-                command,
-                entrypoint: args.image.entrypoint,
-                env: args.image.env,
-                user: args.image.user,
-                workdir: args.image.workdir,
-            },
-        });
-    }
+    let image = match image_run(args.image, &mut vm) {
+        Ok(i) => i,
+        Err(e) => return exit::report(&e),
+    };
     // A command's VM (an image's too) shows the kernel's errors only,
     // unless told otherwise.
     let quiet = vm.cmdline.is_none() && !args.boot_log;

@@ -47,6 +47,8 @@ pub struct TemplateArgs {
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     ready_timeout: u64,
     #[command(flatten)]
+    image: crate::ImageArgs,
+    #[command(flatten)]
     vm: VmArgs,
 }
 
@@ -206,12 +208,21 @@ pub fn template_create(args: TemplateArgs, started: Instant) -> i32 {
                  (vmm run --from DIR -- COMMAND)",
             ));
         }
+        let image = crate::image_run(args.image, &mut vm)?;
         let dir = make_dir(&args.dir)?;
         let serial = vm.serial.take();
+        let quiet = vm.cmdline.is_none();
         let (mut cfg, _) = crate::to_config(args.config, vm)?;
         cfg.template = true;
         cfg.shell = false;
         cfg.serial = serial.unwrap_or_else(|| SerialOutput::File(dir.join("boot.log")));
+        if let Some(mut image) = image {
+            // The image's overlay is the template's disk, kept in DIR.
+            let at = dir.join("disk-0.cow");
+            let _ = std::fs::remove_file(&at);
+            image.overlay_at = Some(at);
+            vmm::image::prepare(&image, &mut cfg, quiet)?;
+        }
         template_disks(&mut cfg, &dir)?;
         let policy = Policy::install(&cfg)?;
         let handle = Vmm::build(&cfg, started)?.end_codes(exit::of_end).start()?;
@@ -278,7 +289,9 @@ pub fn template_create(args: TemplateArgs, started: Instant) -> i32 {
 fn template_disks(cfg: &mut VmConfig, dir: &Path) -> Result<(), Error> {
     use vmm::config::{open_disk, DiskFormat, DiskOverlay};
     for (i, disk) in cfg.disks.iter_mut().enumerate() {
-        if disk.read_only {
+        // Read-only disks are used as they are; an image's overlay is
+        // made in DIR already.
+        if disk.read_only || disk.path.starts_with(dir) {
             continue;
         }
         // The disk as given, checked first (a missing file is named so).

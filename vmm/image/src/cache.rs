@@ -449,9 +449,10 @@ impl Cache {
 
     /// A private disk for one VM: a copy-on-write overlay over the entry's
     /// disk (nothing copied), with `run` written into its run file. The
-    /// overlay is this process's ("PID-N.cow" in the cache's .run/);
-    /// remove it when the VM has it open.
-    pub fn private_disk(&self, entry: &Entry, run: &[u8]) -> Result<PathBuf> {
+    /// overlay is made at `at` (which must not exist: a template's), else
+    /// it is this process's ("PID-N.cow" in the cache's .run/): remove it
+    /// when the VM has it open.
+    pub fn private_disk(&self, entry: &Entry, run: &[u8], at: Option<&Path>) -> Result<PathBuf> {
         if run.len() as u64 > ext4::RUN_CAPACITY {
             return Err(Error::run(
                 "command",
@@ -467,8 +468,14 @@ impl Cache {
         std::fs::create_dir_all(&runs).map_err(|e| Error::cache(&runs, e))?;
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = runs.join(format!("{}-{n}.cow", std::process::id()));
-        let _ = std::fs::remove_file(&path);
+        let path = match at {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let p = runs.join(format!("{}-{n}.cow", std::process::id()));
+                let _ = std::fs::remove_file(&p);
+                p
+            }
+        };
         let overlay = Overlay::create(&path, &entry.disk(), Format::Raw)
             .map_err(|e| Error::cache(&path, format!("cannot make the disk's overlay: {e}")))?;
         let mut disk = Disk::Overlay(Box::new(overlay));

@@ -65,17 +65,19 @@ pub struct Prepared {
 }
 
 /// Finds `reference`, gets its cached disk (made on a miss, with `init`),
-/// resolves the run and makes the VM's private disk.
+/// resolves the run and makes the VM's private disk (at `at`, else in the
+/// cache's .run/).
 pub fn prepare(
     reference: &str,
     init: &Path,
     opts: &run::Options,
     cache: &Cache,
+    at: Option<&Path>,
 ) -> Result<Prepared> {
     let image = Image::open(reference)?;
     let (entry, built) = cache.get(&image, init)?;
     let spec = run::resolve(&entry.info.config, &entry.info.accounts, opts)?;
-    let disk = cache.private_disk(&entry, &spec.encode())?;
+    let disk = cache.private_disk(&entry, &spec.encode(), at)?;
     Ok(Prepared {
         disk,
         spec,

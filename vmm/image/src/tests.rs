@@ -595,7 +595,7 @@ fn the_cached_disk_holds_init_the_run_file_and_the_image_with_its_owners() {
         std::fs::write(&init, b"\x7fELF pretend init").unwrap();
         let cache = Cache::new(tmp.join("cache"), 1 << 40).unpacking_natively(native);
         let opts = crate::run::Options::default();
-        let p = crate::prepare(oci.to_str().unwrap(), &init, &opts, &cache).unwrap();
+        let p = crate::prepare(oci.to_str().unwrap(), &init, &opts, &cache, None).unwrap();
         assert!(p.built);
         assert_eq!(p.spec.argv, ["/bin/sh"]);
         assert_eq!((p.spec.uid, p.spec.gid), (1000, 1000));
@@ -642,12 +642,13 @@ fn the_cached_disk_holds_init_the_run_file_and_the_image_with_its_owners() {
         let cached = debugfs(&p.entry.disk(), "cat /vmm/run");
         assert!(cached.starts_with("####"), "{}", &cached[..16]);
         // A second run is warm, with its own overlay.
-        let q = crate::prepare(&format!("{}:v1", oci.display()), &init, &opts, &cache).unwrap();
+        let q =
+            crate::prepare(&format!("{}:v1", oci.display()), &init, &opts, &cache, None).unwrap();
         assert!(!q.built);
         assert_ne!(q.disk, p.disk);
         // Another init makes the disk again.
         std::fs::write(&init, b"\x7fELF another init").unwrap();
-        let r = crate::prepare(oci.to_str().unwrap(), &init, &opts, &cache).unwrap();
+        let r = crate::prepare(oci.to_str().unwrap(), &init, &opts, &cache, None).unwrap();
         assert!(r.built);
         let flat_r = tmp.join("flat-r.ext4");
         flatten(&r.disk, &flat_r);
