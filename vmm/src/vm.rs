@@ -61,18 +61,27 @@ pub enum VmError {
 }
 
 /// A VM with its TSS, in-kernel irqchip (IOAPIC, PIC, LAPICs) and PIT.
+/// Each step's time is logged at debug ("timing: KVM_CREATE_VM took ...").
 pub fn create_vm(kvm: &Kvm) -> Result<VmFd> {
+    let mut at = std::time::Instant::now();
+    let mut took = |what: &str| {
+        log::debug!("timing: {what} took {:.3} ms", at.elapsed().as_secs_f64() * 1e3);
+        at = std::time::Instant::now();
+    };
     let vm = kvm.create_vm().map_err(kvm_call("KVM_CREATE_VM"))?;
+    took("KVM_CREATE_VM");
     vm.set_tss_address(KVM_TSS_ADDRESS as usize)
         .map_err(kvm_call("KVM_SET_TSS_ADDR"))?;
     vm.create_irq_chip()
         .map_err(kvm_call("KVM_CREATE_IRQCHIP"))?;
+    took("KVM_SET_TSS_ADDR and KVM_CREATE_IRQCHIP");
     let pit = kvm_pit_config {
         flags: KVM_PIT_SPEAKER_DUMMY,
         ..Default::default()
     };
     vm.create_pit2(pit).map_err(kvm_call("KVM_CREATE_PIT2"))?;
     disable_pit_reinjection(&vm);
+    took("KVM_CREATE_PIT2");
     Ok(vm)
 }
 
