@@ -12,7 +12,7 @@
 # On the nested AMD-V host, with the files staged on the L1's tmpfs:
 #
 #   cargo build --release -p vmm-cli
-#   scripts/nested.sh --smp 2 --memory 6G --timeout 1500 -- scripts/density.sh 1 10 50
+#   scripts/nested.sh --smp 2 --memory 8G --timeout 3000 -- bash scripts/density.sh 1 10 50
 #
 # Options (before the counts): --memory SIZE (each guest's, 128M).
 set -euo pipefail
@@ -57,10 +57,7 @@ measure() {
     before=$(avail)
     deadline=$((SECONDS + 1800))
     # One after another, each once the one before has answered: all N run
-    # at once in the end. (Fifty restores started in the same instant
-    # crash the nested host's own kernel: a stack overflow in its
-    # exception entry on a VMM's vCPU thread, twice; one by one they do
-    # not.)
+    # at once in the end, and no start waits behind fifty others.
     for ((i = 0; i < n; i++)); do
         local cmd=(sh -c 'echo up; exec sleep 100000')
         if [[ $kind == clone ]]; then
