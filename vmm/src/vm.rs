@@ -65,7 +65,10 @@ pub enum VmError {
 pub fn create_vm(kvm: &Kvm) -> Result<VmFd> {
     let mut at = std::time::Instant::now();
     let mut took = |what: &str| {
-        log::debug!("timing: {what} took {:.3} ms", at.elapsed().as_secs_f64() * 1e3);
+        log::debug!(
+            "timing: {what} took {:.3} ms",
+            at.elapsed().as_secs_f64() * 1e3
+        );
         at = std::time::Instant::now();
     };
     let vm = kvm.create_vm().map_err(kvm_call("KVM_CREATE_VM"))?;
