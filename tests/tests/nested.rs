@@ -784,7 +784,14 @@ fn write_scenarios(n: &Nested) -> PathBuf {
         // initramfs, the disk's init running the command.
         (
             "root-disk-cmd",
-            run(&["--disk", &format!("{},root", r("cmd-root.ext4")), "--", "mount"]),
+            // --boot-log: the kernel's lines about the root are looked at.
+            run(&[
+                "--boot-log",
+                "--disk",
+                &format!("{},root", r("cmd-root.ext4")),
+                "--",
+                "mount",
+            ]),
         ),
         (
             "disk-64m",
