@@ -256,6 +256,15 @@ fn bad_disks() {
         "{}",
         out.stderr
     );
+    // A raw file given as an overlay: no overlay header, an image error.
+    let raw_as_overlay = format!("{},overlay", good.display());
+    let out = run(&["run", "--kernel", k, "--disk", &raw_as_overlay]);
+    assert_eq!(out.code, Some(5), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no overlay magic number"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

@@ -287,7 +287,7 @@ pub fn template_create(args: TemplateArgs, started: Instant) -> i32 {
 /// the template is used: the overlay checks). Each VM restored from the
 /// template then writes to an overlay of its own over that one.
 fn template_disks(cfg: &mut VmConfig, dir: &Path) -> Result<(), Error> {
-    use vmm::config::{open_disk, DiskFormat, DiskOverlay};
+    use vmm::config::open_disk;
     for (i, disk) in cfg.disks.iter_mut().enumerate() {
         // Read-only disks are used as they are; an image's overlay is
         // made in DIR already.
@@ -298,16 +298,14 @@ fn template_disks(cfg: &mut VmConfig, dir: &Path) -> Result<(), Error> {
         drop(open_disk(disk)?);
         let path = dir.join(format!("disk-{i}.cow"));
         let _ = std::fs::remove_file(&path);
-        let base = std::path::absolute(&disk.path).unwrap_or_else(|_| disk.path.clone());
-        DiskOverlay::create(&path, &base, disk.format).map_err(|e| {
+        let was = disk.path.clone();
+        disk.put_on_overlay(&path).map_err(|e| {
             Error::config(
                 "disk",
-                disk.path.display(),
+                was.display(),
                 format!("cannot make the template's overlay {}: {e}", path.display()),
             )
         })?;
-        disk.path = path;
-        disk.format = DiskFormat::Overlay;
     }
     Ok(())
 }

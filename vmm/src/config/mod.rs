@@ -156,6 +156,21 @@ pub struct DiskConfig {
     pub partuuid: Option<String>,
 }
 
+impl DiskConfig {
+    /// Makes a new copy-on-write overlay at `at` (which must not exist)
+    /// over this disk, its path made absolute, and puts the disk on it.
+    pub fn put_on_overlay(
+        &mut self,
+        at: &Path,
+    ) -> std::result::Result<(), devices::virtio::block::disk::OverlayError> {
+        let base = std::path::absolute(&self.path).unwrap_or_else(|_| self.path.clone());
+        DiskOverlay::create(at, &base, self.format)?;
+        self.path = at.to_path_buf();
+        self.format = DiskFormat::Overlay;
+        Ok(())
+    }
+}
+
 impl FromStr for DiskConfig {
     type Err = String;
     /// `PATH[,ro][,id=NAME][,root][,overlay]`

@@ -76,26 +76,22 @@ impl RestoreOptions {
 /// Puts each writable disk of `config` on a new overlay over its file, in
 /// `dir`. Returns the overlays' paths (to remove once the disks are open).
 pub(crate) fn private_overlays(config: &mut VmConfig, dir: &Path) -> Result<Vec<PathBuf>> {
-    use crate::config::DiskOverlay as Overlay;
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let mut made = Vec::new();
     for disk in config.disks.iter_mut().filter(|d| !d.read_only) {
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = dir.join(format!("vmm-disk-{}-{n}.cow", std::process::id()));
-        let base = std::path::absolute(&disk.path).unwrap_or_else(|_| disk.path.clone());
-        let overlay = Overlay::create(&path, &base, disk.format).map_err(|e| {
-            for p in &made {
+        let was = disk.path.clone();
+        if let Err(e) = disk.put_on_overlay(&path) {
+            for p in made.iter().chain([&path]) {
                 let _ = std::fs::remove_file(p);
             }
-            let _ = std::fs::remove_file(&path);
-            Error::from(ConfigError::Disk {
-                path: disk.path.clone(),
+            return Err(ConfigError::Disk {
+                path: was,
                 reason: format!("cannot make its overlay in {}: {e}", dir.display()),
-            })
-        })?;
-        drop(overlay);
-        disk.path = path.clone();
-        disk.format = crate::config::DiskFormat::Overlay;
+            }
+            .into());
+        }
         made.push(path);
     }
     Ok(made)
