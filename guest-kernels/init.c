@@ -29,8 +29,15 @@
  *     an address by DHCP (ip=dhcp), and runs the command as that user in
  *     that directory with that environment, its PATH searched; the status
  *     is reported as for a command. With VMM_COMMAND_PORT too (`vmm
- *     template create --image`), the command is the command device's,
- *     run the same way (the image's environment, user and directory);
+ *     template create --image`, and `vmm-runtime`'s containers), the
+ *     command is the command device's, run the same way (the image's
+ *     environment, user and directory), and while it runs init polls the
+ *     device's signal register and sends what the VMM queued there
+ *     (`vmm-runtime kill`) to the command or to every process. The run
+ *     file may also bind files from /vmm/files over the root's paths,
+ *     mount tmpfs directories, set the host name and resource limits,
+ *     make the root read-only, and give the command the console as its
+ *     controlling terminal (vmm-runtime's records: H, L, B, b, T, R, Y);
  *   - otherwise ends the VM at once (a restart, exit code 0).
  * The VMM passes its ports and the command as KEY=VALUE kernel parameters,
  * which the kernel hands to init as environment variables:
@@ -41,6 +48,7 @@
  *                         byte, in unpadded URL-safe base64
  *   VMM_SHELL=1           a shell on the console instead
  *   VMM_IMAGE=1           a container image's disk: the run in /vmm/run
+ *   VMM_QUIET=1           no greeting (a container's VM: vmm-runtime)
  *   VMM_DHCP=1            configure eth0 by DHCP (busybox udhcpc and its
  *                         lease script, which says the address on the
  *                         console) before the command or the shell; an
@@ -276,7 +284,29 @@ struct creds {
 	unsigned groups[64];
 	int ngroups;
 	const char *workdir;
+	/* The console is the command's controlling terminal (a container's
+	 * process.terminal): a session of its own, so that ^C reaches it. */
+	int terminal;
+	/* Resource limits: resource, soft, hard (a container's rlimits). */
+	struct {
+		unsigned resource;
+		unsigned long soft, hard;
+	} rlimits[16];
+	int nrlimits;
 };
+
+/* Where the command device's signal register is, once init runs a
+ * command from the device: 0 when there is none. */
+static unsigned long signal_port;
+
+static unsigned port_inl(unsigned long port);
+
+/* Sleeps `ms` milliseconds. */
+static void sleep_ms(long ms)
+{
+	long ts[2] = { ms / 1000, (ms % 1000) * 1000000 };
+	syscall3(SYS_nanosleep, (long)ts, 0, 0);
+}
 
 /* mkdir -p, as root, before the command's user is taken. */
 static void make_dirs(const char *path)
@@ -314,6 +344,13 @@ static unsigned run_command(char **argv, char **envp, int quiet, const struct cr
 			}
 		}
 		if (c) {
+			if (c->terminal) {
+				syscall3(SYS_setsid, 0, 0, 0);
+				syscall3(SYS_ioctl, 0, TIOCSCTTY, 1);
+			}
+			for (int i = 0; i < c->nrlimits; i++)
+				syscall3(SYS_setrlimit, c->rlimits[i].resource,
+					 (long)&c->rlimits[i].soft, 0);
 			make_dirs(c->workdir);
 			if (syscall3(SYS_chdir, (long)c->workdir, 0, 0) != 0) {
 				print("init: cannot enter the working directory ");
@@ -338,13 +375,23 @@ static unsigned run_command(char **argv, char **envp, int quiet, const struct cr
 		print("init: cannot start the command\n");
 		return 126;
 	}
-	/* Orphans become init's children: reap them until the command ends. */
+	/* Orphans become init's children: reap them until the command ends.
+	 * With the command device's signal register (a container's VM), poll
+	 * it meanwhile: a signal the VMM was asked to send (`vmm-runtime kill`)
+	 * goes to the command, or with its "all" bit to every process. */
 	for (;;) {
-		long r = syscall4(SYS_wait4, -1, (long)&status, 0, 0);
+		long r = syscall4(SYS_wait4, -1, (long)&status, signal_port ? WNOHANG : 0, 0);
 		if (r == pid)
 			break;
 		if (r < 0 && r != -EINTR)
 			return 126;
+		if (r == 0) {
+			unsigned sig = port_inl(signal_port);
+			if (sig & 0xff)
+				syscall3(SYS_kill, (sig & 0x100) ? -1 : pid, sig & 0xff, 0);
+			else
+				sleep_ms(10);
+		}
 	}
 	if ((status & 0x7f) == 0)
 		return (status >> 8) & 0xff;
@@ -423,12 +470,33 @@ static char *run_argv[MAX_ARGS + 1];
 static char *run_env[MAX_ENV + 1];
 static struct creds run_creds;
 
+static const char *run_hostname;
+/* The root read-only ('R': a container's root.readonly). */
+static int run_ro_root;
+/* Files bound over the root's paths ('B', read-write; 'b', read-only):
+ * the k-th is /vmm/files/k on the disk. */
+#define MAX_BINDS 32
+static const char *run_binds[MAX_BINDS];
+static int run_binds_ro[MAX_BINDS];
+static int run_nbinds;
+/* tmpfs mounts ('T': the target, a newline, the mount's options). */
+#define MAX_TMPFS 16
+static char *run_tmpfs[MAX_TMPFS];
+static int run_ntmpfs;
+
+static unsigned long parse_ulong(const char **s)
+{
+	unsigned long v = 0;
+	while (**s == ' ')
+		(*s)++;
+	while (**s >= '0' && **s <= '9')
+		v = v * 10 + (unsigned long)(*(*s)++ - '0');
+	return v;
+}
+
 static unsigned parse_uint(const char *s)
 {
-	unsigned v = 0;
-	while (*s >= '0' && *s <= '9')
-		v = v * 10 + (unsigned)(*s++ - '0');
-	return v;
+	return (unsigned)parse_ulong(&s);
 }
 
 /* Reads /vmm/run; 0 when it is not one this init reads. */
@@ -465,6 +533,24 @@ static int read_run(void)
 			run_creds.groups[run_creds.ngroups++] = parse_uint(value);
 		else if (tag == 'W')
 			run_creds.workdir = value;
+		else if (tag == 'H')
+			run_hostname = value;
+		else if (tag == 'Y')
+			run_creds.terminal = 1;
+		else if (tag == 'R')
+			run_ro_root = 1;
+		else if (tag == 'L' && run_creds.nrlimits < 16) {
+			/* "RESOURCE SOFT HARD"; all ones is unlimited. */
+			const char *v = value;
+			int i = run_creds.nrlimits++;
+			run_creds.rlimits[i].resource = (unsigned)parse_ulong(&v);
+			run_creds.rlimits[i].soft = parse_ulong(&v);
+			run_creds.rlimits[i].hard = parse_ulong(&v);
+		} else if ((tag == 'B' || tag == 'b') && run_nbinds < MAX_BINDS) {
+			run_binds_ro[run_nbinds] = tag == 'b';
+			run_binds[run_nbinds++] = value;
+		} else if (tag == 'T' && run_ntmpfs < MAX_TMPFS)
+			run_tmpfs[run_ntmpfs++] = value;
 	}
 	run_argv[argn] = 0;
 	run_env[envn] = 0;
@@ -473,8 +559,70 @@ static int read_run(void)
 
 /* Makes /rootfs the root (as switch_root does: the directory bound onto
  * itself and moved over /), then mounts what a container has. */
+/* Makes the directories above `path` (not `path` itself). */
+static void make_parents(const char *path)
+{
+	static char parent[512];
+	unsigned long n = str_len(path), cut = 0;
+
+	if (n >= sizeof(parent))
+		return;
+	for (unsigned long i = 0; i < n; i++) {
+		parent[i] = path[i];
+		if (path[i] == '/')
+			cut = i;
+	}
+	parent[cut] = 0;
+	if (cut)
+		make_dirs(parent);
+}
+
+/* Binds the run's files (/vmm/files/K, copied in by the VMM) over their
+ * paths under /rootfs, as a container runtime binds podman's /etc/hosts,
+ * /etc/resolv.conf and the like: the image's own file stays under it. */
+static void bind_files(void)
+{
+	static char src[64], dst[600];
+	static const char prefix[] = "/rootfs";
+
+	for (int k = 0; k < run_nbinds; k++) {
+		unsigned long n = 0, m = 0;
+		const char *head = "/vmm/files/";
+		char digits[12];
+		int d = 0, v = k;
+		long fd;
+
+		while (*head)
+			src[n++] = *head++;
+		do
+			digits[d++] = (char)('0' + v % 10);
+		while ((v /= 10));
+		while (d)
+			src[n++] = digits[--d];
+		src[n] = 0;
+		for (const char *p = prefix; *p;)
+			dst[m++] = *p++;
+		for (const char *p = run_binds[k]; *p && m < sizeof(dst) - 1;)
+			dst[m++] = *p++;
+		dst[m] = 0;
+		make_parents(dst);
+		fd = syscall3(SYS_open, (long)dst, O_WRONLY | O_CREAT, 0644);
+		if (fd >= 0)
+			syscall3(SYS_close, fd, 0, 0);
+		if (syscall5(SYS_mount, (long)src, (long)dst, 0, MS_BIND, 0) != 0) {
+			print("init: cannot bind ");
+			print(run_binds[k]);
+			print("\n");
+			continue;
+		}
+		if (run_binds_ro[k])
+			syscall5(SYS_mount, 0, (long)dst, 0, MS_REMOUNT | MS_BIND | MS_RDONLY, 0);
+	}
+}
+
 static void enter_rootfs(void)
 {
+	bind_files();
 	if (syscall5(SYS_mount, (long)"/rootfs", (long)"/rootfs", 0, MS_BIND | MS_REC, 0) == 0 &&
 	    syscall3(SYS_chdir, (long)"/rootfs", 0, 0) == 0 &&
 	    syscall5(SYS_mount, (long)".", (long)"/", 0, MS_MOVE, 0) == 0) {
@@ -493,6 +641,23 @@ static void enter_rootfs(void)
 		 (long)"newinstance,ptmxmode=0666,mode=0620");
 	syscall5(SYS_mount, (long)"shm", (long)"/dev/shm", (long)"tmpfs", MS_NOSUID | MS_NODEV,
 		 (long)"mode=1777");
+	syscall3(SYS_mkdir, (long)"/dev/mqueue", 0755, 0);
+	syscall5(SYS_mount, (long)"mqueue", (long)"/dev/mqueue", (long)"mqueue",
+		 MS_NOSUID | MS_NODEV | MS_NOEXEC, 0);
+	for (int i = 0; i < run_ntmpfs; i++) {
+		char *data = run_tmpfs[i];
+		while (*data && *data != '\n')
+			data++;
+		if (*data)
+			*data++ = 0;
+		make_dirs(run_tmpfs[i]);
+		syscall5(SYS_mount, (long)"tmpfs", (long)run_tmpfs[i], (long)"tmpfs",
+			 MS_NOSUID | MS_NODEV, (long)data);
+	}
+	if (run_hostname)
+		syscall3(SYS_sethostname, (long)run_hostname, str_len(run_hostname), 0);
+	if (run_ro_root)
+		syscall5(SYS_mount, 0, (long)"/", 0, MS_REMOUNT | MS_BIND | MS_RDONLY, 0);
 }
 
 /* Whether line starts with word. */
@@ -551,6 +716,8 @@ static char *device_argv[MAX_ARGS + 1];
 
 static unsigned port_inl(unsigned long port)
 {
+	if (!port)
+		return 0;
 	unsigned v;
 	__asm__ volatile("inl %w1, %0" : "=a"(v) : "Nd"((unsigned short)port));
 	return v;
@@ -564,13 +731,19 @@ static unsigned command_from_device(unsigned long port, char **envp, const struc
 	unsigned long len, i;
 	int argn = 0;
 
-	if (syscall3(SYS_ioperm, port, 8, 1) != 0) {
+	if (syscall3(SYS_ioperm, port, 12, 1) != 0) {
 		print("init: cannot reach the command device\n");
 		return 126;
 	}
 	__asm__ volatile("outl %0, %w1" : : "a"(COMMAND_READY), "Nd"((unsigned short)port));
-	while ((len = port_inl(port)) == COMMAND_NONE)
-		__asm__ volatile("pause");
+	/* Spin a while (a restored template finds its command at once), then
+	 * sleep between polls: a container's VM may wait long for `start`. */
+	for (unsigned spins = 0; (len = port_inl(port)) == COMMAND_NONE; spins++) {
+		if (spins < 1000)
+			__asm__ volatile("pause");
+		else
+			sleep_ms(2);
+	}
 	if (len == 0 || len > COMMAND_BYTES) {
 		print("init: the command device's command is not one this init can read\n");
 		return 126;
@@ -591,6 +764,7 @@ static unsigned command_from_device(unsigned long port, char **envp, const struc
 		print("init: the command device's command is not one this init can read\n");
 		return 126;
 	}
+	signal_port = port + 8;
 	return run_command(device_argv, envp, 0, c);
 }
 
@@ -625,7 +799,10 @@ void start_c(long *stack)
 		unsigned char v = BOOT_TIMER_MAGIC;
 		__asm__ volatile("outb %0, %w1" : : "a"(v), "Nd"((unsigned short)timer));
 	}
-	syscall3(SYS_write, 1, (long)greeting, sizeof(greeting) - 1);
+	/* A container's VM (vmm-runtime) says nothing of its own: its
+	 * console is the container's output. */
+	if (!env_get(envp, "VMM_QUIET=1"))
+		syscall3(SYS_write, 1, (long)greeting, sizeof(greeting) - 1);
 	if (in_vm && env_get(envp, "VMM_IMAGE=1")) {
 		unsigned status = 126;
 		if (!read_run()) {

@@ -32,8 +32,18 @@
 #define SYS_setgid 106
 #define SYS_setgroups 116
 #define SYS_chroot 161
+#define SYS_nanosleep 35
+#define SYS_kill 62
+#define SYS_setsid 112
+#define SYS_setrlimit 160
+#define SYS_umount2 166
+#define SYS_mknod 133
 
 #define TCSBRK 0x5409
+#define TIOCSCTTY 0x540E
+#define WNOHANG 1
+#define MS_RDONLY 1
+#define MS_REMOUNT 32
 #define SIOCGIFFLAGS 0x8913
 #define SIOCSIFFLAGS 0x8914
 #define IFF_UP 0x1

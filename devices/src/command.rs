@@ -15,14 +15,25 @@
 //! - offset 4, read: the command's next four bytes, little-endian, zero
 //!   past its end; each read moves on.
 //!
+//! - offset 8, read: the next signal to send (0 when none): its number in
+//!   bits 0-7, bit 8 set to send it to every process (`kill(-1, sig)`)
+//!   rather than to the command; each read takes one off the queue.
+//!   Init polls it while the command it got from this device runs, so that
+//!   `vmm-runtime kill ID TERM` reaches the container's process.
+//!
 //! Init polls offset 0 until a command is there: in a template the VMM
 //! pauses the VM within microseconds of READY, so the poll is what the
 //! snapshot holds, and a restored VM finds its command at the first read.
 
 use crate::bus::BusDevice;
 
-/// Its length on the PIO bus: two 32-bit registers.
-pub const LEN: u64 = 8;
+/// Its length on the PIO bus: three 32-bit registers.
+pub const LEN: u64 = 12;
+/// The signal register's "to every process" bit.
+pub const SIGNAL_ALL: u32 = 0x100;
+/// The most signals queued for init at once; more are dropped (each is
+/// one `kill`, taken in 10 ms at most).
+pub const MAX_SIGNALS: usize = 64;
 /// Init's "ready for a command".
 pub const READY: u32 = 0x564d_5201;
 /// Offset 0's value while there is no command.
@@ -45,6 +56,7 @@ pub struct CommandDevice {
     ready: bool,
     command: Option<Vec<u8>>,
     at: usize,
+    signals: std::collections::VecDeque<u32>,
 }
 
 impl CommandDevice {
@@ -55,6 +67,7 @@ impl CommandDevice {
             ready: false,
             command: None,
             at: 0,
+            signals: Default::default(),
         }
     }
 
@@ -87,6 +100,26 @@ impl CommandDevice {
         Ok(())
     }
 
+    /// Queues signal `sig` (1 to 64) for init to send to the command, or
+    /// with `all` to every process of the guest. Refused for a number that
+    /// is no signal, or when MAX_SIGNALS are waiting already.
+    pub fn send_signal(&mut self, sig: i32, all: bool) -> Result<(), String> {
+        if !(1..=64).contains(&sig) {
+            return Err(format!("{sig} is not a signal number (1 to 64)"));
+        }
+        if self.signals.len() >= MAX_SIGNALS {
+            return Err(format!("{MAX_SIGNALS} signals are already waiting"));
+        }
+        self.signals
+            .push_back(sig as u32 | if all { SIGNAL_ALL } else { 0 });
+        Ok(())
+    }
+
+    /// Whether a command was handed to init.
+    pub fn has_command(&self) -> bool {
+        self.command.is_some()
+    }
+
     /// Whether init has said it is ready.
     pub fn ready(&self) -> bool {
         self.ready
@@ -109,6 +142,7 @@ impl BusDevice for CommandDevice {
         let value = match (offset, &self.command) {
             (0, None) => NONE,
             (0, Some(c)) => c.len() as u32,
+            (8, _) => self.signals.pop_front().unwrap_or(0),
             (4, Some(c)) => {
                 let mut word = [0u8; 4];
                 let end = (self.at + 4).min(c.len());
@@ -178,8 +212,25 @@ mod tests {
         // Past the end: zeros, no panic.
         assert_eq!(word(&mut dev, 4), 0);
         let mut odd = [0u8; 8];
-        dev.read(12, &mut odd);
+        dev.read(16, &mut odd);
         assert_eq!(odd, [0xff; 8]);
+    }
+
+    #[test]
+    fn signals_reach_init_one_read_each_in_order() {
+        let mut dev = CommandDevice::new(Box::new(|| {}));
+        assert_eq!(word(&mut dev, 8), 0, "none waiting");
+        dev.send_signal(15, false).unwrap();
+        dev.send_signal(9, true).unwrap();
+        assert_eq!(word(&mut dev, 8), 15);
+        assert_eq!(word(&mut dev, 8), 9 | SIGNAL_ALL);
+        assert_eq!(word(&mut dev, 8), 0);
+        assert!(dev.send_signal(0, false).is_err());
+        assert!(dev.send_signal(65, false).is_err());
+        for _ in 0..MAX_SIGNALS {
+            dev.send_signal(1, false).unwrap();
+        }
+        assert!(dev.send_signal(1, false).unwrap_err().contains("waiting"));
     }
 
     #[test]

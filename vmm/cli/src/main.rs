@@ -19,7 +19,6 @@ mod firecracker;
 mod policy;
 mod signals;
 mod snapshots;
-mod terminal;
 
 use policy::{finish, Policy};
 

@@ -10,7 +10,8 @@ use vmm::config_file::Logger;
 use vmm::{Error, VmEnd, VmHandle};
 use vmm_cli::exit::{self, code as exit_code};
 
-use crate::{signals, terminal};
+use crate::signals;
+use vmm_cli::terminal;
 
 /// What the `vmm` command sets for its whole process around a VM: the
 /// stop signals caught, the terminal in raw mode while the guest's console

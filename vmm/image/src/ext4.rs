@@ -155,6 +155,35 @@ pub fn build(
     key: &str,
     out: &Path,
 ) -> Result<RunArea> {
+    // Without root the files' owners, modes and device nodes go on the
+    // file system's inodes afterwards.
+    let fixup =
+        (!tree.native()).then(|| debugfs_script(tree.entries(), &Path::new("/").join(ROOTFS_DIR)));
+    build_dir(
+        disk_root,
+        tree.entries().len() as u64,
+        tree_bytes,
+        init,
+        key,
+        out,
+        fixup,
+    )
+}
+
+/// Builds the disk image `out` from the directory `disk_root` (the
+/// container's files under `rootfs/`, already with their owners: `files`
+/// of them, taking `bytes`), with `init` at /vmm/init and the run file;
+/// then runs the debugfs script `fixup`, if any. Returns where the run
+/// file is. `key` names the file system (its UUID).
+pub fn build_dir(
+    disk_root: &Path,
+    files: u64,
+    tree_bytes: u64,
+    init: &Path,
+    key: &str,
+    out: &Path,
+    fixup: Option<Vec<u8>>,
+) -> Result<RunArea> {
     let io = |what: &str| {
         let what = what.to_string();
         move |e: std::io::Error| Error::Build(format!("{what}: {e}"))
@@ -174,7 +203,7 @@ pub fn build(
     std::fs::write(vmm.join("run"), &filler).map_err(io("cannot write /vmm/run"))?;
 
     let used = tree_bytes + std::fs::metadata(init).map_or(0, |m| m.len()) + RUN_CAPACITY;
-    let inodes = (tree.entries().len() as u64 * 2).max(16384);
+    let inodes = (files * 2).max(16384);
     // Room for the file system's own structures (inode tables: 256 bytes
     // an inode, block bitmaps, directories), then the free space.
     let size = (used + used / 8 + inodes * 256 + (16 << 20) + FREE_SPACE).next_multiple_of(1 << 20);
@@ -200,8 +229,7 @@ pub fn build(
             .arg(out),
         "mkfs.ext4",
     )?;
-    if !tree.native() {
-        let mut script = debugfs_script(tree.entries(), &Path::new("/").join(ROOTFS_DIR));
+    if let Some(mut script) = fixup {
         for p in ["/vmm", INIT_PATH, RUN_PATH] {
             script.extend_from_slice(format!("sif {p} uid 0\nsif {p} gid 0\n").as_bytes());
         }
