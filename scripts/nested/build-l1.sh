@@ -18,8 +18,15 @@ L1_KERNEL_VERSION=6.1.192-3
 
 # What the L1 loads (their dependencies come first, from modules.dep):
 # KVM on AMD-V, the 9p share of the machine's files over virtio-pci, the
-# overlay that makes it writable, and TAP, bridge and veth for network tests.
-L1_MODULES=(virtio_pci 9pnet_virtio 9p overlay kvm-amd tun bridge veth)
+# overlay that makes it writable, and TAP, bridge and veth for network tests;
+# for the OCI runtime's tests, what podman's netavark and the CNI plugins
+# program (iptables on nftables; libcrc32c wants crc32c, a soft dependency: NAT, masquerade, port forwards) and the tc
+# ingress redirect between a container's interface and its VM's TAP.
+L1_MODULES=(virtio_pci 9pnet_virtio 9p overlay kvm-amd tun bridge veth
+            crc32c_generic nf_tables nft_compat nft_chain_nat nft_nat nft_masq nft_ct nft_fib_inet
+            nft_reject_inet ip_tables iptable_nat xt_conntrack xt_MASQUERADE xt_nat
+            xt_REDIRECT xt_comment xt_mark xt_addrtype xt_tcpudp xt_multiport br_netfilter
+            sch_ingress act_mirred cls_u32 cls_matchall)
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache_root=${VMM_NESTED_CACHE:-$HOME/.cache/vmm-nested}
