@@ -8,7 +8,8 @@ set -euo pipefail
 
 packages=(build-essential pkg-config curl ca-certificates linux-source-6.12 bc flex bison libelf-dev libssl-dev
           cpio xz-utils python3 qemu-system-x86 procps e2fsprogs iproute2 iputils-ping dnsmasq-base
-          runc busybox-static util-linux kmod umoci skopeo tar strace mount)
+          runc busybox-static util-linux kmod umoci skopeo tar strace mount
+          podman containerd crun python3-jsonschema)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -138,11 +138,23 @@ fn needs() -> Vec<Need> {
             default_guest().is_some(),
             "the default guest (guest-kernels/build.sh)",
         ),
+        Need::tool("podman", "podman"),
+        Need::tool("containerd", "containerd"),
+        Need::tool("script", "bsdutils"),
+        Need::that(
+            vmm_runtime_bin().is_file(),
+            "the vmm-runtime binary (cargo build --workspace)",
+        ),
         Need::that(
             tiny_guests_bin().is_some(),
             "the tiny_guests test binary (cargo test --no-run)",
         ),
     ]
+}
+
+/// The OCI runtime's binary beside the VMM's.
+fn vmm_runtime_bin() -> PathBuf {
+    vmm_bin().with_file_name("vmm-runtime")
 }
 
 fn quote(s: &str) -> String {
@@ -602,6 +614,11 @@ fn write_scenarios(n: &Nested) -> PathBuf {
         ),
     );
     let sh = |script: String| vec!["bash".to_string(), "-c".to_string(), script];
+    let runtime = vmm_runtime_bin().display().to_string();
+    let runtime_script = repo_root()
+        .join("tests/data/runtime_scenarios.sh")
+        .display()
+        .to_string();
     // The API driver for each of `ids` at once, each with its own socket,
     // TAP and disks (made in the L1's /tmp: OLD, 1 MiB, and NEW, 2 MiB,
     // each starting with its name); prefixed output; fails if one fails.
@@ -917,6 +934,42 @@ fn write_scenarios(n: &Nested) -> PathBuf {
             ],
         ),
         ("api-two", sh(api_driver(&["two-a", "two-b"]))),
+        // The OCI runtime (tests/data/runtime_scenarios.sh): its life cycle
+        // on bundles umoci unpacks from the test image, then podman and
+        // containerd's ctr running the image through it.
+        (
+            "runtime-life",
+            vec![
+                "bash".into(),
+                runtime_script.clone(),
+                "life".into(),
+                runtime.clone(),
+                two.clone(),
+                r("runtime-states"),
+            ],
+        ),
+        (
+            "runtime-podman",
+            vec![
+                "bash".into(),
+                runtime_script.clone(),
+                "podman".into(),
+                runtime.clone(),
+                imgs.archive.display().to_string(),
+                images::ARCHIVE_TAG.into(),
+            ],
+        ),
+        (
+            "runtime-ctr",
+            vec![
+                "bash".into(),
+                runtime_script.clone(),
+                "ctr".into(),
+                runtime.clone(),
+                imgs.archive.display().to_string(),
+                format!("docker.io/{}", images::ARCHIVE_TAG),
+            ],
+        ),
         ("default-1", run(&["--vcpus", "1", "--memory", "128M"])),
         ("default-2", run(&["--vcpus", "2", "--memory", "128M"])),
         (
@@ -2289,4 +2342,221 @@ fn a_firecracker_client_snapshots_in_one_process_and_loads_in_another() {
     ] {
         assert!(ran.stdout.contains(says), "no '{says}'\n{all}");
     }
+}
+
+/// The runtime scenario `name` ran to its end; its output and all of it.
+fn runtime_ran(n: &Nested, name: &str) -> (String, String) {
+    let ran = n.scenario(name);
+    let all = format!("{}\n--- stderr:\n{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(0), "{name}: {all}");
+    (ran.stdout, all)
+}
+
+/// The lines of `out` in section `== marker` (up to the next section).
+fn runtime_section<'a>(out: &'a str, marker: &str) -> Vec<&'a str> {
+    out.lines()
+        .skip_while(|l| *l != format!("== {marker}"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("== "))
+        .collect()
+}
+
+fn assert_lines(out: &str, section: &str, want: &[&str], all: &str) {
+    let lines = runtime_section(out, section);
+    for w in want {
+        assert!(
+            lines.contains(w),
+            "{section}: no line {w:?} in {lines:?}\n{all}"
+        );
+    }
+}
+
+#[test]
+fn the_runtimes_life_cycle_create_start_kill_delete_drives_a_vm() {
+    let Some(n) = nested() else { return };
+    let (out, all) = runtime_ran(n, "runtime-life");
+    assert_lines(
+        &out,
+        "life cycle",
+        &[
+            "create rc=0",
+            "status after create: created",
+            "pid file: the live VMM's",
+            "start rc=0",
+            "status after start: running",
+            "the process runs",
+            "list: life running",
+            "ps: 1 pid",
+            "pause rc=0; status: paused",
+            "resume rc=0; status: running",
+            "kill TERM rc=0",
+            "status after TERM: stopped",
+            "the trap ran",
+            "delete rc=0",
+            // No such container.
+            "state after delete rc=15",
+        ],
+        &all,
+    );
+    assert_lines(&out, "left behind", &["containers left: 0"], &all);
+}
+
+#[test]
+fn the_runtime_refuses_a_taken_id_a_second_start_and_deleting_a_running_container() {
+    let Some(n) = nested() else { return };
+    let (out, all) = runtime_ran(n, "runtime-life");
+    assert_lines(
+        &out,
+        "life cycle",
+        &[
+            "create again rc=16",
+            "start again rc=17",
+            "delete running rc=17",
+            "kill stopped rc=17",
+        ],
+        &all,
+    );
+    for says in [
+        "container life exists already",
+        "container life is running: only a created container can be started",
+        "container life is running: delete it with --force",
+    ] {
+        assert!(all.contains(says), "{says}: {all}");
+    }
+}
+
+#[test]
+fn a_containers_exit_status_term_trap_and_kill_are_the_runtimes() {
+    let Some(n) = nested() else { return };
+    let (out, all) = runtime_ran(n, "runtime-life");
+    assert_lines(
+        &out,
+        "exit status",
+        &[
+            "run rc=3",
+            "out-three",
+            "TERM with a trap rc=42",
+            "kill KILL rc=0",
+            "KILL rc=137",
+        ],
+        &all,
+    );
+}
+
+#[test]
+fn two_containers_run_at_once_each_with_its_output_and_status() {
+    let Some(n) = nested() else { return };
+    let (out, all) = runtime_ran(n, "runtime-life");
+    assert_lines(
+        &out,
+        "two at once",
+        &["a rc=10: I am a", "b rc=11: I am b"],
+        &all,
+    );
+}
+
+#[test]
+fn a_terminal_container_gets_a_pseudo_terminal_through_the_console_socket() {
+    let Some(n) = nested() else { return };
+    let (out, all) = runtime_ran(n, "runtime-life");
+    assert_lines(
+        &out,
+        "console socket",
+        &[
+            "create rc=0",
+            "console: got a terminal (/dev/ptmx)",
+            "on-a-terminal",
+            "typed-hello",
+            // process.terminal without --console-socket: a usage error.
+            "terminal without a socket rc=2",
+        ],
+        &all,
+    );
+}
+
+#[test]
+fn the_runtimes_states_are_valid_against_the_oci_schema() {
+    let Some(n) = nested() else { return };
+    let (_, all) = runtime_ran(n, "runtime-life");
+    let dir = n.results().join("runtime-states");
+    let files: Vec<PathBuf> = ["created", "running", "stopped"]
+        .iter()
+        .map(|s| dir.join(format!("state-{s}.json")))
+        .collect();
+    for (f, status) in files.iter().zip(["created", "running", "stopped"]) {
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(f).unwrap_or_default())
+                .unwrap_or_else(|e| panic!("{}: {e}\n{all}", f.display()));
+        assert_eq!(state["status"], status, "{state}");
+        assert_eq!(state["id"], "life", "{state}");
+        assert_eq!(state["pid"].is_u64(), status != "stopped", "{state}");
+    }
+    let schemas = repo_root().join("tests/data/oci-runtime-spec");
+    let out = Command::new("python3")
+        .arg(repo_root().join("tests/data/oci_validate.py"))
+        .arg(&schemas)
+        .arg("state-schema.json")
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn podman_runs_an_image_as_a_vm_through_the_runtime() {
+    let Some(n) = nested() else { return };
+    let (out, all) = runtime_ran(n, "runtime-podman");
+    assert_lines(&out, "exit", &["run rc=3"], &all);
+    // The guest's own kernel (the default guest's 6.12), not the L1's 6.1.
+    assert!(
+        runtime_section(&out, "exit")
+            .iter()
+            .any(|l| l.starts_with("in-a-vm 6.12.")),
+        "{all}"
+    );
+    assert_lines(
+        &out,
+        "detach and stop",
+        &[
+            "run -d rc=0",
+            "inspect: running",
+            "stop rc=0",
+            // podman stop's TERM reached the trap, which exited 0.
+            "inspect: exited exit=0",
+            "logs: started got-TERM ",
+            "rm rc=0",
+            "ps -a: 0 containers",
+        ],
+        &all,
+    );
+    assert!(
+        runtime_section(&out, "detach and stop")
+            .iter()
+            .any(|l| l.starts_with("ps: d1 running")),
+        "{all}"
+    );
+    assert_lines(&out, "terminal", &["run -t rc=4", "on-a-terminal"], &all);
+    assert_lines(
+        &out,
+        "port",
+        &["run -p rc=0", "http: hello-from-the-vm", "rm -f rc=0"],
+        &all,
+    );
+}
+
+#[test]
+fn containerds_ctr_runs_an_image_as_a_vm_with_the_runtime_as_its_runc() {
+    let Some(n) = nested() else { return };
+    let (out, all) = runtime_ran(n, "runtime-ctr");
+    assert_lines(
+        &out,
+        "ctr run",
+        &["from-containerd-in-a-vm", "ctr run rc=6"],
+        &all,
+    );
 }

@@ -143,7 +143,7 @@ fn rlimit_resource(name: &str) -> Option<u32> {
         "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
         _ => return None,
     };
-    Some(r as u32)
+    Some(r)
 }
 
 /// Reads `bundle`/config.json: a missing bundle or file is a FILE error, a
@@ -445,7 +445,7 @@ fn size(spec: &Spec, annotations: &BTreeMap<String, String>) -> Result<(u32, u64
         },
         None => resources
             .as_ref()
-            .and_then(|r| r.memory().clone())
+            .and_then(|r| *r.memory())
             .and_then(|m| m.limit())
             .filter(|l| *l > 0)
             .map(|l| ((l as u64).div_ceil(1 << 20) + KERNEL_OVERHEAD_MIB).max(MIN_MEMORY_MIB))
@@ -536,4 +536,264 @@ pub fn run_records(plan: &Plan) -> Vec<u8> {
     }
     out.push(0);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bundle in a temporary directory with `config` as its config.json
+    /// and a root directory holding /etc/hosts.
+    struct Bundle(PathBuf);
+
+    impl Bundle {
+        fn new(name: &str, config: &serde_json::Value) -> Bundle {
+            let dir = std::env::temp_dir()
+                .join(format!("vmm-runtime-bundle-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(dir.join("rootfs/etc")).unwrap();
+            std::fs::write(dir.join("hosts"), "127.0.0.1 localhost\n").unwrap();
+            std::fs::create_dir_all(dir.join("volume")).unwrap();
+            std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+            Bundle(dir)
+        }
+
+        fn plan(&self) -> Result<Plan> {
+            let (bundle, spec) = load(&self.0)?;
+            plan(&bundle, &spec)
+        }
+    }
+
+    impl Drop for Bundle {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn config() -> serde_json::Value {
+        serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "hostname": "box",
+            "process": {
+                "args": ["sh", "-c", "exit 3"],
+                "env": ["PATH=/bin", "A=b c"],
+                "cwd": "/work",
+                "user": {"uid": 1000, "gid": 100, "additionalGids": [10, 20]},
+                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 2048, "soft": 1024}],
+            },
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"},
+                {"destination": "/dev/shm", "type": "bind", "source": "/tmp", "options": ["rbind"]},
+                {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"},
+                {"destination": "/run", "type": "tmpfs", "source": "tmpfs",
+                 "options": ["nosuid", "mode=755", "size=65536k"]},
+            ],
+            "annotations": {"org.example": "x"},
+            "linux": {
+                "namespaces": [{"type": "pid"}, {"type": "network"}],
+                "resources": {"cpu": {"quota": 150000, "period": 100000},
+                              "memory": {"limit": 536870912}},
+            },
+        })
+    }
+
+    fn field_error(e: Error) -> String {
+        match e {
+            Error::Config { field, .. } => field,
+            other => panic!("not a config error: {other}"),
+        }
+    }
+
+    #[test]
+    fn a_bundles_process_mounts_and_resources_become_the_vms_plan() {
+        let mut c = config();
+        let b = Bundle::new("good", &c);
+        c["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+            "destination": "/etc/hosts", "type": "bind",
+            "source": b.0.join("hosts"), "options": ["rbind", "ro"]}));
+        std::fs::write(b.0.join("config.json"), c.to_string()).unwrap();
+        let p = b.plan().unwrap();
+        assert_eq!(p.root, b.0.join("rootfs"));
+        assert_eq!(p.args, ["sh", "-c", "exit 3"]);
+        assert_eq!((p.uid, p.gid, p.groups.clone()), (1000, 100, vec![10, 20]));
+        assert_eq!(p.cwd, "/work");
+        assert_eq!(p.hostname.as_deref(), Some("box"));
+        assert_eq!(p.rlimits, [(libc::RLIMIT_NOFILE, 1024, 2048)]);
+        // The guest's own /proc, /dev, /dev/shm and no cgroups; /run a tmpfs
+        // with its size and mode; the file bound read-only.
+        assert_eq!(
+            p.tmpfs,
+            [("/run".to_string(), "mode=755,size=65536k".to_string())]
+        );
+        assert_eq!(
+            p.files,
+            [FileBind {
+                source: b.0.join("hosts"),
+                dest: "/etc/hosts".into(),
+                read_only: true
+            }]
+        );
+        // A new network namespace (no path): no network device.
+        assert_eq!(p.netns, None);
+        // 1.5 CPUs' quota: 2 vCPUs; 512 MiB limit plus the kernel's share.
+        assert_eq!((p.cpus, p.memory_mib), (2, 512 + KERNEL_OVERHEAD_MIB));
+        assert_eq!(p.annotations["org.example"], "x");
+        let run = run_records(&p);
+        assert!(run.starts_with(vmm_image::run::RUN_MAGIC));
+        let records: Vec<&[u8]> = run[vmm_image::run::RUN_MAGIC.len()..]
+            .split(|b| *b == 0)
+            .collect();
+        for want in [
+            &b"Ash"[..],
+            b"A-c",
+            b"Aexit 3",
+            b"EA=b c",
+            b"U1000",
+            b"G100",
+            b"S10",
+            b"S20",
+            b"W/work",
+            b"Hbox",
+            b"L7 1024 2048",
+            b"b/etc/hosts",
+            b"T/run\nmode=755,size=65536k",
+        ] {
+            assert!(
+                records.contains(&want),
+                "{:?}",
+                String::from_utf8_lossy(want)
+            );
+        }
+        assert!(!records.contains(&&b"Y1"[..]), "no terminal asked");
+        assert!(run.ends_with(&[0, 0]), "ended by an empty record");
+    }
+
+    #[test]
+    fn annotations_size_the_vm_over_the_resources() {
+        let mut c = config();
+        c["annotations"] = serde_json::json!({CPUS_ANNOTATION: "4", MEMORY_ANNOTATION: "1024"});
+        let b = Bundle::new("annot", &c);
+        let p = b.plan().unwrap();
+        assert_eq!((p.cpus, p.memory_mib), (4, 1024));
+        c["annotations"] = serde_json::json!({CPUS_ANNOTATION: "0"});
+        std::fs::write(b.0.join("config.json"), c.to_string()).unwrap();
+        assert_eq!(
+            field_error(b.plan().unwrap_err()),
+            "annotations.\"vmm.cpus\""
+        );
+        c["annotations"] = serde_json::json!({MEMORY_ANNOTATION: "lots"});
+        std::fs::write(b.0.join("config.json"), c.to_string()).unwrap();
+        assert_eq!(
+            field_error(b.plan().unwrap_err()),
+            "annotations.\"vmm.memory_mib\""
+        );
+        // Neither: the defaults.
+        c.as_object_mut().unwrap().remove("annotations");
+        c["linux"].as_object_mut().unwrap().remove("resources");
+        std::fs::write(b.0.join("config.json"), c.to_string()).unwrap();
+        let p = b.plan().unwrap();
+        assert_eq!((p.cpus, p.memory_mib), (DEFAULT_CPUS, DEFAULT_MEMORY_MIB));
+    }
+
+    #[test]
+    fn a_bad_field_is_named() {
+        let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+            (
+                "uid",
+                serde_json::json!({"process": {"user": {"uid": "x"}}}),
+                "process.user.uid",
+            ),
+            (
+                "args",
+                serde_json::json!({"process": {"args": []}}),
+                "process.args",
+            ),
+            (
+                "cwd",
+                serde_json::json!({"process": {"cwd": "work"}}),
+                "process.cwd",
+            ),
+            (
+                "env",
+                serde_json::json!({"process": {"env": ["NOEQUALS"]}}),
+                "process.env[0]",
+            ),
+            (
+                "rlimit",
+                serde_json::json!({"process": {"rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1, "soft": 2}]}}),
+                "process.rlimits[0]",
+            ),
+            (
+                "version",
+                serde_json::json!({"ociVersion": "0.9"}),
+                "ociVersion",
+            ),
+            (
+                "dest",
+                serde_json::json!({"mounts": [{"destination": "rel", "type": "tmpfs"}]}),
+                "mounts[0].destination",
+            ),
+            (
+                "hostname",
+                serde_json::json!({"hostname": "a/b"}),
+                "hostname",
+            ),
+        ];
+        for (name, patch, field) in cases {
+            let mut c = config();
+            merge(&mut c, &patch);
+            let b = Bundle::new(name, &c);
+            assert_eq!(field_error(b.plan().unwrap_err()), field, "{name}");
+        }
+        let b = Bundle::new("json", &config());
+        std::fs::write(b.0.join("config.json"), "{\"ociVersion\": ").unwrap();
+        assert!(matches!(b.plan().unwrap_err(), Error::Config { .. }));
+    }
+
+    fn merge(into: &mut serde_json::Value, patch: &serde_json::Value) {
+        match (into, patch) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for (k, v) in b {
+                    merge(a.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (a, b) => *a = b.clone(),
+        }
+    }
+
+    #[test]
+    fn missing_files_and_a_volume_are_refused_with_what_is_missing() {
+        let b = Bundle::new("files", &config());
+        std::fs::remove_dir_all(b.0.join("rootfs")).unwrap();
+        assert!(
+            matches!(b.plan().unwrap_err(), Error::File { what, .. } if what.contains("root.path"))
+        );
+        std::fs::create_dir_all(b.0.join("rootfs")).unwrap();
+        let mut c = config();
+        c["mounts"] = serde_json::json!([{"destination": "/data", "type": "bind",
+            "source": b.0.join("volume"), "options": ["rbind"]}]);
+        std::fs::write(b.0.join("config.json"), c.to_string()).unwrap();
+        let e = b.plan().unwrap_err();
+        assert!(
+            matches!(&e, Error::Unsupported(m) if m.contains("mounts[0].source") && m.contains("/data")),
+            "{e}"
+        );
+        c["mounts"] = serde_json::json!([{"destination": "/etc/x", "type": "bind",
+            "source": b.0.join("no-such-file")}]);
+        std::fs::write(b.0.join("config.json"), c.to_string()).unwrap();
+        assert!(matches!(b.plan().unwrap_err(), Error::File { .. }));
+        c["linux"]["namespaces"] =
+            serde_json::json!([{"type": "network", "path": "/no/such/netns"}]);
+        c.as_object_mut().unwrap().remove("mounts");
+        std::fs::write(b.0.join("config.json"), c.to_string()).unwrap();
+        assert!(
+            matches!(b.plan().unwrap_err(), Error::File { what, .. } if what.contains("network"))
+        );
+        assert!(matches!(
+            load(&b.0.join("nothing")).unwrap_err(),
+            Error::File { what: "bundle", .. }
+        ));
+    }
 }

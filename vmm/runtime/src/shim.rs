@@ -295,7 +295,6 @@ pub fn main(container: Container) -> i32 {
         .name("vmm-runtime-ctl".into())
         .spawn(move || serve(listener, serving));
     say("ok\n");
-    drop(say);
     let end = handle.wait();
     let code = vmm_cli::exit::of_end(&end);
     log::info!(
