@@ -2537,7 +2537,7 @@ fn podman_runs_an_image_as_a_vm_through_the_runtime() {
     assert!(
         runtime_section(&out, "detach and stop")
             .iter()
-            .any(|l| l.starts_with("ps: d1 running")),
+            .any(|l| l.starts_with("ps: d1 Up ")),
         "{all}"
     );
     assert_lines(&out, "terminal", &["run -t rc=4", "on-a-terminal"], &all);

@@ -235,7 +235,9 @@ fn unsupported(what: &str) -> Error {
 fn run(cli: &Cli) -> Result<i32, Error> {
     let root = Root::open(&cli.root)?;
     let out = |s: String| {
-        println!("{}", s.trim_end());
+        if !s.trim_end().is_empty() {
+            println!("{}", s.trim_end());
+        }
         Ok(0)
     };
     match &cli.command {
