@@ -42,7 +42,7 @@ if ! [[ $seconds =~ ^[0-9]+$ ]] || ((seconds == 0)); then
     echo "fuzz: --seconds takes a positive whole number, not '$seconds'" >&2
     exit 2
 fi
-all=(virtio_blk virtio_net virtio_mmio config_json kernel_image image_layer api_request snapshot_state overlay_header)
+all=(virtio_blk virtio_net virtio_mmio config_json kernel_image image_layer api_request snapshot_state overlay_header oci_config)
 ((${#targets[@]})) || targets=("${all[@]}")
 for t in "${targets[@]}"; do
     [[ -f fuzz/fuzz_targets/$t.rs ]] || { echo "fuzz: no target '$t' (one of: ${all[*]})" >&2; exit 2; }

@@ -44,6 +44,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("api_request", api_request),
     ("snapshot_state", snapshot_state),
     ("overlay_header", overlay_header),
+    ("oci_config", oci_config),
 ];
 
 /// Guest RAM of the virtio targets: two adjacent regions, so buffers can
@@ -982,7 +983,113 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     for (name, bytes) in overlay_header_seeds() {
         out.push(("overlay_header", name, bytes));
     }
+    for (name, bytes) in oci_config_seeds() {
+        out.push(("oci_config", name, bytes));
+    }
     out
+}
+
+/// The bundle `oci_config` reads its config.json against: a root
+/// directory and a file to bind (made once per process).
+fn oci_bundle() -> &'static Path {
+    static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("vmm-fuzz-oci-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(dir.join("rootfs"));
+        let _ = std::fs::write(dir.join("hosts"), b"127.0.0.1 localhost\n");
+        dir
+    })
+}
+
+/// A bundle's config.json: `config.json` bytes parsed and planned as
+/// `vmm-runtime create` does never panic; a plan has a program, an
+/// absolute working directory and a VM size in range, and its run file
+/// splits back into exactly the records it was made of (no value can
+/// smuggle a NUL byte into init's records).
+pub fn oci_config(data: &[u8]) {
+    use vmm_runtime::bundle;
+    let Ok(spec) = bundle::parse(data) else {
+        return;
+    };
+    let Ok(plan) = bundle::plan(oci_bundle(), &spec) else {
+        return;
+    };
+    assert!(!plan.args.is_empty() && !plan.args[0].is_empty());
+    assert!(plan.cwd.starts_with('/'));
+    assert!((1..=bundle::MAX_CPUS).contains(&plan.cpus));
+    assert!(plan.memory_mib >= bundle::MIN_MEMORY_MIB);
+    let run = bundle::run_records(&plan);
+    let body = run
+        .strip_prefix(vmm_image::run::RUN_MAGIC)
+        .expect("the run file's magic");
+    let records: Vec<&[u8]> = body.split(|b| *b == 0).collect();
+    // Each record, then the empty one that ends them, then nothing.
+    let expected = plan.args.len()
+        + plan.env.len()
+        + 3
+        + plan.groups.len()
+        + usize::from(plan.hostname.is_some())
+        + usize::from(plan.terminal)
+        + plan.rlimits.len()
+        + plan.files.len()
+        + plan.tmpfs.len()
+        + usize::from(plan.read_only_root);
+    assert_eq!(records.len(), expected + 2, "{records:?}");
+    assert!(records[expected].is_empty() && records[expected + 1].is_empty());
+    let args: Vec<&[u8]> = records
+        .iter()
+        .filter(|r| r.first() == Some(&b'A'))
+        .map(|r| &r[1..])
+        .collect();
+    assert_eq!(args.len(), plan.args.len());
+}
+
+/// config.json seeds: podman's kind of bundle, runc's `spec`, a
+/// volume, a terminal with resources, and broken ones.
+pub fn oci_config_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let full = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": "box",
+        "process": {
+            "terminal": true,
+            "args": ["sh", "-c", "exit 3"],
+            "env": ["PATH=/bin", "TERM=xterm"],
+            "cwd": "/work",
+            "user": {"uid": 1000, "gid": 100, "additionalGids": [10]},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+        },
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]},
+            {"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["mode=755"]},
+            {"destination": "/etc/hosts", "type": "bind", "source": "/etc/hostname",
+             "options": ["rbind", "ro"]},
+        ],
+        "annotations": {"vmm.cpus": "2"},
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "network"}],
+            "resources": {"memory": {"limit": 268435456}, "cpu": {"quota": 50000, "period": 100000}},
+        },
+    });
+    let minimal = serde_json::json!({
+        "ociVersion": "1.0.0",
+        "root": {"path": "rootfs"},
+        "process": {"args": ["true"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+    });
+    let mut volume = minimal.clone();
+    volume["mounts"] = serde_json::json!([{"destination": "/data", "type": "bind",
+        "source": "/tmp", "options": ["rbind"]}]);
+    vec![
+        ("full", full.to_string().into_bytes()),
+        ("minimal", minimal.to_string().into_bytes()),
+        ("volume", volume.to_string().into_bytes()),
+        (
+            "bad-uid",
+            br#"{"ociVersion":"1.0.2","process":{"user":{"uid":"x"}}}"#.to_vec(),
+        ),
+        ("cut", minimal.to_string().as_bytes()[..40].to_vec()),
+    ]
 }
 
 /// A copy-on-write overlay's header (a 1 GiB disk over a raw base).

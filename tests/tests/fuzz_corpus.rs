@@ -225,3 +225,25 @@ fn the_state_file_seeds_are_what_they_say() {
         Err(FileError::Truncated { .. })
     ));
 }
+
+#[test]
+fn the_oci_config_seeds_are_what_they_say() {
+    use vmm_runtime::{bundle, Error};
+    let dir = vmm_tests::TempDir::new("oci-seeds");
+    std::fs::create_dir_all(dir.join("rootfs")).unwrap();
+    let plan = |name| {
+        bundle::parse(&seed("oci_config", name)).and_then(|s| bundle::plan(&dir.join(""), &s))
+    };
+    let full = plan("full").unwrap();
+    assert!(full.terminal && full.read_only_root && full.files.len() == 1);
+    assert_eq!(
+        (full.cpus, full.memory_mib),
+        (2, 256 + bundle::KERNEL_OVERHEAD_MIB)
+    );
+    assert_eq!(plan("minimal").unwrap().args, ["true"]);
+    assert!(matches!(plan("volume"), Err(Error::Unsupported(m)) if m.contains("/data")));
+    assert!(
+        matches!(plan("bad-uid"), Err(Error::Config { field, .. }) if field == "process.user.uid")
+    );
+    assert!(matches!(plan("cut"), Err(Error::Config { .. })));
+}

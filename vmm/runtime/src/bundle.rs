@@ -235,7 +235,7 @@ pub fn plan(bundle: &Path, spec: &Spec) -> Result<Plan> {
         }
     }
     let cwd = process.cwd().to_string_lossy().into_owned();
-    if !cwd.starts_with('/') {
+    if !cwd.starts_with('/') || cwd.contains('\0') {
         return Err(Error::config(
             "process.cwd",
             format!("'{cwd}' is not an absolute path"),
@@ -326,7 +326,7 @@ fn mounts(spec: &Spec) -> Result<(Vec<FileBind>, Vec<(String, String)>)> {
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         let dest = m.destination().to_string_lossy().into_owned();
         let field = |f: &str| format!("mounts[{i}].{f}");
-        if !dest.starts_with('/') {
+        if !dest.starts_with('/') || dest.contains(['\0', '\n']) {
             return Err(Error::config(
                 field("destination"),
                 format!("'{dest}' is not an absolute path"),
@@ -390,7 +390,14 @@ fn mounts(spec: &Spec) -> Result<(Vec<FileBind>, Vec<(String, String)>)> {
                             .any(|p| o.starts_with(p))
                     })
                     .collect();
-                tmpfs.push((dest, data.join(",")));
+                let data = data.join(",");
+                if data.contains('\0') {
+                    return Err(Error::config(
+                        field("options"),
+                        "an option holds a NUL byte",
+                    ));
+                }
+                tmpfs.push((dest, data));
             }
             // cgroups: the VM is the container's limit; its kernel has none.
             "cgroup" | "cgroup2" | "proc" | "sysfs" | "mqueue" | "devpts" => {

@@ -180,6 +180,7 @@ fn create_in(
     )
     .map_err(Error::io(format!("cannot write {}", plan_path.display())))?;
     let exe = self_exe()?;
+    let t0 = Instant::now();
     // The disk, in a process of its own (it takes a mount namespace of
     // its own to bind the root directory).
     let built = Command::new(&exe)
@@ -199,6 +200,11 @@ fn create_in(
             "the disk builder",
         ));
     }
+    log::debug!(
+        "create {}: root disk made in {:.1} ms",
+        c.id,
+        t0.elapsed().as_secs_f64() * 1e3
+    );
     // The console.
     let mut console = None;
     if plan.terminal && !o.inherit_stdio {
@@ -269,6 +275,11 @@ fn create_in(
         }
         return Err(e);
     }
+    log::debug!(
+        "create {}: VM ready {:.1} ms after the disk began",
+        c.id,
+        t0.elapsed().as_secs_f64() * 1e3
+    );
     run_hooks("createRuntime", &plan.hooks.create_runtime, &c.oci_state()?)?;
     if let Some(p) = &o.pid_file {
         state::write_atomic(p, pid.to_string().as_bytes()).map_err(Error::io(format!(
