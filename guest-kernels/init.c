@@ -473,11 +473,14 @@ static struct creds run_creds;
 static const char *run_hostname;
 /* The root read-only ('R': a container's root.readonly). */
 static int run_ro_root;
-/* Files bound over the root's paths ('B', read-write; 'b', read-only):
- * the k-th is /vmm/files/k on the disk. */
+/* Files bound over the root's paths ('B', read-write; 'b', read-only),
+ * each followed by its content ('C', base64, decoded in place): written
+ * to /vmm/files/K on a tmpfs there, then bound. */
 #define MAX_BINDS 32
 static const char *run_binds[MAX_BINDS];
 static int run_binds_ro[MAX_BINDS];
+static char *run_bind_data[MAX_BINDS];
+static long run_bind_len[MAX_BINDS];
 static int run_nbinds;
 /* tmpfs mounts ('T': the target, a newline, the mount's options). */
 #define MAX_TMPFS 16
@@ -548,7 +551,14 @@ static int read_run(void)
 			run_creds.rlimits[i].hard = parse_ulong(&v);
 		} else if ((tag == 'B' || tag == 'b') && run_nbinds < MAX_BINDS) {
 			run_binds_ro[run_nbinds] = tag == 'b';
+			run_bind_len[run_nbinds] = 0;
 			run_binds[run_nbinds++] = value;
+		} else if (tag == 'C' && run_nbinds > 0) {
+			/* Decoded over itself: the output never overtakes the
+			 * input (3 bytes for each 4). */
+			long n = b64_decode(value, value, str_len(value));
+			run_bind_data[run_nbinds - 1] = value;
+			run_bind_len[run_nbinds - 1] = n < 0 ? 0 : n;
 		} else if (tag == 'T' && run_ntmpfs < MAX_TMPFS)
 			run_tmpfs[run_ntmpfs++] = value;
 	}
@@ -577,9 +587,10 @@ static void make_parents(const char *path)
 		make_dirs(parent);
 }
 
-/* Binds the run's files (/vmm/files/K, copied in by the VMM) over their
- * paths under /rootfs, as a container runtime binds podman's /etc/hosts,
- * /etc/resolv.conf and the like: the image's own file stays under it. */
+/* Binds the run's files (written to /vmm/files/K from the run file) over
+ * their paths under /rootfs, as a container runtime binds podman's
+ * /etc/hosts, /etc/resolv.conf and the like: the image's own file stays
+ * under it. */
 static void bind_files(void)
 {
 	static char src[64], dst[600];
@@ -600,6 +611,14 @@ static void bind_files(void)
 		while (d)
 			src[n++] = digits[--d];
 		src[n] = 0;
+		if (k == 0)
+			syscall5(SYS_mount, (long)"tmpfs", (long)"/vmm/files", (long)"tmpfs",
+				 MS_NOSUID | MS_NODEV, (long)"mode=755");
+		fd = syscall3(SYS_open, (long)src, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		if (fd >= 0) {
+			syscall3(SYS_write, fd, (long)run_bind_data[k], run_bind_len[k]);
+			syscall3(SYS_close, fd, 0, 0);
+		}
 		for (const char *p = prefix; *p;)
 			dst[m++] = *p++;
 		for (const char *p = run_binds[k]; *p && m < sizeof(dst) - 1;)

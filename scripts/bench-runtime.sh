@@ -24,7 +24,11 @@ mkdir -p "$stage/guest" "$out"
 cp "$here/target/release/vmm-runtime" "$(command -v crun)" "$(command -v runc)" "$stage/"
 guest=${VMM_GUEST_DIR:-${VMM_GUEST_CACHE:-$HOME/.cache/vmm-guest}/current}
 cp -L "$guest/vmlinux" "$guest/init" "$stage/guest/"
-export VMM_GUEST_DIR=$stage/guest
+# podman hands its runtime a clean environment: a wrapper gives
+# vmm-runtime the staged guest (an exec of bash, a few ms, on its side).
+mv "$stage/vmm-runtime" "$stage/vmm-runtime.bin"
+printf '#!/bin/bash\nVMM_GUEST_DIR=%s exec %s "$@"\n' "$stage/guest" "$stage/vmm-runtime.bin" > "$stage/vmm-runtime"
+chmod +x "$stage/vmm-runtime"
 ip link set lo up
 podman=(podman --root /tmp/pm/root --runroot /run/pm --storage-driver vfs --cgroup-manager cgroupfs
         --events-backend file)

@@ -19,7 +19,8 @@ wait_for() { for _ in $(seq 600); do grep -q "$2" "$1" 2>/dev/null && return 0; 
 
 life() {
     local layout=$1 out=$2 w=/tmp/rt-life
-    rm -rf $w; mkdir -p $w "$out"
+    export VMM_RUNTIME_CACHE=/tmp/rt-life-cache
+    rm -rf $w $VMM_RUNTIME_CACHE; mkdir -p $w "$out"
     umoci unpack --image "$layout" $w/base > /dev/null || { echo "umoci unpack failed"; exit 90; }
     # mk NAME ARGS_JSON [TERMINAL]: a bundle of the image running ARGS.
     mk() {
@@ -101,6 +102,8 @@ PY
 
     echo "== left behind"
     echo "containers left: $(R list -q | wc -l)"; R list >&2
+    # Every bundle had the same root: one disk made, the others overlays.
+    echo "cached disks: $(ls $VMM_RUNTIME_CACHE | wc -l)"
     rm -rf $w
 }
 

@@ -1018,7 +1018,9 @@ pub fn oci_config(data: &[u8]) {
     assert!(plan.cwd.starts_with('/'));
     assert!((1..=bundle::MAX_CPUS).contains(&plan.cpus));
     assert!(plan.memory_mib >= bundle::MIN_MEMORY_MIB);
-    let run = bundle::run_records(&plan);
+    let Ok(run) = bundle::run_records(&plan) else {
+        return;
+    };
     let body = run
         .strip_prefix(vmm_image::run::RUN_MAGIC)
         .expect("the run file's magic");
@@ -1031,7 +1033,7 @@ pub fn oci_config(data: &[u8]) {
         + usize::from(plan.hostname.is_some())
         + usize::from(plan.terminal)
         + plan.rlimits.len()
-        + plan.files.len()
+        + 2 * plan.files.len()
         + plan.tmpfs.len()
         + usize::from(plan.read_only_root);
     assert_eq!(records.len(), expected + 2, "{records:?}");

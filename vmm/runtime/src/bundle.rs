@@ -502,9 +502,20 @@ fn hooks(spec: &Spec) -> Result<Hooks> {
 
 /// The run file's records for init (guest-kernels/init.c `read_run`):
 /// the image run's, then the runtime's own ('H' hostname, 'Y' terminal,
-/// 'L' rlimits, 'B'/'b' file binds, in the order of the files under
-/// /vmm/files, 'T' tmpfs mounts, 'R' read-only root).
-pub fn run_records(plan: &Plan) -> Vec<u8> {
+/// 'L' rlimits, 'B'/'b' a file bound read-write or read-only, followed by
+/// 'C' its content in unpadded URL-safe base64, read from the host now,
+/// 'T' tmpfs mounts, 'R' read-only root).
+pub fn run_records(plan: &Plan) -> Result<Vec<u8>> {
+    use base64::Engine;
+    let mut contents = Vec::with_capacity(plan.files.len());
+    for f in &plan.files {
+        let bytes = std::fs::read(&f.source).map_err(|e| Error::File {
+            what: "bind mount source",
+            path: f.source.clone(),
+            reason: e.to_string(),
+        })?;
+        contents.push(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+    }
     let mut out = vmm_image::run::RUN_MAGIC.to_vec();
     let mut rec = |tag: u8, value: &str| {
         out.push(tag);
@@ -532,8 +543,9 @@ pub fn run_records(plan: &Plan) -> Vec<u8> {
     for (r, soft, hard) in &plan.rlimits {
         rec(b'L', &format!("{r} {soft} {hard}"));
     }
-    for f in &plan.files {
+    for (f, content) in plan.files.iter().zip(&contents) {
         rec(if f.read_only { b'b' } else { b'B' }, &f.dest);
+        rec(b'C', content);
     }
     for (dest, data) in &plan.tmpfs {
         rec(b'T', &format!("{dest}\n{data}"));
@@ -542,7 +554,7 @@ pub fn run_records(plan: &Plan) -> Vec<u8> {
         rec(b'R', "1");
     }
     out.push(0);
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -647,7 +659,7 @@ mod tests {
         // 1.5 CPUs' quota: 2 vCPUs; 512 MiB limit plus the kernel's share.
         assert_eq!((p.cpus, p.memory_mib), (2, 512 + KERNEL_OVERHEAD_MIB));
         assert_eq!(p.annotations["org.example"], "x");
-        let run = run_records(&p);
+        let run = run_records(&p).unwrap();
         assert!(run.starts_with(vmm_image::run::RUN_MAGIC));
         let records: Vec<&[u8]> = run[vmm_image::run::RUN_MAGIC.len()..]
             .split(|b| *b == 0)
@@ -665,6 +677,7 @@ mod tests {
             b"Hbox",
             b"L7 1024 2048",
             b"b/etc/hosts",
+            b"CMTI3LjAuMC4xIGxvY2FsaG9zdAo",
             b"T/run\nmode=755,size=65536k",
         ] {
             assert!(

@@ -79,7 +79,7 @@ pub fn vm_config(
         id: None,
         root: true,
         partuuid: None,
-        format: vmm::config::DiskFormat::Raw,
+        format: vmm::config::DiskFormat::Overlay,
     }];
     let nets = match net {
         Some(i) => vec![NetConfig {
