@@ -2398,7 +2398,7 @@ fn the_runtimes_life_cycle_create_start_kill_delete_drives_a_vm() {
         ],
         &all,
     );
-    // Nine containers of one root: its disk made once, in the cache.
+    // Every container there had the same root: its disk made once.
     assert_lines(
         &out,
         "left behind",
