@@ -66,7 +66,9 @@ pub fn vm_config(
             code: vmm_cli::exit::of_error(&e),
         }
     };
-    let (kernel, _) = vmm::config::default_guest().map_err(vm_err)?;
+    // The default guest's kernel: no initramfs, the root disk has init.
+    let kernel = vmm::config::default_guest_dir().join("vmlinux");
+    vmm::config::check_file("default guest's kernel", &kernel).map_err(vm_err)?;
     let mut cfg = VmConfig::with_defaults(kernel, None);
     cfg.mem_mib = plan.memory_mib;
     cfg.vcpus = plan.cpus;
