@@ -14,6 +14,7 @@ pub mod control;
 pub mod device_manager;
 pub mod error;
 pub mod event_loop;
+mod guest_command;
 pub mod handle;
 pub mod host;
 pub mod image;

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::bundle::{self, Hook, Plan};
+use crate::bundle::{self, Plan};
 use crate::error::{code, Error, Result};
+pub use crate::hooks::{parse_signal, run_hooks};
 use crate::shim;
 use crate::state::{self, Container, Record, Root, Status};
 
@@ -30,56 +31,6 @@ pub struct CreateOptions {
 /// This program, to start the container's VMM and the disk builder.
 fn self_exe() -> Result<PathBuf> {
     std::env::current_exe().map_err(Error::io("cannot find this program's own path"))
-}
-
-/// Runs `hooks` with the container's state on their stdin; the first
-/// that fails (or outlasts its timeout) is the error.
-pub fn run_hooks(kind: &str, hooks: &[Hook], state: &state::OciState) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::process::CommandExt;
-    let state = serde_json::to_vec(state).unwrap_or_default();
-    for (i, h) in hooks.iter().enumerate() {
-        let mut cmd = Command::new(&h.path);
-        if let Some((arg0, rest)) = h.args.split_first() {
-            cmd.arg0(arg0).args(rest);
-        }
-        let mut child = cmd
-            .env_clear()
-            .envs(h.env.iter().filter_map(|e| e.split_once('=')))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| Error::Vm {
-                message: format!("hook {kind}[{i}] {}: {e}", h.path.display()),
-                code: code::ERROR,
-            })?;
-        if let Some(mut stdin) = child.stdin.take() {
-            let _ = stdin.write_all(&state);
-        }
-        let deadline = h.timeout.map(|t| Instant::now() + Duration::from_secs(t));
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(s)) => break s,
-                Ok(None) if deadline.is_some_and(|d| Instant::now() > d) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(Error::Vm {
-                        message: format!("hook {kind}[{i}] {} timed out", h.path.display()),
-                        code: code::ERROR,
-                    });
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-                Err(e) => return Err(Error::io(format!("hook {kind}[{i}]"))(e)),
-            }
-        };
-        if !status.success() {
-            return Err(Error::Vm {
-                message: format!("hook {kind}[{i}] {} failed: {status}", h.path.display()),
-                code: code::ERROR,
-            });
-        }
-    }
-    Ok(())
 }
 
 /// A pipe: (read, write), both close-on-exec.
@@ -324,52 +275,6 @@ pub fn start(root: &Root, id: &str) -> Result<()> {
         log::warn!("{e}");
     }
     Ok(())
-}
-
-/// A signal's number from its name (TERM, SIGTERM) or number.
-pub fn parse_signal(s: &str) -> Result<i32> {
-    if let Ok(n) = s.parse::<i32>() {
-        if (1..=64).contains(&n) {
-            return Ok(n);
-        }
-    }
-    let name = s.to_ascii_uppercase();
-    let name = name.strip_prefix("SIG").unwrap_or(&name);
-    let n = match name {
-        "HUP" => libc::SIGHUP,
-        "INT" => libc::SIGINT,
-        "QUIT" => libc::SIGQUIT,
-        "ILL" => libc::SIGILL,
-        "TRAP" => libc::SIGTRAP,
-        "ABRT" | "IOT" => libc::SIGABRT,
-        "BUS" => libc::SIGBUS,
-        "FPE" => libc::SIGFPE,
-        "KILL" => libc::SIGKILL,
-        "USR1" => libc::SIGUSR1,
-        "SEGV" => libc::SIGSEGV,
-        "USR2" => libc::SIGUSR2,
-        "PIPE" => libc::SIGPIPE,
-        "ALRM" => libc::SIGALRM,
-        "TERM" => libc::SIGTERM,
-        "STKFLT" => libc::SIGSTKFLT,
-        "CHLD" | "CLD" => libc::SIGCHLD,
-        "CONT" => libc::SIGCONT,
-        "STOP" => libc::SIGSTOP,
-        "TSTP" => libc::SIGTSTP,
-        "TTIN" => libc::SIGTTIN,
-        "TTOU" => libc::SIGTTOU,
-        "URG" => libc::SIGURG,
-        "XCPU" => libc::SIGXCPU,
-        "XFSZ" => libc::SIGXFSZ,
-        "VTALRM" => libc::SIGVTALRM,
-        "PROF" => libc::SIGPROF,
-        "WINCH" => libc::SIGWINCH,
-        "IO" | "POLL" => libc::SIGIO,
-        "PWR" => libc::SIGPWR,
-        "SYS" => libc::SIGSYS,
-        _ => return Err(Error::Usage(format!("unknown signal '{s}'"))),
-    };
-    Ok(n)
 }
 
 /// `kill`: KILL ends the VM at once (the VMM process is killed); another

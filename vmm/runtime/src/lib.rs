@@ -14,6 +14,7 @@ pub mod commands;
 pub mod console;
 pub mod disk;
 pub mod error;
+pub mod hooks;
 pub mod net;
 pub mod shim;
 pub mod state;

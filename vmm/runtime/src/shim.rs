@@ -35,7 +35,7 @@ pub const CONTROL_SOCKET: &str = "control.sock";
 pub const PLAN: &str = "plan.json";
 
 /// The kernel parameters the container's VM boots with.
-fn cmdline(plan: &Plan, ip: Option<&str>) -> String {
+fn cmdline(ip: Option<&str>) -> String {
     let mut c = vmm::config::DEFAULT_CMDLINE.to_string();
     let mut add = |k: &str, v: Option<&str>| vmm::cmdline::add_param(&mut c, k, v);
     // The kernel's boot log on the console only when asked: it would be
@@ -49,7 +49,6 @@ fn cmdline(plan: &Plan, ip: Option<&str>) -> String {
     if let Some(ip) = ip {
         add("ip", Some(ip));
     }
-    let _ = plan;
     c
 }
 
@@ -74,7 +73,7 @@ pub fn vm_config(
     cfg.vcpus = plan.cpus;
     cfg.template = true;
     let ip = net.and_then(crate::net::kernel_ip_param);
-    cfg.cmdline = cmdline(plan, ip.as_deref());
+    cfg.cmdline = cmdline(ip.as_deref());
     let disks = vec![DiskConfig {
         path: disk.to_path_buf(),
         read_only: false,
