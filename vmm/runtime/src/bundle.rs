@@ -516,24 +516,23 @@ pub fn run_records(plan: &Plan) -> Result<Vec<u8>> {
         })?;
         contents.push(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
     }
-    let mut out = vmm_image::run::RUN_MAGIC.to_vec();
+    // The image run's records first (A, E, U, G, S, W), without the
+    // empty record that ends them.
+    let mut out = vmm_image::run::Spec {
+        argv: plan.args.clone(),
+        env: plan.env.clone(),
+        uid: plan.uid,
+        gid: plan.gid,
+        groups: plan.groups.clone(),
+        workdir: plan.cwd.clone(),
+    }
+    .encode();
+    out.pop();
     let mut rec = |tag: u8, value: &str| {
         out.push(tag);
         out.extend_from_slice(value.as_bytes());
         out.push(0);
     };
-    for a in &plan.args {
-        rec(b'A', a);
-    }
-    for e in &plan.env {
-        rec(b'E', e);
-    }
-    rec(b'U', &plan.uid.to_string());
-    rec(b'G', &plan.gid.to_string());
-    for g in &plan.groups {
-        rec(b'S', &g.to_string());
-    }
-    rec(b'W', &plan.cwd);
     if let Some(h) = &plan.hostname {
         rec(b'H', h);
     }

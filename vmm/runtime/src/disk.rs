@@ -17,7 +17,6 @@
 //! goes (they hold it open).
 
 use std::io::Read;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -107,25 +106,9 @@ pub fn tree_key(root: &Path, init: &Path) -> std::io::Result<(String, u64, u64)>
     Ok((key, files, bytes))
 }
 
-/// Holds the cache's lock while it lives.
-struct CacheLock(#[allow(dead_code)] std::fs::File);
-
-fn lock_cache(dir: &Path) -> Result<CacheLock> {
+fn lock_cache(dir: &Path) -> Result<crate::state::Lock> {
     std::fs::create_dir_all(dir).map_err(Error::io(format!("cannot make {}", dir.display())))?;
-    let path = dir.join(".lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(Error::io(format!("cannot open {}", path.display())))?;
-    // SAFETY: flock on the descriptor just opened.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(Error::io("cannot lock the disk cache")(
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(CacheLock(f))
+    crate::state::lock_file(&dir.join(".lock"))
 }
 
 /// Makes the cached disk of `plan.root` in `entry` (a new directory):

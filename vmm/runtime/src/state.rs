@@ -151,6 +151,24 @@ pub fn process_start(pid: i32) -> Option<(u64, bool)> {
     Some((fields.get(19)?.parse().ok()?, zombie))
 }
 
+/// Takes an exclusive flock on `path` (made if missing), waiting for
+/// another holder's; released when the lock is dropped.
+pub fn lock_file(path: &Path) -> Result<Lock> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(Error::io(format!("cannot open {}", path.display())))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(Error::io(format!("cannot lock {}", path.display()))(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(Lock { _file: file })
+}
+
 /// Now, as RFC 3339 UTC with nanoseconds.
 pub fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
@@ -257,20 +275,7 @@ impl Container {
 
     /// Takes its lock, waiting for another caller's.
     pub fn lock(&self) -> Result<Lock> {
-        let path = self.path("lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(Error::io(format!("cannot open {}", path.display())))?;
-        // SAFETY: flock on a descriptor this function owns.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(Error::io("cannot lock the container")(
-                std::io::Error::last_os_error(),
-            ));
-        }
-        Ok(Lock { _file: file })
+        lock_file(&self.path("lock"))
     }
 
     /// Its record; NotFound when it was deleted meanwhile.
