@@ -337,20 +337,15 @@ fn mounts(spec: &Spec) -> Result<(Vec<FileBind>, Vec<(String, String)>)> {
         let bind = typ == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
         // The guest's own kernel file systems: its init mounts them.
         if GUEST_OWN.iter().any(|d| is_under(&dest, d)) {
-            if bind && !(dest == "/dev/shm" || dest.starts_with("/dev/")) {
-                log::debug!("mount {dest}: the guest's own");
+            // A file bound over /proc or /sys would hide the guest kernel's.
+            let file = m.source().as_ref().is_some_and(|src| src.is_file());
+            if bind && file && !dest.starts_with("/dev/") {
+                return Err(Error::Unsupported(format!(
+                    "{}: a file bound over the guest kernel's {dest}",
+                    field("destination")
+                )));
             }
-            if bind {
-                if let Some(src) = m.source() {
-                    if src.is_file() && !dest.starts_with("/dev/") {
-                        // A file over /proc or /sys: not the guest's.
-                        return Err(Error::Unsupported(format!(
-                            "{}: a file bound over the guest kernel's {dest}",
-                            field("destination")
-                        )));
-                    }
-                }
-            }
+            log::debug!("mount {dest}: the guest's own");
             continue;
         }
         if bind {

@@ -52,22 +52,23 @@ fn cmdline(ip: Option<&str>) -> String {
     c
 }
 
+/// The VMM's error, with the exit code `vmm` gives it.
+fn vm_error(e: vmm::Error) -> Error {
+    Error::Vm {
+        message: e.to_string(),
+        code: vmm_cli::exit::of_error(&e),
+    }
+}
+
 /// The VM's configuration.
 pub fn vm_config(
     plan: &Plan,
     disk: &std::path::Path,
     net: Option<&crate::net::Interface>,
 ) -> Result<VmConfig> {
-    let vm_err = |e: vmm::config::ConfigError| {
-        let e = vmm::Error::from(e);
-        Error::Vm {
-            message: e.to_string(),
-            code: vmm_cli::exit::of_error(&e),
-        }
-    };
     // The default guest's kernel: no initramfs, the root disk has init.
     let kernel = vmm::config::default_guest_dir().join("vmlinux");
-    vmm::config::check_file("default guest's kernel", &kernel).map_err(vm_err)?;
+    vmm::config::check_file("default guest's kernel", &kernel).map_err(|e| vm_error(e.into()))?;
     let mut cfg = VmConfig::with_defaults(kernel, None);
     cfg.mem_mib = plan.memory_mib;
     cfg.vcpus = plan.cpus;
@@ -92,7 +93,8 @@ pub fn vm_config(
         }],
         None => Vec::new(),
     };
-    cfg.set_devices(disks, nets).map_err(vm_err)?;
+    cfg.set_devices(disks, nets)
+        .map_err(|e| vm_error(e.into()))?;
     Ok(cfg)
 }
 
@@ -212,15 +214,11 @@ fn boot(container: &Container, plan: &Plan) -> Result<(VmHandle, UnixListener)> 
         None => None,
     };
     let cfg = vm_config(plan, &container.path(crate::disk::DISK), net.as_ref())?;
-    let vm_err = |e: vmm::Error| Error::Vm {
-        message: e.to_string(),
-        code: vmm_cli::exit::of_error(&e),
-    };
     let handle = Vmm::build(&cfg, started)
-        .map_err(vm_err)?
+        .map_err(vm_error)?
         .end_codes(vmm_cli::exit::of_end)
         .start()
-        .map_err(|e| vm_err(e.into()))?;
+        .map_err(|e| vm_error(e.into()))?;
     let timeout = std::env::var("VMM_RUNTIME_BOOT_TIMEOUT")
         .ok()
         .and_then(|s| s.parse().ok())
